@@ -1,0 +1,170 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// APIVersion and Kind identify the configuration file format.
+const (
+	APIVersion = "certagent.io/v1alpha1"
+	Kind       = "AgentConfig"
+)
+
+// DefaultConfigPath is read when --config is not given; its absence means defaults.
+const DefaultConfigPath = "/etc/certagent/config.yaml"
+
+// Config is the configuration file (docs/config.md documents every field).
+// Command-line flags override it.
+type Config struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	// NodeName defaults to the host name, lower-cased.
+	NodeName string `json:"nodeName,omitempty"`
+	// BootstrapKubeconfig holds the bootstrap token; deleted once kubelet.conf works.
+	BootstrapKubeconfig string `json:"bootstrapKubeconfig,omitempty"`
+	// Kubeconfig is the kubelet.conf certagent writes.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// CertDir holds kubelet-client-*.pem and kubelet-server-*.pem.
+	CertDir string `json:"certDir,omitempty"`
+	// IssuerCAFile is the CA issued certificates must chain to when the cluster
+	// signs kubelet certificates with another CA than the API server's.
+	IssuerCAFile string `json:"issuerCAFile,omitempty"`
+	// AllowInsecureBootstrap accepts a bootstrap kubeconfig with insecure-skip-tls-verify.
+	AllowInsecureBootstrap bool `json:"allowInsecureBootstrap,omitempty"`
+	// Timeout bounds `run --once` and `renew`.
+	Timeout  Duration       `json:"timeout,omitempty"`
+	Serving  ServingConfig  `json:"serving"`
+	Rotation RotationConfig `json:"rotation"`
+}
+
+// ServingConfig controls the kubelet serving certificate.
+type ServingConfig struct {
+	// Enabled requests the serving certificate (default true).
+	Enabled *bool `json:"enabled,omitempty"`
+	// DNSNames and IPAddresses are added to the node name and primary IP.
+	DNSNames    []string `json:"dnsNames,omitempty"`
+	IPAddresses []string `json:"ipAddresses,omitempty"`
+}
+
+// RotationConfig controls lifetimes and renewal.
+type RotationConfig struct {
+	// RequestedDuration sets spec.expirationSeconds (minimum 10m); zero lets the signer decide.
+	RequestedDuration Duration `json:"requestedDuration,omitempty"`
+	// RenewBefore renews this long before expiry instead of at 70–90 % of the lifetime.
+	RenewBefore Duration `json:"renewBefore,omitempty"`
+}
+
+// Duration is a time.Duration written as "10m", "36h".
+type Duration struct{ time.Duration }
+
+// UnmarshalJSON accepts a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("a duration must be a string such as \"10m\" or \"36h\"")
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q: %w", s, err)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// DefaultConfig returns the built-in defaults.
+func DefaultConfig() Config {
+	enabled := true
+	return Config{
+		APIVersion:          APIVersion,
+		Kind:                Kind,
+		BootstrapKubeconfig: "/etc/kubernetes/bootstrap-kubelet.conf",
+		Kubeconfig:          "/etc/kubernetes/kubelet.conf",
+		CertDir:             "/var/lib/kubelet/pki",
+		Timeout:             Duration{10 * time.Minute},
+		Serving:             ServingConfig{Enabled: &enabled},
+	}
+}
+
+// LoadConfig reads path over the defaults. If path is the default path and
+// does not exist, the defaults are returned; any other missing file is an
+// error. Unknown keys are errors that name the key.
+func LoadConfig(path string, explicit bool) (Config, error) {
+	cfg := DefaultConfig()
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && !explicit {
+		return cfg, nil
+	}
+	if err != nil {
+		return cfg, fmt.Errorf("reading config: %w", err)
+	}
+	if err := yaml.UnmarshalStrict(data, &cfg); err != nil {
+		return cfg, fmt.Errorf("config %s: %s", path, cleanYAMLError(err))
+	}
+	if cfg.APIVersion != APIVersion || cfg.Kind != Kind {
+		return cfg, fmt.Errorf("config %s: apiVersion/kind are %q/%q, want %q/%q", path, cfg.APIVersion, cfg.Kind, APIVersion, Kind)
+	}
+	return cfg, nil
+}
+
+// cleanYAMLError shortens sigs.k8s.io/yaml's wrapping while keeping the key name.
+func cleanYAMLError(err error) string {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "error unmarshaling JSON: while decoding JSON: ")
+	msg = strings.TrimPrefix(msg, "json: ")
+	return msg
+}
+
+// Validate checks settings that the file format cannot.
+func (c Config) Validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("node name is empty: set nodeName or --node-name"))
+	} else if c.NodeName != strings.ToLower(c.NodeName) {
+		errs = append(errs, fmt.Errorf("node name %q must be lower-case", c.NodeName))
+	}
+	for name, p := range map[string]string{"bootstrapKubeconfig": c.BootstrapKubeconfig, "kubeconfig": c.Kubeconfig, "certDir": c.CertDir} {
+		if p == "" {
+			errs = append(errs, fmt.Errorf("%s is empty", name))
+		}
+	}
+	if _, err := c.ServingIPs(); err != nil {
+		errs = append(errs, err)
+	}
+	if d := c.Rotation.RequestedDuration.Duration; d != 0 && d < 10*time.Minute {
+		errs = append(errs, fmt.Errorf("rotation.requestedDuration %s is below the Kubernetes minimum of 10m", d))
+	}
+	if c.Rotation.RenewBefore.Duration < 0 {
+		errs = append(errs, errors.New("rotation.renewBefore must not be negative"))
+	}
+	if c.Timeout.Duration <= 0 {
+		errs = append(errs, errors.New("timeout must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// ServingEnabled reports whether the serving certificate is requested.
+func (c Config) ServingEnabled() bool { return c.Serving.Enabled == nil || *c.Serving.Enabled }
+
+// ServingIPs parses serving.ipAddresses.
+func (c Config) ServingIPs() ([]net.IP, error) {
+	var ips []net.IP
+	for _, s := range c.Serving.IPAddresses {
+		ip := net.ParseIP(s)
+		if ip == nil {
+			return nil, fmt.Errorf("serving.ipAddresses: %q is not an IP address", s)
+		}
+		ips = append(ips, ip)
+	}
+	return ips, nil
+}

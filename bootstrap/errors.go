@@ -1,0 +1,109 @@
+package bootstrap
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+)
+
+// Outcome is how a CSR ended without a certificate.
+type Outcome string
+
+const (
+	OutcomeDenied  Outcome = "denied"
+	OutcomeFailed  Outcome = "failed"
+	OutcomeDeleted Outcome = "deleted"
+)
+
+// CSRError reports a CSR that will never be issued.
+type CSRError struct {
+	Name    string
+	Outcome Outcome
+	Reason  string // the condition's reason
+	Message string // the condition's message
+	By      string // the field manager that set the condition, when known
+}
+
+func (e *CSRError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "CSR %s was %s", e.Name, e.Outcome)
+	if e.By != "" {
+		fmt.Fprintf(&b, " by %s", e.By)
+	}
+	if e.Reason != "" || e.Message != "" {
+		fmt.Fprintf(&b, " (reason %q: %s)", e.Reason, e.Message)
+	}
+	switch e.Outcome {
+	case OutcomeDenied:
+		b.WriteString("; certagent discards its key and posts a new request on the next attempt: fix what the approver objected to (kubectl get csr " + e.Name + " -o yaml), then approve the new request with kubectl certificate approve <name>")
+	case OutcomeFailed:
+		b.WriteString("; the signer could not issue it: check kube-controller-manager's --cluster-signing-* flags and its log; certagent posts a new request on the next attempt")
+	case OutcomeDeleted:
+		b.WriteString(" while certagent was waiting for it; certagent posts it again on the next attempt")
+	}
+	return b.String()
+}
+
+// ErrNoCredentials means there is neither a usable kubelet.conf nor a bootstrap kubeconfig.
+var ErrNoCredentials = errors.New("no credentials")
+
+// IsTransient reports whether err is worth retrying unchanged: the API server
+// unreachable, overloaded or restarting, or a CSR deleted under us.
+// Rejected credentials, missing permissions, TLS trust failures and bad files
+// are not: they need a person.
+func IsTransient(err error) bool {
+	if err == nil {
+		return false
+	}
+	var csrErr *CSRError
+	if errors.As(err, &csrErr) {
+		return csrErr.Outcome == OutcomeDeleted
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ua x509.UnknownAuthorityError
+	var hn x509.HostnameError
+	var ci x509.CertificateInvalidError
+	if errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci) {
+		return false
+	}
+	if apierrors.IsUnauthorized(err) || apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
+		return false
+	}
+	if apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err) ||
+		apierrors.IsServiceUnavailable(err) || apierrors.IsInternalError(err) || apierrors.IsUnexpectedServerError(err) {
+		return true
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return true
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "connection refused") || strings.Contains(msg, "connection reset") ||
+		strings.Contains(msg, "EOF") || strings.Contains(msg, "http2: server sent GOAWAY")
+}
+
+// explainAPIError turns an API or transport error into one a person can act
+// on; who says which credential was used, server where it was sent.
+func explainAPIError(err error, action, who, server, forbiddenHint string) error {
+	var ua x509.UnknownAuthorityError
+	switch {
+	case errors.As(err, &ua) || strings.Contains(err.Error(), "certificate signed by unknown authority"):
+		return fmt.Errorf("%s: the API server %s presented a certificate not signed by the CA in %s; check its certificate-authority(-data): %w", action, server, who, err)
+	case apierrors.IsUnauthorized(err):
+		return fmt.Errorf("%s: the API server %s rejected the credentials in %s (401 Unauthorized): the token is unknown, expired or malformed, or the client certificate is not trusted; create a new bootstrap token (kubeadm token create) and write it to that file: %w", action, server, who, err)
+	case apierrors.IsForbidden(err):
+		return fmt.Errorf("%s: forbidden for the credentials in %s (403): %s; the server said: %w", action, who, forbiddenHint, err)
+	}
+	return fmt.Errorf("%s: %w", action, err)
+}

@@ -1,0 +1,31 @@
+package bootstrap
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	authclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
+	"k8s.io/client-go/rest"
+)
+
+// CheckIdentity asks the API server who rc authenticates as (a
+// SelfSubjectReview) and requires system:node:<node> in group system:nodes.
+func CheckIdentity(ctx context.Context, rc *rest.Config, node string) error {
+	client, err := authclient.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("building client: %w", err)
+	}
+	review, err := client.SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("asking the API server who the new kubeconfig is: %w", err)
+	}
+	info := review.Status.UserInfo
+	want := "system:node:" + node
+	if info.Username != want || !slices.Contains(info.Groups, "system:nodes") {
+		return fmt.Errorf("the new kubeconfig authenticates as %q in groups %v, want %q in system:nodes", info.Username, info.Groups, want)
+	}
+	return nil
+}

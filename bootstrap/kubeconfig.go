@@ -1,0 +1,191 @@
+package bootstrap
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/certagent/certagent/internal/atomicfile"
+)
+
+// LoadBootstrapKubeconfig reads and checks a bootstrap kubeconfig and returns
+// a client configuration for it. Every defect is reported with the file name
+// and what to change; a missing file wraps os.ErrNotExist.
+func LoadBootstrapKubeconfig(path string, allowInsecure bool) (*rest.Config, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("bootstrap kubeconfig %s: %w", path, err)
+	}
+	cfg, err := clientcmd.LoadFromFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap kubeconfig %s is not a valid kubeconfig: %w", path, err)
+	}
+	resolvePaths(cfg, filepath.Dir(path))
+	return restConfigFrom(path, cfg, allowInsecure)
+}
+
+func restConfigFrom(path string, cfg *clientcmdapi.Config, allowInsecure bool) (*rest.Config, error) {
+	ctxName := cfg.CurrentContext
+	if ctxName == "" && len(cfg.Contexts) == 1 {
+		for n := range cfg.Contexts {
+			ctxName = n
+		}
+	}
+	kctx, ok := cfg.Contexts[ctxName]
+	switch {
+	case ctxName == "":
+		return nil, fmt.Errorf("kubeconfig %s has no current-context (and not exactly one context to pick)", path)
+	case !ok:
+		return nil, fmt.Errorf("kubeconfig %s: current-context %q is not defined under contexts", path, ctxName)
+	}
+	cluster, ok := cfg.Clusters[kctx.Cluster]
+	if !ok {
+		return nil, fmt.Errorf("kubeconfig %s: context %q names cluster %q, which is not defined under clusters", path, ctxName, kctx.Cluster)
+	}
+	if cluster.Server == "" {
+		return nil, fmt.Errorf("kubeconfig %s: cluster %q has no server", path, kctx.Cluster)
+	}
+	user, ok := cfg.AuthInfos[kctx.AuthInfo]
+	if !ok {
+		return nil, fmt.Errorf("kubeconfig %s: context %q names user %q, which is not defined under users", path, ctxName, kctx.AuthInfo)
+	}
+	if user.Token == "" && user.TokenFile == "" && user.ClientCertificate == "" && len(user.ClientCertificateData) == 0 && user.Exec == nil {
+		return nil, fmt.Errorf("kubeconfig %s: user %q has no credentials (no token, tokenFile, client certificate or exec plugin)", path, kctx.AuthInfo)
+	}
+	if cluster.InsecureSkipTLSVerify && !allowInsecure {
+		return nil, fmt.Errorf("kubeconfig %s sets insecure-skip-tls-verify: anyone between this node and %s could pose as the API server and receive the node's credentials; set certificate-authority(-data) instead, or set allowInsecureBootstrap: true in the certagent config to accept that risk", path, cluster.Server)
+	}
+	if cluster.CertificateAuthority != "" {
+		if _, err := os.Stat(cluster.CertificateAuthority); err != nil {
+			return nil, fmt.Errorf("kubeconfig %s: cluster %q certificate-authority: %w", path, kctx.Cluster, err)
+		}
+	}
+	rc, err := clientcmd.NewNonInteractiveClientConfig(*cfg, ctxName, &clientcmd.ConfigOverrides{}, nil).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	return rc, nil
+}
+
+// LoadKubeletKubeconfig reads kubelet.conf (or any kubeconfig) without the
+// bootstrap-only checks. A missing file wraps os.ErrNotExist.
+func LoadKubeletKubeconfig(path string) (*rest.Config, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, err
+	}
+	cfg, err := clientcmd.LoadFromFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s is not a valid kubeconfig: %w", path, err)
+	}
+	resolvePaths(cfg, filepath.Dir(path))
+	return restConfigFrom(path, cfg, true)
+}
+
+// resolvePaths makes the file references of cfg absolute, relative to base
+// (the kubeconfig's directory), as kubectl does.
+func resolvePaths(cfg *clientcmdapi.Config, base string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	for _, c := range cfg.Clusters {
+		abs(&c.CertificateAuthority)
+	}
+	for _, u := range cfg.AuthInfos {
+		abs(&u.ClientCertificate)
+		abs(&u.ClientKey)
+		abs(&u.TokenFile)
+	}
+}
+
+// ClientCertificate returns the leaf client certificate a rest config uses.
+func ClientCertificate(rc *rest.Config) (*x509.Certificate, error) {
+	data := rc.CertData
+	if len(data) == 0 && rc.CertFile != "" {
+		var err error
+		if data, err = os.ReadFile(rc.CertFile); err != nil {
+			return nil, fmt.Errorf("reading client certificate: %w", err)
+		}
+	}
+	if len(data) == 0 {
+		return nil, errors.New("the kubeconfig has no client certificate")
+	}
+	certs, err := ParseCertificates(data)
+	if err != nil {
+		return nil, err
+	}
+	return certs[0], nil
+}
+
+// writeKubeletKubeconfig writes kubelet.conf the way the kubelet does after
+// bootstrapping (cluster default-cluster, user default-auth, context
+// default-context) with the server and CA as the bootstrap kubeconfig had them
+// and the client certificate and key referenced through the current link,
+// never embedded, so renewals need no rewrite.
+func writeKubeletKubeconfig(path string, boot *rest.Config, pemPath string) error {
+	cluster := &clientcmdapi.Cluster{Server: boot.Host, InsecureSkipTLSVerify: boot.Insecure}
+	if boot.CAFile != "" {
+		abs, err := filepath.Abs(boot.CAFile)
+		if err != nil {
+			return fmt.Errorf("resolving CA path: %w", err)
+		}
+		cluster.CertificateAuthority = abs
+	} else {
+		cluster.CertificateAuthorityData = boot.CAData
+	}
+	cfg := clientcmdapi.Config{
+		Clusters:       map[string]*clientcmdapi.Cluster{"default-cluster": cluster},
+		AuthInfos:      map[string]*clientcmdapi.AuthInfo{"default-auth": {ClientCertificate: pemPath, ClientKey: pemPath}},
+		Contexts:       map[string]*clientcmdapi.Context{"default-context": {Cluster: "default-cluster", AuthInfo: "default-auth", Namespace: "default"}},
+		CurrentContext: "default-context",
+	}
+	data, err := clientcmd.Write(cfg)
+	if err != nil {
+		return fmt.Errorf("encoding kubeconfig: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("creating directory for %s: %w", path, err)
+	}
+	if err := atomicfile.WriteFile(path, data, 0o600); err != nil {
+		return fmt.Errorf("writing kubeconfig %s: %w", path, err)
+	}
+	return nil
+}
+
+// caPool returns the CAs an issued certificate must chain to: issuerCAFile if
+// set, else the cluster CA of the bootstrap kubeconfig.
+func caPool(rc *rest.Config, issuerCAFile string) (*x509.CertPool, error) {
+	var data []byte
+	var src string
+	switch {
+	case issuerCAFile != "":
+		src = issuerCAFile
+	case len(rc.CAData) > 0:
+		data, src = rc.CAData, "certificate-authority-data"
+	case rc.CAFile != "":
+		src = rc.CAFile
+	default:
+		return nil, errors.New("the kubeconfig names no certificate authority to verify issued certificates against: set issuerCAFile in the certagent config")
+	}
+	if data == nil {
+		var err error
+		if data, err = os.ReadFile(src); err != nil {
+			return nil, fmt.Errorf("reading issuer CA: %w", err)
+		}
+	}
+	certs, err := ParseCertificates(data)
+	if err != nil {
+		return nil, fmt.Errorf("reading issuer CA from %s: %w", src, err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return pool, nil
+}

@@ -1,0 +1,86 @@
+package bootstrap
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const goodKubeconfig = `apiVersion: v1
+kind: Config
+clusters:
+- name: kubernetes
+  cluster:
+    server: https://127.0.0.1:6443
+    certificate-authority: ca.crt
+users:
+- name: bootstrap
+  user:
+    token: abcdef.0123456789abcdef
+contexts:
+- name: bootstrap@kubernetes
+  context: {cluster: kubernetes, user: bootstrap}
+current-context: bootstrap@kubernetes
+`
+
+func TestLoadBootstrapKubeconfig(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	for _, tc := range []struct {
+		name     string
+		content  string
+		insecure bool
+		wantErr  string
+	}{
+		{"good, relative CA path resolved against the file", goodKubeconfig, false, ""},
+		{"garbage", "{{{ not yaml", false, "is not a valid kubeconfig"},
+		{"no current context", strings.Replace(goodKubeconfig, "current-context: bootstrap@kubernetes", "", 1) + "contexts:\n- name: a\n  context: {cluster: kubernetes, user: bootstrap}\n- name: b\n  context: {cluster: kubernetes, user: bootstrap}\n", false, "has no current-context"},
+		{"no cluster", strings.Replace(goodKubeconfig, "cluster: kubernetes, user", "cluster: missing, user", 1), false, `names cluster "missing", which is not defined under clusters`},
+		{"no user", strings.Replace(goodKubeconfig, "user: bootstrap}", "user: nobody}", 1), false, `names user "nobody", which is not defined under users`},
+		{"no token", strings.Replace(goodKubeconfig, "token: abcdef.0123456789abcdef", "username: x", 1), false, `user "bootstrap" has no credentials`},
+		{"CA file missing", strings.Replace(goodKubeconfig, "ca.crt", "missing-ca.crt", 1), false, `certificate-authority: stat `},
+		{"insecure refused", strings.Replace(goodKubeconfig, "certificate-authority: ca.crt", "insecure-skip-tls-verify: true", 1), false, "sets insecure-skip-tls-verify"},
+		{"insecure allowed", strings.Replace(goodKubeconfig, "certificate-authority: ca.crt", "insecure-skip-tls-verify: true", 1), true, ""},
+		{"no server", strings.Replace(goodKubeconfig, "server: https://127.0.0.1:6443", "server: \"\"", 1), false, `cluster "kubernetes" has no server`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFile(t, dir, "ca.crt", string(ca.certPEM))
+			p := writeFile(t, dir, "bootstrap.conf", tc.content)
+			rc, err := LoadBootstrapKubeconfig(p, tc.insecure)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				if rc.BearerToken != "abcdef.0123456789abcdef" || rc.Host != "https://127.0.0.1:6443" {
+					t.Fatalf("rest config = host %q token set %v", rc.Host, rc.BearerToken != "")
+				}
+				if !tc.insecure && rc.CAFile != filepath.Join(dir, "ca.crt") {
+					t.Fatalf("CAFile = %q, want it resolved to %q", rc.CAFile, filepath.Join(dir, "ca.crt"))
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error = %v, want it to contain %q", err, tc.wantErr)
+			}
+			if !strings.Contains(err.Error(), p) {
+				t.Fatalf("error %q does not name the file %s", err, p)
+			}
+		})
+	}
+	t.Run("missing file wraps ErrNotExist", func(t *testing.T) {
+		_, err := LoadBootstrapKubeconfig(filepath.Join(t.TempDir(), "nope"), false)
+		if !os.IsNotExist(err) && !strings.Contains(err.Error(), "no such file") {
+			t.Fatalf("error = %v", err)
+		}
+	})
+}

@@ -1,0 +1,110 @@
+package bootstrap
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+
+	"go.uber.org/zap"
+	"k8s.io/client-go/rest"
+)
+
+// Obtain requests a certificate of kind with the credential rc (read from
+// source, a path named in errors), waits until it is issued, verifies it and
+// stores it. The key stays on disk until then, so calling Obtain again after
+// a crash or a cancelled wait continues with the same CSR.
+func (b *Bootstrapper) Obtain(ctx context.Context, kind Kind, rc *rest.Config, source string) (*x509.Certificate, error) {
+	log := b.log.With(zap.String("certificate", string(kind)))
+	roots, err := caPool(rc, b.cfg.IssuerCAFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := EnsureCertDir(b.cfg.CertDir); err != nil {
+		return nil, err
+	}
+	key, keyPEM, fresh, err := loadOrCreatePendingKey(b.cfg.CertDir, kind)
+	if err != nil {
+		return nil, err
+	}
+	if !fresh && b.pendingKeyAlreadyStored(kind, key) {
+		// A crash after storing but before discarding the key: start over with a new key.
+		if err := discardPendingKey(b.cfg.CertDir, kind); err != nil {
+			return nil, err
+		}
+		if key, keyPEM, fresh, err = loadOrCreatePendingKey(b.cfg.CertDir, kind); err != nil {
+			return nil, err
+		}
+	}
+	req := b.request(kind)
+	client, err := b.cfg.NewCSRClient(rc)
+	if err != nil {
+		return nil, fmt.Errorf("building client for %s: %w", source, err)
+	}
+	csr, created, err := ensureCSR(ctx, client, req, key)
+	if err != nil {
+		if fresh {
+			// Nothing was posted with this key: leave the directory as it was.
+			_ = discardPendingKey(b.cfg.CertDir, kind)
+		}
+		return nil, explainAPIError(err, fmt.Sprintf("requesting the %s certificate", kind), source, rc.Host, forbiddenHint(kind))
+	}
+	log = log.With(zap.String("csr", csr.Name), zap.String("signer", req.Kind.Signer()))
+	if created {
+		log.Info("posted certificate signing request", zap.Strings("dns_names", req.DNSNames), zap.Strings("ip_addresses", ipStrings(req.IPAddresses)))
+	} else {
+		log.Info("found our pending certificate signing request from an earlier attempt")
+	}
+	if b.cfg.OnWaiting != nil {
+		b.cfg.OnWaiting(kind, csr.Name)
+	}
+	if kind == Serving && Pending(csr) {
+		log.Info("waiting for approval: nothing in Kubernetes approves kubelet serving CSRs automatically; approve it after checking its names, or run an approver such as kubelet-csr-approver",
+			zap.String("approve_with", "kubectl certificate approve "+csr.Name))
+	} else if Pending(csr) {
+		log.Info("waiting for the CSR to be approved and issued")
+	}
+	certPEM, err := waitForCertificate(ctx, client, csr.Name, csr.UID)
+	if err != nil {
+		var csrErr *CSRError
+		if errors.As(err, &csrErr) && csrErr.Outcome != OutcomeDeleted {
+			if derr := discardPendingKey(b.cfg.CertDir, kind); derr != nil {
+				log.Warn("discarding the pending key", zap.Error(derr))
+			}
+		}
+		return nil, explainAPIError(err, fmt.Sprintf("waiting for the %s certificate", kind), source, rc.Host, forbiddenHint(kind))
+	}
+	now := b.cfg.Clock.Now()
+	leaf, err := VerifyIssued(certPEM, key, req, VerifyOptions{Roots: roots, Now: now, Skew: b.cfg.Skew})
+	if err != nil {
+		if errors.Is(err, ErrIssuedExpired) {
+			// Issued long ago for a key we kept: useless, so ask anew next time.
+			_ = discardPendingKey(b.cfg.CertDir, kind)
+		}
+		return nil, fmt.Errorf("CSR %s: refusing the issued certificate, nothing was written: %w", csr.Name, err)
+	}
+	path, err := storeCertificate(b.cfg.CertDir, kind, certPEM, keyPEM, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := discardPendingKey(b.cfg.CertDir, kind); err != nil {
+		log.Warn("discarding the pending key after storing", zap.Error(err))
+	}
+	log.Info("certificate stored", zap.String("path", path), zap.Time("not_after", leaf.NotAfter), zap.String("serial", leaf.SerialNumber.Text(16)))
+	return leaf, nil
+}
+
+// pendingKeyAlreadyStored reports whether the current certificate of kind
+// already uses key.
+func (b *Bootstrapper) pendingKeyAlreadyStored(kind Kind, key crypto.Signer) bool {
+	pair, err := LoadCurrent(b.cfg.CertDir, kind)
+	return err == nil && publicKeysEqual(pair.Leaf.PublicKey, key.Public())
+}
+
+func forbiddenHint(kind Kind) string {
+	if kind == Serving {
+		return "a node may create CSRs through the Node authorizer: check that the API server runs with --authorization-mode including Node"
+	}
+	return "the bootstrap token's group needs the ClusterRole system:node-bootstrapper (kubeadm binds it as ClusterRoleBinding kubeadm:kubelet-bootstrap)"
+}

@@ -1,0 +1,128 @@
+package bootstrap
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/certagent/certagent/internal/atomicfile"
+)
+
+// The kubelet's layout (client-go util/certificate FileStore): each issued
+// certificate is <prefix>-YYYY-MM-DD-HH-MM-SS.pem holding the certificate chain
+// then the key (0600), and <prefix>-current.pem is a symlink to the newest.
+// Unlike the kubelet we swap the link atomically (rename over it), fsync the
+// directory and prune old files.
+
+const timestampLayout = "2006-01-02-15-04-05"
+
+// CurrentPath is the path of the <prefix>-current.pem link for kind.
+func CurrentPath(certDir string, kind Kind) string {
+	return filepath.Join(certDir, kind.FilePrefix()+"-current.pem")
+}
+
+// EnsureCertDir creates the certificate directory (0700) if it is missing.
+func EnsureCertDir(certDir string) error {
+	if err := os.MkdirAll(certDir, 0o700); err != nil {
+		return fmt.Errorf("creating certificate directory: %w", err)
+	}
+	return nil
+}
+
+// storeCertificate writes chain+key as a new dated file and points the
+// current link at it. On error the previous current link is untouched.
+func storeCertificate(certDir string, kind Kind, chainPEM, keyPEM []byte, now time.Time) (string, error) {
+	name := fmt.Sprintf("%s-%s.pem", kind.FilePrefix(), now.UTC().Format(timestampLayout))
+	path := filepath.Join(certDir, name)
+	data := make([]byte, 0, len(chainPEM)+len(keyPEM)+1)
+	data = append(data, chainPEM...)
+	if len(chainPEM) > 0 && chainPEM[len(chainPEM)-1] != '\n' {
+		data = append(data, '\n')
+	}
+	data = append(data, keyPEM...)
+	if _, err := tls.X509KeyPair(data, data); err != nil {
+		return "", fmt.Errorf("refusing to store a certificate and key that do not form a pair: %w", err)
+	}
+	if err := atomicfile.WriteFile(path, data, 0o600); err != nil {
+		return "", fmt.Errorf("writing %s certificate: %w", kind, err)
+	}
+	// A relative target keeps working if the directory is moved or mounted elsewhere.
+	if err := atomicfile.Symlink(name, CurrentPath(certDir, kind)); err != nil {
+		return "", fmt.Errorf("updating %s: %w", CurrentPath(certDir, kind), err)
+	}
+	return CurrentPath(certDir, kind), nil
+}
+
+// LoadCurrent reads <prefix>-current.pem. It returns an error wrapping
+// os.ErrNotExist when there is none.
+func LoadCurrent(certDir string, kind Kind) (*tls.Certificate, error) {
+	return LoadPair(CurrentPath(certDir, kind))
+}
+
+// LoadPair reads a PEM file holding a certificate chain and its key and
+// checks that they match.
+func LoadPair(path string) (*tls.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pair, err := tls.X509KeyPair(data, data)
+	if err != nil {
+		return nil, fmt.Errorf("loading %s: %w", path, err)
+	}
+	if pair.Leaf == nil {
+		if pair.Leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("parsing %s: %w", path, err)
+		}
+	}
+	return &pair, nil
+}
+
+// ValidAt reports whether c is within its validity period at t.
+func ValidAt(c *x509.Certificate, t time.Time) bool {
+	return !t.Before(c.NotBefore) && t.Before(c.NotAfter)
+}
+
+// Prune removes dated files of kind beyond the newest keep, never the one the
+// current link points to. It returns the removed names.
+func Prune(certDir string, kind Kind, keep int) ([]string, error) {
+	entries, err := os.ReadDir(certDir)
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", certDir, err)
+	}
+	current, _ := os.Readlink(CurrentPath(certDir, kind))
+	prefix := kind.FilePrefix() + "-"
+	var dated []string
+	for _, e := range entries {
+		n := e.Name()
+		stamp := strings.TrimSuffix(strings.TrimPrefix(n, prefix), ".pem")
+		if !strings.HasPrefix(n, prefix) || !strings.HasSuffix(n, ".pem") || len(stamp) != len(timestampLayout) {
+			continue
+		}
+		if _, err := time.Parse(timestampLayout, stamp); err != nil {
+			continue
+		}
+		dated = append(dated, n)
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(dated))) // newest first
+	var removed []string
+	for i, n := range dated {
+		if i < keep || n == filepath.Base(current) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(certDir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return removed, fmt.Errorf("pruning: %w", err)
+		}
+		removed = append(removed, n)
+	}
+	if len(removed) > 0 {
+		return removed, atomicfile.SyncDir(certDir)
+	}
+	return nil, nil
+}

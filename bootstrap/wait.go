@@ -1,0 +1,125 @@
+package bootstrap
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	certsclient "k8s.io/client-go/kubernetes/typed/certificates/v1"
+)
+
+// waitForCertificate watches the CSR name (uid) until it is approved and
+// issued, and returns status.certificate. Denied, Failed, deleted or replaced
+// (another UID) end the wait with a *CSRError. A closed watch is resumed with
+// a fresh list, so a long wait survives API server restarts; ctx bounds it.
+func waitForCertificate(ctx context.Context, client certsclient.CertificateSigningRequestInterface, name string, uid types.UID) ([]byte, error) {
+	selector := fields.OneTermEqualSelector("metadata.name", name).String()
+	for {
+		list, err := client.List(ctx, metav1.ListOptions{FieldSelector: selector})
+		if err != nil {
+			return nil, fmt.Errorf("reading CSR %s: %w", name, err)
+		}
+		if len(list.Items) == 0 {
+			return nil, &CSRError{Name: name, Outcome: OutcomeDeleted}
+		}
+		if certPEM, done, err := issued(&list.Items[0], uid); done || err != nil {
+			return certPEM, err
+		}
+		w, err := client.Watch(ctx, metav1.ListOptions{FieldSelector: selector, ResourceVersion: list.ResourceVersion})
+		if err != nil {
+			return nil, fmt.Errorf("watching CSR %s: %w", name, err)
+		}
+		certPEM, done, err := consume(ctx, w, uid, name)
+		w.Stop()
+		if done || err != nil {
+			return certPEM, err
+		}
+		// The watch ended (server restart, timeout): list again after a short pause.
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func consume(ctx context.Context, w watch.Interface, uid types.UID, name string) ([]byte, bool, error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return nil, false, nil
+			}
+			switch ev.Type {
+			case watch.Deleted:
+				return nil, false, &CSRError{Name: name, Outcome: OutcomeDeleted}
+			case watch.Added, watch.Modified:
+				csr, ok := ev.Object.(*certificatesv1.CertificateSigningRequest)
+				if !ok {
+					continue
+				}
+				if certPEM, done, err := issued(csr, uid); done || err != nil {
+					return certPEM, done, err
+				}
+			case watch.Error:
+				return nil, false, nil // e.g. resource version too old: relist
+			}
+		}
+	}
+}
+
+// issued inspects one CSR state: (cert, true, nil) when issued, an error when
+// it can never be issued, (nil, false, nil) while still pending.
+func issued(csr *certificatesv1.CertificateSigningRequest, uid types.UID) ([]byte, bool, error) {
+	if uid != "" && csr.UID != uid {
+		return nil, false, &CSRError{Name: csr.Name, Outcome: OutcomeDeleted, Message: "the CSR was deleted and re-created by someone else"}
+	}
+	approved := false
+	for _, c := range csr.Status.Conditions {
+		switch c.Type {
+		case certificatesv1.CertificateDenied:
+			return nil, false, &CSRError{Name: csr.Name, Outcome: OutcomeDenied, Reason: c.Reason, Message: c.Message, By: approvalManager(csr)}
+		case certificatesv1.CertificateFailed:
+			return nil, false, &CSRError{Name: csr.Name, Outcome: OutcomeFailed, Reason: c.Reason, Message: c.Message}
+		case certificatesv1.CertificateApproved:
+			approved = true
+		}
+	}
+	if approved && len(csr.Status.Certificate) > 0 {
+		return csr.Status.Certificate, true, nil
+	}
+	return nil, false, nil
+}
+
+// approvalManager names who last wrote the approval subresource, from the
+// object's managed fields (for example "kubectl" or "kube-controller-manager").
+func approvalManager(csr *certificatesv1.CertificateSigningRequest) string {
+	var who string
+	var when time.Time
+	for _, mf := range csr.ManagedFields {
+		if mf.Subresource != "approval" {
+			continue
+		}
+		t := time.Time{}
+		if mf.Time != nil {
+			t = mf.Time.Time
+		}
+		if who == "" || !t.Before(when) {
+			who, when = mf.Manager, t
+		}
+	}
+	return who
+}
+
+// Pending reports whether csr has no final condition yet.
+func Pending(csr *certificatesv1.CertificateSigningRequest) bool {
+	_, done, err := issued(csr, "")
+	return !done && err == nil
+}

@@ -1,0 +1,30 @@
+package rotate
+
+import "time"
+
+// Backoff is capped exponential back-off with jitter for failed attempts.
+type Backoff struct {
+	Initial time.Duration // first delay
+	Max     time.Duration // cap
+	Factor  float64       // growth per failure, e.g. 2
+	Jitter  float64       // fraction of the delay added at random, e.g. 0.2
+}
+
+// DefaultBackoff starts at 1 s and doubles up to 2 minutes, ±20 %.
+var DefaultBackoff = Backoff{Initial: time.Second, Max: 2 * time.Minute, Factor: 2, Jitter: 0.2}
+
+// Delay is the wait after the failures-th consecutive failure (1-based);
+// rnd is uniform in [0, 1). The result never exceeds Max*(1+Jitter).
+func (b Backoff) Delay(failures int, rnd float64) time.Duration {
+	if failures < 1 {
+		failures = 1
+	}
+	d := float64(b.Initial)
+	for i := 1; i < failures && d < float64(b.Max); i++ {
+		d *= b.Factor
+	}
+	if d > float64(b.Max) {
+		d = float64(b.Max)
+	}
+	return time.Duration(d * (1 + b.Jitter*rnd))
+}

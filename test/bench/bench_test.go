@@ -1,0 +1,170 @@
+// Package bench compares, on one real control plane and in alternating runs,
+// `certagent run --once --serving=false` with the kubelet's own
+// bootstrap.LoadClientCert built as a process (cmd/kubelet-bootstrap): wall
+// time, CPU time and peak RSS of the whole process, and binary sizes.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/certagent/certagent/test/controlplane"
+)
+
+var (
+	cp   *controlplane.ControlPlane
+	work string
+	bins = map[string]string{} // name -> binary
+)
+
+// buildFlags are used for both binaries so their sizes compare.
+var buildFlags = []string{"build", "-trimpath", "-ldflags=-s -w"}
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, "bench: "+f+"\n", a...) }
+	var err error
+	if work, err = os.MkdirTemp("", "certagent-bench-"); err != nil {
+		logf("%v", err)
+		return 1
+	}
+	defer os.RemoveAll(work)
+	for name, spec := range map[string][2]string{
+		"certagent": {"../..", "./cmd/certagent"},
+		"kubelet":   {"..", "./cmd/kubelet-bootstrap"},
+	} {
+		out := filepath.Join(work, name)
+		cmd := exec.CommandContext(ctx, "go", append(buildFlags, "-o", out, spec[1])...)
+		cmd.Dir, cmd.Stdout, cmd.Stderr = spec[0], os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			logf("building %s: %v", name, err)
+			return 1
+		}
+		bins[name] = out
+	}
+	cpBins, err := controlplane.EnsureBinaries(ctx, logf)
+	if err != nil {
+		logf("%v", err)
+		return 1
+	}
+	if cp, err = controlplane.Start(ctx, cpBins, controlplane.Options{Dir: filepath.Join(work, "cp"), Logf: logf}); err != nil {
+		logf("%v", err)
+		return 1
+	}
+	defer cp.Stop()
+	return m.Run()
+}
+
+type sample struct {
+	wall, cpu time.Duration
+	rssKiB    int64
+}
+
+// once bootstraps a fresh node with the named binary and measures the process.
+func once(b *testing.B, name string, i int) sample {
+	b.Helper()
+	dir := filepath.Join(work, fmt.Sprintf("%s-%d", name, i))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	tok, err := cp.CreateBootstrapToken(context.Background(), controlplane.TokenOptions{AutoApprove: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	boot := filepath.Join(dir, "bootstrap-kubelet.conf")
+	if err := cp.WriteBootstrapKubeconfig(boot, tok, false); err != nil {
+		b.Fatal(err)
+	}
+	node := fmt.Sprintf("bench-%s-%d-%d", name, i, time.Now().UnixNano()%100000)
+	args := []string{"--kubeconfig", filepath.Join(dir, "kubelet.conf"), "--bootstrap-kubeconfig", boot,
+		"--cert-dir", filepath.Join(dir, "pki"), "--node-name", node}
+	if name == "certagent" {
+		cfg := filepath.Join(dir, "config.yaml")
+		_ = os.WriteFile(cfg, []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\n"), 0o600)
+		args = append([]string{"run", "--once", "--serving=false", "--config", cfg}, args...)
+	}
+	cmd := exec.Command(bins[name], args...)
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	wall := time.Since(start)
+	if err != nil {
+		b.Fatalf("%s: %v\n%s", name, err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "kubelet.conf")); err != nil {
+		b.Fatalf("%s wrote no kubelet.conf: %v", name, err)
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	return sample{wall: wall, cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), rssKiB: ru.Maxrss}
+}
+
+// BenchmarkClientBootstrap runs both, alternating, b.N times each, and reports
+// medians and certagent/kubelet ratios (below 1 means certagent is better).
+func BenchmarkClientBootstrap(b *testing.B) {
+	samples := map[string][]sample{}
+	for i := 0; i < b.N; i++ {
+		order := []string{"certagent", "kubelet"}
+		if i%2 == 1 {
+			order = []string{"kubelet", "certagent"}
+		}
+		for _, name := range order {
+			samples[name] = append(samples[name], once(b, name, i))
+		}
+	}
+	b.StopTimer()
+	med := map[string]sample{}
+	for name, s := range samples {
+		med[name] = median(s)
+	}
+	size := map[string]int64{}
+	for name, p := range bins {
+		fi, err := os.Stat(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		size[name] = fi.Size()
+	}
+	c, k := med["certagent"], med["kubelet"]
+	b.ReportMetric(ms(c.wall), "certagent-wall-ms")
+	b.ReportMetric(ms(k.wall), "kubelet-wall-ms")
+	b.ReportMetric(ms(c.cpu), "certagent-cpu-ms")
+	b.ReportMetric(ms(k.cpu), "kubelet-cpu-ms")
+	b.ReportMetric(float64(c.rssKiB)/1024, "certagent-rss-MiB")
+	b.ReportMetric(float64(k.rssKiB)/1024, "kubelet-rss-MiB")
+	b.ReportMetric(float64(size["certagent"])/1e6, "certagent-size-MB")
+	b.ReportMetric(float64(size["kubelet"])/1e6, "kubelet-size-MB")
+	fmt.Printf("\n%-22s %12s %12s %8s\n", fmt.Sprintf("median of %d runs", b.N), "certagent", "kubelet", "ratio")
+	row := func(label string, cv, kv float64, unit string) {
+		fmt.Printf("%-22s %9.1f %-2s %9.1f %-2s %8.2f\n", label, cv, unit, kv, unit, cv/kv)
+	}
+	row("wall time", ms(c.wall), ms(k.wall), "ms")
+	row("CPU time", ms(c.cpu), ms(k.cpu), "ms")
+	row("peak RSS", float64(c.rssKiB)/1024, float64(k.rssKiB)/1024, "MiB")
+	row("binary size (-s -w)", float64(size["certagent"])/1e6, float64(size["kubelet"])/1e6, "MB")
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// median takes the median of each measure independently.
+func median(s []sample) sample {
+	pick := func(vals []int64) int64 {
+		sort.Slice(vals, func(i, j int) bool { return vals[i] < vals[j] })
+		return vals[len(vals)/2]
+	}
+	var w, c, r []int64
+	for _, x := range s {
+		w, c, r = append(w, int64(x.wall)), append(c, int64(x.cpu)), append(r, x.rssKiB)
+	}
+	return sample{wall: time.Duration(pick(w)), cpu: time.Duration(pick(c)), rssKiB: pick(r)}
+}

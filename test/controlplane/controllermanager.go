@@ -1,0 +1,118 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
+)
+
+// controllerManagerReadyTimeout bounds how long the controller-manager may
+// take to sign its first CSR.
+const controllerManagerReadyTimeout = 120 * time.Second
+
+// controllerManagerArgs returns kube-controller-manager's flags: only the
+// CSR and bootstrap-token controllers, signing with the cluster CA, no
+// leader election and no serving port.
+func (cp *ControlPlane) controllerManagerArgs() []string {
+	return []string{
+		"--kubeconfig", cp.kcmKubeconfig,
+		"--controllers", "csrsigning,csrapproving,csrcleaner,tokencleaner,bootstrapsigner",
+		"--cluster-signing-cert-file", cp.CAFile,
+		"--cluster-signing-key-file", cp.CAKeyFile,
+		"--cluster-signing-duration", cp.signingDuration.String(),
+		"--leader-elect=false",
+		// 0 turns the serving port (and with it the delegated authn/authz
+		// setup) off.
+		"--secure-port", "0",
+		"--profiling=false",
+	}
+}
+
+// startControllerManager starts kube-controller-manager and waits until it
+// approves and signs a probe CSR, which proves that both the csrapproving
+// and csrsigning controllers are running.
+func (cp *ControlPlane) startControllerManager(ctx context.Context) error {
+	p, err := startProcess("kube-controller-manager", cp.bins.ControllerManager, cp.controllerManagerArgs(),
+		filepath.Join(cp.LogDir, "kube-controller-manager.log"))
+	if err != nil {
+		return err
+	}
+	cp.kcm = p
+	if err := cp.probeCSRSigning(ctx, p); err != nil {
+		return fmt.Errorf("kube-controller-manager not ready: %w", err)
+	}
+	return nil
+}
+
+// probeCSRSigning creates a kubelet client CSR as the admin (whose
+// system:masters group may create nodeclient CSRs, so csrapproving approves
+// it), waits for the certificate, and deletes the CSR again.
+func (cp *ControlPlane) probeCSRSigning(ctx context.Context, p *process) error {
+	ctx, cancel := context.WithTimeout(ctx, controllerManagerReadyTimeout)
+	defer cancel()
+
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("generate probe key: %w", err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: "system:node:certagent-controlplane-probe", Organization: []string{"system:nodes"}},
+	}, key)
+	if err != nil {
+		return fmt.Errorf("create probe CSR: %w", err)
+	}
+	expiration := int32(600)
+	csr := &certificatesv1.CertificateSigningRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: "certagent-controlplane-probe-" + utilrand.String(6)},
+		Spec: certificatesv1.CertificateSigningRequestSpec{
+			Request:           pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
+			SignerName:        certificatesv1.KubeAPIServerClientKubeletSignerName,
+			ExpirationSeconds: &expiration,
+			Usages:            []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth},
+		},
+	}
+	csrs := cp.Admin.CertificatesV1().CertificateSigningRequests()
+	csr, err = csrs.Create(ctx, csr, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("create probe CSR: %w", err)
+	}
+	defer func() {
+		delCtx, delCancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer delCancel()
+		_ = csrs.Delete(delCtx, csr.Name, metav1.DeleteOptions{})
+	}()
+
+	for {
+		if p.exited() {
+			return p.exitError()
+		}
+		got, err := csrs.Get(ctx, csr.Name, metav1.GetOptions{})
+		if err == nil && len(got.Status.Certificate) > 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			state := "no response"
+			if err != nil {
+				state = err.Error()
+			} else if got != nil {
+				state = fmt.Sprintf("conditions %v", got.Status.Conditions)
+			}
+			return fmt.Errorf("probe CSR %s not signed (%s): %w; last lines of %s:\n%s",
+				csr.Name, state, ctx.Err(), p.logPath, p.logTail())
+		case <-p.done:
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

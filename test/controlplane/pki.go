@@ -1,0 +1,186 @@
+package controlplane
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// pkiFiles are the paths of the certificates and keys Start generates.
+type pkiFiles struct {
+	CACert, CAKey           string
+	ServingCert, ServingKey string
+	SAKey, SAPub            string
+	AdminCert, AdminKey     string
+	KCMCert, KCMKey         string
+	caCertPEM, adminCertPEM []byte
+	adminKeyPEM             []byte
+	kcmCertPEM, kcmKeyPEM   []byte
+	ca                      *x509.Certificate
+	caKey                   crypto.Signer
+}
+
+// certValidity is how long generated certificates are valid; tests never
+// outlive it.
+const certValidity = 10 * 365 * 24 * time.Hour
+
+// generatePKI creates a fresh ECDSA P-256 cluster CA and, signed by it, the
+// apiserver serving certificate (SANs 127.0.0.1 and localhost), an admin
+// client certificate (CN=certagent-admin, O=system:masters), a
+// controller-manager client certificate, and a service-account key pair, all
+// written as PEM under dir.
+func generatePKI(dir string) (*pkiFiles, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create pki dir: %w", err)
+	}
+	p := &pkiFiles{
+		CACert: filepath.Join(dir, "ca.crt"), CAKey: filepath.Join(dir, "ca.key"),
+		ServingCert: filepath.Join(dir, "apiserver.crt"), ServingKey: filepath.Join(dir, "apiserver.key"),
+		SAKey: filepath.Join(dir, "sa.key"), SAPub: filepath.Join(dir, "sa.pub"),
+		AdminCert: filepath.Join(dir, "admin.crt"), AdminKey: filepath.Join(dir, "admin.key"),
+		KCMCert: filepath.Join(dir, "controller-manager.crt"), KCMKey: filepath.Join(dir, "controller-manager.key"),
+	}
+
+	caKey, err := newKey()
+	if err != nil {
+		return nil, fmt.Errorf("generate CA key: %w", err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		Subject:               pkix.Name{CommonName: "certagent-test-ca"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(certValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	caDER, err := sign(caTmpl, caTmpl, caKey.Public(), caKey)
+	if err != nil {
+		return nil, fmt.Errorf("self-sign CA: %w", err)
+	}
+	if p.ca, err = x509.ParseCertificate(caDER); err != nil {
+		return nil, fmt.Errorf("parse CA: %w", err)
+	}
+	p.caKey = caKey
+	if p.caCertPEM, _, err = writeCertAndKey(p.CACert, p.CAKey, caDER, caKey); err != nil {
+		return nil, err
+	}
+
+	serving := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "kube-apiserver"},
+		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if _, _, err := p.issue(serving, p.ServingCert, p.ServingKey); err != nil {
+		return nil, fmt.Errorf("apiserver serving cert: %w", err)
+	}
+	admin := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "certagent-admin", Organization: []string{"system:masters"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if p.adminCertPEM, p.adminKeyPEM, err = p.issue(admin, p.AdminCert, p.AdminKey); err != nil {
+		return nil, fmt.Errorf("admin client cert: %w", err)
+	}
+	kcm := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "system:kube-controller-manager", Organization: []string{"system:masters"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if p.kcmCertPEM, p.kcmKeyPEM, err = p.issue(kcm, p.KCMCert, p.KCMKey); err != nil {
+		return nil, fmt.Errorf("controller-manager client cert: %w", err)
+	}
+
+	saKey, err := newKey()
+	if err != nil {
+		return nil, fmt.Errorf("generate service-account key: %w", err)
+	}
+	if _, err := writeKey(p.SAKey, saKey); err != nil {
+		return nil, err
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(saKey.Public())
+	if err != nil {
+		return nil, fmt.Errorf("marshal service-account public key: %w", err)
+	}
+	if _, err := writePEM(p.SAPub, "PUBLIC KEY", pubDER, 0o644); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// issue signs tmpl (a leaf certificate) with the CA using a fresh key and
+// writes certificate and key to certPath and keyPath.
+func (p *pkiFiles) issue(tmpl *x509.Certificate, certPath, keyPath string) (certPEM, keyPEM []byte, err error) {
+	key, err := newKey()
+	if err != nil {
+		return nil, nil, fmt.Errorf("generate key: %w", err)
+	}
+	now := time.Now()
+	tmpl.NotBefore = now.Add(-time.Hour)
+	tmpl.NotAfter = now.Add(certValidity)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.BasicConstraintsValid = true
+	der, err := sign(tmpl, p.ca, key.Public(), p.caKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	return writeCertAndKey(certPath, keyPath, der, key)
+}
+
+func newKey() (*ecdsa.PrivateKey, error) {
+	return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+}
+
+// sign creates a certificate from tmpl with a random serial number.
+func sign(tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) ([]byte, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, fmt.Errorf("generate serial: %w", err)
+	}
+	tmpl.SerialNumber = serial
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
+	if err != nil {
+		return nil, fmt.Errorf("create certificate %q: %w", tmpl.Subject.CommonName, err)
+	}
+	return der, nil
+}
+
+// writeCertAndKey writes a DER certificate and its key as PEM files and
+// returns both PEM encodings.
+func writeCertAndKey(certPath, keyPath string, der []byte, key *ecdsa.PrivateKey) (certPEM, keyPEM []byte, err error) {
+	if certPEM, err = writePEM(certPath, "CERTIFICATE", der, 0o644); err != nil {
+		return nil, nil, err
+	}
+	if keyPEM, err = writeKey(keyPath, key); err != nil {
+		return nil, nil, err
+	}
+	return certPEM, keyPEM, nil
+}
+
+// writeKey writes key as a PKCS#8 "PRIVATE KEY" PEM file with mode 0600 and
+// returns the PEM.
+func writeKey(path string, key *ecdsa.PrivateKey) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("marshal key for %s: %w", path, err)
+	}
+	return writePEM(path, "PRIVATE KEY", der, 0o600)
+}
+
+// writePEM writes one PEM block to path and returns the encoded bytes.
+func writePEM(path, typ string, der []byte, mode os.FileMode) ([]byte, error) {
+	data := pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+	if err := os.WriteFile(path, data, mode); err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return data, nil
+}

@@ -1,0 +1,68 @@
+// Package e2e runs the built certagent binary against a real kube-apiserver,
+// kube-controller-manager and etcd (package controlplane) and checks what it
+// leaves on disk with the kubelet's own code.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/certagent/certagent/test/controlplane"
+)
+
+var (
+	cp           *controlplane.ControlPlane
+	certagentBin string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "e2e: "+format+"\n", args...) }
+	work, err := os.MkdirTemp("", "certagent-e2e-")
+	if err != nil {
+		logf("%v", err)
+		return 1
+	}
+	defer os.RemoveAll(work)
+	if certagentBin, err = buildCertagent(ctx, work); err != nil {
+		logf("building certagent: %v", err)
+		return 1
+	}
+	bins, err := controlplane.EnsureBinaries(ctx, logf)
+	if err != nil {
+		logf("building the control plane: %v", err)
+		return 1
+	}
+	start := time.Now()
+	cp, err = controlplane.Start(ctx, bins, controlplane.Options{Dir: filepath.Join(work, "cp"), Logf: logf})
+	if err != nil {
+		logf("starting the control plane: %v", err)
+		return 1
+	}
+	logf("control plane up at %s in %s", cp.URL, time.Since(start).Round(time.Millisecond))
+	defer cp.Stop()
+	return m.Run()
+}
+
+// buildCertagent uses $CERTAGENT_BIN if set (the Makefile builds it), else
+// builds ../../cmd/certagent.
+func buildCertagent(ctx context.Context, dir string) (string, error) {
+	if p := os.Getenv("CERTAGENT_BIN"); p != "" {
+		return filepath.Abs(p)
+	}
+	out := filepath.Join(dir, "certagent")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/certagent")
+	cmd.Dir = filepath.Join("..", "..")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	return out, cmd.Run()
+}

@@ -1,0 +1,265 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/certagent/certagent/test/controlplane"
+)
+
+// node is one simulated node: its own directories and node name.
+type node struct {
+	t         *testing.T
+	name      string
+	dir       string
+	bootstrap string // bootstrap kubeconfig path
+	kubeconf  string // kubelet.conf path
+	certDir   string
+	config    string
+	token     string
+}
+
+var nodeSeq int
+
+// newNode makes a node whose bootstrap kubeconfig holds a fresh token.
+func newNode(t *testing.T, o controlplane.TokenOptions) *node {
+	t.Helper()
+	nodeSeq++
+	dir := t.TempDir()
+	n := &node{
+		t: t, dir: dir,
+		name:      fmt.Sprintf("%s-%d", strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), nodeSeq),
+		bootstrap: filepath.Join(dir, "etc", "bootstrap-kubelet.conf"),
+		kubeconf:  filepath.Join(dir, "etc", "kubelet.conf"),
+		certDir:   filepath.Join(dir, "pki"),
+		config:    filepath.Join(dir, "config.yaml"),
+	}
+	if len(n.name) > 60 {
+		n.name = n.name[len(n.name)-60:]
+	}
+	n.name = strings.Trim(strings.ReplaceAll(n.name, "_", "-"), "-")
+	if err := os.MkdirAll(filepath.Dir(n.bootstrap), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	n.writeConfig("")
+	n.newToken(o)
+	return n
+}
+
+// writeConfig writes the node's config file with extra YAML appended.
+func (n *node) writeConfig(extra string) {
+	n.t.Helper()
+	cfg := "apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\n" + extra
+	if err := os.WriteFile(n.config, []byte(cfg), 0o600); err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+// newToken creates a token and writes the bootstrap kubeconfig with it.
+func (n *node) newToken(o controlplane.TokenOptions) {
+	n.t.Helper()
+	tok, err := cp.CreateBootstrapToken(context.Background(), o)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	n.token = tok
+	if err := cp.WriteBootstrapKubeconfig(n.bootstrap, tok, false); err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+func (n *node) args(extra ...string) []string {
+	return append([]string{"run", "--config", n.config, "--node-name", n.name,
+		"--bootstrap-kubeconfig", n.bootstrap, "--kubeconfig", n.kubeconf, "--cert-dir", n.certDir}, extra...)
+}
+
+// proc is a running certagent with its output captured.
+type proc struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (n *node) start(extra ...string) *proc {
+	n.t.Helper()
+	p := &proc{cmd: exec.Command(certagentBin, n.args(extra...)...), out: &syncBuffer{}, done: make(chan error, 1)}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	n.t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		n.assertNoSecrets(p.out.String())
+	})
+	return p
+}
+
+// wait returns the exit code, failing the test after timeout.
+func (p *proc) wait(t *testing.T, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		if err == nil {
+			return 0
+		}
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode()
+		}
+		t.Fatalf("certagent: %v", err)
+	case <-time.After(timeout):
+		t.Fatalf("certagent still running after %s; output:\n%s", timeout, p.out.String())
+	}
+	return -1
+}
+
+func (p *proc) kill9(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+}
+
+// runOnce runs certagent run --once and returns its exit code and output.
+func (n *node) runOnce(extra ...string) (int, string) {
+	n.t.Helper()
+	p := n.start(append([]string{"--once"}, extra...)...)
+	code := p.wait(n.t, 2*time.Minute)
+	return code, p.out.String()
+}
+
+// assertNoSecrets checks that output carries neither the token secret nor key material.
+func (n *node) assertNoSecrets(out string) {
+	if _, secret, ok := strings.Cut(n.token, "."); ok && strings.Contains(out, secret) {
+		n.t.Errorf("certagent output contains the bootstrap token secret")
+	}
+	if strings.Contains(out, "PRIVATE KEY") {
+		n.t.Errorf("certagent output contains private key material")
+	}
+}
+
+// csrs lists the CSRs whose subject is this node's, by signer.
+func (n *node) csrs(signer string) []certificatesv1.CertificateSigningRequest {
+	n.t.Helper()
+	list, err := cp.Admin.CertificatesV1().CertificateSigningRequests().List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	var out []certificatesv1.CertificateSigningRequest
+	for _, c := range list.Items {
+		block, _ := pem.Decode(c.Spec.Request)
+		if block == nil {
+			continue
+		}
+		req, err := x509.ParseCertificateRequest(block.Bytes)
+		if err == nil && req.Subject.CommonName == "system:node:"+n.name && c.Spec.SignerName == signer {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// waitForCSR waits until exactly one CSR of signer exists for the node.
+func (n *node) waitForCSR(signer string, timeout time.Duration) certificatesv1.CertificateSigningRequest {
+	n.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if l := n.csrs(signer); len(l) > 0 {
+			return l[0]
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	n.t.Fatalf("no %s CSR for %s after %s", signer, n.name, timeout)
+	return certificatesv1.CertificateSigningRequest{}
+}
+
+// waitForOutput waits until the process output contains s.
+func (p *proc) waitForOutput(t *testing.T, s string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if strings.Contains(p.out.String(), s) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("output lacks %q after %s:\n%s", s, timeout, p.out.String())
+}
+
+// snapshot hashes every file under the node's directory (following nothing),
+// so a test can assert that a failure left them untouched.
+func (n *node) snapshot() map[string]string {
+	n.t.Helper()
+	out := map[string]string{}
+	_ = filepath.Walk(n.dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || fi.IsDir() {
+			return err
+		}
+		if fi.Mode()&os.ModeSymlink != 0 {
+			target, _ := os.Readlink(p)
+			out[p] = "-> " + target
+			return nil
+		}
+		data, _ := os.ReadFile(p)
+		out[p] = fmt.Sprintf("%x %v", sha256.Sum256(data), fi.Mode())
+		return nil
+	})
+	return out
+}
+
+func assertUnchanged(t *testing.T, before, after map[string]string, ignore ...string) {
+	t.Helper()
+	skip := func(p string) bool {
+		for _, i := range ignore {
+			if strings.HasSuffix(p, i) {
+				return true
+			}
+		}
+		return false
+	}
+	for p, h := range before {
+		if !skip(p) && after[p] != h {
+			t.Errorf("%s changed: %q -> %q", p, h, after[p])
+		}
+	}
+	for p := range after {
+		if _, ok := before[p]; !ok && !skip(p) {
+			t.Errorf("%s was created", p)
+		}
+	}
+}
+
+func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
