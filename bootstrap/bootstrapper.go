@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	certsclient "k8s.io/client-go/kubernetes/typed/certificates/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 
@@ -48,7 +47,7 @@ type Config struct {
 	// Logger receives structured progress; default a no-op logger.
 	Logger *zap.Logger
 	// NewCSRClient builds the CSR client for a credential; default client-go's typed client.
-	NewCSRClient func(*rest.Config) (certsclient.CertificateSigningRequestInterface, error)
+	NewCSRClient func(*rest.Config) (CSRClient, error)
 	// CheckIdentity proves that a new kubeconfig authenticates as the node; default CheckIdentity.
 	CheckIdentity func(ctx context.Context, rc *rest.Config, node string) error
 	// OnWaiting, if set, is called when a CSR has been posted (or found) and is being waited on.
@@ -84,13 +83,7 @@ func New(cfg Config) (*Bootstrapper, error) {
 		cfg.Logger = zap.NewNop()
 	}
 	if cfg.NewCSRClient == nil {
-		cfg.NewCSRClient = func(rc *rest.Config) (certsclient.CertificateSigningRequestInterface, error) {
-			c, err := certsclient.NewForConfig(rc)
-			if err != nil {
-				return nil, err
-			}
-			return c.CertificateSigningRequests(), nil
-		}
+		cfg.NewCSRClient = NewCSRClient
 	}
 	if cfg.CheckIdentity == nil {
 		cfg.CheckIdentity = CheckIdentity

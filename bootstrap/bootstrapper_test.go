@@ -15,7 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
-	certsclient "k8s.io/client-go/kubernetes/typed/certificates/v1"
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -47,7 +46,7 @@ func newFixture(t *testing.T) *fixture {
 		BootstrapKubeconfigPath: filepath.Join(f.dir, "bootstrap-kubelet.conf"),
 		PrimaryIP:               func() net.IP { return net.ParseIP("10.0.0.7") },
 		Clock:                   clocktesting.NewFakePassiveClock(time.Now()),
-		NewCSRClient: func(*rest.Config) (certsclient.CertificateSigningRequestInterface, error) {
+		NewCSRClient: func(*rest.Config) (CSRClient, error) {
 			return f.client.CertificatesV1().CertificateSigningRequests(), nil
 		},
 		CheckIdentity: func(context.Context, *rest.Config, string) error { return f.identity },

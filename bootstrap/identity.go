@@ -5,20 +5,13 @@ import (
 	"fmt"
 	"slices"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	authclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
 	"k8s.io/client-go/rest"
 )
 
 // CheckIdentity asks the API server who rc authenticates as (a
 // SelfSubjectReview) and requires system:node:<node> in group system:nodes.
 func CheckIdentity(ctx context.Context, rc *rest.Config, node string) error {
-	client, err := authclient.NewForConfig(rc)
-	if err != nil {
-		return fmt.Errorf("building client: %w", err)
-	}
-	review, err := client.SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	review, err := selfSubjectReview(ctx, rc)
 	if err != nil {
 		return fmt.Errorf("asking the API server who the new kubeconfig is: %w", err)
 	}

@@ -10,14 +10,13 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
-	certsclient "k8s.io/client-go/kubernetes/typed/certificates/v1"
 )
 
 // waitForCertificate watches the CSR name (uid) until it is approved and
 // issued, and returns status.certificate. Denied, Failed, deleted or replaced
 // (another UID) end the wait with a *CSRError. A closed watch is resumed with
 // a fresh list, so a long wait survives API server restarts; ctx bounds it.
-func waitForCertificate(ctx context.Context, client certsclient.CertificateSigningRequestInterface, name string, uid types.UID) ([]byte, error) {
+func waitForCertificate(ctx context.Context, client CSRClient, name string, uid types.UID) ([]byte, error) {
 	selector := fields.OneTermEqualSelector("metadata.name", name).String()
 	for {
 		list, err := client.List(ctx, metav1.ListOptions{FieldSelector: selector})

@@ -1,0 +1,105 @@
+package bootstrap
+
+import (
+	"context"
+	"fmt"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	certificatesv1 "k8s.io/api/certificates/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
+)
+
+// CSRClient is the part of the CertificateSigningRequest API certagent uses.
+// client-go's typed client (and its fake) satisfies it.
+type CSRClient interface {
+	Create(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, opts metav1.CreateOptions) (*certificatesv1.CertificateSigningRequest, error)
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (*certificatesv1.CertificateSigningRequest, error)
+	List(ctx context.Context, opts metav1.ListOptions) (*certificatesv1.CertificateSigningRequestList, error)
+	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+}
+
+// A scheme with only the two API groups certagent speaks. client-go's typed
+// clients register every built-in API group (k8s.io/client-go/kubernetes/scheme);
+// this lean client keeps the binary and its memory small (see the README's
+// benchmark).
+var (
+	scheme       = runtime.NewScheme()
+	codecs       = serializer.NewCodecFactory(scheme)
+	parameterCdc = runtime.NewParameterCodec(scheme)
+)
+
+func init() {
+	must := func(err error) {
+		if err != nil {
+			panic(err)
+		}
+	}
+	must(certificatesv1.AddToScheme(scheme))
+	must(authenticationv1.AddToScheme(scheme))
+	metav1.AddToGroupVersion(scheme, schema.GroupVersion{Version: "v1"})
+}
+
+func restClientFor(rc *rest.Config, gv schema.GroupVersion) (*rest.RESTClient, error) {
+	cfg := rest.CopyConfig(rc)
+	cfg.GroupVersion = &gv
+	cfg.APIPath = "/apis"
+	cfg.NegotiatedSerializer = codecs.WithoutConversion()
+	cfg.ContentType = runtime.ContentTypeJSON
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "certagent"
+	}
+	return rest.RESTClientFor(cfg)
+}
+
+// csrClient implements CSRClient over REST.
+type csrClient struct{ c *rest.RESTClient }
+
+// NewCSRClient returns a CSRClient for the credential rc.
+func NewCSRClient(rc *rest.Config) (CSRClient, error) {
+	c, err := restClientFor(rc, certificatesv1.SchemeGroupVersion)
+	if err != nil {
+		return nil, fmt.Errorf("building CSR client: %w", err)
+	}
+	return &csrClient{c: c}, nil
+}
+
+const csrResource = "certificatesigningrequests"
+
+func (c *csrClient) Create(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, opts metav1.CreateOptions) (*certificatesv1.CertificateSigningRequest, error) {
+	out := &certificatesv1.CertificateSigningRequest{}
+	err := c.c.Post().Resource(csrResource).VersionedParams(&opts, parameterCdc).Body(csr).Do(ctx).Into(out)
+	return out, err
+}
+
+func (c *csrClient) Get(ctx context.Context, name string, opts metav1.GetOptions) (*certificatesv1.CertificateSigningRequest, error) {
+	out := &certificatesv1.CertificateSigningRequest{}
+	err := c.c.Get().Resource(csrResource).Name(name).VersionedParams(&opts, parameterCdc).Do(ctx).Into(out)
+	return out, err
+}
+
+func (c *csrClient) List(ctx context.Context, opts metav1.ListOptions) (*certificatesv1.CertificateSigningRequestList, error) {
+	out := &certificatesv1.CertificateSigningRequestList{}
+	err := c.c.Get().Resource(csrResource).VersionedParams(&opts, parameterCdc).Do(ctx).Into(out)
+	return out, err
+}
+
+func (c *csrClient) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	opts.Watch = true
+	return c.c.Get().Resource(csrResource).VersionedParams(&opts, parameterCdc).Watch(ctx)
+}
+
+// selfSubjectReview asks who rc authenticates as.
+func selfSubjectReview(ctx context.Context, rc *rest.Config) (*authenticationv1.SelfSubjectReview, error) {
+	c, err := restClientFor(rc, authenticationv1.SchemeGroupVersion)
+	if err != nil {
+		return nil, fmt.Errorf("building client: %w", err)
+	}
+	out := &authenticationv1.SelfSubjectReview{}
+	err = c.Post().Resource("selfsubjectreviews").Body(&authenticationv1.SelfSubjectReview{}).Do(ctx).Into(out)
+	return out, err
+}
