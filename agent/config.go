@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -108,8 +109,22 @@ func LoadConfig(path string, explicit bool) (Config, error) {
 	if err != nil {
 		return cfg, fmt.Errorf("reading config: %w", err)
 	}
-	if err := yaml.UnmarshalStrict(data, &cfg); err != nil {
-		return cfg, fmt.Errorf("config %s: %s", path, cleanYAMLError(err))
+	// The file must say what it is: clear the defaults' apiVersion and kind.
+	cfg.APIVersion, cfg.Kind = "", ""
+	js, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return cfg, fmt.Errorf("config %s is not valid YAML: %w", path, err)
+	}
+	strict, err := sigsjson.UnmarshalStrict(js, &cfg, sigsjson.DisallowUnknownFields)
+	if err != nil {
+		return cfg, fmt.Errorf("config %s: %s", path, cleanJSONError(err))
+	}
+	if len(strict) > 0 {
+		msgs := make([]string, len(strict))
+		for i, e := range strict {
+			msgs[i] = cleanJSONError(e)
+		}
+		return cfg, fmt.Errorf("config %s: %s", path, strings.Join(msgs, "; "))
 	}
 	if cfg.APIVersion != APIVersion || cfg.Kind != Kind {
 		return cfg, fmt.Errorf("config %s: apiVersion/kind are %q/%q, want %q/%q", path, cfg.APIVersion, cfg.Kind, APIVersion, Kind)
@@ -117,12 +132,10 @@ func LoadConfig(path string, explicit bool) (Config, error) {
 	return cfg, nil
 }
 
-// cleanYAMLError shortens sigs.k8s.io/yaml's wrapping while keeping the key name.
-func cleanYAMLError(err error) string {
-	msg := err.Error()
-	msg = strings.TrimPrefix(msg, "error unmarshaling JSON: while decoding JSON: ")
-	msg = strings.TrimPrefix(msg, "json: ")
-	return msg
+// cleanJSONError drops the decoder's "json: " prefix; the message keeps the
+// key's full path (unknown field "serving.dnsName").
+func cleanJSONError(err error) string {
+	return strings.TrimPrefix(err.Error(), "json: ")
 }
 
 // Validate checks settings that the file format cannot.

@@ -65,7 +65,7 @@ func (b *Bootstrapper) Obtain(ctx context.Context, kind Kind, rc *rest.Config, s
 	} else if Pending(csr) {
 		log.Info("waiting for the CSR to be approved and issued")
 	}
-	certPEM, err := waitForCertificate(ctx, client, csr.Name, csr.UID)
+	certPEM, err := waitForCertificate(ctx, client, csr)
 	if err != nil {
 		var csrErr *CSRError
 		if errors.As(err, &csrErr) && csrErr.Outcome != OutcomeDeleted {

@@ -3,6 +3,7 @@ package bootstrap
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -16,20 +17,35 @@ import (
 // issued, and returns status.certificate. Denied, Failed, deleted or replaced
 // (another UID) end the wait with a *CSRError. A closed watch is resumed with
 // a fresh list, so a long wait survives API server restarts; ctx bounds it.
-func waitForCertificate(ctx context.Context, client CSRClient, name string, uid types.UID) ([]byte, error) {
+//
+// seen is the object as last read (from Create or Get): the first watch
+// starts at its resource version, which saves a list round trip.
+func waitForCertificate(ctx context.Context, client CSRClient, seen *certificatesv1.CertificateSigningRequest) ([]byte, error) {
+	name, uid := seen.Name, seen.UID
+	if certPEM, done, err := issued(seen, uid); done || err != nil {
+		return certPEM, err
+	}
 	selector := fields.OneTermEqualSelector("metadata.name", name).String()
+	rv := seen.ResourceVersion
 	for {
-		list, err := client.List(ctx, metav1.ListOptions{FieldSelector: selector})
-		if err != nil {
-			return nil, fmt.Errorf("reading CSR %s: %w", name, err)
+		if rv == "" {
+			list, err := client.List(ctx, metav1.ListOptions{FieldSelector: selector})
+			if err != nil {
+				return nil, fmt.Errorf("reading CSR %s: %w", name, err)
+			}
+			// The field selector already filters; checking the name as well keeps
+			// this correct against servers (and fakes) that ignore it.
+			i := slices.IndexFunc(list.Items, func(c certificatesv1.CertificateSigningRequest) bool { return c.Name == name })
+			if i < 0 {
+				return nil, &CSRError{Name: name, Outcome: OutcomeDeleted}
+			}
+			if certPEM, done, err := issued(&list.Items[i], uid); done || err != nil {
+				return certPEM, err
+			}
+			rv = list.ResourceVersion
 		}
-		if len(list.Items) == 0 {
-			return nil, &CSRError{Name: name, Outcome: OutcomeDeleted}
-		}
-		if certPEM, done, err := issued(&list.Items[0], uid); done || err != nil {
-			return certPEM, err
-		}
-		w, err := client.Watch(ctx, metav1.ListOptions{FieldSelector: selector, ResourceVersion: list.ResourceVersion})
+		w, err := client.Watch(ctx, metav1.ListOptions{FieldSelector: selector, ResourceVersion: rv})
+		rv = "" // whatever happens next, resume with a fresh list
 		if err != nil {
 			return nil, fmt.Errorf("watching CSR %s: %w", name, err)
 		}
@@ -56,19 +72,20 @@ func consume(ctx context.Context, w watch.Interface, uid types.UID, name string)
 			if !ok {
 				return nil, false, nil
 			}
+			if ev.Type == watch.Error {
+				return nil, false, nil // e.g. resource version too old: relist
+			}
+			csr, ok := ev.Object.(*certificatesv1.CertificateSigningRequest)
+			if !ok || csr.Name != name {
+				continue
+			}
 			switch ev.Type {
 			case watch.Deleted:
 				return nil, false, &CSRError{Name: name, Outcome: OutcomeDeleted}
 			case watch.Added, watch.Modified:
-				csr, ok := ev.Object.(*certificatesv1.CertificateSigningRequest)
-				if !ok {
-					continue
-				}
 				if certPEM, done, err := issued(csr, uid); done || err != nil {
 					return certPEM, done, err
 				}
-			case watch.Error:
-				return nil, false, nil // e.g. resource version too old: relist
 			}
 		}
 	}

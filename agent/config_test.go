@@ -1,0 +1,114 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		content string
+		wantErr string
+		check   func(t *testing.T, c Config)
+	}{
+		{"full", `apiVersion: certagent.io/v1alpha1
+kind: AgentConfig
+nodeName: node-1
+certDir: /srv/pki
+timeout: 30s
+serving:
+  enabled: false
+  dnsNames: [a.example]
+  ipAddresses: [10.1.2.3]
+rotation:
+  requestedDuration: 24h
+  renewBefore: 2h
+`, "", func(t *testing.T, c Config) {
+			if c.NodeName != "node-1" || c.CertDir != "/srv/pki" || c.ServingEnabled() || c.Timeout.Duration != 30*time.Second ||
+				c.Rotation.RequestedDuration.Duration != 24*time.Hour || c.Rotation.RenewBefore.Duration != 2*time.Hour {
+				t.Fatalf("config = %+v", c)
+			}
+			if c.Kubeconfig != "/etc/kubernetes/kubelet.conf" {
+				t.Fatalf("unset keys must keep defaults, kubeconfig = %q", c.Kubeconfig)
+			}
+		}},
+		{"unknown key is named", "apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\nservng: {}\n", `unknown field "servng"`, nil},
+		{"unknown nested key is named", "apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\nserving: {dnsName: [x]}\n", `unknown field "serving.dnsName"`, nil},
+		{"missing apiVersion", "kind: AgentConfig\n", `apiVersion/kind are ""/"AgentConfig", want "certagent.io/v1alpha1"/"AgentConfig"`, nil},
+		{"bad duration", "apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\ntimeout: 10 minutes\n", `invalid duration "10 minutes"`, nil},
+		{"not yaml", "{{{", "config ", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(p, []byte(tc.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := LoadConfig(p, true)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestLoadConfigMissingFile(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "config.yaml")
+	if c, err := LoadConfig(missing, false); err != nil || c.CertDir != "/var/lib/kubelet/pki" {
+		t.Fatalf("missing default file: %v, %+v; want defaults", err, c)
+	}
+	if _, err := LoadConfig(missing, true); err == nil {
+		t.Fatal("a missing file named with --config must be an error")
+	}
+}
+
+func TestValidate(t *testing.T) {
+	base := DefaultConfig()
+	base.NodeName = "node-1"
+	for _, tc := range []struct {
+		name    string
+		mutate  func(*Config)
+		wantErr string
+	}{
+		{"ok", func(*Config) {}, ""},
+		{"upper-case node", func(c *Config) { c.NodeName = "Node-1" }, "must be lower-case"},
+		{"bad IP", func(c *Config) { c.Serving.IPAddresses = []string{"10.0.0.300"} }, `"10.0.0.300" is not an IP address`},
+		{"short duration", func(c *Config) { c.Rotation.RequestedDuration = Duration{time.Minute} }, "below the Kubernetes minimum of 10m"},
+		{"empty cert dir", func(c *Config) { c.CertDir = "" }, "certDir is empty"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base
+			tc.mutate(&c)
+			err := c.Validate()
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("Validate = %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestFlagsOverrideConfig(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	_ = os.WriteFile(p, []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\nnodeName: from-file\ncertDir: /file/pki\n"), 0o600)
+	c := newCommonFlags("run", os.Stderr)
+	if err := c.fs.Parse([]string{"--config", p, "--cert-dir", "/flag/pki"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := c.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.CertDir != "/flag/pki" || cfg.NodeName != "from-file" {
+		t.Fatalf("certDir %q nodeName %q: flags must override only what they set", cfg.CertDir, cfg.NodeName)
+	}
+}
