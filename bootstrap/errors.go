@@ -107,3 +107,21 @@ func explainAPIError(err error, action, who, server, forbiddenHint string) error
 	}
 	return fmt.Errorf("%s: %w", action, err)
 }
+
+// requestNotApplied reports whether err proves that a create request never
+// took effect: it was never sent (no connection, TLS refused) or the server
+// rejected it. A timeout or a lost response proves nothing: the CSR may exist,
+// so its key must be kept to find it again.
+func requestNotApplied(err error) bool {
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
+		return true
+	}
+	var ua x509.UnknownAuthorityError
+	var hn x509.HostnameError
+	var ci x509.CertificateInvalidError
+	if errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci) {
+		return true
+	}
+	return apierrors.IsUnauthorized(err) || apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err)
+}

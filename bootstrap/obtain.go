@@ -44,8 +44,8 @@ func (b *Bootstrapper) Obtain(ctx context.Context, kind Kind, rc *rest.Config, s
 	}
 	csr, created, err := ensureCSR(ctx, client, req, key)
 	if err != nil {
-		if fresh {
-			// Nothing was posted with this key: leave the directory as it was.
+		if fresh && requestNotApplied(err) {
+			// The server surely holds no CSR for this key: leave the directory as it was.
 			_ = discardPendingKey(b.cfg.CertDir, kind)
 		}
 		return nil, explainAPIError(err, fmt.Sprintf("requesting the %s certificate", kind), source, rc.Host, forbiddenHint(kind))

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -187,4 +188,40 @@ func TestDeniedServingCSR(t *testing.T) {
 		t.Errorf("output lacks the denial reason:\n%s", p.out.String())
 	}
 	assertUnchanged(t, before, n.snapshot(), "kubelet-server-pending.key")
+}
+
+// TestUnreachableServerGivesUpAfterTimeout: --once retries a server that
+// refuses connections with back-off and gives up after --timeout, untouched.
+func TestUnreachableServerGivesUpAfterTimeout(t *testing.T) {
+	n := newNode(t, controlplane.TokenOptions{AutoApprove: true})
+	withExpiredClient(t, n)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	l.Close()
+	data := strings.ReplaceAll(string(mustRead(t, n.bootstrap)), cp.URL, "https://"+closed)
+	if err := os.WriteFile(n.bootstrap, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := n.snapshot()
+	start := time.Now()
+	code, out := n.runOnce("--serving=false", "--timeout", "6s")
+	took := time.Since(start)
+	if code == 0 {
+		t.Fatalf("exit 0 against a closed port:\n%s", out)
+	}
+	if took < 6*time.Second || took > 20*time.Second {
+		t.Errorf("gave up after %s, want about the 6s timeout", took)
+	}
+	for _, w := range []string{"gave up after 6s", "connection refused", "attempt failed, retrying"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+	if retries := strings.Count(out, "attempt failed, retrying"); retries < 2 || retries > 6 {
+		t.Errorf("%d retries in 6s; want a few, spaced by back-off (1s, 2s, 4s)", retries)
+	}
+	assertUnchanged(t, before, n.snapshot())
 }
