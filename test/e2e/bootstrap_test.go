@@ -94,6 +94,17 @@ func TestBootstrapClientAndServing(t *testing.T) {
 		}
 	}
 
+	// status -o json reports both certificates as valid, with nothing pending.
+	st := n.status()
+	if st.NodeName != n.name || !st.Kubeconfig.Exists || len(st.Certificates) != 2 {
+		t.Fatalf("status = %+v", st)
+	}
+	for _, c := range st.Certificates {
+		if !c.Present || !c.Valid || c.PendingCSR != nil || c.RemainingSeconds < 3600 || c.NotAfter.IsZero() {
+			t.Errorf("status of the %s certificate = %+v", c.Kind, c)
+		}
+	}
+
 	// A second run finds everything valid and makes no CSR.
 	before := len(n.csrs(certificatesv1.KubeAPIServerClientKubeletSignerName)) + len(n.csrs(certificatesv1.KubeletServingSignerName))
 	snap := n.snapshot()
@@ -135,6 +146,13 @@ func TestRestartWhilePendingReusesCSR(t *testing.T) {
 	csr := n.waitForCSR(certificatesv1.KubeAPIServerClientKubeletSignerName, time.Minute)
 	p.waitForOutput(t, "waiting for the CSR to be approved", 30*time.Second)
 	p.kill9(t)
+
+	// status names the pending request from the key on disk alone.
+	st := n.status()
+	if st.Certificates[0].PendingCSR == nil || st.Certificates[0].PendingCSR.Name != csr.Name ||
+		st.Certificates[0].PendingCSR.ApproveCommand != "kubectl certificate approve "+csr.Name {
+		t.Fatalf("status pendingCSR = %+v, want %s", st.Certificates[0].PendingCSR, csr.Name)
+	}
 
 	p = n.start("--once", "--serving=false")
 	p.waitForOutput(t, "found our pending certificate signing request", 30*time.Second)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"os"
@@ -263,3 +264,38 @@ func assertUnchanged(t *testing.T, before, after map[string]string, ignore ...st
 }
 
 func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
+
+// statusJSON mirrors the documented `certagent status -o json` (docs/status.md).
+type statusJSON struct {
+	NodeName   string `json:"nodeName"`
+	Kubeconfig struct {
+		Path   string `json:"path"`
+		Exists bool   `json:"exists"`
+	} `json:"kubeconfig"`
+	Certificates []struct {
+		Kind             string    `json:"kind"`
+		Present          bool      `json:"present"`
+		Valid            bool      `json:"valid"`
+		NotAfter         time.Time `json:"notAfter"`
+		RemainingSeconds int64     `json:"remainingSeconds"`
+		PendingCSR       *struct {
+			Name           string `json:"name"`
+			ApproveCommand string `json:"approveCommand"`
+		} `json:"pendingCSR"`
+	} `json:"certificates"`
+}
+
+// status runs certagent status -o json for the node.
+func (n *node) status() statusJSON {
+	n.t.Helper()
+	out, err := exec.Command(certagentBin, "status", "-o", "json", "--config", n.config, "--node-name", n.name,
+		"--bootstrap-kubeconfig", n.bootstrap, "--kubeconfig", n.kubeconf, "--cert-dir", n.certDir).Output()
+	if err != nil {
+		n.t.Fatalf("certagent status: %v", err)
+	}
+	var st statusJSON
+	if err := json.Unmarshal(out, &st); err != nil {
+		n.t.Fatalf("status -o json: %v\n%s", err, out)
+	}
+	return st
+}
