@@ -96,7 +96,9 @@ current-context: x
 	cfg.NodeName, cfg.CertDir, cfg.Kubeconfig, cfg.BootstrapKubeconfig = "node-a", filepath.Join(dir, "pki"), filepath.Join(dir, "kubelet.conf"), boot
 	cfg.Serving.Enabled = new(bool)
 	a, err := New(cfg, Options{Clock: clk, Rand: func() float64 { return 0 }, Bootstrap: func(bc *bootstrap.Config) {
-		bc.NewCSRClient = func(*rest.Config) (bootstrap.CSRClient, error) { return client.CertificatesV1().CertificateSigningRequests(), nil }
+		bc.NewCSRClient = func(*rest.Config) (bootstrap.CSRClient, error) {
+			return client.CertificatesV1().CertificateSigningRequests(), nil
+		}
 		bc.CheckIdentity = func(context.Context, *rest.Config, string) error { return nil }
 		bc.PrimaryIP = func() net.IP { return nil }
 	}})
