@@ -22,25 +22,31 @@ type Options struct {
 	Logger *zap.Logger
 	// Clock defaults to the real clock; tests pass a fake one.
 	Clock clock.WithTicker
-	// Rand returns uniform numbers in [0, 1) for jitter; default math/rand.
+	// Rand returns uniform numbers in [0, 1) for back-off jitter; default math/rand.
 	Rand func() float64
+	// Notifier defaults to systemd's (a no-op when not under systemd).
+	Notifier Notifier
 	// Bootstrap overrides parts of the bootstrap configuration (tests inject clients).
 	Bootstrap func(*bootstrap.Config)
 }
 
 // Agent keeps the kubelet's certificates in place.
 type Agent struct {
-	cfg     Config
-	log     *zap.Logger
-	clock   clock.WithTicker
-	rand    func() float64
-	b       *bootstrap.Bootstrapper
-	policy  rotate.Policy
-	backoff rotate.Backoff
+	opts     Options
+	log      *zap.Logger
+	clock    clock.WithTicker
+	rand     func() float64
+	notifier Notifier
 
-	mu      sync.Mutex
-	waiting map[bootstrap.Kind]string // CSR being waited on, by kind
-	jitter  map[string]float64        // per certificate serial, so a deadline is stable
+	mu       sync.Mutex
+	cfg      Config
+	b        *bootstrap.Bootstrapper
+	policy   rotate.Policy
+	states   map[bootstrap.Kind]*certState
+	force    map[bootstrap.Kind]bool // renew at the next step even if not due
+	ready    bool                    // READY=1 was sent
+	lastLoop time.Time               // the main loop's last turn, for /healthz
+	status   string                  // last STATUS= sent
 }
 
 // New builds an agent from a validated configuration.
@@ -54,16 +60,25 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	if opts.Rand == nil {
 		opts.Rand = rand.Float64
 	}
-	a := &Agent{
-		cfg: cfg, log: opts.Logger, clock: opts.Clock, rand: opts.Rand,
-		policy:  rotate.Policy{RenewBefore: cfg.Rotation.RenewBefore.Duration},
-		backoff: rotate.DefaultBackoff,
-		waiting: map[bootstrap.Kind]string{},
-		jitter:  map[string]float64{},
+	if opts.Notifier == nil {
+		opts.Notifier = NewSystemdNotifier(opts.Logger)
 	}
+	a := &Agent{
+		opts: opts, log: opts.Logger, clock: opts.Clock, rand: opts.Rand, notifier: opts.Notifier,
+		states: map[bootstrap.Kind]*certState{},
+		force:  map[bootstrap.Kind]bool{},
+	}
+	if err := a.apply(cfg); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// apply installs cfg (at start and on reload).
+func (a *Agent) apply(cfg Config) error {
 	ips, err := cfg.ServingIPs()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	bc := bootstrap.Config{
 		NodeName:                cfg.NodeName,
@@ -75,127 +90,174 @@ func New(cfg Config, opts Options) (*Agent, error) {
 		ServingDNSNames:         cfg.Serving.DNSNames,
 		ServingIPs:              ips,
 		ExpirationSeconds:       int32(cfg.Rotation.RequestedDuration.Seconds()),
-		Clock:                   opts.Clock,
-		Logger:                  opts.Logger.Named("bootstrap"),
-		OnWaiting:               a.setWaiting,
+		Clock:                   a.clock,
+		Logger:                  a.log.Named("bootstrap"),
+		OnWaiting: func(kind bootstrap.Kind, name string) {
+			a.update(kind, func(s *certState) { s.waitingCSR = name; s.attempts++ })
+		},
+		OnStored: a.stored,
 	}
-	if opts.Bootstrap != nil {
-		opts.Bootstrap(&bc)
+	if a.opts.Bootstrap != nil {
+		a.opts.Bootstrap(&bc)
 	}
-	if a.b, err = bootstrap.New(bc); err != nil {
-		return nil, err
-	}
-	return a, nil
-}
-
-func (a *Agent) setWaiting(kind bootstrap.Kind, name string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if name == "" {
-		delete(a.waiting, kind)
-	} else {
-		a.waiting[kind] = name
-	}
-}
-
-func (a *Agent) waitingFor(kind bootstrap.Kind) string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.waiting[kind]
-}
-
-// RunOnce obtains whatever is missing or due and returns; transient failures
-// are retried with back-off until cfg.Timeout, the others end it at once.
-func (a *Agent) RunOnce(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout.Duration)
-	defer cancel()
-	if err := a.b.Recover(); err != nil {
-		return err
-	}
-	rc, err := a.retry(ctx, true, bootstrap.Client, a.ensureClient)
+	b, err := bootstrap.New(bc)
 	if err != nil {
 		return err
 	}
-	if !a.cfg.ServingEnabled() {
-		return nil
-	}
-	_, err = a.retry(ctx, true, bootstrap.Serving, func(ctx context.Context) (*rest.Config, error) {
-		return rc, a.ensureServing(ctx, rc)
-	})
-	return err
+	a.mu.Lock()
+	a.cfg, a.b, a.policy = cfg, b, rotate.Policy{RenewBefore: cfg.Rotation.RenewBefore.Duration}
+	a.mu.Unlock()
+	return nil
 }
 
-// ensureClient returns the node's credentials, bootstrapping or renewing the
-// client certificate first if it is missing, expired or due.
-func (a *Agent) ensureClient(ctx context.Context) (*rest.Config, error) {
-	rc, leaf, err := a.b.ValidClient()
-	if err != nil || a.due(leaf) == nil {
-		rc, _, err = a.b.EnsureClient(ctx)
+func (a *Agent) config() Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg
+}
+
+func (a *Agent) bootstrapper() *bootstrap.Bootstrapper {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.b
+}
+
+// stored is called by the bootstrapper after a certificate was written.
+func (a *Agent) stored(kind bootstrap.Kind, path string, leaf *x509.Certificate) {
+	now := a.clock.Now()
+	a.update(kind, func(s *certState) { s.lastSuccess, s.waitingCSR, s.lastErr = now, "", nil })
+	a.noteCertificate(kind, leaf)
+	a.runHooks(kind, path, leaf.NotAfter)
+}
+
+// deadline is when leaf is renewed; the jitter comes from its serial so the
+// deadline is stable across restarts and `certagent status` can show it.
+func (a *Agent) deadline(leaf *x509.Certificate) time.Time {
+	return a.policy.Deadline(leaf.NotBefore, leaf.NotAfter, rotate.JitterFor(leaf.SerialNumber.Bytes()))
+}
+
+// takeForce consumes a pending forced renewal of kind.
+func (a *Agent) takeForce(kind bootstrap.Kind) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f := a.force[kind]
+	delete(a.force, kind)
+	return f
+}
+
+// ForceRenewal makes the next step of each enabled certificate renew it.
+func (a *Agent) ForceRenewal() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.force[bootstrap.Client] = true
+	if a.cfg.ServingEnabled() {
+		a.force[bootstrap.Serving] = true
+	}
+}
+
+// stepClient makes sure the client certificate is in place and not due,
+// bootstrapping or renewing as needed, and returns the node's credentials.
+func (a *Agent) stepClient(ctx context.Context) (*rest.Config, error) {
+	b := a.bootstrapper()
+	rc, leaf, err := b.ValidClient()
+	if err != nil {
+		rc, _, err = b.EnsureClient(ctx) // missing or expired: bootstrap
+		if err == nil {
+			_, leaf, err = b.ValidClient()
+		}
+		if err != nil {
+			return nil, err
+		}
+		a.noteCertificate(bootstrap.Client, leaf)
+		return rc, nil
+	}
+	a.noteCertificate(bootstrap.Client, leaf)
+	force := a.takeForce(bootstrap.Client)
+	if !force && a.clock.Now().Before(a.deadline(leaf)) {
+		_, _, err = b.EnsureClient(ctx) // tidies a leftover bootstrap kubeconfig; no request otherwise
 		return rc, err
 	}
-	if a.clock.Now().Before(*a.due(leaf)) {
-		_, _, err = a.b.EnsureClient(ctx) // still tidies a leftover bootstrap kubeconfig
-		return rc, err
-	}
-	a.log.Info("renewing the client certificate", zap.Time("not_after", leaf.NotAfter))
-	if _, err := a.b.Obtain(ctx, bootstrap.Client, rc, a.cfg.Kubeconfig); err != nil {
+	a.log.Info("renewing the client certificate", zap.Time("not_after", leaf.NotAfter), zap.Bool("forced", force))
+	if err := b.RenewClient(ctx, rc); err != nil {
+		if force {
+			a.restoreForce(bootstrap.Client)
+		}
 		return nil, err
 	}
 	return rc, nil
 }
 
-// ensureServing obtains the serving certificate if it is missing, does not
-// cover the wanted names, or is due.
-func (a *Agent) ensureServing(ctx context.Context, rc *rest.Config) error {
-	pair, err := bootstrap.LoadCurrent(a.cfg.CertDir, bootstrap.Serving)
+// stepServing makes sure the serving certificate is in place, covers the
+// wanted names and is not due.
+func (a *Agent) stepServing(ctx context.Context) error {
+	b := a.bootstrapper()
+	rc, _, err := b.ValidClient()
+	if err != nil {
+		return errNeedClient
+	}
+	pair, err := bootstrap.LoadCurrent(a.config().CertDir, bootstrap.Serving)
 	if err == nil {
-		if d := a.due(pair.Leaf); d != nil && !a.clock.Now().Before(*d) {
-			a.log.Info("renewing the serving certificate", zap.Time("not_after", pair.Leaf.NotAfter))
-			_, err := a.b.Obtain(ctx, bootstrap.Serving, rc, a.cfg.Kubeconfig)
-			return err
+		a.noteCertificate(bootstrap.Serving, pair.Leaf)
+		force := a.takeForce(bootstrap.Serving)
+		if force || !a.clock.Now().Before(a.deadline(pair.Leaf)) {
+			a.log.Info("renewing the serving certificate", zap.Time("not_after", pair.Leaf.NotAfter), zap.Bool("forced", force))
+			if _, err := b.Obtain(ctx, bootstrap.Serving, rc, a.config().Kubeconfig); err != nil {
+				if force {
+					a.restoreForce(bootstrap.Serving)
+				}
+				return err
+			}
+			return nil
 		}
 	}
-	_, err = a.b.EnsureServing(ctx, rc)
+	_, err = b.EnsureServing(ctx, rc)
 	return err
 }
 
-// due returns the renewal deadline of c, or nil if c is nil.
-func (a *Agent) due(c *x509.Certificate) *time.Time {
-	if c == nil {
-		return nil
-	}
+func (a *Agent) restoreForce(kind bootstrap.Kind) {
 	a.mu.Lock()
-	j, ok := a.jitter[c.SerialNumber.String()]
-	if !ok {
-		j = a.rand()
-		a.jitter[c.SerialNumber.String()] = j
-	}
+	a.force[kind] = true
 	a.mu.Unlock()
-	d := a.policy.Deadline(c.NotBefore, c.NotAfter, j)
-	return &d
 }
 
-// retry calls fn until it succeeds or ctx ends. With once, errors that need a
-// person (rejected token, denied CSR, bad files) end it at once.
-func (a *Agent) retry(ctx context.Context, once bool, kind bootstrap.Kind, fn func(context.Context) (*rest.Config, error)) (*rest.Config, error) {
+// RunOnce obtains whatever is missing or due (or everything, after
+// ForceRenewal) and returns; transient failures are retried with back-off
+// until the configured timeout, the others end it at once.
+func (a *Agent) RunOnce(ctx context.Context) error {
+	cfg := a.config()
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout.Duration)
+	defer cancel()
+	if err := a.bootstrapper().Recover(); err != nil {
+		return err
+	}
+	if err := a.retry(ctx, bootstrap.Client, func(ctx context.Context) error { _, err := a.stepClient(ctx); return err }); err != nil {
+		return err
+	}
+	if !cfg.ServingEnabled() {
+		return nil
+	}
+	return a.retry(ctx, bootstrap.Serving, a.stepServing)
+}
+
+// retry calls fn until it succeeds, fails in a way that needs a person, or ctx ends.
+func (a *Agent) retry(ctx context.Context, kind bootstrap.Kind, fn func(context.Context) error) error {
 	for failures := 0; ; {
-		rc, err := fn(ctx)
-		a.setWaiting(kind, "")
+		err := fn(ctx)
 		if err == nil {
-			return rc, nil
+			return nil
 		}
 		if ctx.Err() != nil {
-			return nil, a.gaveUp(ctx, kind, err)
+			return a.gaveUp(ctx, kind, err)
 		}
-		if once && !bootstrap.IsTransient(err) {
-			return nil, err
+		if !bootstrap.IsTransient(err) {
+			return err
 		}
 		failures++
-		delay := a.backoff.Delay(failures, a.rand())
+		delay := rotate.DefaultBackoff.Delay(failures, a.rand())
 		a.log.Warn("attempt failed, retrying", zap.String("certificate", string(kind)), zap.Error(err), zap.Duration("retry_in", delay), zap.Int("failures", failures))
 		select {
 		case <-ctx.Done():
-			return nil, a.gaveUp(ctx, kind, err)
+			return a.gaveUp(ctx, kind, err)
 		case <-a.clock.After(delay):
 		}
 	}
@@ -205,8 +267,12 @@ func (a *Agent) gaveUp(ctx context.Context, kind bootstrap.Kind, last error) err
 	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return ctx.Err()
 	}
-	if name := a.waitingFor(kind); name != "" && kind == bootstrap.Serving {
-		return fmt.Errorf("gave up after %s: the serving CSR %s is still waiting for approval (kubectl certificate approve %s); run again to keep waiting for the same request", a.cfg.Timeout.Duration, name, name)
+	timeout := a.config().Timeout.Duration
+	a.mu.Lock()
+	name := a.state(kind).waitingCSR
+	a.mu.Unlock()
+	if name != "" && kind == bootstrap.Serving {
+		return fmt.Errorf("gave up after %s: the serving CSR %s is still waiting for approval (kubectl certificate approve %s); run again to keep waiting for the same request", timeout, name, name)
 	}
-	return fmt.Errorf("gave up after %s: %w", a.cfg.Timeout.Duration, last)
+	return fmt.Errorf("gave up after %s: %w", timeout, last)
 }

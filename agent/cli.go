@@ -21,6 +21,7 @@ const usage = `certagent obtains and renews the kubelet's client and serving cer
 
 Usage:
   certagent run [flags]        run the agent (under systemd); --once to obtain what is missing and exit
+  certagent renew [--force]    renew the certificates that are due (all with --force), then exit
   certagent status [flags]     show the certificates on disk and any pending request (-o text|json)
   certagent version            print the version
 
@@ -38,6 +39,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return runCommand(args[1:], stdout, stderr)
 	case "status":
 		return statusCommand(args[1:], stdout, stderr)
+	case "renew":
+		return renewCommand(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "certagent %s (%s, %s/%s)\n", Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
@@ -114,14 +117,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "certagent: %v\n", err)
 		return 2
 	}
-	c.fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "serving":
-			cfg.Serving.Enabled = serving
-		case "timeout":
-			cfg.Timeout = Duration{*timeout}
-		}
-	})
+	cfg = c.applyRunFlags(cfg, *serving, *timeout)
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "certagent: invalid configuration: %v\n", err)
 		return 2
@@ -136,6 +132,17 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	// Signals first: a SIGTERM during start-up still stops us cleanly.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
 	a, err := New(cfg, Options{Logger: log})
 	if err != nil {
 		fmt.Fprintf(stderr, "certagent: %v\n", err)
@@ -144,7 +151,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	if *once {
 		err = a.RunOnce(ctx)
 	} else {
-		err = a.Run(ctx)
+		err = a.Run(ctx, reload, func() (Config, error) { return c.reload(*serving, *timeout) })
 	}
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
@@ -154,6 +161,28 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// applyRunFlags applies the run-only flags that were set.
+func (c *commonFlags) applyRunFlags(cfg Config, serving bool, timeout time.Duration) Config {
+	c.fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "serving":
+			cfg.Serving.Enabled = &serving
+		case "timeout":
+			cfg.Timeout = Duration{timeout}
+		}
+	})
+	return cfg
+}
+
+// reload re-reads the config file with the same flags on top (SIGHUP).
+func (c *commonFlags) reload(serving bool, timeout time.Duration) (Config, error) {
+	cfg, err := c.load()
+	if err != nil {
+		return cfg, err
+	}
+	return c.applyRunFlags(cfg, serving, timeout), nil
 }
 
 // sinceRound formats a duration for people: whole seconds, minutes or days.
@@ -166,4 +195,45 @@ func sinceRound(d time.Duration) string {
 	default:
 		return d.Round(time.Second).String()
 	}
+}
+
+func renewCommand(args []string, stdout, stderr io.Writer) int {
+	c := newCommonFlags("renew", stderr)
+	force := c.fs.Bool("force", false, "renew both certificates even if not due")
+	timeout := c.fs.Duration("timeout", 0, "give up after this long (default 10m, or timeout in the config)")
+	if err := c.fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := c.load()
+	if err != nil {
+		fmt.Fprintf(stderr, "certagent: %v\n", err)
+		return 2
+	}
+	if *timeout > 0 {
+		cfg.Timeout = Duration{*timeout}
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(stderr, "certagent: invalid configuration: %v\n", err)
+		return 2
+	}
+	log, err := newLogger("console", stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "certagent: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	a, err := New(cfg, Options{Logger: log, Notifier: nopNotifier{}})
+	if err != nil {
+		fmt.Fprintf(stderr, "certagent: %v\n", err)
+		return 1
+	}
+	if *force {
+		a.ForceRenewal()
+	}
+	if err := a.RunOnce(ctx); err != nil {
+		fmt.Fprintf(stderr, "certagent: %v\n", err)
+		return 1
+	}
+	return 0
 }

@@ -44,7 +44,32 @@ type Config struct {
 	Timeout  Duration       `json:"timeout,omitempty"`
 	Serving  ServingConfig  `json:"serving"`
 	Rotation RotationConfig `json:"rotation"`
+	Hooks    HooksConfig    `json:"hooks"`
+	Metrics  MetricsConfig  `json:"metrics"`
 }
+
+// HooksConfig lists commands run after certificates are written.
+type HooksConfig struct {
+	// PostRenew hooks run after each certificate is written (bootstrap or renewal).
+	PostRenew []Hook `json:"postRenew,omitempty"`
+}
+
+// Hook is one command, run without a shell.
+type Hook struct {
+	// Command is the program and its arguments.
+	Command []string `json:"command"`
+	// Timeout kills the hook after this long (default 30s).
+	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// MetricsConfig controls the HTTP listener for /metrics, /healthz and /readyz.
+type MetricsConfig struct {
+	// Address to listen on; empty turns the listener off.
+	Address string `json:"address"`
+}
+
+// DefaultMetricsAddress is loopback only: the endpoints are for the node's own monitoring agent.
+const DefaultMetricsAddress = "127.0.0.1:10271"
 
 // ServingConfig controls the kubelet serving certificate.
 type ServingConfig struct {
@@ -94,6 +119,7 @@ func DefaultConfig() Config {
 		CertDir:             "/var/lib/kubelet/pki",
 		Timeout:             Duration{10 * time.Minute},
 		Serving:             ServingConfig{Enabled: &enabled},
+		Metrics:             MetricsConfig{Address: DefaultMetricsAddress},
 	}
 }
 
@@ -159,6 +185,14 @@ func (c Config) Validate() error {
 	}
 	if c.Rotation.RenewBefore.Duration < 0 {
 		errs = append(errs, errors.New("rotation.renewBefore must not be negative"))
+	}
+	for i, h := range c.Hooks.PostRenew {
+		if len(h.Command) == 0 || h.Command[0] == "" {
+			errs = append(errs, fmt.Errorf("hooks.postRenew[%d].command is empty", i))
+		}
+		if h.Timeout.Duration < 0 {
+			errs = append(errs, fmt.Errorf("hooks.postRenew[%d].timeout must not be negative", i))
+		}
 	}
 	if c.Timeout.Duration <= 0 {
 		errs = append(errs, errors.New("timeout must be positive"))

@@ -52,6 +52,10 @@ type Config struct {
 	CheckIdentity func(ctx context.Context, rc *rest.Config, node string) error
 	// OnWaiting, if set, is called when a CSR has been posted (or found) and is being waited on.
 	OnWaiting func(kind Kind, csrName string)
+	// OnStored, if set, is called after a certificate was stored at path (the current link).
+	OnStored func(kind Kind, path string, leaf *x509.Certificate)
+	// Keep is how many dated files of each kind are kept when pruning; default 3.
+	Keep int
 }
 
 // Bootstrapper obtains and stores the kubelet's certificates.
@@ -72,6 +76,9 @@ func New(cfg Config) (*Bootstrapper, error) {
 	}
 	if cfg.PrimaryIP == nil {
 		cfg.PrimaryIP = PrimaryIP
+	}
+	if cfg.Keep <= 0 {
+		cfg.Keep = 3
 	}
 	if cfg.Skew == 0 {
 		cfg.Skew = 2 * time.Minute
@@ -232,4 +239,19 @@ func (b *Bootstrapper) request(kind Kind) Request {
 		return b.ServingRequest()
 	}
 	return Request{Kind: Client, NodeName: b.cfg.NodeName, ExpirationSeconds: b.cfg.ExpirationSeconds}
+}
+
+// RenewClient renews a valid client certificate with the node's own identity
+// rc and, if kubelet.conf does not yet reference the current link (say it was
+// written by kubeadm with an embedded certificate), rewrites it to do so.
+func (b *Bootstrapper) RenewClient(ctx context.Context, rc *rest.Config) error {
+	if _, err := b.Obtain(ctx, Client, rc, b.cfg.KubeconfigPath); err != nil {
+		return err
+	}
+	current := CurrentPath(b.cfg.CertDir, Client)
+	if rc.CertFile == current && rc.KeyFile == current {
+		return nil
+	}
+	b.log.Info("rewriting kubelet.conf to reference the renewed certificate", zap.String("kubeconfig", b.cfg.KubeconfigPath))
+	return writeKubeletKubeconfig(b.cfg.KubeconfigPath, rc, current)
 }

@@ -5,8 +5,11 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"net"
 	"reflect"
+	"slices"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -53,7 +56,34 @@ func ensureCSR(ctx context.Context, client CSRClient, req Request, key crypto.Si
 	if err := ensureCompatible(existing, obj, key); err != nil {
 		return nil, false, fmt.Errorf("CSR %s exists but is not ours: %w", name, err)
 	}
+	if err := sameNames(existing, req); err != nil {
+		return nil, false, fmt.Errorf("CSR %s: %w", name, err)
+	}
 	return existing, false, nil
+}
+
+// errStaleRequest marks an existing CSR of ours that asks for other names
+// than the request we would make now.
+var errStaleRequest = errors.New("pending CSR asks for other names")
+
+func sameNames(existing *certificatesv1.CertificateSigningRequest, req Request) error {
+	got, err := parseCSR(existing.Spec.Request)
+	if err != nil {
+		return err
+	}
+	ips := func(l []net.IP) []string {
+		out := make([]string, len(l))
+		for i, ip := range l {
+			out[i] = ip.String()
+		}
+		slices.Sort(out)
+		return out
+	}
+	dns := func(l []string) []string { c := slices.Clone(l); slices.Sort(c); return c }
+	if !slices.Equal(dns(got.DNSNames), dns(req.DNSNames)) || !slices.Equal(ips(got.IPAddresses), ips(req.IPAddresses)) {
+		return fmt.Errorf("%w: it has %v %v, the node now wants %v %v", errStaleRequest, got.DNSNames, got.IPAddresses, req.DNSNames, req.IPAddresses)
+	}
+	return nil
 }
 
 // ensureCompatible accepts an existing CSR only if it asks for the same signer

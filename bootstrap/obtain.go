@@ -43,6 +43,15 @@ func (b *Bootstrapper) Obtain(ctx context.Context, kind Kind, rc *rest.Config, s
 		return nil, fmt.Errorf("building client for %s: %w", source, err)
 	}
 	csr, created, err := ensureCSR(ctx, client, req, key)
+	if errors.Is(err, errStaleRequest) {
+		// Our pending CSR asks for other names (the node's address changed):
+		// it can no longer be useful, so start over with a new key.
+		log.Info("our pending CSR asks for other names than the node has now; posting a new one", zap.Error(err))
+		if err := discardPendingKey(b.cfg.CertDir, kind); err != nil {
+			return nil, err
+		}
+		return b.Obtain(ctx, kind, rc, source)
+	}
 	if err != nil {
 		if fresh && requestNotApplied(err) {
 			// The server surely holds no CSR for this key: leave the directory as it was.
@@ -92,6 +101,14 @@ func (b *Bootstrapper) Obtain(ctx context.Context, kind Kind, rc *rest.Config, s
 		log.Warn("discarding the pending key after storing", zap.Error(err))
 	}
 	log.Info("certificate stored", zap.String("path", path), zap.Time("not_after", leaf.NotAfter), zap.String("serial", leaf.SerialNumber.Text(16)))
+	if removed, err := Prune(b.cfg.CertDir, kind, b.cfg.Keep); err != nil {
+		log.Warn("pruning old certificates", zap.Error(err))
+	} else if len(removed) > 0 {
+		log.Info("pruned old certificates", zap.Strings("removed", removed))
+	}
+	if b.cfg.OnStored != nil {
+		b.cfg.OnStored(kind, path, leaf)
+	}
 	return leaf, nil
 }
 

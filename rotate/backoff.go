@@ -10,8 +10,14 @@ type Backoff struct {
 	Jitter  float64       // fraction of the delay added at random, e.g. 0.2
 }
 
-// DefaultBackoff starts at 1 s and doubles up to 2 minutes, ±20 %.
+// DefaultBackoff is for transient failures (the API server unreachable or
+// overloaded): it starts at 1 s and doubles up to 2 minutes, plus up to 20 %.
 var DefaultBackoff = Backoff{Initial: time.Second, Max: 2 * time.Minute, Factor: 2, Jitter: 0.2}
+
+// PermanentBackoff is for failures that need a person (a denied CSR, a
+// rejected token, a certificate that fails verification): retrying sooner
+// only makes noise and new CSR objects. 5 minutes doubling up to 1 hour.
+var PermanentBackoff = Backoff{Initial: 5 * time.Minute, Max: time.Hour, Factor: 2, Jitter: 0.2}
 
 // Delay is the wait after the failures-th consecutive failure (1-based);
 // rnd is uniform in [0, 1). The result never exceeds Max*(1+Jitter).

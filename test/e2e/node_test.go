@@ -113,9 +113,11 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+var execCommand = exec.Command
+
 func (n *node) start(extra ...string) *proc {
 	n.t.Helper()
-	p := &proc{cmd: exec.Command(certagentBin, n.args(extra...)...), out: &syncBuffer{}, done: make(chan error, 1)}
+	p := &proc{cmd: execCommand(certagentBin, n.args(extra...)...), out: &syncBuffer{}, done: make(chan error, 1)}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		n.t.Fatal(err)
