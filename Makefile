@@ -41,8 +41,10 @@ test: deps vet tidy-check unit e2e ## Every test suite (what CI runs)
 demo: build ## Start a local control plane, bootstrap a node with certagent, show its status, clean up
 	cd test && $(GO) run ./cmd/demo -certagent $(CURDIR)/$(BIN)
 
-bench: ## certagent vs the kubelet's own bootstrap, alternating runs on one control plane
+bench: ## Benchmarks: certagent vs the kubelet's bootstrap, approval-to-disk latency, idle cost over a minute
 	cd test && $(GO) test -run '^$$' -bench BenchmarkClientBootstrap -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/
+	cd test && $(GO) test -run '^$$' -bench BenchmarkApprovalToDisk -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/
+	cd test && $(GO) test -run '^$$' -bench BenchmarkIdle -benchtime 1x -count=1 ./bench/
 
 clean: ## Remove build output (not the control-plane cache in ~/.cache/certagent-test)
 	rm -rf bin dist

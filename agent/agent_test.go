@@ -32,6 +32,7 @@ import (
 // signer issues certificates for CSRs in the fake API, like the kubelet signer.
 type signer struct {
 	t    *testing.T
+	now  func() time.Time // issue time; the fake clock's in daemon tests
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
 	pem  []byte
@@ -43,7 +44,7 @@ func newSigner(t *testing.T) *signer {
 		NotAfter: time.Now().Add(48 * time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
 	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	c, _ := x509.ParseCertificate(der)
-	return &signer{t: t, cert: c, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	return &signer{t: t, now: time.Now, cert: c, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
 }
 
 func (s *signer) sign(csr *certificatesv1.CertificateSigningRequest) {
@@ -56,8 +57,9 @@ func (s *signer) sign(csr *certificatesv1.CertificateSigningRequest) {
 	if csr.Spec.SignerName == certificatesv1.KubeletServingSignerName {
 		usage = x509.ExtKeyUsageServerAuth
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: req.Subject, NotBefore: time.Now().Add(-time.Minute),
-		NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+	now := s.now()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: req.Subject, NotBefore: now.Add(-time.Minute),
+		NotAfter: now.Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
 		DNSNames: req.DNSNames, IPAddresses: req.IPAddresses}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.cert, req.PublicKey, s.key)
 	if err != nil {

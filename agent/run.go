@@ -59,9 +59,10 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (Co
 	kicks := map[bootstrap.Kind]chan struct{}{}
 	var wg sync.WaitGroup
 	for _, k := range []bootstrap.Kind{bootstrap.Client, bootstrap.Serving} {
-		kicks[k] = make(chan struct{}, 1)
+		kick := make(chan struct{}, 1)
+		kicks[k] = kick
 		wg.Add(1)
-		go func() { defer wg.Done(); a.worker(workCtx, k, kicks[k]) }()
+		go func() { defer wg.Done(); a.worker(workCtx, k, kick) }()
 	}
 	kickAll := func() {
 		for _, ch := range kicks {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/rotate"
 )
 
 // Status is what `certagent status -o json` prints (docs/status.md). Field
@@ -41,6 +42,7 @@ type CertificateStatus struct {
 	NotBefore        *time.Time  `json:"notBefore,omitempty"`
 	NotAfter         *time.Time  `json:"notAfter,omitempty"`
 	RemainingSeconds int64       `json:"remainingSeconds"`
+	RenewalDeadline  *time.Time  `json:"renewalDeadline,omitempty"`
 	Valid            bool        `json:"valid"`
 	Error            string      `json:"error,omitempty"`
 	PendingCSR       *PendingCSR `json:"pendingCSR,omitempty"`
@@ -96,6 +98,9 @@ func certificateStatus(cfg Config, kind bootstrap.Kind, now time.Time) Certifica
 		cs.NotBefore, cs.NotAfter = &nb, &na
 		cs.RemainingSeconds = int64(na.Sub(now).Seconds())
 		cs.Valid = bootstrap.ValidAt(leaf, now)
+		policy := rotate.Policy{RenewBefore: cfg.Rotation.RenewBefore.Duration}
+		deadline := policy.Deadline(leaf.NotBefore, leaf.NotAfter, rotate.JitterFor(leaf.SerialNumber.Bytes())).UTC()
+		cs.RenewalDeadline = &deadline
 	}
 	if key, err := bootstrap.LoadPendingKey(cfg.CertDir, kind); err == nil && key != nil {
 		if name, err := (bootstrap.Request{Kind: kind, NodeName: cfg.NodeName}).CSRName(key.Public()); err == nil {
@@ -129,6 +134,11 @@ func (st Status) WriteText(w io.Writer, now time.Time) {
 				fmt.Fprintf(w, "  remaining: %s\n", sinceRound(time.Duration(c.RemainingSeconds)*time.Second))
 			} else {
 				fmt.Fprintf(w, "  remaining: none (not valid now)\n")
+			}
+			if d := c.RenewalDeadline.Sub(now); d > 0 {
+				fmt.Fprintf(w, "  renews:    %s (in %s)\n", c.RenewalDeadline.Format(time.RFC3339), sinceRound(d))
+			} else {
+				fmt.Fprintf(w, "  renews:    due now (deadline %s)\n", c.RenewalDeadline.Format(time.RFC3339))
 			}
 		}
 		if c.PendingCSR != nil {

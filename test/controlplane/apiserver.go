@@ -45,6 +45,9 @@ func (cp *ControlPlane) apiserverArgs() []string {
 		// gets 2 s, so StopAPIServer takes a few seconds.
 		"--shutdown-send-retry-after=true",
 		"--profiling=false",
+		"--audit-policy-file", cp.auditPolicy,
+		"--audit-log-path", cp.AuditLog,
+		"--audit-log-format", "json",
 	}
 }
 

@@ -49,6 +49,10 @@ type ControlPlane struct {
 	// AdminKubeconfig is a kubeconfig file (Dir/admin.conf) equivalent to
 	// AdminConfig, for kubectl and humans.
 	AdminKubeconfig string
+	// AuditLog is the API server's audit log (JSON lines): every request
+	// made by a node or a bootstrap token, at the Metadata level.
+	AuditLog    string
+	auditPolicy string
 
 	bins            Binaries
 	pki             *pkiFiles
@@ -119,6 +123,10 @@ func (cp *ControlPlane) start(ctx context.Context) error {
 	}
 	cp.pki = p
 	cp.CAFile, cp.CAKeyFile, cp.CACertPEM = p.CACert, p.CAKey, p.caCertPEM
+	cp.AuditLog, cp.auditPolicy = filepath.Join(cp.LogDir, "audit.log"), filepath.Join(cp.Dir, "audit-policy.yaml")
+	if err := os.WriteFile(cp.auditPolicy, []byte(auditPolicy), 0o644); err != nil {
+		return fmt.Errorf("write audit policy: %w", err)
+	}
 
 	cp.mu.Lock()
 	defer cp.mu.Unlock()

@@ -103,6 +103,10 @@ func TestBootstrapClientAndServing(t *testing.T) {
 		if !c.Present || !c.Valid || c.PendingCSR != nil || c.RemainingSeconds < 3600 || c.NotAfter.IsZero() {
 			t.Errorf("status of the %s certificate = %+v", c.Kind, c)
 		}
+		life := c.NotAfter.Sub(c.NotBefore)
+		if lo, hi := c.NotBefore.Add(life*7/10), c.NotBefore.Add(life*9/10); c.RenewalDeadline.Before(lo) || c.RenewalDeadline.After(hi) {
+			t.Errorf("%s renewal deadline %s outside 70–90 %% of the lifetime [%s, %s]", c.Kind, c.RenewalDeadline, lo, hi)
+		}
 	}
 
 	// A second run finds everything valid and makes no CSR.

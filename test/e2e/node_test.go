@@ -278,7 +278,9 @@ type statusJSON struct {
 		Kind             string    `json:"kind"`
 		Present          bool      `json:"present"`
 		Valid            bool      `json:"valid"`
+		NotBefore        time.Time `json:"notBefore"`
 		NotAfter         time.Time `json:"notAfter"`
+		RenewalDeadline  time.Time `json:"renewalDeadline"`
 		RemainingSeconds int64     `json:"remainingSeconds"`
 		PendingCSR       *struct {
 			Name           string `json:"name"`

@@ -1,0 +1,201 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	certificatesv1 "k8s.io/api/certificates/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/certagent/certagent/test/controlplane"
+)
+
+// benchNode is a fresh node directory with a bootstrap kubeconfig.
+type benchNode struct {
+	name, dir, certDir string
+	args               []string
+}
+
+func newBenchNode(b *testing.B, tag string, i int) benchNode {
+	b.Helper()
+	n := benchNode{name: fmt.Sprintf("%s-%d-%d", tag, i, time.Now().UnixNano()%1000000)}
+	n.dir = filepath.Join(work, n.name)
+	n.certDir = filepath.Join(n.dir, "pki")
+	if err := os.MkdirAll(n.dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	tok, err := cp.CreateBootstrapToken(context.Background(), controlplane.TokenOptions{AutoApprove: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	boot := filepath.Join(n.dir, "bootstrap-kubelet.conf")
+	if err := cp.WriteBootstrapKubeconfig(boot, tok, false); err != nil {
+		b.Fatal(err)
+	}
+	cfg := filepath.Join(n.dir, "config.yaml")
+	_ = os.WriteFile(cfg, []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\nmetrics:\n  address: \"\"\n"), 0o600)
+	n.args = []string{"--config", cfg, "--node-name", n.name, "--bootstrap-kubeconfig", boot,
+		"--kubeconfig", filepath.Join(n.dir, "kubelet.conf"), "--cert-dir", n.certDir}
+	return n
+}
+
+// pendingServingCSR waits for the node's serving CSR and returns its name.
+func pendingServingCSR(b *testing.B, node string) string {
+	b.Helper()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		list, err := cp.Admin.CertificatesV1().CertificateSigningRequests().List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, c := range list.Items {
+			if c.Spec.SignerName == certificatesv1.KubeletServingSignerName && c.Spec.Username == "system:node:"+node {
+				return c.Name
+			}
+		}
+	}
+	b.Fatalf("no serving CSR for %s", node)
+	return ""
+}
+
+// BenchmarkApprovalToDisk: from the API call that approves a pending serving
+// CSR to kubelet-server-current.pem pointing at the new certificate, as seen
+// by inotify on the certificate directory. certagent waits by watch.
+func BenchmarkApprovalToDisk(b *testing.B) {
+	var lat []time.Duration
+	for i := 0; i < b.N; i++ {
+		n := newBenchNode(b, "latency", i)
+		cmd := exec.Command(bins["certagent"], append([]string{"run", "--once"}, n.args...)...)
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		name := pendingServingCSR(b, n.name)
+		w, err := fsnotify.NewWatcher()
+		if err != nil {
+			b.Fatal(err)
+		}
+		for !dirExists(n.certDir) {
+			time.Sleep(time.Millisecond)
+		}
+		if err := w.Add(n.certDir); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond) // let certagent reach its watch
+		start := time.Now()
+		if err := cp.ApproveCSR(context.Background(), name); err != nil {
+			b.Fatal(err)
+		}
+		current := filepath.Join(n.certDir, "kubelet-server-current.pem")
+		var took time.Duration
+		for took == 0 {
+			select {
+			case ev := <-w.Events:
+				if ev.Name == current && ev.Has(fsnotify.Create) {
+					took = time.Since(start)
+				}
+			case <-time.After(30 * time.Second):
+				b.Fatalf("no serving certificate 30 s after approval")
+			}
+		}
+		w.Close()
+		lat = append(lat, took)
+		if err := cmd.Wait(); err != nil {
+			b.Fatalf("certagent: %v", err)
+		}
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	med, p90 := lat[len(lat)/2], lat[len(lat)*9/10]
+	b.ReportMetric(ms(med), "median-ms")
+	b.ReportMetric(ms(p90), "p90-ms")
+	fmt.Printf("\napproval -> serving certificate on disk, %d runs: median %.1f ms, p90 %.1f ms, max %.1f ms\n", len(lat), ms(med), ms(p90), ms(lat[len(lat)-1]))
+}
+
+func dirExists(p string) bool { fi, err := os.Stat(p); return err == nil && fi.IsDir() }
+
+// BenchmarkIdle: the daemon with both certificates valid, over a window
+// ($BENCH_IDLE, default 60s): API requests it made (the API server's audit
+// log), CPU time it used, and its resident memory.
+func BenchmarkIdle(b *testing.B) {
+	window := time.Minute
+	if v := os.Getenv("BENCH_IDLE"); v != "" {
+		var err error
+		if window, err = time.ParseDuration(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := 0; i < b.N; i++ {
+		n := newBenchNode(b, "idle", i)
+		cmd := exec.Command(bins["certagent"], append([]string{"run"}, n.args...)...)
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		if err := cp.ApproveCSR(context.Background(), pendingServingCSR(b, n.name)); err != nil {
+			b.Fatal(err)
+		}
+		for !fileExists(filepath.Join(n.certDir, "kubelet-server-current.pem")) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(2 * time.Second) // let start-up settle
+		pid := cmd.Process.Pid
+		cpu0, from := cpuTime(b, pid), time.Now()
+		time.Sleep(window)
+		cpu1, to := cpuTime(b, pid), time.Now()
+		rss, hwm := procStatus(b, pid, "VmRSS"), procStatus(b, pid, "VmHWM")
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		reqs, err := cp.RequestsBy("system:node:"+n.name, from, to)
+		if err != nil {
+			b.Fatal(err)
+		}
+		all, err := cp.RequestsBy("system:node:"+n.name, time.Time{}, to)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(len(reqs)), "idle-api-requests")
+		b.ReportMetric(ms(cpu1-cpu0), "idle-cpu-ms")
+		b.ReportMetric(float64(rss)/1024, "rss-MiB")
+		b.ReportMetric(float64(hwm)/1024, "peak-rss-MiB")
+		fmt.Printf("\nidle for %s with both certificates valid: %d API requests (%d by the node in all, start-up included), %.1f ms CPU, RSS %.1f MiB (peak %.1f MiB)\n",
+			window, len(reqs), len(all), ms(cpu1-cpu0), float64(rss)/1024, float64(hwm)/1024)
+	}
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// cpuTime is utime+stime of pid from /proc/<pid>/stat.
+func cpuTime(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	ut, _ := strconv.ParseInt(fields[11], 10, 64)
+	st, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(ut+st) * (time.Second / 100) // USER_HZ is 100 on Linux
+}
+
+// procStatus reads a kB field of /proc/<pid>/status.
+func procStatus(b *testing.B, pid int, field string) int64 {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, field+":") {
+			v, _ := strconv.ParseInt(strings.Fields(l)[1], 10, 64)
+			return v
+		}
+	}
+	b.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
+}
