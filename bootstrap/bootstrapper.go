@@ -195,7 +195,9 @@ func (b *Bootstrapper) removeBootstrap() error {
 		return fmt.Errorf("removing bootstrap kubeconfig: %w", err)
 	}
 	b.log.Info("removed the bootstrap kubeconfig", zap.String("path", b.cfg.BootstrapKubeconfigPath))
-	return atomicfile.SyncDir(filepath.Dir(b.cfg.BootstrapKubeconfigPath))
+	// No directory fsync: kubelet.conf is already durable, and a removal lost
+	// in a crash is redone at the next start (removeBootstrapIfProven).
+	return nil
 }
 
 // ServingRequest is the serving request this node would make now.

@@ -55,13 +55,16 @@ func LoadPendingKey(certDir string, kind Kind) (crypto.Signer, error) {
 }
 
 // discardPendingKey removes the pending key so that the next attempt makes a
-// new key and a new CSR (used after a denial or an unusable issuance).
+// new key and a new CSR (used after a denial or an unusable issuance, and
+// after storing). The directory is not fsynced: if a crash loses the removal,
+// the next attempt finds a key that is already stored, or whose CSR was
+// denied, and discards it again.
 func discardPendingKey(certDir string, kind Kind) error {
 	err := os.Remove(PendingKeyPath(certDir, kind))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("removing pending key: %w", err)
 	}
-	return atomicfile.SyncDir(certDir)
+	return nil
 }
 
 func parseSigner(data []byte) (crypto.Signer, error) {
