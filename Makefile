@@ -3,12 +3,16 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 GO        ?= go
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Package version: the last v* tag (0.1.0 if none) + commits since the first commit + hash, so every
+# commit's package sorts above the previous one.
+VERSION   ?= $(shell v=$$(git describe --tags --match 'v*' --abbrev=0 2>/dev/null | sed 's/^v//'); echo "$${v:-0.1.0}+git$$(git rev-list --count HEAD 2>/dev/null || echo 0).$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)")
+ARCHES    ?= amd64 arm64
+NFPM      := $(GO) tool -modfile=$(CURDIR)/packaging/tools/go.mod nfpm
 LDFLAGS   := -s -w -X github.com/certagent/certagent/agent.Version=$(VERSION)
 BIN       := bin/certagent
 E2E_FLAGS ?= -count=1 -timeout 30m
 
-.PHONY: help build unit e2e test demo bench vet tidy-check deps clean
+.PHONY: help build unit e2e node test demo bench vet tidy-check deps clean packages package-check
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -17,6 +21,7 @@ deps: ## Download the Go modules of the product and the test modules
 	$(GO) mod download
 	cd test && $(GO) mod download
 	cd test/tools/etcd && $(GO) mod download
+	cd packaging/tools && $(GO) mod download
 
 build: ## Build bin/certagent
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/certagent
@@ -45,6 +50,21 @@ bench: ## Benchmarks: certagent vs the kubelet's bootstrap, approval-to-disk lat
 	cd test && $(GO) test -run '^$$' -bench BenchmarkClientBootstrap -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/
 	cd test && $(GO) test -run '^$$' -bench BenchmarkApprovalToDisk -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/
 	cd test && $(GO) test -run '^$$' -bench BenchmarkIdle -benchtime 1x -count=1 ./bench/
+
+packages: ## dist/: .deb and .rpm for amd64 and arm64 (nfpm), version from git
+	@mkdir -p dist/build
+	set -e; for arch in $(ARCHES); do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/build/certagent-$$arch ./cmd/certagent; \
+		sed -e 's|$${VERSION}|$(VERSION)|; s|$${ARCH}|'$$arch'|; s|$${BIN}|dist/build/certagent-'$$arch'|' \
+			packaging/nfpm.yaml > dist/build/nfpm-$$arch.yaml; \
+		for fmt in deb rpm; do \
+			$(NFPM) package --config dist/build/nfpm-$$arch.yaml --packager $$fmt --target dist/; \
+		done; \
+	done
+	@ls -l dist/*.deb dist/*.rpm
+
+package-check: packages ## lintian and rpmlint (no errors) and file lists against packaging/testdata golden files
+	packaging/check.sh dist
 
 clean: ## Remove build output (not the control-plane cache in ~/.cache/certagent-test)
 	rm -rf bin dist

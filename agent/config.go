@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -123,39 +125,56 @@ func DefaultConfig() Config {
 	}
 }
 
-// LoadConfig reads path over the defaults. If path is the default path and
-// does not exist, the defaults are returned; any other missing file is an
-// error. Unknown keys are errors that name the key.
+// LoadConfig reads path over the defaults, then every drop-in
+// <dir of path>/config.d/*.yaml in name order. If path is the default path
+// and does not exist, the defaults (and drop-ins) apply; any other missing
+// file is an error. Unknown keys are errors that name the key.
 func LoadConfig(path string, explicit bool) (Config, error) {
 	cfg := DefaultConfig()
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) && !explicit {
-		return cfg, nil
+	files := []string{}
+	if _, err := os.Stat(path); err == nil || explicit {
+		files = append(files, path)
 	}
+	dropIns, err := filepath.Glob(filepath.Join(filepath.Dir(path), "config.d", "*.yaml"))
 	if err != nil {
-		return cfg, fmt.Errorf("reading config: %w", err)
+		return cfg, fmt.Errorf("listing config drop-ins: %w", err)
 	}
-	// The file must say what it is: clear the defaults' apiVersion and kind.
+	sort.Strings(dropIns)
+	for _, f := range append(files, dropIns...) {
+		if err := decodeInto(f, &cfg); err != nil {
+			return cfg, err
+		}
+	}
+	return cfg, nil
+}
+
+// decodeInto applies one file over cfg.
+func decodeInto(path string, cfg *Config) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading config: %w", err)
+	}
+	// Each file must say what it is: clear apiVersion and kind first.
 	cfg.APIVersion, cfg.Kind = "", ""
 	js, err := yaml.YAMLToJSON(data)
 	if err != nil {
-		return cfg, fmt.Errorf("config %s is not valid YAML: %w", path, err)
+		return fmt.Errorf("config %s is not valid YAML: %w", path, err)
 	}
-	strict, err := sigsjson.UnmarshalStrict(js, &cfg, sigsjson.DisallowUnknownFields)
+	strict, err := sigsjson.UnmarshalStrict(js, cfg, sigsjson.DisallowUnknownFields)
 	if err != nil {
-		return cfg, fmt.Errorf("config %s: %s", path, cleanJSONError(err))
+		return fmt.Errorf("config %s: %s", path, cleanJSONError(err))
 	}
 	if len(strict) > 0 {
 		msgs := make([]string, len(strict))
 		for i, e := range strict {
 			msgs[i] = cleanJSONError(e)
 		}
-		return cfg, fmt.Errorf("config %s: %s", path, strings.Join(msgs, "; "))
+		return fmt.Errorf("config %s: %s", path, strings.Join(msgs, "; "))
 	}
 	if cfg.APIVersion != APIVersion || cfg.Kind != Kind {
-		return cfg, fmt.Errorf("config %s: apiVersion/kind are %q/%q, want %q/%q", path, cfg.APIVersion, cfg.Kind, APIVersion, Kind)
+		return fmt.Errorf("config %s: apiVersion/kind are %q/%q, want %q/%q", path, cfg.APIVersion, cfg.Kind, APIVersion, Kind)
 	}
-	return cfg, nil
+	return nil
 }
 
 // cleanJSONError drops the decoder's "json: " prefix; the message keeps the

@@ -112,3 +112,30 @@ func TestFlagsOverrideConfig(t *testing.T) {
 		t.Fatalf("certDir %q nodeName %q: flags must override only what they set", cfg.CertDir, cfg.NodeName)
 	}
 }
+
+func TestLoadConfigDropIns(t *testing.T) {
+	dir := t.TempDir()
+	main := filepath.Join(dir, "config.yaml")
+	_ = os.MkdirAll(filepath.Join(dir, "config.d"), 0o755)
+	hdr := "apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\n"
+	_ = os.WriteFile(main, []byte(hdr+"nodeName: main\ncertDir: /main\n"), 0o600)
+	_ = os.WriteFile(filepath.Join(dir, "config.d", "20-b.yaml"), []byte(hdr+"nodeName: b\n"), 0o600)
+	_ = os.WriteFile(filepath.Join(dir, "config.d", "10-a.yaml"), []byte(hdr+"nodeName: a\nserving: {dnsNames: [x]}\n"), 0o600)
+	_ = os.WriteFile(filepath.Join(dir, "config.d", "README"), []byte("not yaml: ["), 0o600)
+	c, err := LoadConfig(main, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NodeName != "b" || c.CertDir != "/main" || len(c.Serving.DNSNames) != 1 {
+		t.Fatalf("drop-ins not applied in name order over the main file: %+v", c)
+	}
+	// Drop-ins apply even when the default main file is absent.
+	_ = os.Remove(main)
+	if c, err = LoadConfig(main, false); err != nil || c.NodeName != "b" {
+		t.Fatalf("without the main file: %v, %q", err, c.NodeName)
+	}
+	_ = os.WriteFile(filepath.Join(dir, "config.d", "30-bad.yaml"), []byte(hdr+"nodename: typo\n"), 0o600)
+	if _, err := LoadConfig(main, false); err == nil || !strings.Contains(err.Error(), "30-bad.yaml") || !strings.Contains(err.Error(), `unknown field "nodename"`) {
+		t.Fatalf("bad drop-in: %v", err)
+	}
+}
