@@ -7,6 +7,7 @@ GO        ?= go
 # commit's package sorts above the previous one.
 VERSION   ?= $(shell v=$$(git describe --tags --match 'v*' --abbrev=0 2>/dev/null | sed 's/^v//'); echo "$${v:-0.1.0}+git$$(git rev-list --count HEAD 2>/dev/null || echo 0).$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)")
 ARCHES    ?= amd64 arm64
+DIST      ?= dist
 NFPM      := $(GO) tool -modfile=$(CURDIR)/packaging/tools/go.mod nfpm
 LDFLAGS   := -s -w -X github.com/certagent/certagent/agent.Version=$(VERSION)
 BIN       := bin/certagent
@@ -34,6 +35,7 @@ vet: ## go vet and gofmt over every module
 tidy-check: ## Fail if go.mod/go.sum are not tidy
 	$(GO) mod tidy && git diff --exit-code go.mod go.sum
 	cd test && $(GO) mod tidy && git diff --exit-code go.mod go.sum
+	cd packaging/tools && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 
 unit: ## Unit tests with the race detector
 	$(GO) test -race -count=1 ./...
@@ -41,7 +43,7 @@ unit: ## Unit tests with the race detector
 e2e: build ## End-to-end tests against a real kube-apiserver, controller-manager and etcd (built and cached on first use)
 	cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) $(GO) test $(E2E_FLAGS) ./controlplane/ ./e2e/
 
-test: deps vet tidy-check unit e2e ## Every test suite (what CI runs)
+test: deps vet tidy-check unit e2e package-check node ## Every test suite (what CI runs; as root: the package checks and the node suite need it)
 
 demo: build ## Start a local control plane, bootstrap a node with certagent, show its status, clean up
 	cd test && $(GO) run ./cmd/demo -certagent $(CURDIR)/$(BIN)
@@ -51,20 +53,31 @@ bench: ## Benchmarks: certagent vs the kubelet's bootstrap, approval-to-disk lat
 	cd test && $(GO) test -run '^$$' -bench BenchmarkApprovalToDisk -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/
 	cd test && $(GO) test -run '^$$' -bench BenchmarkIdle -benchtime 1x -count=1 ./bench/
 
-packages: ## dist/: .deb and .rpm for amd64 and arm64 (nfpm), version from git
-	@mkdir -p dist/build
+packages: ## $(DIST)/: .deb and .rpm for amd64 and arm64 (nfpm), version from git
+	@mkdir -p $(DIST)/build
+	rm -f $(DIST)/*.deb $(DIST)/*.rpm
 	set -e; for arch in $(ARCHES); do \
-		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/build/certagent-$$arch ./cmd/certagent; \
-		sed -e 's|$${VERSION}|$(VERSION)|; s|$${ARCH}|'$$arch'|; s|$${BIN}|dist/build/certagent-'$$arch'|' \
-			packaging/nfpm.yaml > dist/build/nfpm-$$arch.yaml; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '-s -w -X github.com/certagent/certagent/agent.Version=$(VERSION)' -o $(DIST)/build/certagent-$$arch ./cmd/certagent; \
+		sed -e 's|$${VERSION}|$(VERSION)|; s|$${ARCH}|'$$arch'|; s|$${BIN}|$(DIST)/build/certagent-'$$arch'|' \
+			packaging/nfpm.yaml > $(DIST)/build/nfpm-$$arch.yaml; \
 		for fmt in deb rpm; do \
-			$(NFPM) package --config dist/build/nfpm-$$arch.yaml --packager $$fmt --target dist/; \
+			$(NFPM) package --config $(DIST)/build/nfpm-$$arch.yaml --packager $$fmt --target $(DIST)/; \
 		done; \
 	done
-	@ls -l dist/*.deb dist/*.rpm
+	@ls -l $(DIST)/*.deb $(DIST)/*.rpm
 
-package-check: packages ## lintian and rpmlint (no errors) and file lists against packaging/testdata golden files
-	packaging/check.sh dist
+package-check: node-deps packages ## lintian and rpmlint (no errors), golden file lists, rpm --root install
+	packaging/check.sh $(DIST)
+
+node-deps: ## Install (apt-get, as root) what the package checks and the node suite need
+	@missing=""; for c in systemd-nspawn:systemd-container debootstrap:debootstrap lintian:lintian rpm:rpm rpmlint:rpmlint nsenter:util-linux; do \
+		command -v $${c%%:*} >/dev/null || missing="$$missing $${c#*:}"; done; \
+	if [ -n "$$missing" ]; then echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+
+node: node-deps packages ## Node suite (root): boot Debian with systemd in systemd-nspawn, cloud-init installs the .deb
+	$(MAKE) --no-print-directory packages ARCHES=amd64 VERSION='$(VERSION)+upgrade' DIST=$(DIST)/newer
+	cd test && CERTAGENT_DEB='$(CURDIR)/$(DIST)/certagent_*_amd64.deb' CERTAGENT_DEB_NEWER='$(CURDIR)/$(DIST)/newer/certagent_*_amd64.deb' \
+		$(GO) test -count=1 -timeout 30m -v ./node/
 
 clean: ## Remove build output (not the control-plane cache in ~/.cache/certagent-test)
 	rm -rf bin dist

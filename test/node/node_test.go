@@ -1,0 +1,301 @@
+package node
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// userData is the example from packaging/cloud-init with the values an
+// operator fills in, the package installed from the file the test copies in
+// instead of a package repository, and the locale module off (a minbase root
+// file system has no locales).
+func userData(t *testing.T, token, debName string) string {
+	t.Helper()
+	data, err := os.ReadFile("../../packaging/cloud-init/user-data.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(data)
+	for old, new := range map[string]string{
+		"REPLACE_API_SERVER_URL":           cp.URL,
+		"REPLACE_CA_DATA":                  base64.StdEncoding.EncodeToString(cp.CACertPEM),
+		"REPLACE_BOOTSTRAP_TOKEN":          token,
+		"[apt-get, install, -y, certagent]": "[dpkg, -i, /root/dist/" + debName + "]",
+	} {
+		if !strings.Contains(s, old) {
+			t.Fatalf("the example user-data lacks %q", old)
+		}
+		s = strings.ReplaceAll(s, old, new)
+	}
+	return s + "locale: false\n"
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeFile(t *testing.T, p, content string, mode os.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// servingCSR waits for the node's serving CSR.
+func servingCSR(t *testing.T, node string) string {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		list, err := cp.Admin.CertificatesV1().CertificateSigningRequests().List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range list.Items {
+			if c.Spec.SignerName == certificatesv1.KubeletServingSignerName && c.Spec.Username == "system:node:"+node && len(c.Status.Conditions) == 0 {
+				return c.Name
+			}
+		}
+	}
+	t.Fatalf("no pending serving CSR from system:node:%s", node)
+	return ""
+}
+
+func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > timeout {
+			t.Fatalf("%s: not within %s", what, timeout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
+
+func linkTarget(c *container, p string) string {
+	target, _ := os.Readlink(c.file(p))
+	return target
+}
+
+// TestNodeWithCloudInit is an operator's whole path on a real systemd:
+// cloud-init writes the bootstrap kubeconfig and installs the package, the
+// service bootstraps and reports through systemd, and the package upgrades,
+// reloads, restarts on a hung agent and is removed without losing certificates.
+func TestNodeWithCloudInit(t *testing.T) {
+	token, err := cp.CreateBootstrapToken(context.Background(), controlplaneAutoApprove())
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("ca-node-%d", time.Now().UnixNano()%1000000)
+	debName := filepath.Base(deb)
+	c := boot(t, rootfs, name, func(root string) {
+		seed := filepath.Join(root, "var/lib/cloud/seed/nocloud")
+		writeFile(t, filepath.Join(seed, "meta-data"), "instance-id: "+name+"\nlocal-hostname: "+name+"\n", 0o644)
+		writeFile(t, filepath.Join(seed, "user-data"), userData(t, token, debName), 0o600)
+		copyFile(t, deb, filepath.Join(root, "root/dist", debName))
+		copyFile(t, debNewer, filepath.Join(root, "root/dist/newer", filepath.Base(debNewer)))
+		// A stand-in kubelet, to check the drop-in's ordering.
+		writeFile(t, filepath.Join(root, "etc/systemd/system/kubelet.service"), "[Service]\nExecStart=/bin/sleep infinity\n", 0o644)
+	})
+
+	t.Run("cloud-init installs the package and certagent becomes ready", func(t *testing.T) {
+		out, _ := c.exec(5*time.Minute, "cloud-init", "status", "--wait", "--long")
+		if !strings.Contains(out, "status: done") {
+			log, _ := c.exec(time.Minute, "tail", "-50", "/var/log/cloud-init-output.log")
+			t.Fatalf("cloud-init: %s\n%s", out, log)
+		}
+		took := waitUntil(t, "certagent active (running)", time.Minute, func() bool {
+			return c.show("certagent", "ActiveState") == "active" && c.show("certagent", "SubState") == "running"
+		})
+		t.Logf("certagent active (running) %s after cloud-init finished", took.Round(time.Millisecond))
+		if fi, err := os.Stat(c.file("/etc/kubernetes/kubelet.conf")); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("kubelet.conf: %v %v", fi, err)
+		}
+		if exists(c.file("/etc/kubernetes/bootstrap-kubelet.conf")) {
+			t.Error("the bootstrap kubeconfig is still there")
+		}
+		if !strings.HasPrefix(linkTarget(c, "/var/lib/kubelet/pki/kubelet-client-current.pem"), "kubelet-client-") {
+			t.Fatal("no client certificate")
+		}
+		if fi, err := os.Stat(c.file("/var/lib/kubelet/pki")); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("/var/lib/kubelet/pki: %v %v, want 0700", fi, err)
+		}
+		if got := c.show("certagent", "UnitFileState"); got != "enabled" {
+			t.Errorf("certagent is %s, want enabled", got)
+		}
+	})
+
+	var csr string
+	t.Run("systemctl status shows what certagent waits for", func(t *testing.T) {
+		csr = servingCSR(t, name)
+		want := "serving: waiting for approval of " + csr + " (kubectl certificate approve " + csr + ")"
+		waitUntil(t, "STATUS line", 30*time.Second, func() bool { return strings.Contains(c.show("certagent", "StatusText"), want) })
+		out, _ := c.exec(30*time.Second, "systemctl", "status", "--no-pager", "certagent")
+		if !strings.Contains(out, "Status: \"client valid until ") || !strings.Contains(out, want) {
+			t.Fatalf("systemctl status lacks the STATUS line:\n%s", out)
+		}
+		t.Logf("systemctl status:\n%s", out)
+	})
+
+	t.Run("the approved serving certificate appears", func(t *testing.T) {
+		if err := cp.ApproveCSR(context.Background(), csr); err != nil {
+			t.Fatal(err)
+		}
+		took := waitUntil(t, "kubelet-server-current.pem", 30*time.Second, func() bool {
+			return strings.HasPrefix(linkTarget(c, "/var/lib/kubelet/pki/kubelet-server-current.pem"), "kubelet-server-")
+		})
+		t.Logf("serving certificate on disk %s after approval", took.Round(time.Millisecond))
+		waitUntil(t, "STATUS serving valid", 10*time.Second, func() bool {
+			return strings.Contains(c.show("certagent", "StatusText"), "; serving: valid until ")
+		})
+	})
+
+	t.Run("the kubelet drop-in orders kubelet after certagent", func(t *testing.T) {
+		if after := c.show("kubelet", "After"); !strings.Contains(after, "certagent.service") {
+			t.Errorf("kubelet.service After=%s", after)
+		}
+		if wants := c.show("kubelet", "Wants"); !strings.Contains(wants, "certagent.service") {
+			t.Errorf("kubelet.service Wants=%s", wants)
+		}
+	})
+
+	t.Run("systemctl reload renews", func(t *testing.T) {
+		before := linkTarget(c, "/var/lib/kubelet/pki/kubelet-client-current.pem")
+		beforeKey := readFile(t, c.file("/var/lib/kubelet/pki/kubelet-client-current.pem"))
+		time.Sleep(1100 * time.Millisecond) // dated file names have one-second resolution
+		c.must("systemctl", "reload", "certagent")
+		waitUntil(t, "a renewed client certificate", 30*time.Second, func() bool {
+			return linkTarget(c, "/var/lib/kubelet/pki/kubelet-client-current.pem") != before
+		})
+		if readFile(t, c.file("/var/lib/kubelet/pki/kubelet-client-current.pem")) == beforeKey {
+			t.Error("reload did not change the certificate")
+		}
+		// The serving renewal waits for approval again; approve it.
+		if err := cp.ApproveCSR(context.Background(), servingCSR(t, name)); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("systemctl stop is clean and quick", func(t *testing.T) {
+		start := time.Now()
+		c.must("systemctl", "stop", "certagent")
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("stop took %s", took)
+		}
+		if r := c.show("certagent", "Result"); r != "success" {
+			t.Errorf("Result=%s after stop", r)
+		}
+		c.must("systemctl", "start", "certagent")
+		if s := c.show("certagent", "ActiveState"); s != "active" {
+			t.Fatalf("ActiveState=%s after start", s)
+		}
+	})
+
+	t.Run("systemd-analyze", func(t *testing.T) {
+		out, err := c.exec(time.Minute, "systemd-analyze", "verify", "/usr/lib/systemd/system/certagent.service")
+		if err != nil || strings.Contains(out, "certagent") {
+			t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+		}
+		out, _ = c.exec(time.Minute, "systemd-analyze", "security", "--no-pager", "certagent.service")
+		m := regexp.MustCompile(`Overall exposure level for certagent.service: ([0-9.]+) (\S+)`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("systemd-analyze security:\n%s", out)
+		}
+		score, _ := strconv.ParseFloat(m[1], 64)
+		t.Logf("systemd-analyze security certagent.service: %s %s", m[1], m[2])
+		if score >= 5 {
+			t.Errorf("exposure %s %s: want the OK band or better", m[1], m[2])
+		}
+	})
+
+	t.Run("the watchdog restarts a hung agent", func(t *testing.T) {
+		pid := c.show("certagent", "MainPID")
+		restarts := c.show("certagent", "NRestarts")
+		c.must("kill", "-STOP", pid)
+		took := waitUntil(t, "a restart by the watchdog", 90*time.Second, func() bool {
+			return c.show("certagent", "MainPID") != pid && c.show("certagent", "ActiveState") == "active" && c.show("certagent", "SubState") == "running"
+		})
+		if got := c.show("certagent", "NRestarts"); got == restarts {
+			t.Errorf("NRestarts still %s", got)
+		}
+		journal, _ := c.exec(time.Minute, "journalctl", "-u", "certagent", "--no-pager", "-o", "cat")
+		if !strings.Contains(journal, "Watchdog timeout") {
+			t.Errorf("the journal does not mention the watchdog:\n%s", tail([]byte(journal), 2000))
+		}
+		t.Logf("restarted %s after SIGSTOP", took.Round(time.Millisecond))
+	})
+
+	t.Run("upgrading keeps the certificates and restarts the service", func(t *testing.T) {
+		client := linkTarget(c, "/var/lib/kubelet/pki/kubelet-client-current.pem")
+		kubeconf := readFile(t, c.file("/etc/kubernetes/kubelet.conf"))
+		pid := c.show("certagent", "MainPID")
+		c.must("dpkg", "-i", "/root/dist/newer/"+filepath.Base(debNewer))
+		waitUntil(t, "the restarted service", time.Minute, func() bool {
+			return c.show("certagent", "MainPID") != pid && c.show("certagent", "ActiveState") == "active"
+		})
+		if got := linkTarget(c, "/var/lib/kubelet/pki/kubelet-client-current.pem"); got != client {
+			t.Errorf("client certificate %s -> %s across the upgrade", client, got)
+		}
+		if readFile(t, c.file("/etc/kubernetes/kubelet.conf")) != kubeconf {
+			t.Error("kubelet.conf changed across the upgrade")
+		}
+		if v := c.must("dpkg-query", "-W", "-f=${Version}", "certagent"); !strings.Contains(filepath.Base(debNewer), v) {
+			t.Errorf("installed version %s, want the newer package", v)
+		}
+	})
+
+	t.Run("removing and purging the package keep the certificates", func(t *testing.T) {
+		c.must("dpkg", "-r", "certagent")
+		if s := c.show("certagent", "ActiveState"); s == "active" {
+			t.Error("certagent still active after removal")
+		}
+		for _, p := range []string{"/etc/kubernetes/kubelet.conf", "/var/lib/kubelet/pki/kubelet-client-current.pem", "/var/lib/kubelet/pki/kubelet-server-current.pem"} {
+			if !exists(c.file(p)) {
+				t.Errorf("%s removed with the package", p)
+			}
+		}
+		c.must("dpkg", "-P", "certagent")
+		for _, p := range []string{"/etc/kubernetes/kubelet.conf", "/var/lib/kubelet/pki/kubelet-client-current.pem"} {
+			if !exists(c.file(p)) {
+				t.Errorf("%s removed by purge", p)
+			}
+		}
+		if exists(c.file("/usr/bin/certagent")) || exists(c.file("/etc/certagent/config.yaml")) {
+			t.Error("purge left the binary or the config")
+		}
+	})
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
