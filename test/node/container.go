@@ -108,7 +108,9 @@ func (c *container) must(args ...string) string {
 }
 
 // file is the host path of a path inside the container.
-func (c *container) file(p string) string { return filepath.Join(fmt.Sprintf("/proc/%d/root", c.pid), p) }
+func (c *container) file(p string) string {
+	return filepath.Join(fmt.Sprintf("/proc/%d/root", c.pid), p)
+}
 
 // show returns a systemd unit property.
 func (c *container) show(unit, prop string) string {

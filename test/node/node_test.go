@@ -28,9 +28,9 @@ func userData(t *testing.T, token, debName string) string {
 	}
 	s := string(data)
 	for old, new := range map[string]string{
-		"REPLACE_API_SERVER_URL":           cp.URL,
-		"REPLACE_CA_DATA":                  base64.StdEncoding.EncodeToString(cp.CACertPEM),
-		"REPLACE_BOOTSTRAP_TOKEN":          token,
+		"REPLACE_API_SERVER_URL":            cp.URL,
+		"REPLACE_CA_DATA":                   base64.StdEncoding.EncodeToString(cp.CACertPEM),
+		"REPLACE_BOOTSTRAP_TOKEN":           token,
 		"[apt-get, install, -y, certagent]": "[dpkg, -i, /root/dist/" + debName + "]",
 	} {
 		if !strings.Contains(s, old) {
