@@ -333,3 +333,42 @@ func TestDaemonSurvivesAPIServerOutage(t *testing.T) {
 		t.Fatalf("kubelet.conf after the outage: %q, %v", who, err)
 	}
 }
+
+// TestDaemonNoticesDeletedKubeconfig: kubelet.conf deleted under a running
+// daemon is noticed at once (file watch, no restart, no clock tick): STATUS
+// says what it now waits for and /readyz turns 503; a bootstrap kubeconfig
+// dropped afterwards brings it back.
+func TestDaemonNoticesDeletedKubeconfig(t *testing.T) {
+	n := newNode(t, controlplane.TokenOptions{AutoApprove: true})
+	n.writeConfig("serving:\n  enabled: false\nmetrics:\n  address: 127.0.0.1:0\n")
+	boot := mustRead(t, n.bootstrap)
+	ns := newNotifySocket(t)
+	p := n.startDaemon(ns)
+	addr := p.httpAddr(t)
+	ns.waitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, time.Minute)
+	if err := os.Remove(n.kubeconf); err != nil {
+		t.Fatal(err)
+	}
+	removed := time.Now()
+	ns.waitFor(t, "STATUS after deletion", func(m string) bool {
+		return strings.HasPrefix(m, "STATUS=waiting for a bootstrap kubeconfig at "+n.bootstrap)
+	}, 10*time.Second)
+	t.Logf("deletion noticed after %s", time.Since(removed).Round(time.Millisecond))
+	if code, _ := httpGet(t, "http://"+addr+"/readyz"); code != 503 {
+		t.Errorf("/readyz = %d without kubelet.conf, want 503", code)
+	}
+	if err := os.WriteFile(n.bootstrap, boot, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if who, err := n.whoAmI(); err == nil && who == "system:node:"+n.name {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no working kubelet.conf after the bootstrap kubeconfig came back\n%s", p.out.String())
+		}
+	}
+	if code, _ := httpGet(t, "http://"+addr+"/readyz"); code != 200 {
+		t.Errorf("/readyz = %d after recovery", code)
+	}
+}
