@@ -92,11 +92,9 @@ func (a *Agent) handler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		a.mu.Lock()
-		ok := a.clientValidLocked(a.clock.Now())
-		a.mu.Unlock()
-		if !ok {
-			http.Error(w, "no valid client certificate: "+a.statusLine(), http.StatusServiceUnavailable)
+		// The files are the truth: read them rather than the agent's memory.
+		if _, _, err := a.bootstrapper().ValidClient(); err != nil {
+			http.Error(w, fmt.Sprintf("no valid client certificate: %v\n%s", err, a.statusLine()), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")

@@ -167,7 +167,12 @@ func (a *Agent) worker(ctx context.Context, kind bootstrap.Kind, kick <-chan str
 			delay = a.untilDeadline(kind)
 		case errors.Is(err, bootstrap.ErrNoCredentials) || errors.Is(err, errNeedClient):
 			// Nothing to do until a file appears; not a failure to count.
-			a.update(kind, func(s *certState) { s.lastErr, s.waitingCSR = err, "" })
+			a.update(kind, func(s *certState) {
+				s.lastErr, s.waitingCSR = err, ""
+				if errors.Is(err, bootstrap.ErrNoCredentials) {
+					s.notAfter, s.deadline = time.Time{}, time.Time{} // no usable certificate
+				}
+			})
 			if errors.Is(err, bootstrap.ErrNoCredentials) {
 				log.Info("waiting for credentials", zap.Error(err))
 			}
