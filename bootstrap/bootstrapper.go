@@ -152,6 +152,7 @@ func (b *Bootstrapper) EnsureClient(ctx context.Context) (*rest.Config, bool, er
 	if err != nil {
 		return nil, false, err
 	}
+	b.warnIfReadable(b.cfg.BootstrapKubeconfigPath)
 	b.log.Info("bootstrapping the client certificate", zap.String("reason", reason.Error()),
 		zap.String("bootstrap_kubeconfig", b.cfg.BootstrapKubeconfigPath), zap.String("server", boot.Host))
 	if _, err := b.Obtain(ctx, Client, boot, b.cfg.BootstrapKubeconfigPath); err != nil {

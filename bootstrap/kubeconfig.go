@@ -149,6 +149,9 @@ func writeKubeletKubeconfig(path string, boot *rest.Config, pemPath string) erro
 	if err != nil {
 		return fmt.Errorf("encoding kubeconfig: %w", err)
 	}
+	if err := CheckDirSafe(filepath.Dir(path)); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("creating directory for %s: %w", path, err)
 	}

@@ -21,6 +21,9 @@ func (b *Bootstrapper) Obtain(ctx context.Context, kind Kind, rc *rest.Config, s
 	if err != nil {
 		return nil, err
 	}
+	if err := CheckDirSafe(b.cfg.CertDir); err != nil {
+		return nil, err
+	}
 	if err := EnsureCertDir(b.cfg.CertDir); err != nil {
 		return nil, err
 	}
