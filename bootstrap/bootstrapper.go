@@ -2,9 +2,11 @@ package bootstrap
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/certagent/certagent/internal/failpoint"
 	"net"
 	"os"
 	"path/filepath"
@@ -155,12 +157,17 @@ func (b *Bootstrapper) EnsureClient(ctx context.Context) (*rest.Config, bool, er
 	b.warnIfReadable(b.cfg.BootstrapKubeconfigPath)
 	b.log.Info("bootstrapping the client certificate", zap.String("reason", reason.Error()),
 		zap.String("bootstrap_kubeconfig", b.cfg.BootstrapKubeconfigPath), zap.String("server", boot.Host))
-	if _, err := b.Obtain(ctx, Client, boot, b.cfg.BootstrapKubeconfigPath); err != nil {
+	if b.storedClientUsable(boot) {
+		// A bootstrap interrupted after storing the certificate: finish it
+		// with that certificate instead of asking for another.
+		b.log.Info("finishing an interrupted bootstrap with the client certificate already stored", zap.String("path", CurrentPath(b.cfg.CertDir, Client)))
+	} else if _, err := b.Obtain(ctx, Client, boot, b.cfg.BootstrapKubeconfigPath); err != nil {
 		return nil, false, err
 	}
 	if err := writeKubeletKubeconfig(b.cfg.KubeconfigPath, boot, CurrentPath(b.cfg.CertDir, Client)); err != nil {
 		return nil, false, err
 	}
+	failpoint.Inject("client.kubeconfig-written")
 	rc, err = LoadKubeletKubeconfig(b.cfg.KubeconfigPath)
 	if err != nil {
 		return nil, false, fmt.Errorf("reading back %s: %w", b.cfg.KubeconfigPath, err)
@@ -169,6 +176,7 @@ func (b *Bootstrapper) EnsureClient(ctx context.Context) (*rest.Config, bool, er
 		return nil, false, fmt.Errorf("%s was written but does not work yet, so the bootstrap kubeconfig is kept: %w", b.cfg.KubeconfigPath, err)
 	}
 	b.log.Info("kubelet.conf works", zap.String("kubeconfig", b.cfg.KubeconfigPath), zap.String("user", "system:node:"+b.cfg.NodeName))
+	failpoint.Inject("client.proven")
 	if err := b.removeBootstrap(); err != nil {
 		return rc, true, err
 	}
@@ -257,4 +265,29 @@ func (b *Bootstrapper) RenewClient(ctx context.Context, rc *rest.Config) error {
 	}
 	b.log.Info("rewriting kubelet.conf to reference the renewed certificate", zap.String("kubeconfig", b.cfg.KubeconfigPath))
 	return writeKubeletKubeconfig(b.cfg.KubeconfigPath, rc, current)
+}
+
+// storedClientUsable reports whether kubelet-client-current.pem already holds
+// a certificate for this node that verifies against the cluster CA of boot
+// and is valid now.
+func (b *Bootstrapper) storedClientUsable(boot *rest.Config) bool {
+	path := CurrentPath(b.cfg.CertDir, Client)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	pair, err := LoadPair(path)
+	if err != nil {
+		return false
+	}
+	key, ok := pair.PrivateKey.(crypto.Signer)
+	if !ok {
+		return false
+	}
+	roots, err := caPool(boot, b.cfg.IssuerCAFile)
+	if err != nil {
+		return false
+	}
+	_, err = VerifyIssued(data, key, b.request(Client), VerifyOptions{Roots: roots, Now: b.cfg.Clock.Now(), Skew: b.cfg.Skew})
+	return err == nil
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/certagent/certagent/internal/failpoint"
 
 	"go.uber.org/zap"
 	"k8s.io/client-go/rest"
@@ -40,6 +41,7 @@ func (b *Bootstrapper) Obtain(ctx context.Context, kind Kind, rc *rest.Config, s
 			return nil, err
 		}
 	}
+	failpoint.Inject("obtain.key-ready")
 	req := b.request(kind)
 	client, err := b.cfg.NewCSRClient(rc)
 	if err != nil {
@@ -62,6 +64,7 @@ func (b *Bootstrapper) Obtain(ctx context.Context, kind Kind, rc *rest.Config, s
 		}
 		return nil, explainAPIError(err, fmt.Sprintf("requesting the %s certificate", kind), source, rc.Host, forbiddenHint(kind))
 	}
+	failpoint.Inject("obtain.csr-posted")
 	log = log.With(zap.String("csr", csr.Name), zap.String("signer", req.Kind.Signer()))
 	if created {
 		log.Info("posted certificate signing request", zap.Strings("dns_names", req.DNSNames), zap.Strings("ip_addresses", ipStrings(req.IPAddresses)))
@@ -87,11 +90,15 @@ func (b *Bootstrapper) Obtain(ctx context.Context, kind Kind, rc *rest.Config, s
 		}
 		return nil, explainAPIError(err, fmt.Sprintf("waiting for the %s certificate", kind), source, rc.Host, forbiddenHint(kind))
 	}
+	failpoint.Inject("obtain.issued")
 	now := b.cfg.Clock.Now()
 	leaf, err := VerifyIssued(certPEM, key, req, VerifyOptions{Roots: roots, Now: now, Skew: b.cfg.Skew})
 	if err != nil {
-		if errors.Is(err, ErrIssuedExpired) {
-			// Issued long ago for a key we kept: useless, so ask anew next time.
+		if !errors.Is(err, ErrNotYetValid) {
+			// The CSR's certificate can never be used (another key, node or
+			// usage, another CA, garbage, expired): the next attempt must be a
+			// new request, not this CSR again. Only a certificate that starts
+			// in the future (clock skew) becomes good by waiting.
 			_ = discardPendingKey(b.cfg.CertDir, kind)
 		}
 		return nil, fmt.Errorf("CSR %s: refusing the issued certificate, nothing was written: %w", csr.Name, err)
@@ -100,9 +107,11 @@ func (b *Bootstrapper) Obtain(ctx context.Context, kind Kind, rc *rest.Config, s
 	if err != nil {
 		return nil, err
 	}
+	failpoint.Inject("obtain.stored")
 	if err := discardPendingKey(b.cfg.CertDir, kind); err != nil {
 		log.Warn("discarding the pending key after storing", zap.Error(err))
 	}
+	failpoint.Inject("obtain.key-discarded")
 	log.Info("certificate stored", zap.String("path", path), zap.Time("not_after", leaf.NotAfter), zap.String("serial", leaf.SerialNumber.Text(16)))
 	if removed, err := Prune(b.cfg.CertDir, kind, b.cfg.Keep); err != nil {
 		log.Warn("pruning old certificates", zap.Error(err))

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/certagent/certagent/internal/failpoint"
 	"os"
 	"path/filepath"
 	"sort"
@@ -116,6 +117,7 @@ func Prune(certDir string, kind Kind, keep int) ([]string, error) {
 		if i < keep || n == filepath.Base(current) {
 			continue
 		}
+		failpoint.Inject("prune.remove")
 		if err := os.Remove(filepath.Join(certDir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return removed, fmt.Errorf("pruning: %w", err)
 		}

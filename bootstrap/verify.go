@@ -15,6 +15,10 @@ import (
 // already expired (a CSR issued long ago for a key we kept).
 var ErrIssuedExpired = errors.New("issued certificate expired")
 
+// ErrNotYetValid means the certificate starts later than the clock skew
+// allows: once the clocks agree the same certificate is good.
+var ErrNotYetValid = errors.New("issued certificate is not valid before")
+
 // VerifyOptions says what an issued certificate must chain to and when it is checked.
 type VerifyOptions struct {
 	// Roots are the CAs the kubelet signer is expected to use.
@@ -62,7 +66,7 @@ func VerifyIssued(chainPEM []byte, key crypto.Signer, req Request, opts VerifyOp
 	at := opts.Now
 	if at.Before(leaf.NotBefore) {
 		if leaf.NotBefore.Sub(at) > opts.Skew {
-			return nil, fmt.Errorf("issued certificate is not valid before %s, %s from now (more than the %s clock skew tolerated): check the clocks of this node and the control plane",
+			return nil, fmt.Errorf("%w %s, %s from now (more than the %s clock skew tolerated): check the clocks of this node and the control plane", ErrNotYetValid,
 				leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotBefore.Sub(at).Round(time.Second), opts.Skew)
 		}
 		at = leaf.NotBefore

@@ -10,6 +10,7 @@ package atomicfile
 import (
 	"errors"
 	"fmt"
+	"github.com/certagent/certagent/internal/failpoint"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,6 +31,7 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 		return fmt.Errorf("creating temporary file for %s: %w", path, err)
 	}
 	tmp := f.Name()
+	failpoint.Inject("atomicfile.created")
 	committed := false
 	defer func() {
 		if !committed {
@@ -44,16 +46,19 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 	if _, err := f.Write(data); err != nil {
 		return fmt.Errorf("writing %s: %w", tmp, err)
 	}
+	failpoint.Inject("atomicfile.written")
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("syncing %s: %w", tmp, err)
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("closing %s: %w", tmp, err)
 	}
+	failpoint.Inject("atomicfile.synced")
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("renaming %s to %s: %w", tmp, path, err)
 	}
 	committed = true
+	failpoint.Inject("atomicfile.renamed")
 	return SyncDir(dir)
 }
 
@@ -74,6 +79,7 @@ func Symlink(target, path string) error {
 		if err != nil {
 			return fmt.Errorf("creating symlink %s: %w", tmp, err)
 		}
+		failpoint.Inject("symlink.created")
 		if err := os.Rename(tmp, path); err != nil {
 			_ = os.Remove(tmp)
 			return fmt.Errorf("renaming symlink %s to %s: %w", tmp, path, err)
