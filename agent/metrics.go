@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"runtime"
 	"time"
 
 	"go.uber.org/zap"
@@ -66,6 +68,10 @@ func (a *Agent) writeMetrics(w io.Writer) {
 		ready = 1
 	}
 	fmt.Fprintf(w, "# HELP certagent_ready 1 while kubelet.conf holds a valid client certificate.\n# TYPE certagent_ready gauge\ncertagent_ready %d\n", ready)
+	fmt.Fprintf(w, "# HELP go_goroutines Number of goroutines that currently exist.\n# TYPE go_goroutines gauge\ngo_goroutines %d\n", runtime.NumGoroutine())
+	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
+		fmt.Fprintf(w, "# HELP process_open_fds Number of open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds %d\n", len(fds))
+	}
 }
 
 func (a *Agent) clientValidLocked(now time.Time) bool {

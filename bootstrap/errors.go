@@ -5,7 +5,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"os"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -66,6 +68,13 @@ func IsTransient(err error) bool {
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return true
+	}
+	// Local files (a full or read-only disk, permissions): a person must act.
+	// Checked first because syscall.Errno also looks like a net.Error.
+	var pathErr *fs.PathError
+	var linkErr *os.LinkError
+	if errors.As(err, &pathErr) || errors.As(err, &linkErr) {
+		return false
 	}
 	var ua x509.UnknownAuthorityError
 	var hn x509.HostnameError

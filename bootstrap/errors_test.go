@@ -4,7 +4,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"syscall"
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -30,6 +32,8 @@ func TestErrorClassification(t *testing.T) {
 		{"too many requests", apierrors.NewTooManyRequests("slow down", 1), true, false},
 		{"denied", &CSRError{Name: "n", Outcome: OutcomeDenied}, false, false},
 		{"deleted", &CSRError{Name: "n", Outcome: OutcomeDeleted}, true, false},
+		{"read-only file system", fmt.Errorf("saving key: %w", &fs.PathError{Op: "open", Path: "/x", Err: syscall.EROFS}), false, false},
+		{"disk full", fmt.Errorf("writing: %w", &fs.PathError{Op: "write", Path: "/x", Err: syscall.ENOSPC}), false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := IsTransient(tc.err); got != tc.transient {
