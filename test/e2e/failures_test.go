@@ -17,6 +17,7 @@ import (
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/certagent/certagent/test/controlplane"
 )
@@ -224,4 +225,44 @@ func TestUnreachableServerGivesUpAfterTimeout(t *testing.T) {
 		t.Errorf("%d retries in 6s; want a few, spaced by back-off (1s, 2s, 4s)", retries)
 	}
 	assertUnchanged(t, before, n.snapshot())
+}
+
+// TestCSRDeletedWhileWaiting: someone deletes the pending CSR; --once posts it
+// again under the same name (same key) and finishes once it is approved.
+func TestCSRDeletedWhileWaiting(t *testing.T) {
+	n := newNode(t, controlplane.TokenOptions{AutoApprove: false})
+	p := n.start("--once", "--serving=false")
+	csr := n.waitForCSR(certificatesv1.KubeAPIServerClientKubeletSignerName, time.Minute)
+	p.waitForOutput(t, "waiting for the CSR", 30*time.Second)
+	if err := cp.Admin.CertificatesV1().CertificateSigningRequests().Delete(context.Background(), csr.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p.waitForOutput(t, "CSR "+csr.Name+" was deleted while certagent was waiting for it; certagent posts it again on the next attempt", 30*time.Second)
+	again := n.waitForCSR(certificatesv1.KubeAPIServerClientKubeletSignerName, 30*time.Second)
+	if again.Name != csr.Name || again.UID == csr.UID {
+		t.Fatalf("re-posted CSR %s (uid %s), want the same name %s as a new object", again.Name, again.UID, csr.Name)
+	}
+	if err := cp.ApproveCSR(context.Background(), again.Name); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t, time.Minute); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, p.out.String())
+	}
+}
+
+// TestReadableBootstrapKubeconfigWarns: a bootstrap kubeconfig others can read
+// still works, with a warning that says why it matters and what to do.
+func TestReadableBootstrapKubeconfigWarns(t *testing.T) {
+	n := newNode(t, controlplane.TokenOptions{AutoApprove: true})
+	if err := os.Chmod(n.bootstrap, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out := n.runOnce("--serving=false")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	want := "the bootstrap kubeconfig is readable by other users; its token lets anyone on this machine request this node's certificates: chmod 0600 it"
+	if !strings.Contains(out, want) || !strings.Contains(out, `"mode": "0644"`) {
+		t.Errorf("output lacks the warning %q:\n%s", want, out)
+	}
 }

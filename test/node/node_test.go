@@ -269,6 +269,20 @@ func TestNodeWithCloudInit(t *testing.T) {
 		}
 	})
 
+	t.Run("the journal holds neither the token secret nor key material", func(t *testing.T) {
+		journal := c.must("journalctl", "--no-pager", "-o", "cat")
+		_, secret, _ := strings.Cut(token, ".")
+		if strings.Contains(journal, secret) {
+			t.Error("the journal contains the bootstrap token secret")
+		}
+		if strings.Contains(journal, "PRIVATE KEY") {
+			t.Error("the journal contains private key material")
+		}
+		if !strings.Contains(journal, "certificate stored") {
+			t.Fatal("the journal has no certagent lines: the check would prove nothing")
+		}
+	})
+
 	t.Run("removing and purging the package keep the certificates", func(t *testing.T) {
 		c.must("dpkg", "-r", "certagent")
 		if s := c.show("certagent", "ActiveState"); s == "active" {
