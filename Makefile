@@ -13,7 +13,9 @@ LDFLAGS   := -s -w -X github.com/certagent/certagent/agent.Version=$(VERSION)
 BIN       := bin/certagent
 E2E_FLAGS ?= -count=1 -timeout 30m
 
-.PHONY: help build unit e2e node test demo bench vet tidy-check deps clean packages package-check
+FUZZTIME  ?= 30s
+
+.PHONY: help build unit e2e node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,6 +49,11 @@ test: deps vet tidy-check unit e2e package-check node ## Every test suite (what 
 
 demo: build ## Start a local control plane, bootstrap a node with certagent, show its status, clean up
 	cd test && $(GO) run ./cmd/demo -certagent $(CURDIR)/$(BIN)
+
+fuzz: ## Run each fuzz target for FUZZTIME (default 30s); seed corpora live in */testdata/fuzz
+	set -e; for t in agent:FuzzConfig bootstrap:FuzzBootstrapKubeconfig bootstrap:FuzzCertificateBundle bootstrap:FuzzCSRStatus; do \
+		$(GO) test ./$${t%%:*} -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME); \
+	done
 
 bench: ## Benchmarks: certagent vs the kubelet's bootstrap, approval-to-disk latency, idle cost over a minute
 	cd test && $(GO) test -run '^$$' -bench BenchmarkClientBootstrap -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/

@@ -120,7 +120,7 @@ func approvalManager(csr *certificatesv1.CertificateSigningRequest) string {
 	var who string
 	var when time.Time
 	for _, mf := range csr.ManagedFields {
-		if mf.Subresource != "approval" {
+		if mf.Subresource != "approval" || mf.Manager == "" {
 			continue
 		}
 		t := time.Time{}
