@@ -76,18 +76,7 @@ func (ns *notifySocket) waitFor(t *testing.T, what string, match func(string) bo
 // startDaemon runs `certagent run` with a notify socket and the watchdog on.
 func (n *node) startDaemon(ns *notifySocket, extra ...string) *proc {
 	n.t.Helper()
-	p := &proc{cmd: execCommand(certagentBin, n.args(extra...)...), out: &syncBuffer{}, done: make(chan error, 1)}
-	p.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+ns.path, "WATCHDOG_USEC=2000000")
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		n.t.Fatal(err)
-	}
-	go func() { p.done <- p.cmd.Wait() }()
-	n.t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		n.assertNoSecrets(p.out.String())
-	})
-	return p
+	return n.launch([]string{"NOTIFY_SOCKET=" + ns.path, "WATCHDOG_USEC=2000000"}, n.args(extra...)...)
 }
 
 var addrRE = regexp.MustCompile(`serving /metrics, /healthz and /readyz\s+\{"address": "([0-9.:]+)"`)

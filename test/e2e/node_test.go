@@ -113,11 +113,20 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-var execCommand = exec.Command
-
+// start runs `certagent run` for the node with extra flags, capturing its output.
 func (n *node) start(extra ...string) *proc {
 	n.t.Helper()
-	p := &proc{cmd: execCommand(certagentBin, n.args(extra...)...), out: &syncBuffer{}, done: make(chan error, 1)}
+	return n.launch(nil, n.args(extra...)...)
+}
+
+// launch runs certagent with args and extra environment; when the test ends
+// it is killed and its whole output checked for secrets.
+func (n *node) launch(env []string, args ...string) *proc {
+	n.t.Helper()
+	p := &proc{cmd: exec.Command(certagentBin, args...), out: &syncBuffer{}, done: make(chan error, 1)}
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		n.t.Fatal(err)
