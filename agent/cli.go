@@ -73,6 +73,19 @@ func newCommonFlags(name string, stderr io.Writer) *commonFlags {
 	return c
 }
 
+// parse parses args and rejects leftovers: "certagent run --once renew"
+// must not quietly run the daemon.
+func (c *commonFlags) parse(args []string) error {
+	if err := c.fs.Parse(args); err != nil {
+		return err
+	}
+	if c.fs.NArg() > 0 {
+		fmt.Fprintf(c.fs.Output(), "%s: unexpected argument %q (flags only; see -h)\n", c.fs.Name(), c.fs.Arg(0))
+		return fmt.Errorf("unexpected argument %q", c.fs.Arg(0))
+	}
+	return nil
+}
+
 // load reads the config file and applies the flags that were set.
 func (c *commonFlags) load() (Config, error) {
 	set := map[string]bool{}
@@ -109,7 +122,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	serving := c.fs.Bool("serving", true, "request the kubelet serving certificate")
 	timeout := c.fs.Duration("timeout", 0, "with --once, give up after this long (default 10m, or timeout in the config)")
 	logFormat := c.fs.String("log-format", "console", "log format: console or json")
-	if err := c.fs.Parse(args); err != nil {
+	if err := c.parse(args); err != nil {
 		return 2
 	}
 	cfg, err := c.load()
@@ -201,7 +214,7 @@ func renewCommand(args []string, stdout, stderr io.Writer) int {
 	c := newCommonFlags("renew", stderr)
 	force := c.fs.Bool("force", false, "renew both certificates even if not due")
 	timeout := c.fs.Duration("timeout", 0, "give up after this long (default 10m, or timeout in the config)")
-	if err := c.fs.Parse(args); err != nil {
+	if err := c.parse(args); err != nil {
 		return 2
 	}
 	cfg, err := c.load()

@@ -139,3 +139,16 @@ func TestLoadConfigDropIns(t *testing.T) {
 		t.Fatalf("bad drop-in: %v", err)
 	}
 }
+
+func TestUnexpectedArgumentsAreRejected(t *testing.T) {
+	for _, args := range [][]string{
+		{"run", "--once", "renew"},
+		{"renew", "--force", "extra"},
+		{"status", "-o", "json", "now"},
+	} {
+		var out strings.Builder
+		if code := Main(args, &out, &out); code != 2 || !strings.Contains(out.String(), "unexpected argument") {
+			t.Errorf("%v: exit %d, output %q; want exit 2 naming the argument", args, code, out.String())
+		}
+	}
+}

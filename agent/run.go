@@ -50,11 +50,13 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (Co
 		a.log.Warn("not watching files; changes are noticed within a minute", zap.Error(err))
 	}
 	if cfg.Metrics.Address != "" {
-		stop, err := a.serveHTTP(workCtx, cfg.Metrics.Address)
-		if err != nil {
-			return err
+		// The certificates matter more than the metrics: without the
+		// listener (say the port is taken) the agent still does its job.
+		if stop, err := a.serveHTTP(workCtx, cfg.Metrics.Address); err != nil {
+			a.log.Error("running without /metrics, /healthz and /readyz", zap.Error(err))
+		} else {
+			defer stop()
 		}
-		defer stop()
 	}
 	kicks := map[bootstrap.Kind]chan struct{}{}
 	var wg sync.WaitGroup

@@ -157,7 +157,7 @@ func presence(ok bool) string {
 func statusCommand(args []string, stdout, stderr io.Writer) int {
 	c := newCommonFlags("status", stderr)
 	output := c.fs.String("o", "text", "output format: text or json")
-	if err := c.fs.Parse(args); err != nil {
+	if err := c.parse(args); err != nil {
 		return 2
 	}
 	cfg, err := c.load()

@@ -64,9 +64,15 @@ func (p crashPoint) String() string { return fmt.Sprintf("%s:%d", p.name, p.n) }
 // killed by SIGKILL, its exit code otherwise, and its output.
 func (n *node) runWith(bin string, env []string, args ...string) (killed bool, code int, out string) {
 	n.t.Helper()
-	cmd := exec.Command(bin, args...)
+	// Bounded: a run that hangs is a failure, and must not outlive the test.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	b, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		n.t.Fatalf("%s %v did not finish in 2 minutes\n%s", bin, args, b)
+	}
 	n.assertNoSecrets(string(b))
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
