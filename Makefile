@@ -63,9 +63,10 @@ bench: ## Benchmarks: certagent vs the kubelet's bootstrap, approval-to-disk lat
 packages: ## $(DIST)/: .deb and .rpm for amd64 and arm64 (nfpm), version from git
 	@mkdir -p $(DIST)/build
 	rm -f $(DIST)/*.deb $(DIST)/*.rpm
+	gzip -9n -c packaging/certagent.1 > $(DIST)/build/certagent.1.gz
 	set -e; for arch in $(ARCHES); do \
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '-s -w -X github.com/certagent/certagent/agent.Version=$(VERSION)' -o $(DIST)/build/certagent-$$arch ./cmd/certagent; \
-		sed -e 's|$${VERSION}|$(VERSION)|; s|$${ARCH}|'$$arch'|; s|$${BIN}|$(DIST)/build/certagent-'$$arch'|' \
+		sed -e 's|$${VERSION}|$(VERSION)|; s|$${ARCH}|'$$arch'|; s|$${BIN}|$(DIST)/build/certagent-'$$arch'|; s|$${MAN}|$(DIST)/build/certagent.1.gz|' \
 			packaging/nfpm.yaml > $(DIST)/build/nfpm-$$arch.yaml; \
 		for fmt in deb rpm; do \
 			$(NFPM) package --config $(DIST)/build/nfpm-$$arch.yaml --packager $$fmt --target $(DIST)/; \
