@@ -166,6 +166,9 @@ func decodeInto(path string, cfg *Config) error {
 	}
 	strict, err := sigsjson.UnmarshalStrict(js, cfg, sigsjson.DisallowUnknownFields)
 	if err != nil {
+		if key := badDurationKey(js); key != "" {
+			return fmt.Errorf("config %s: %s: %s", path, key, cleanJSONError(err))
+		}
 		return fmt.Errorf("config %s: %s", path, cleanJSONError(err))
 	}
 	if len(strict) > 0 {
@@ -179,6 +182,48 @@ func decodeInto(path string, cfg *Config) error {
 		return fmt.Errorf("config %s: apiVersion/kind are %q/%q, want %q/%q", path, cfg.APIVersion, cfg.Kind, APIVersion, Kind)
 	}
 	return nil
+}
+
+// badDurationKey names the first duration setting in js that does not parse,
+// so that a bad value is reported with its key (the decoder does not say).
+func badDurationKey(js []byte) string {
+	var doc struct {
+		Timeout  any `json:"timeout"`
+		Rotation struct {
+			RequestedDuration any `json:"requestedDuration"`
+			RenewBefore       any `json:"renewBefore"`
+		} `json:"rotation"`
+		Hooks struct {
+			PostRenew []struct {
+				Timeout any `json:"timeout"`
+			} `json:"postRenew"`
+		} `json:"hooks"`
+	}
+	if json.Unmarshal(js, &doc) != nil {
+		return ""
+	}
+	bad := func(v any) bool {
+		if v == nil {
+			return false
+		}
+		var d Duration
+		b, _ := json.Marshal(v)
+		return d.UnmarshalJSON(b) != nil
+	}
+	switch {
+	case bad(doc.Timeout):
+		return "timeout"
+	case bad(doc.Rotation.RequestedDuration):
+		return "rotation.requestedDuration"
+	case bad(doc.Rotation.RenewBefore):
+		return "rotation.renewBefore"
+	}
+	for i, h := range doc.Hooks.PostRenew {
+		if bad(h.Timeout) {
+			return fmt.Sprintf("hooks.postRenew[%d].timeout", i)
+		}
+	}
+	return ""
 }
 
 // cleanJSONError drops the decoder's "json: " prefix; the message keeps the

@@ -39,7 +39,14 @@ rotation:
 		{"unknown key is named", "apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\nservng: {}\n", `unknown field "servng"`, nil},
 		{"unknown nested key is named", "apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\nserving: {dnsName: [x]}\n", `unknown field "serving.dnsName"`, nil},
 		{"missing apiVersion", "kind: AgentConfig\n", `apiVersion/kind are ""/"AgentConfig", want "certagent.io/v1alpha1"/"AgentConfig"`, nil},
-		{"bad duration", "apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\ntimeout: 10 minutes\n", `invalid duration "10 minutes"`, nil},
+		{"bad duration", "apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\ntimeout: 10 minutes\n", `timeout: invalid duration "10 minutes"`, nil},
+		{"bad nested duration", "apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\nrotation: {renewBefore: 10}\n", `rotation.renewBefore: a duration must be a string`, nil},
+		{"bad hook timeout", "apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\nhooks: {postRenew: [{command: [x]}, {command: [y], timeout: soon}]}\n", `hooks.postRenew[1].timeout: invalid duration "soon"`, nil},
+		{"empty duration means unset", "apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\nrotation: {renewBefore: \"\"}\n", "", func(t *testing.T, c Config) {
+			if c.Rotation.RenewBefore.Duration != 0 {
+				t.Fatalf("renewBefore = %s", c.Rotation.RenewBefore)
+			}
+		}},
 		{"not yaml", "{{{", "config ", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
