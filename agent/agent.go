@@ -160,12 +160,11 @@ func (a *Agent) ForceRenewal() {
 func (a *Agent) stepClient(ctx context.Context) (*rest.Config, error) {
 	b := a.bootstrapper()
 	rc, leaf, err := b.ValidClient()
-	if err != nil {
-		rc, _, err = b.EnsureClient(ctx) // missing or expired: bootstrap
-		if err == nil {
-			_, leaf, err = b.ValidClient()
+	if err != nil { // missing or expired: bootstrap
+		if rc, err = b.Bootstrap(ctx, err); err != nil {
+			return nil, err
 		}
-		if err != nil {
+		if leaf, err = bootstrap.ClientCertificate(rc); err != nil {
 			return nil, err
 		}
 		a.noteCertificate(bootstrap.Client, leaf)
@@ -174,8 +173,8 @@ func (a *Agent) stepClient(ctx context.Context) (*rest.Config, error) {
 	a.noteCertificate(bootstrap.Client, leaf)
 	force := a.takeForce(bootstrap.Client)
 	if !force && a.clock.Now().Before(a.deadline(leaf)) {
-		_, _, err = b.EnsureClient(ctx) // tidies a leftover bootstrap kubeconfig; no request otherwise
-		return rc, err
+		b.RemoveBootstrapIfProven(ctx, rc) // no request unless a bootstrap kubeconfig lies around
+		return rc, nil
 	}
 	a.log.Info("renewing the client certificate", zap.Time("not_after", leaf.NotAfter), zap.Bool("forced", force))
 	if err := b.RenewClient(ctx, rc); err != nil {
@@ -188,30 +187,32 @@ func (a *Agent) stepClient(ctx context.Context) (*rest.Config, error) {
 }
 
 // stepServing makes sure the serving certificate is in place, covers the
-// wanted names and is not due.
+// wanted names and is not due; otherwise it requests one with the node's
+// identity.
 func (a *Agent) stepServing(ctx context.Context) error {
 	b := a.bootstrapper()
 	rc, _, err := b.ValidClient()
 	if err != nil {
 		return errNeedClient
 	}
-	pair, err := bootstrap.LoadCurrent(a.config().CertDir, bootstrap.Serving)
-	if err == nil {
+	force := a.takeForce(bootstrap.Serving)
+	if pair, err := bootstrap.LoadCurrent(a.config().CertDir, bootstrap.Serving); err == nil {
 		a.noteCertificate(bootstrap.Serving, pair.Leaf)
-		force := a.takeForce(bootstrap.Serving)
-		if force || !a.clock.Now().Before(a.deadline(pair.Leaf)) {
-			a.log.Info("renewing the serving certificate", zap.Time("not_after", pair.Leaf.NotAfter), zap.Bool("forced", force))
-			if _, err := b.Obtain(ctx, bootstrap.Serving, rc, a.config().Kubeconfig); err != nil {
-				if force {
-					a.restoreForce(bootstrap.Serving)
-				}
-				return err
-			}
+		due := !a.clock.Now().Before(a.deadline(pair.Leaf))
+		if !force && !due && b.ServingOK(pair.Leaf) {
 			return nil
 		}
+		if force || due {
+			a.log.Info("renewing the serving certificate", zap.Time("not_after", pair.Leaf.NotAfter), zap.Bool("forced", force))
+		}
 	}
-	_, err = b.EnsureServing(ctx, rc)
-	return err
+	if _, err := b.Obtain(ctx, bootstrap.Serving, rc, a.config().Kubeconfig); err != nil {
+		if force {
+			a.restoreForce(bootstrap.Serving)
+		}
+		return err
+	}
+	return nil
 }
 
 func (a *Agent) restoreForce(kind bootstrap.Kind) {

@@ -140,19 +140,27 @@ func (b *Bootstrapper) ValidClient() (*rest.Config, *x509.Certificate, error) {
 func (b *Bootstrapper) EnsureClient(ctx context.Context) (*rest.Config, bool, error) {
 	rc, _, err := b.ValidClient()
 	if err == nil {
-		b.removeBootstrapIfProven(ctx, rc)
+		b.RemoveBootstrapIfProven(ctx, rc)
 		return rc, false, nil
 	}
-	reason := err
-	if errors.Is(err, os.ErrNotExist) {
+	rc, err = b.Bootstrap(ctx, err)
+	return rc, err == nil, err
+}
+
+// Bootstrap obtains the client certificate with the bootstrap kubeconfig
+// (reason says why kubelet.conf will not do), writes kubelet.conf, proves it
+// works and deletes the bootstrap kubeconfig. It returns the node's
+// credentials.
+func (b *Bootstrapper) Bootstrap(ctx context.Context, reason error) (*rest.Config, error) {
+	if errors.Is(reason, os.ErrNotExist) {
 		reason = fmt.Errorf("%s does not exist", b.cfg.KubeconfigPath)
 	}
 	boot, err := LoadBootstrapKubeconfig(b.cfg.BootstrapKubeconfigPath, b.cfg.AllowInsecureBootstrap)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, false, fmt.Errorf("%w: %v, and there is no bootstrap kubeconfig at %s: write a bootstrap-token kubeconfig there (see the README)", ErrNoCredentials, reason, b.cfg.BootstrapKubeconfigPath)
+		return nil, fmt.Errorf("%w: %v, and there is no bootstrap kubeconfig at %s: write a bootstrap-token kubeconfig there (see the README)", ErrNoCredentials, reason, b.cfg.BootstrapKubeconfigPath)
 	}
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	b.warnIfReadable(b.cfg.BootstrapKubeconfigPath)
 	b.log.Info("bootstrapping the client certificate", zap.String("reason", reason.Error()),
@@ -162,31 +170,28 @@ func (b *Bootstrapper) EnsureClient(ctx context.Context) (*rest.Config, bool, er
 		// with that certificate instead of asking for another.
 		b.log.Info("finishing an interrupted bootstrap with the client certificate already stored", zap.String("path", CurrentPath(b.cfg.CertDir, Client)))
 	} else if _, err := b.Obtain(ctx, Client, boot, b.cfg.BootstrapKubeconfigPath); err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	if err := writeKubeletKubeconfig(b.cfg.KubeconfigPath, boot, CurrentPath(b.cfg.CertDir, Client)); err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	failpoint.Inject("client.kubeconfig-written")
-	rc, err = LoadKubeletKubeconfig(b.cfg.KubeconfigPath)
+	rc, err := LoadKubeletKubeconfig(b.cfg.KubeconfigPath)
 	if err != nil {
-		return nil, false, fmt.Errorf("reading back %s: %w", b.cfg.KubeconfigPath, err)
+		return nil, fmt.Errorf("reading back %s: %w", b.cfg.KubeconfigPath, err)
 	}
 	if err := b.cfg.CheckIdentity(ctx, rc, b.cfg.NodeName); err != nil {
-		return nil, false, fmt.Errorf("%s was written but does not work yet, so the bootstrap kubeconfig is kept: %w", b.cfg.KubeconfigPath, err)
+		return nil, fmt.Errorf("%s was written but does not work yet, so the bootstrap kubeconfig is kept: %w", b.cfg.KubeconfigPath, err)
 	}
 	b.log.Info("kubelet.conf works", zap.String("kubeconfig", b.cfg.KubeconfigPath), zap.String("user", "system:node:"+b.cfg.NodeName))
 	failpoint.Inject("client.proven")
-	if err := b.removeBootstrap(); err != nil {
-		return rc, true, err
-	}
-	return rc, true, nil
+	return rc, b.removeBootstrap()
 }
 
-// removeBootstrapIfProven deletes a bootstrap kubeconfig still lying next to
+// RemoveBootstrapIfProven deletes a bootstrap kubeconfig still lying next to
 // a working kubelet.conf (a crash between proving and deleting, or a token
 // dropped on a healthy node). Failures are logged: the node works either way.
-func (b *Bootstrapper) removeBootstrapIfProven(ctx context.Context, rc *rest.Config) {
+func (b *Bootstrapper) RemoveBootstrapIfProven(ctx context.Context, rc *rest.Config) {
 	if _, err := os.Stat(b.cfg.BootstrapKubeconfigPath); err != nil {
 		return
 	}
@@ -219,15 +224,20 @@ func (b *Bootstrapper) ServingRequest() Request {
 // SANs is stored, requesting one with the node's identity node if not. It
 // reports whether it obtained a new certificate.
 func (b *Bootstrapper) EnsureServing(ctx context.Context, node *rest.Config) (bool, error) {
-	req := b.ServingRequest()
 	pair, err := LoadCurrent(b.cfg.CertDir, Serving)
-	if err == nil && ValidAt(pair.Leaf, b.cfg.Clock.Now()) && covers(pair.Leaf, req) {
+	if err == nil && b.ServingOK(pair.Leaf) {
 		return false, nil
 	}
 	if _, err := b.Obtain(ctx, Serving, node, b.cfg.KubeconfigPath); err != nil {
 		return false, err
 	}
 	return true, nil
+}
+
+// ServingOK reports whether c is valid now and carries every name the node
+// wants on its serving certificate.
+func (b *Bootstrapper) ServingOK(c *x509.Certificate) bool {
+	return ValidAt(c, b.cfg.Clock.Now()) && covers(c, b.ServingRequest())
 }
 
 func covers(c *x509.Certificate, req Request) bool {
