@@ -36,12 +36,14 @@ type signer struct {
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
 	pem  []byte
+	// serial numbers the issued certificates (the deadline's jitter derives from it).
+	serial atomic.Int64
 }
 
 func newSigner(t *testing.T) *signer {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ca"}, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(48 * time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+		NotAfter: time.Now().Add(10 * 365 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
 	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	c, _ := x509.ParseCertificate(der)
 	return &signer{t: t, now: time.Now, cert: c, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
@@ -58,7 +60,7 @@ func (s *signer) sign(csr *certificatesv1.CertificateSigningRequest) {
 		usage = x509.ExtKeyUsageServerAuth
 	}
 	now := s.now()
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: req.Subject, NotBefore: now.Add(-time.Minute),
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(s.serial.Add(1)), Subject: req.Subject, NotBefore: now.Add(-time.Minute),
 		NotAfter: now.Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
 		DNSNames: req.DNSNames, IPAddresses: req.IPAddresses}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.cert, req.PublicKey, s.key)
@@ -108,7 +110,7 @@ current-context: x
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- a.RunOnce(context.Background()) }()
+	go func() { done <- a.RunOnce(context.Background(), false) }()
 	// The agent must wait exactly 1s, then 2s (jitter 0) on its clock: a step
 	// just short of the back-off releases nothing.
 	for _, backoff := range []time.Duration{time.Second, 2 * time.Second} {

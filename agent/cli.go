@@ -156,13 +156,17 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}()
-	a, err := New(cfg, Options{Logger: log})
+	opts := Options{Logger: log}
+	if *once {
+		opts.Notifier = nopNotifier{}
+	}
+	a, err := New(cfg, opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "certagent: %v\n", err)
 		return 1
 	}
 	if *once {
-		err = a.RunOnce(ctx)
+		err = a.OneShot(ctx, false, stdout)
 	} else {
 		err = a.Run(ctx, reload, func() (Config, error) { return c.reload(*serving, *timeout) })
 	}
@@ -241,10 +245,7 @@ func renewCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "certagent: %v\n", err)
 		return 1
 	}
-	if *force {
-		a.ForceRenewal()
-	}
-	if err := a.RunOnce(ctx); err != nil {
+	if err := a.OneShot(ctx, *force, stdout); err != nil {
 		fmt.Fprintf(stderr, "certagent: %v\n", err)
 		return 1
 	}

@@ -92,6 +92,15 @@ func TestValidate(t *testing.T) {
 		{"bad IP", func(c *Config) { c.Serving.IPAddresses = []string{"10.0.0.300"} }, `"10.0.0.300" is not an IP address`},
 		{"short duration", func(c *Config) { c.Rotation.RequestedDuration = Duration{time.Minute} }, "below the Kubernetes minimum of 10m"},
 		{"empty cert dir", func(c *Config) { c.CertDir = "" }, "certDir is empty"},
+		{"renewBefore not shorter than requestedDuration", func(c *Config) {
+			c.Rotation.RequestedDuration, c.Rotation.RenewBefore = Duration{10 * time.Minute}, Duration{20 * time.Minute}
+		}, "rotation.renewBefore 20m0s is not shorter than the certificate lifetime rotation.requestedDuration 10m0s"},
+		{"renewBefore equal to requestedDuration", func(c *Config) {
+			c.Rotation.RequestedDuration, c.Rotation.RenewBefore = Duration{time.Hour}, Duration{time.Hour}
+		}, "set renewBefore below 1h0m0s (20m0s renews at two thirds of the lifetime)"},
+		{"renewBefore shorter: fine", func(c *Config) {
+			c.Rotation.RequestedDuration, c.Rotation.RenewBefore = Duration{10 * time.Minute}, Duration{9 * time.Minute}
+		}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base

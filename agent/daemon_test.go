@@ -2,244 +2,268 @@ package agent
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
+	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
-	certificatesv1 "k8s.io/api/certificates/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes/fake"
+	"go.uber.org/zap"
 	"k8s.io/client-go/rest"
-	k8stesting "k8s.io/client-go/testing"
-	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/certagent/certagent/bootstrap"
 )
 
-// fakeNotifier records what the agent tells systemd.
-type fakeNotifier struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (f *fakeNotifier) add(m string) { f.mu.Lock(); f.msgs = append(f.msgs, m); f.mu.Unlock() }
-func (f *fakeNotifier) Ready()       { f.add("READY=1") }
-func (f *fakeNotifier) Status(l string) {
-	f.add("STATUS=" + l)
-}
-func (f *fakeNotifier) Watchdog()                       { f.add("WATCHDOG=1") }
-func (f *fakeNotifier) Stopping()                       { f.add("STOPPING=1") }
-func (f *fakeNotifier) WatchdogInterval() time.Duration { return 0 }
-func (f *fakeNotifier) has(prefix string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, m := range f.msgs {
-		if strings.HasPrefix(m, prefix) {
-			return true
+func TestDaemonRenewsAtDeadline(t *testing.T) {
+	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
+		f.start()
+		if f.clientCSRs() != 1 || f.servingCSRs() != 1 {
+			t.Fatalf("after start: %d client and %d serving CSRs, want 1 and 1", f.clientCSRs(), f.servingCSRs())
 		}
-	}
-	return false
-}
-
-// daemonFixture runs Agent.Run against a fake API that issues every CSR.
-type daemonFixture struct {
-	t       *testing.T
-	cfg     Config
-	clk     *clocktesting.FakeClock
-	client  *fake.Clientset
-	creates atomic.Int32
-	notify  *fakeNotifier
-	agent   *Agent
-	cancel  context.CancelFunc
-	done    chan error
-	reload  chan struct{}
-}
-
-func newDaemonFixture(t *testing.T, mutate func(*Config)) *daemonFixture {
-	dir := t.TempDir()
-	sg := newSigner(t)
-	_ = os.WriteFile(filepath.Join(dir, "ca.crt"), sg.pem, 0o600)
-	boot := filepath.Join(dir, "etc", "bootstrap.conf")
-	_ = os.MkdirAll(filepath.Dir(boot), 0o755)
-	_ = os.WriteFile(boot, []byte(`apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443", certificate-authority: ../ca.crt}}]
-users: [{name: u, user: {token: abcdef.0123456789abcdef}}]
-contexts: [{name: x, context: {cluster: c, user: u}}]
-current-context: x
-`), 0o600)
-	f := &daemonFixture{t: t, clk: clocktesting.NewFakeClock(time.Now()), client: fake.NewClientset(), notify: &fakeNotifier{}, reload: make(chan struct{}, 1)}
-	sg.now = f.clk.Now
-	f.client.PrependReactor("create", "certificatesigningrequests", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		f.creates.Add(1)
-		sg.sign(a.(k8stesting.CreateAction).GetObject().(*certificatesv1.CertificateSigningRequest))
-		return false, nil, nil
+		if !f.notify.has("READY=1") || !strings.HasPrefix(f.notify.lastStatus(), "client valid until ") {
+			t.Fatalf("READY and STATUS: %q", f.notify.msgs)
+		}
+		// Just before the deadline (23 h after issue, minus the signer's 1 m backdate): nothing.
+		f.advance(22*time.Hour + 50*time.Minute)
+		if f.clientCSRs() != 1 || f.servingCSRs() != 1 {
+			t.Fatal("renewed before the deadline")
+		}
+		// Past it: both are renewed, once.
+		f.advance(20 * time.Minute)
+		if f.clientCSRs() != 2 || f.servingCSRs() != 2 {
+			t.Fatalf("after the deadline: %d client and %d serving CSRs, want 2 and 2", f.clientCSRs(), f.servingCSRs())
+		}
+		f.stop()
+		if !f.notify.has("STOPPING=1") {
+			t.Fatal("no STOPPING=1 on the way out")
+		}
 	})
-	f.cfg = DefaultConfig()
-	f.cfg.NodeName, f.cfg.CertDir, f.cfg.Kubeconfig, f.cfg.BootstrapKubeconfig = "node-a", filepath.Join(dir, "pki"), filepath.Join(dir, "etc", "kubelet.conf"), boot
-	f.cfg.Metrics.Address = ""
-	f.cfg.Rotation.RenewBefore = Duration{time.Hour} // certificates live 24h: due after 23h
-	if mutate != nil {
-		mutate(&f.cfg)
-	}
-	a, err := New(f.cfg, Options{Clock: f.clk, Rand: func() float64 { return 0 }, Notifier: f.notify, Bootstrap: func(bc *bootstrap.Config) {
-		bc.NewCSRClient = func(*rest.Config) (bootstrap.CSRClient, error) {
-			return f.client.CertificatesV1().CertificateSigningRequests(), nil
+}
+
+// TestDaemonOverAYear: 24-hour certificates over a simulated year: every
+// renewal on time, never two CSRs for one renewal, no certificate expired.
+func TestDaemonOverAYear(t *testing.T) {
+	daemonTest(t, func(c *Config) { c.Rotation.RenewBefore = Duration{} }, func(t *testing.T, f *daemonFixture) {
+		f.start()
+		for day := 0; day < 365; day++ {
+			f.advanceIn(24*time.Hour, 30*time.Minute)
+			for _, kind := range []bootstrap.Kind{bootstrap.Client, bootstrap.Serving} {
+				if c := f.current(kind); c == nil || !f.clk.Now().Before(c.NotAfter) {
+					t.Fatalf("day %d: the %s certificate expired or vanished", day, kind)
+				}
+			}
 		}
-		bc.CheckIdentity = func(context.Context, *rest.Config, string) error { return nil }
-		bc.PrimaryIP = func() net.IP { return net.ParseIP("10.0.0.7") }
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.agent = a
-	return f
+		// 70-90 % of 24 h: between 365/0.9 and 365/0.7 renewals.
+		for _, n := range []int32{f.clientCSRs(), f.servingCSRs()} {
+			if n < 365*10/9 || n > 365*10/7+2 {
+				t.Fatalf("%d CSRs in a year of 24-hour certificates", n)
+			}
+		}
+	})
 }
 
-func (f *daemonFixture) start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	f.cancel, f.done = cancel, make(chan error, 1)
-	go func() { f.done <- f.agent.Run(ctx, f.reload, nil) }()
-	f.t.Cleanup(f.stop)
+// TestDaemonRenewsWithinAMinuteOfResume: the machine sleeps through the
+// deadline (and NotAfter). Monotonic timers stood still; the agent renews by
+// the wall clock within a minute of waking (the jump detector).
+func TestDaemonRenewsWithinAMinuteOfResume(t *testing.T) {
+	daemonTest(t, func(c *Config) { c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
+		f.start()
+		// Asleep from 1 h to 23.5 h after issue: past the deadline (23 h),
+		// before NotAfter (24 h). A monotonic timer would fire 22 h later.
+		f.advance(time.Hour)
+		f.clk.Suspend(22*time.Hour + 30*time.Minute)
+		f.advance(time.Minute)
+		if n := f.clientCSRs(); n != 2 {
+			t.Fatalf("%d client CSRs a minute after resuming past the deadline, want 2", n)
+		}
+		if c := f.current(bootstrap.Client); c == nil || !f.clk.Now().Before(c.NotAfter) {
+			t.Fatal("no valid client certificate after resuming")
+		}
+		if f.logged("the wall clock jumped") != 1 {
+			t.Fatal("the jump was not logged")
+		}
+	})
 }
 
-func (f *daemonFixture) stop() {
-	if f.cancel == nil {
-		return
-	}
-	f.cancel()
-	f.cancel = nil
-	select {
-	case err := <-f.done:
+// TestDaemonNoStormFromAShortSigner: renewBefore longer than what the
+// signer issues (no requestedDuration to validate against): the agent falls
+// back to 70-90 % and never renews in a loop.
+func TestDaemonNoStormFromAShortSigner(t *testing.T) {
+	daemonTest(t, func(c *Config) { c.Rotation.RenewBefore = Duration{48 * time.Hour}; c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
+		f.start()
+		time.Sleep(time.Hour) // bubble time; the agent's clock stands still
+		synctest.Wait()
+		if n := f.clientCSRs(); n != 1 {
+			t.Fatalf("%d client CSRs with the clock standing still", n)
+		}
+		f.advance(72 * time.Hour)
+		if n := f.clientCSRs(); n > 1+72/16 {
+			t.Fatalf("%d client CSRs over 3 days of 24-hour certificates", n)
+		}
+	})
+}
+
+// TestDaemonReloadAppliesOnlyWhatChanged: SIGHUP re-reads the file through
+// the command line's own loader. An unchanged file does nothing, a new
+// serving name posts one serving CSR (the certificate no longer covers it),
+// a new renewBefore moves the deadline without a CSR, a setting that needs
+// a restart is refused whole, and a broken file keeps the running config.
+func TestDaemonReloadAppliesOnlyWhatChanged(t *testing.T) {
+	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
+		path := filepath.Join(f.dir, "config.yaml")
+		write := func(body string) {
+			if err := os.WriteFile(path, []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\nmetrics: {address: \"\"}\n"+body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		write("rotation: {renewBefore: 1h}\n")
+		c := newCommonFlags("run", os.Stderr)
+		if err := c.parse([]string{"--config", path, "--node-name", f.cfg.NodeName, "--cert-dir", f.cfg.CertDir,
+			"--kubeconfig", f.cfg.Kubeconfig, "--bootstrap-kubeconfig", f.cfg.BootstrapKubeconfig}); err != nil {
+			t.Fatal(err)
+		}
+		f.load = func() (Config, error) { return c.reload(true, 0) }
+		cfg, err := f.load()
 		if err != nil {
-			f.t.Error(err)
+			t.Fatal(err)
 		}
-	case <-time.After(10 * time.Second):
-		f.t.Error("Run did not return after cancel")
-	}
-}
+		f.cfg = cfg
+		f.start()
+		hup := func() { f.reload <- struct{}{}; synctest.Wait() }
 
-// settle waits until the agent's goroutines sleep on the fake clock with n creates made.
-func (f *daemonFixture) settle(creates int32) {
-	f.t.Helper()
-	waitFor(f.t, func() bool { return f.creates.Load() == creates && f.clk.HasWaiters() })
-	time.Sleep(50 * time.Millisecond)
-	if got := f.creates.Load(); got != creates {
-		f.t.Fatalf("%d CSRs created, want %d", got, creates)
-	}
-}
+		hup()
+		if f.clientCSRs() != 1 || f.servingCSRs() != 1 || f.logged("reload: configuration unchanged") != 1 {
+			t.Fatalf("an unchanged reload: %d/%d CSRs", f.clientCSRs(), f.servingCSRs())
+		}
 
-func TestDaemonRenewsAtDeadlineOnTheFakeClock(t *testing.T) {
-	f := newDaemonFixture(t, nil)
-	f.start()
-	f.settle(2) // client bootstrap + serving
-	waitFor(t, func() bool { return f.notify.has("READY=1") && f.notify.has("STATUS=client valid until") })
-	if !f.notify.has("STATUS=client valid until") {
-		t.Fatal("no STATUS line")
-	}
-	// Just before the deadline (23h after issue, minus the signer's 1m backdate): nothing.
-	f.clk.Step(22*time.Hour + 50*time.Minute)
-	f.settle(2)
-	// Past it: both are renewed, once.
-	f.clk.Step(20 * time.Minute)
-	f.settle(4)
-	f.stop()
-	if !f.notify.has("STOPPING=1") {
-		t.Fatal("no STOPPING=1 on the way out")
-	}
-}
+		write("rotation: {renewBefore: 1h}\nserving: {dnsNames: [node-a.example]}\n")
+		hup()
+		if f.clientCSRs() != 1 || f.servingCSRs() != 2 {
+			t.Fatalf("a new serving name: %d client, %d serving CSRs, want 1 and 2", f.clientCSRs(), f.servingCSRs())
+		}
+		if c := f.current(bootstrap.Serving); c == nil || !slices.Contains(c.DNSNames, "node-a.example") {
+			t.Fatal("the serving certificate does not carry the new name")
+		}
 
-func TestDaemonReloadRenewsNow(t *testing.T) {
-	f := newDaemonFixture(t, nil)
-	f.start()
-	f.settle(2)
-	f.reload <- struct{}{}
-	f.settle(4)
+		before := f.notify.lastStatus()
+		write("rotation: {renewBefore: 2h}\nserving: {dnsNames: [node-a.example]}\n")
+		hup()
+		if f.clientCSRs() != 1 || f.servingCSRs() != 2 {
+			t.Fatal("a new renewBefore posted a CSR")
+		}
+		if after := f.notify.lastStatus(); after == before {
+			t.Fatalf("the renewal time in STATUS did not move: %q", after)
+		}
+
+		// metrics.address needs a restart; the hook added with it must not
+		// slip in either (a refused reload applies nothing).
+		write("rotation: {renewBefore: 2h}\nserving: {dnsNames: [node-a.example]}\nhooks: {postRenew: [{command: [/bin/true]}]}\n")
+		body := strings.Replace(string(mustReadFile(t, path)), `metrics: {address: ""}`, `metrics: {address: "127.0.0.1:10999"}`, 1)
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		hup()
+		entries := f.logs.FilterMessageSnippet("reload: refused").All()
+		if len(entries) != 1 || !slices.Equal(entries[0].ContextMap()["settings"].([]interface{}), []interface{}{"metrics.address"}) {
+			t.Fatalf("a metrics.address change was not refused by name: %v", entries)
+		}
+		if got := f.agent.config(); got.Metrics.Address != "" || len(got.Hooks.PostRenew) != 0 {
+			t.Fatal("a refused reload changed the running configuration")
+		}
+
+		write("rotation: {renewBefore: nonsense}\n")
+		hup()
+		if f.logged("reload: keeping the running configuration") != 1 {
+			t.Fatal("a broken file was not reported")
+		}
+		if f.clientCSRs() != 1 || f.servingCSRs() != 2 {
+			t.Fatal("reloads posted CSRs")
+		}
+	})
 }
 
 func TestDaemonWaitsForCredentialsThenBootstraps(t *testing.T) {
-	f := newDaemonFixture(t, func(c *Config) { c.Serving.Enabled = new(bool) })
-	boot, _ := os.ReadFile(f.cfg.BootstrapKubeconfig)
-	_ = os.Remove(f.cfg.BootstrapKubeconfig)
-	f.start()
-	f.settle(0)
-	waitFor(t, func() bool {
-		return f.notify.has("STATUS=waiting for a bootstrap kubeconfig at " + f.cfg.BootstrapKubeconfig)
-	})
-	if f.notify.has("READY=1") {
-		t.Fatal("READY=1 without a client certificate")
-	}
-	// The file watcher notices the new file without any clock movement.
-	_ = os.WriteFile(f.cfg.BootstrapKubeconfig, boot, 0o600)
-	f.settle(1)
-	waitFor(t, func() bool { return f.notify.has("READY=1") })
-}
-
-func TestHooks(t *testing.T) {
-	dir := t.TempDir()
-	out := filepath.Join(dir, "env")
-	f := newDaemonFixture(t, func(c *Config) {
-		c.Serving.Enabled = new(bool)
-		c.Hooks.PostRenew = []Hook{
-			{Command: []string{"/bin/sh", "-c", "echo $CERTAGENT_CERT_KIND $CERTAGENT_CERT_FILE $CERTAGENT_NODE_NAME > " + out}},
-			{Command: []string{"/bin/false"}},
-			{Command: []string{"/bin/sleep", "10"}, Timeout: Duration{100 * time.Millisecond}},
+	daemonTest(t, func(c *Config) { c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
+		_ = os.Remove(f.cfg.BootstrapKubeconfig)
+		f.start()
+		if got, want := f.notify.lastStatus(), "waiting for a bootstrap kubeconfig at "+f.cfg.BootstrapKubeconfig+" (no valid "+f.cfg.Kubeconfig+")"; got != want {
+			t.Fatalf("STATUS %q, want %q", got, want)
+		}
+		if f.notify.has("READY=1") {
+			t.Fatal("READY=1 without a client certificate")
+		}
+		// A file event (no clock movement) brings the new file to its attention.
+		f.writeBootstrap()
+		f.fileEvent()
+		if f.clientCSRs() != 1 || !f.notify.has("READY=1") {
+			t.Fatalf("%d client CSRs after the bootstrap kubeconfig appeared; READY %v", f.clientCSRs(), f.notify.has("READY=1"))
 		}
 	})
-	start := time.Now()
-	if err := f.agent.RunOnce(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if took := time.Since(start); took > 5*time.Second {
-		t.Errorf("a hook timeout of 100ms took %s", took)
-	}
-	got, err := os.ReadFile(out)
+}
+
+// TestDaemonChecksFilesWhenInotifyIsExhausted: without a file watcher (the
+// node's inotify limits reached) the agent says so once and checks the files
+// every minute instead.
+func TestDaemonChecksFilesWhenInotifyIsExhausted(t *testing.T) {
+	daemonTest(t, func(c *Config) { c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
+		f.opts.Watch = func(context.Context, *zap.Logger, ...string) (<-chan struct{}, error) {
+			return nil, &os.SyscallError{Syscall: "inotify_init1", Err: syscall.EMFILE}
+		}
+		f.start()
+		if n := f.logged("not watching files; checking them every minute instead"); n != 1 {
+			t.Fatalf("logged %d times", n)
+		}
+		if err := os.Remove(f.cfg.Kubeconfig); err != nil {
+			t.Fatal(err)
+		}
+		_ = os.Remove(f.cfg.BootstrapKubeconfig)
+		f.advance(time.Minute)
+		if !strings.HasPrefix(f.notify.lastStatus(), "waiting for a bootstrap kubeconfig") {
+			t.Fatalf("STATUS a minute after kubelet.conf vanished: %q", f.notify.lastStatus())
+		}
+		f.writeBootstrap()
+		f.advance(time.Minute)
+		// The stored certificate is still valid: the bootstrap is finished
+		// with it, without a new request.
+		if _, err := os.Stat(f.cfg.Kubeconfig); err != nil || f.clientCSRs() != 1 {
+			t.Fatalf("a minute after the bootstrap kubeconfig appeared: kubelet.conf %v, %d client CSRs (want it back, 1 CSR)", err, f.clientCSRs())
+		}
+		if !strings.HasPrefix(f.notify.lastStatus(), "client valid until") {
+			t.Fatalf("STATUS %q", f.notify.lastStatus())
+		}
+		if n := f.logged("not watching files"); n != 1 {
+			t.Fatalf("the missing watcher was logged %d times", n)
+		}
+	})
+}
+
+// TestDaemonBoundedAPITrafficWhileIdle: a day with nothing due makes no
+// request at all: acceptance is checked when it matters, never polled.
+func TestDaemonBoundedAPITrafficWhileIdle(t *testing.T) {
+	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
+		checks := 0
+		inner := f.identity
+		f.identity = func(rc *rest.Config) error { checks++; return inner(rc) }
+		f.start()
+		before, actions := checks, len(f.client.Actions())
+		f.advance(12 * time.Hour)
+		for range 3 {
+			f.fileEvent() // the agent's own and others' writes nearby
+		}
+		if checks != before || len(f.client.Actions()) != actions {
+			t.Fatalf("idle for 12 h: %d identity checks and %d API calls", checks-before, len(f.client.Actions())-actions)
+		}
+	})
+}
+
+func mustReadFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "client " + filepath.Join(f.cfg.CertDir, "kubelet-client-current.pem") + " node-a\n"; string(got) != want {
-		t.Fatalf("hook saw %q, want %q", got, want)
-	}
-	f.agent.mu.Lock()
-	hookErrors := f.agent.state(bootstrap.Client).hookErrors
-	f.agent.mu.Unlock()
-	if hookErrors != 2 {
-		t.Fatalf("hook errors = %d, want 2 (a failure and a timeout)", hookErrors)
-	}
-}
-
-func TestStatusLine(t *testing.T) {
-	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
-	for _, tc := range []struct {
-		name           string
-		client, server certState
-		want           string
-	}{
-		{"both valid", certState{notAfter: now.Add(100 * 24 * time.Hour), deadline: now.Add(80 * 24 * time.Hour)},
-			certState{notAfter: now.Add(time.Hour), deadline: now.Add(30 * time.Minute)},
-			"client valid until 2027-03-02 (renews in 80d); serving: valid until 2026-11-22 (renews in 30m0s)"},
-		{"serving waiting", certState{notAfter: now.Add(48 * time.Hour), deadline: now.Add(-time.Minute)},
-			certState{waitingCSR: "node-csr-abc"},
-			"client valid until 2026-11-24 (renewal due now); serving: waiting for approval of node-csr-abc (kubectl certificate approve node-csr-abc)"},
-		{"no credentials", certState{lastErr: bootstrap.ErrNoCredentials}, certState{lastErr: errNeedClient},
-			"waiting for a bootstrap kubeconfig at /etc/kubernetes/bootstrap-kubelet.conf (no valid /etc/kubernetes/kubelet.conf); serving: waiting for the client certificate"},
-		{"failing", certState{notAfter: now.Add(48 * time.Hour), lastErr: context.DeadlineExceeded, retryAt: now.Add(8 * time.Second)}, certState{},
-			"client valid until 2026-11-24, retry in 8s after: context deadline exceeded; serving: starting"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			a, err := New(func() Config { c := DefaultConfig(); c.NodeName = "n"; return c }(), Options{Clock: clocktesting.NewFakeClock(now), Notifier: &fakeNotifier{}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			*a.state(bootstrap.Client), *a.state(bootstrap.Serving) = tc.client, tc.server
-			if got := a.statusLine(); got != tc.want {
-				t.Fatalf("status line\n got %q\nwant %q", got, tc.want)
-			}
-		})
-	}
+	return b
 }

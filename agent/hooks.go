@@ -2,52 +2,98 @@ package agent
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/internal/atomicfile"
 )
 
 const defaultHookTimeout = 30 * time.Second
 
-// runHooks runs the postRenew hooks for a certificate just written. A failing
-// hook is logged and counted, never fatal. The hook's environment carries
-// CERTAGENT_CERT_KIND (client or server), CERTAGENT_CERT_FILE (the -current.pem
-// path), CERTAGENT_NODE_NAME and CERTAGENT_NOT_AFTER (RFC 3339).
-func (a *Agent) runHooks(kind bootstrap.Kind, path string, notAfter time.Time) {
+// Hooks run once a step has left its certificate on disk: for the client
+// certificate, after kubelet.conf references it and the API server accepted
+// it. A marker file, written just before a certificate is stored and removed
+// after the hooks ran, carries that promise across a crash: hooks that a
+// crash kept from running run after the next successful step.
+
+// hooksDuePath is the marker for kind in certDir.
+func hooksDuePath(certDir string, kind bootstrap.Kind) string {
+	return filepath.Join(certDir, "."+kind.FilePrefix()+"-hooks-due")
+}
+
+// markHooksDue records that kind's hooks must run after the next successful step.
+func markHooksDue(certDir string, kind bootstrap.Kind) error {
+	return atomicfile.WriteFile(hooksDuePath(certDir, kind), nil, 0o600)
+}
+
+// runDueHooks runs the postRenew hooks for kind if a certificate was stored
+// since they last ran, then clears the marker. A failing hook is logged and
+// counted, never fatal. ctx is the root context: SIGTERM kills a running
+// hook. The hook's environment carries CERTAGENT_CERT_KIND (client or
+// server), CERTAGENT_CERT_FILE (the -current.pem path), CERTAGENT_NODE_NAME
+// and CERTAGENT_NOT_AFTER (RFC 3339).
+func (a *Agent) runDueHooks(ctx context.Context, kind bootstrap.Kind, leaf *x509.Certificate) {
 	cfg := a.config()
+	marker := hooksDuePath(cfg.CertDir, kind)
+	if _, err := os.Stat(marker); err != nil {
+		return
+	}
+	path := bootstrap.CurrentPath(cfg.CertDir, kind)
+	var notAfter time.Time
+	if leaf != nil {
+		notAfter = leaf.NotAfter
+	}
 	for i, h := range cfg.Hooks.PostRenew {
+		if ctx.Err() != nil {
+			return // stopping: the marker stays, the hooks run after the restart
+		}
 		timeout := h.Timeout.Duration
 		if timeout == 0 {
 			timeout = defaultHookTimeout
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		cmd := exec.CommandContext(ctx, h.Command[0], h.Command[1:]...)
-		cmd.Env = append(os.Environ(),
-			"CERTAGENT_CERT_KIND="+string(kind),
-			"CERTAGENT_CERT_FILE="+path,
-			"CERTAGENT_NODE_NAME="+cfg.NodeName,
-			"CERTAGENT_NOT_AFTER="+notAfter.UTC().Format(time.RFC3339),
-		)
-		cmd.WaitDelay = time.Second
+		hctx, cancel := context.WithTimeout(ctx, timeout)
+		env := []string{
+			"CERTAGENT_CERT_KIND=" + string(kind),
+			"CERTAGENT_CERT_FILE=" + path,
+			"CERTAGENT_NODE_NAME=" + cfg.NodeName,
+			"CERTAGENT_NOT_AFTER=" + notAfter.UTC().Format(time.RFC3339),
+		}
 		start := a.clock.Now()
-		out, err := cmd.CombinedOutput()
+		out, err := a.opts.RunHook(hctx, h, env)
+		if err != nil && hctx.Err() != nil {
+			err = hctx.Err()
+		}
 		cancel()
 		log := a.log.With(zap.Int("hook", i), zap.Strings("command", h.Command), zap.String("certificate", string(kind)),
 			zap.Duration("took", a.clock.Since(start)), zap.ByteString("output", truncate(out, 2048)))
 		if err != nil {
-			if ctx.Err() != nil {
-				err = ctx.Err()
-			}
 			a.update(kind, func(s *certState) { s.hookErrors++ })
 			log.Warn("post-renew hook failed", zap.Error(err))
 			continue
 		}
 		log.Info("post-renew hook ran")
 	}
+	if ctx.Err() != nil {
+		return
+	}
+	if err := os.Remove(marker); err != nil && !errors.Is(err, os.ErrNotExist) {
+		a.log.Warn("clearing the hooks marker", zap.String("path", marker), zap.Error(err))
+	}
+}
+
+// execHook runs h's command without a shell.
+func execHook(ctx context.Context, h Hook, env []string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, h.Command[0], h.Command[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.WaitDelay = time.Second
+	return cmd.CombinedOutput()
 }
 
 func truncate(b []byte, n int) []byte {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -64,10 +65,10 @@ func (a *Agent) writeMetrics(w io.Writer) {
 		}
 	}
 	ready := 0
-	if a.clientValidLocked(now) {
+	if a.clientValidLocked(now) && a.identity.Accepted {
 		ready = 1
 	}
-	fmt.Fprintf(w, "# HELP certagent_ready 1 while kubelet.conf holds a valid client certificate.\n# TYPE certagent_ready gauge\ncertagent_ready %d\n", ready)
+	fmt.Fprintf(w, "# HELP certagent_ready 1 while the API server accepts kubelet.conf and its client certificate is valid.\n# TYPE certagent_ready gauge\ncertagent_ready %d\n", ready)
 	fmt.Fprintf(w, "# HELP go_goroutines Number of goroutines that currently exist.\n# TYPE go_goroutines gauge\ngo_goroutines %d\n", runtime.NumGoroutine())
 	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
 		fmt.Fprintf(w, "# HELP process_open_fds Number of open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds %d\n", len(fds))
@@ -84,23 +85,25 @@ func (a *Agent) clientValidLocked(now time.Time) bool {
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		// Rendered under the lock into memory, written without it: a slow
+		// scraper must not hold up the workers.
+		var buf bytes.Buffer
+		a.writeMetrics(&buf)
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		a.writeMetrics(w)
+		_, _ = w.Write(buf.Bytes())
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		a.mu.Lock()
-		last := a.lastLoop
-		a.mu.Unlock()
-		if stale := a.clock.Since(last); stale > 3*time.Minute {
-			http.Error(w, fmt.Sprintf("the agent's loop has not run for %s", stale.Round(time.Second)), http.StatusServiceUnavailable)
+		if kind, busy := a.hungWorker(); kind != "" {
+			http.Error(w, fmt.Sprintf("the %s worker has been busy for %s: it is stuck", kind, busy.Round(time.Second)), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		// The files are the truth: read them rather than the agent's memory.
-		if _, _, err := a.bootstrapper().ValidClient(); err != nil {
-			http.Error(w, fmt.Sprintf("no valid client certificate: %v\n%s", err, a.statusLine()), http.StatusServiceUnavailable)
+		// The files are the truth: kubelet.conf as it is on disk now must be
+		// the one the API server accepted.
+		if _, err := a.bootstrapper().AcceptedNode(); err != nil {
+			http.Error(w, fmt.Sprintf("kubelet.conf is not accepted by the API server: %v\n%s", err, a.statusLine()), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")

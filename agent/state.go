@@ -1,31 +1,29 @@
 package agent
 
 import (
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/rotate"
 )
 
 // certState is what the agent knows about one of the two certificates; it
 // feeds the systemd STATUS line and the metrics.
 type certState struct {
 	notAfter    time.Time // of the stored certificate; zero if none
-	deadline    time.Time // renewal deadline of the stored certificate
+	deadline    time.Time // when it is renewed (rotate.Policy.NextRenewal)
 	waitingCSR  string    // CSR being waited on, if any
 	lastErr     error     // last failure, cleared by a success
+	class       rotate.Class
 	retryAt     time.Time // when the next attempt after lastErr is due
 	attempts    uint64    // requests made (bootstrap or renewal)
 	errors      uint64    // failed attempts
 	lastSuccess time.Time // last time a certificate was stored
 	hookErrors  uint64
 }
-
-// errNeedClient: the serving certificate waits for a valid client certificate.
-var errNeedClient = errors.New("waiting for a valid client certificate")
 
 func (a *Agent) state(kind bootstrap.Kind) *certState {
 	if s, ok := a.states[kind]; ok {
@@ -44,16 +42,68 @@ func (a *Agent) update(kind bootstrap.Kind, f func(*certState)) {
 }
 
 // noteCertificate records the stored certificate of kind.
-func (a *Agent) noteCertificate(kind bootstrap.Kind, leaf *x509.Certificate) {
-	if leaf == nil {
+func (a *Agent) noteCertificate(kind bootstrap.Kind, c rotate.Cert) {
+	deadline := a.renewalPolicy().NextRenewal(c)
+	a.update(kind, func(s *certState) { s.notAfter, s.deadline = c.NotAfter, deadline })
+}
+
+// observe records a step's outcome (rotate.LoopConfig.Observe).
+func (a *Agent) observe(kind bootstrap.Kind, o rotate.Outcome) {
+	now := a.clock.Now()
+	a.update(kind, func(s *certState) {
+		s.class = o.Class
+		if o.Stored {
+			s.lastSuccess = now
+		}
+		switch o.Class {
+		case rotate.Done:
+			s.lastErr, s.waitingCSR = nil, ""
+			s.deadline = o.Next
+		case rotate.Blocked:
+			s.lastErr, s.waitingCSR = o.Err, ""
+			if errors.Is(o.Err, bootstrap.ErrNoCredentials) {
+				s.notAfter, s.deadline = time.Time{}, time.Time{} // no usable certificate
+			}
+		default:
+			s.lastErr, s.retryAt, s.waitingCSR = o.Err, o.Next, ""
+			s.errors++
+		}
+	})
+	if kind == bootstrap.Client {
+		a.markReadyIf(o)
+	}
+}
+
+// markReadyIf sends READY=1 the first time kubelet.conf is accepted by the
+// API server; and also when the API server cannot be reached at all while
+// kubelet.conf holds a valid certificate it has not rejected, so that a
+// kubelet whose node runs the API server itself (a control-plane node's
+// static pod) is not held back by the very outage it would end.
+func (a *Agent) markReadyIf(o rotate.Outcome) {
+	a.mu.Lock()
+	id := a.identity
+	now := a.clock.Now()
+	valid := o.Cert.Known() && now.Before(o.Cert.NotAfter)
+	ok := (o.Class == rotate.Done && id.Accepted) || (o.Class == rotate.Transient && valid && !id.Rejected)
+	first := ok && !a.ready
+	if first {
+		a.ready = true
+	}
+	a.mu.Unlock()
+	if !first {
 		return
 	}
-	deadline := a.deadline(leaf)
-	a.update(kind, func(s *certState) { s.notAfter, s.deadline = leaf.NotAfter, deadline })
+	if id.Accepted {
+		a.log.Info("ready: the API server accepts kubelet.conf")
+	} else {
+		a.log.Warn("ready without confirmation: kubelet.conf holds a valid client certificate, but the API server cannot be reached to confirm it")
+	}
+	a.notifier.Ready()
 }
 
 // statusLine is the one line systemd shows: what the agent is doing, in terms
-// a person can act on.
+// a person can act on. Times are absolute (UTC), so the line stays true
+// between updates.
 func (a *Agent) statusLine() string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -65,12 +115,18 @@ func (a *Agent) statusLine() string {
 	return strings.Join(parts, "; ")
 }
 
+func stamp(t time.Time) string { return t.UTC().Format("2006-01-02 15:04Z") }
+
 // describe renders one certificate's state; a.mu is held.
 func (a *Agent) describe(kind bootstrap.Kind, now time.Time) string {
 	s := a.state(kind)
 	prefix := ""
 	if kind == bootstrap.Client {
 		prefix = "client "
+	}
+	valid := ""
+	if !s.notAfter.IsZero() && now.Before(s.notAfter) {
+		valid = "valid until " + stamp(s.notAfter) + ", "
 	}
 	switch {
 	case s.waitingCSR != "" && kind == bootstrap.Serving:
@@ -79,24 +135,30 @@ func (a *Agent) describe(kind bootstrap.Kind, now time.Time) string {
 		return fmt.Sprintf("%swaiting for %s to be approved and issued (kubectl certificate approve %s)", prefix, s.waitingCSR, s.waitingCSR)
 	case errors.Is(s.lastErr, bootstrap.ErrNoCredentials):
 		return fmt.Sprintf("waiting for a bootstrap kubeconfig at %s (no valid %s)", a.cfg.BootstrapKubeconfig, a.cfg.Kubeconfig)
-	case errors.Is(s.lastErr, errNeedClient):
-		return "waiting for the client certificate"
+	case errors.Is(s.lastErr, bootstrap.ErrIdentityRejected):
+		return fmt.Sprintf("%srejected by the API server (%s); drop a bootstrap kubeconfig at %s to bootstrap again", prefix, firstLine(causeOf(a.identity.Err), 120), a.cfg.BootstrapKubeconfig)
+	case errors.Is(s.lastErr, bootstrap.ErrNeedClient):
+		return "waiting for a client certificate the API server accepts"
 	case s.lastErr != nil:
-		valid := ""
-		if now.Before(s.notAfter) {
-			valid = fmt.Sprintf("valid until %s, ", s.notAfter.UTC().Format(time.DateOnly))
-		}
-		return fmt.Sprintf("%s%sretry in %s after: %s", prefix, valid, sinceRound(s.retryAt.Sub(now)), firstLine(s.lastErr.Error(), 160))
+		return fmt.Sprintf("%s%sretrying at %s after: %s", prefix, valid, s.retryAt.UTC().Format("15:04:05Z"), firstLine(s.lastErr.Error(), 160))
 	case s.notAfter.IsZero():
 		return prefix + "starting"
 	case !now.Before(s.notAfter):
 		return fmt.Sprintf("%sexpired at %s", prefix, s.notAfter.UTC().Format(time.RFC3339))
 	}
-	renew := "renewal due now"
-	if d := s.deadline.Sub(now); d > 0 {
-		renew = "renews in " + sinceRound(d)
+	return fmt.Sprintf("%svalid until %s, renews %s", prefix, stamp(s.notAfter), stamp(s.deadline))
+}
+
+// causeOf shortens an identity error to what the server said.
+func causeOf(err error) string {
+	if err == nil {
+		return "no reason given"
 	}
-	return fmt.Sprintf("%svalid until %s (%s)", prefix, s.notAfter.UTC().Format(time.DateOnly), renew)
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 && i+2 < len(msg) {
+		return msg[i+2:]
+	}
+	return msg
 }
 
 func firstLine(s string, max int) string {
@@ -107,4 +169,16 @@ func firstLine(s string, max int) string {
 		s = s[:max] + "…"
 	}
 	return s
+}
+
+// publishStatus sends the STATUS line if it changed.
+func (a *Agent) publishStatus() {
+	line := a.statusLine()
+	a.mu.Lock()
+	changed := line != a.status
+	a.status = line
+	a.mu.Unlock()
+	if changed {
+		a.notifier.Status(line)
+	}
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/certagent/certagent/bootstrap"
-	"github.com/certagent/certagent/rotate"
 )
 
 // Status is what `certagent status -o json` prints (docs/status.md). Field
@@ -98,8 +97,7 @@ func certificateStatus(cfg Config, kind bootstrap.Kind, now time.Time) Certifica
 		cs.NotBefore, cs.NotAfter = &nb, &na
 		cs.RemainingSeconds = int64(na.Sub(now).Seconds())
 		cs.Valid = bootstrap.ValidAt(leaf, now)
-		policy := rotate.Policy{RenewBefore: cfg.Rotation.RenewBefore.Duration}
-		deadline := policy.Deadline(leaf.NotBefore, leaf.NotAfter, rotate.JitterFor(leaf.SerialNumber.Bytes())).UTC()
+		deadline := policyOf(cfg).NextRenewal(certInfo(cfg.CertDir, kind, leaf)).UTC()
 		cs.RenewalDeadline = &deadline
 	}
 	if key, err := bootstrap.LoadPendingKey(cfg.CertDir, kind); err == nil && key != nil {

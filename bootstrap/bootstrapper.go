@@ -2,15 +2,13 @@ package bootstrap
 
 import (
 	"context"
-	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/certagent/certagent/internal/failpoint"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -44,18 +42,22 @@ type Config struct {
 	ExpirationSeconds int32
 	// Skew is how far in the future an issued certificate's NotBefore may be; default 2m.
 	Skew time.Duration
-	// Clock is the time source; default the real clock.
-	Clock clock.PassiveClock
+	// Clock is the time source (also for the waits between watches); default the real clock.
+	Clock clock.Clock
 	// Logger receives structured progress; default a no-op logger.
 	Logger *zap.Logger
-	// NewCSRClient builds the CSR client for a credential; default client-go's typed client.
+	// NewCSRClient builds the CSR client for a credential; default NewCSRClient.
 	NewCSRClient func(*rest.Config) (CSRClient, error)
-	// CheckIdentity proves that a new kubeconfig authenticates as the node; default CheckIdentity.
+	// CheckIdentity proves that a kubeconfig authenticates as the node; default CheckIdentity.
 	CheckIdentity func(ctx context.Context, rc *rest.Config, node string) error
-	// OnWaiting, if set, is called when a CSR has been posted (or found) and is being waited on.
+	// OnWaiting, if set, hears when a CSR has been posted (or found) and is
+	// being waited on (csrName), and when the wait is over (csrName "").
 	OnWaiting func(kind Kind, csrName string)
-	// OnStored, if set, is called after a certificate was stored at path (the current link).
-	OnStored func(kind Kind, path string, leaf *x509.Certificate)
+	// BeforeStore, if set, runs just before a certificate is stored; an error stops the store.
+	BeforeStore func(kind Kind) error
+	// OnIdentity, if set, hears every change of what is known about
+	// kubelet.conf: accepted by the API server, rejected, or not confirmed.
+	OnIdentity func(Identity)
 	// Keep is how many dated files of each kind are kept when pruning; default 3.
 	Keep int
 }
@@ -64,6 +66,9 @@ type Config struct {
 type Bootstrapper struct {
 	cfg Config
 	log *zap.Logger
+
+	mu       sync.Mutex
+	identity identityRecord
 }
 
 // New checks cfg and fills in defaults.
@@ -101,7 +106,8 @@ func New(cfg Config) (*Bootstrapper, error) {
 }
 
 // Recover finishes what a crash interrupted: it removes temporary files left
-// in the certificate and kubeconfig directories.
+// in the certificate and kubeconfig directories. Only the one writer of the
+// directory may call it (package agent holds the lock).
 func (b *Bootstrapper) Recover() error {
 	for _, dir := range []string{b.cfg.CertDir, filepath.Dir(b.cfg.KubeconfigPath)} {
 		removed, err := atomicfile.Cleanup(dir)
@@ -115,123 +121,10 @@ func (b *Bootstrapper) Recover() error {
 	return nil
 }
 
-// ValidClient loads kubelet.conf and returns it with its client certificate
-// if that certificate is valid now.
-func (b *Bootstrapper) ValidClient() (*rest.Config, *x509.Certificate, error) {
-	rc, err := LoadKubeletKubeconfig(b.cfg.KubeconfigPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	leaf, err := ClientCertificate(rc)
-	if err != nil {
-		return nil, nil, fmt.Errorf("kubeconfig %s: %w", b.cfg.KubeconfigPath, err)
-	}
-	if now := b.cfg.Clock.Now(); !ValidAt(leaf, now) {
-		return nil, leaf, fmt.Errorf("the client certificate of %s is valid from %s to %s, not now", b.cfg.KubeconfigPath,
-			leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
-	}
-	return rc, leaf, nil
-}
-
-// EnsureClient makes sure kubelet.conf holds a valid client certificate,
-// bootstrapping from the bootstrap kubeconfig if it does not, and returns a
-// client configuration with the node's identity. It reports whether it
-// obtained a new certificate.
-func (b *Bootstrapper) EnsureClient(ctx context.Context) (*rest.Config, bool, error) {
-	rc, _, err := b.ValidClient()
-	if err == nil {
-		b.RemoveBootstrapIfProven(ctx, rc)
-		return rc, false, nil
-	}
-	rc, err = b.Bootstrap(ctx, err)
-	return rc, err == nil, err
-}
-
-// Bootstrap obtains the client certificate with the bootstrap kubeconfig
-// (reason says why kubelet.conf will not do), writes kubelet.conf, proves it
-// works and deletes the bootstrap kubeconfig. It returns the node's
-// credentials.
-func (b *Bootstrapper) Bootstrap(ctx context.Context, reason error) (*rest.Config, error) {
-	if errors.Is(reason, os.ErrNotExist) {
-		reason = fmt.Errorf("%s does not exist", b.cfg.KubeconfigPath)
-	}
-	boot, err := LoadBootstrapKubeconfig(b.cfg.BootstrapKubeconfigPath, b.cfg.AllowInsecureBootstrap)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %v, and there is no bootstrap kubeconfig at %s: write a bootstrap-token kubeconfig there (see the README)", ErrNoCredentials, reason, b.cfg.BootstrapKubeconfigPath)
-	}
-	if err != nil {
-		return nil, err
-	}
-	b.warnIfReadable(b.cfg.BootstrapKubeconfigPath)
-	b.log.Info("bootstrapping the client certificate", zap.String("reason", reason.Error()),
-		zap.String("bootstrap_kubeconfig", b.cfg.BootstrapKubeconfigPath), zap.String("server", boot.Host))
-	if b.storedClientUsable(boot) {
-		// A bootstrap interrupted after storing the certificate: finish it
-		// with that certificate instead of asking for another.
-		b.log.Info("finishing an interrupted bootstrap with the client certificate already stored", zap.String("path", CurrentPath(b.cfg.CertDir, Client)))
-	} else if _, err := b.Obtain(ctx, Client, boot, b.cfg.BootstrapKubeconfigPath); err != nil {
-		return nil, err
-	}
-	if err := writeKubeletKubeconfig(b.cfg.KubeconfigPath, boot, CurrentPath(b.cfg.CertDir, Client)); err != nil {
-		return nil, err
-	}
-	failpoint.Inject("client.kubeconfig-written")
-	rc, err := LoadKubeletKubeconfig(b.cfg.KubeconfigPath)
-	if err != nil {
-		return nil, fmt.Errorf("reading back %s: %w", b.cfg.KubeconfigPath, err)
-	}
-	if err := b.cfg.CheckIdentity(ctx, rc, b.cfg.NodeName); err != nil {
-		return nil, fmt.Errorf("%s was written but does not work yet, so the bootstrap kubeconfig is kept: %w", b.cfg.KubeconfigPath, err)
-	}
-	b.log.Info("kubelet.conf works", zap.String("kubeconfig", b.cfg.KubeconfigPath), zap.String("user", "system:node:"+b.cfg.NodeName))
-	failpoint.Inject("client.proven")
-	return rc, b.removeBootstrap()
-}
-
-// RemoveBootstrapIfProven deletes a bootstrap kubeconfig still lying next to
-// a working kubelet.conf (a crash between proving and deleting, or a token
-// dropped on a healthy node). Failures are logged: the node works either way.
-func (b *Bootstrapper) RemoveBootstrapIfProven(ctx context.Context, rc *rest.Config) {
-	if _, err := os.Stat(b.cfg.BootstrapKubeconfigPath); err != nil {
-		return
-	}
-	if err := b.cfg.CheckIdentity(ctx, rc, b.cfg.NodeName); err != nil {
-		b.log.Warn("keeping the bootstrap kubeconfig: kubelet.conf could not be proven to work", zap.Error(err))
-		return
-	}
-	if err := b.removeBootstrap(); err != nil {
-		b.log.Warn("removing the bootstrap kubeconfig", zap.Error(err))
-	}
-}
-
-func (b *Bootstrapper) removeBootstrap() error {
-	if err := os.Remove(b.cfg.BootstrapKubeconfigPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("removing bootstrap kubeconfig: %w", err)
-	}
-	b.log.Info("removed the bootstrap kubeconfig", zap.String("path", b.cfg.BootstrapKubeconfigPath))
-	// No directory fsync: kubelet.conf is already durable, and a removal lost
-	// in a crash is redone at the next start (removeBootstrapIfProven).
-	return nil
-}
-
 // ServingRequest is the serving request this node would make now.
 func (b *Bootstrapper) ServingRequest() Request {
 	dns, ips := ServingSANs(b.cfg.NodeName, b.cfg.PrimaryIP(), b.cfg.ServingDNSNames, b.cfg.ServingIPs)
 	return Request{Kind: Serving, NodeName: b.cfg.NodeName, DNSNames: dns, IPAddresses: ips, ExpirationSeconds: b.cfg.ExpirationSeconds}
-}
-
-// EnsureServing makes sure a valid serving certificate covering the wanted
-// SANs is stored, requesting one with the node's identity node if not. It
-// reports whether it obtained a new certificate.
-func (b *Bootstrapper) EnsureServing(ctx context.Context, node *rest.Config) (bool, error) {
-	pair, err := LoadCurrent(b.cfg.CertDir, Serving)
-	if err == nil && b.ServingOK(pair.Leaf) {
-		return false, nil
-	}
-	if _, err := b.Obtain(ctx, Serving, node, b.cfg.KubeconfigPath); err != nil {
-		return false, err
-	}
-	return true, nil
 }
 
 // ServingOK reports whether c is valid now and carries every name the node
@@ -260,44 +153,4 @@ func (b *Bootstrapper) request(kind Kind) Request {
 		return b.ServingRequest()
 	}
 	return Request{Kind: Client, NodeName: b.cfg.NodeName, ExpirationSeconds: b.cfg.ExpirationSeconds}
-}
-
-// RenewClient renews a valid client certificate with the node's own identity
-// rc and, if kubelet.conf does not yet reference the current link (say it was
-// written by kubeadm with an embedded certificate), rewrites it to do so.
-func (b *Bootstrapper) RenewClient(ctx context.Context, rc *rest.Config) error {
-	if _, err := b.Obtain(ctx, Client, rc, b.cfg.KubeconfigPath); err != nil {
-		return err
-	}
-	current := CurrentPath(b.cfg.CertDir, Client)
-	if rc.CertFile == current && rc.KeyFile == current {
-		return nil
-	}
-	b.log.Info("rewriting kubelet.conf to reference the renewed certificate", zap.String("kubeconfig", b.cfg.KubeconfigPath))
-	return writeKubeletKubeconfig(b.cfg.KubeconfigPath, rc, current)
-}
-
-// storedClientUsable reports whether kubelet-client-current.pem already holds
-// a certificate for this node that verifies against the cluster CA of boot
-// and is valid now.
-func (b *Bootstrapper) storedClientUsable(boot *rest.Config) bool {
-	path := CurrentPath(b.cfg.CertDir, Client)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return false
-	}
-	pair, err := LoadPair(path)
-	if err != nil {
-		return false
-	}
-	key, ok := pair.PrivateKey.(crypto.Signer)
-	if !ok {
-		return false
-	}
-	roots, err := caPool(boot, b.cfg.IssuerCAFile)
-	if err != nil {
-		return false
-	}
-	_, err = VerifyIssued(data, key, b.request(Client), VerifyOptions{Roots: roots, Now: b.cfg.Clock.Now(), Skew: b.cfg.Skew})
-	return err == nil
 }

@@ -45,7 +45,7 @@ func newFixture(t *testing.T) *fixture {
 		KubeconfigPath:          filepath.Join(f.dir, "kubelet.conf"),
 		BootstrapKubeconfigPath: filepath.Join(f.dir, "bootstrap-kubelet.conf"),
 		PrimaryIP:               func() net.IP { return net.ParseIP("10.0.0.7") },
-		Clock:                   clocktesting.NewFakePassiveClock(time.Now()),
+		Clock:                   clocktesting.NewFakeClock(time.Now()),
 		NewCSRClient: func(*rest.Config) (CSRClient, error) {
 			return f.client.CertificatesV1().CertificateSigningRequests(), nil
 		},
@@ -98,10 +98,16 @@ func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
 func TestEnsureClientBootstraps(t *testing.T) {
 	f := newFixture(t)
 	f.autoApprove()
-	rc, changed, err := f.bootstrapper().EnsureClient(context.Background())
-	if err != nil || !changed {
-		t.Fatalf("EnsureClient = changed %v, %v", changed, err)
+	b := f.bootstrapper()
+	res, err := b.EnsureClient(context.Background(), false)
+	if err != nil || !res.Stored {
+		t.Fatalf("EnsureClient = stored %v, %v", res.Stored, err)
 	}
+	node, err := b.LoadNode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := node.Config
 	if rc.CertFile != CurrentPath(f.cfg.CertDir, Client) || rc.KeyFile != rc.CertFile {
 		t.Fatalf("kubelet.conf references cert %q key %q, want the current link", rc.CertFile, rc.KeyFile)
 	}
@@ -124,8 +130,8 @@ func TestEnsureClientBootstraps(t *testing.T) {
 		t.Fatal("bootstrap kubeconfig or pending key left behind")
 	}
 	// A second run finds a valid kubelet.conf and asks for nothing.
-	if _, changed, err := f.bootstrapper().EnsureClient(context.Background()); err != nil || changed {
-		t.Fatalf("second EnsureClient = changed %v, %v", changed, err)
+	if res, err := f.bootstrapper().EnsureClient(context.Background(), false); err != nil || res.Stored {
+		t.Fatalf("second EnsureClient = stored %v, %v", res.Stored, err)
 	}
 	if n := f.creates.Load(); n != 1 {
 		t.Fatalf("%d CSR creations, want 1", n)
@@ -136,7 +142,7 @@ func TestEnsureClientReusesPendingCSRAfterRestart(t *testing.T) {
 	f := newFixture(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	if _, _, err := f.bootstrapper().EnsureClient(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := f.bootstrapper().EnsureClient(ctx, false); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("first run: %v, want a deadline while pending", err)
 	}
 	if !exists(PendingKeyPath(f.cfg.CertDir, Client)) {
@@ -149,8 +155,8 @@ func TestEnsureClientReusesPendingCSRAfterRestart(t *testing.T) {
 	if _, err := f.client.CertificatesV1().CertificateSigningRequests().UpdateStatus(context.Background(), csr, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, changed, err := f.bootstrapper().EnsureClient(context.Background()); err != nil || !changed {
-		t.Fatalf("restarted run = changed %v, %v", changed, err)
+	if res, err := f.bootstrapper().EnsureClient(context.Background(), false); err != nil || !res.Stored {
+		t.Fatalf("restarted run = stored %v, %v", res.Stored, err)
 	}
 	if n := f.csrCount(); n != 1 {
 		t.Fatalf("%d CSR objects, want exactly 1", n)
@@ -165,7 +171,7 @@ func TestEnsureClientDenied(t *testing.T) {
 		csr.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl", Subresource: "approval", Operation: metav1.ManagedFieldsOperationUpdate}}
 		return false, nil, nil
 	})
-	_, _, err := f.bootstrapper().EnsureClient(context.Background())
+	_, err := f.bootstrapper().EnsureClient(context.Background(), false)
 	var csrErr *CSRError
 	if !errors.As(err, &csrErr) || csrErr.Outcome != OutcomeDenied {
 		t.Fatalf("error = %v, want a denial", err)
@@ -188,7 +194,7 @@ func TestEnsureClientRefusesCertificateFromAnotherCA(t *testing.T) {
 	rogue := newTestCA(t, "rogue")
 	f.ca, f.cfg.IssuerCAFile = rogue, filepath.Join(f.dir, "ca.crt") // signer uses rogue, we expect the cluster CA
 	f.autoApprove()
-	_, _, err := f.bootstrapper().EnsureClient(context.Background())
+	_, err := f.bootstrapper().EnsureClient(context.Background(), false)
 	if err == nil || !strings.Contains(err.Error(), "refusing the issued certificate, nothing was written") {
 		t.Fatalf("error = %v", err)
 	}
@@ -201,7 +207,7 @@ func TestEnsureClientKeepsBootstrapWhenIdentityFails(t *testing.T) {
 	f := newFixture(t)
 	f.autoApprove()
 	f.identity = errors.New("authenticates as system:anonymous")
-	_, _, err := f.bootstrapper().EnsureClient(context.Background())
+	_, err := f.bootstrapper().EnsureClient(context.Background(), false)
 	if err == nil || !strings.Contains(err.Error(), "bootstrap kubeconfig is kept") {
 		t.Fatalf("error = %v", err)
 	}
@@ -213,7 +219,7 @@ func TestEnsureClientKeepsBootstrapWhenIdentityFails(t *testing.T) {
 func TestEnsureClientNoCredentials(t *testing.T) {
 	f := newFixture(t)
 	_ = os.Remove(f.cfg.BootstrapKubeconfigPath)
-	_, _, err := f.bootstrapper().EnsureClient(context.Background())
+	_, err := f.bootstrapper().EnsureClient(context.Background(), false)
 	if !errors.Is(err, ErrNoCredentials) || !strings.Contains(err.Error(), "write a bootstrap-token kubeconfig there") {
 		t.Fatalf("error = %v", err)
 	}
@@ -224,12 +230,11 @@ func TestEnsureServing(t *testing.T) {
 	f.autoApprove()
 	f.cfg.ServingDNSNames = []string{"node-a.example"}
 	b := f.bootstrapper()
-	rc, _, err := b.EnsureClient(context.Background())
-	if err != nil {
+	if _, err := b.EnsureClient(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
-	if changed, err := b.EnsureServing(context.Background(), rc); err != nil || !changed {
-		t.Fatalf("EnsureServing = %v, %v", changed, err)
+	if res, err := b.EnsureServing(context.Background(), false); err != nil || !res.Stored {
+		t.Fatalf("EnsureServing = %v, %v", res.Stored, err)
 	}
 	pair, err := LoadCurrent(f.cfg.CertDir, Serving)
 	if err != nil {
@@ -241,8 +246,8 @@ func TestEnsureServing(t *testing.T) {
 	if len(pair.Leaf.IPAddresses) != 1 || pair.Leaf.IPAddresses[0].String() != "10.0.0.7" {
 		t.Fatalf("IP SANs %v", pair.Leaf.IPAddresses)
 	}
-	if changed, err := b.EnsureServing(context.Background(), rc); err != nil || changed {
-		t.Fatalf("second EnsureServing = %v, %v", changed, err)
+	if res, err := b.EnsureServing(context.Background(), false); err != nil || res.Stored {
+		t.Fatalf("second EnsureServing = %v, %v", res.Stored, err)
 	}
 	if n := f.creates.Load(); n != 2 {
 		t.Fatalf("%d CSR creations, want 2 (client, serving)", n)

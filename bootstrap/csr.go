@@ -54,13 +54,16 @@ func ensureCSR(ctx context.Context, client CSRClient, req Request, key crypto.Si
 		return nil, false, fmt.Errorf("reading existing CSR %s: %w", name, err)
 	}
 	if err := ensureCompatible(existing, obj, key); err != nil {
-		return nil, false, fmt.Errorf("CSR %s exists but is not ours: %w", name, err)
+		return nil, false, fmt.Errorf("CSR %s %w: %v; certagent posts a new request with a new key", name, errNotOurs, err)
 	}
 	if err := sameNames(existing, req); err != nil {
 		return nil, false, fmt.Errorf("CSR %s: %w", name, err)
 	}
 	return existing, false, nil
 }
+
+// errNotOurs marks a CSR under our name that another key or requester made.
+var errNotOurs = errors.New("exists but is not ours")
 
 // errStaleRequest marks an existing CSR of ours that asks for other names
 // than the request we would make now.

@@ -113,7 +113,7 @@ func TestObtainRefusesUnsafeCertDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = os.Chmod(f.cfg.CertDir, 0o777)
-	_, _, err := f.bootstrapper().EnsureClient(t.Context())
+	_, err := f.bootstrapper().EnsureClient(t.Context(), false)
 	if err == nil || !strings.Contains(err.Error(), "is writable by other users (mode 0777)") {
 		t.Fatalf("error = %v", err)
 	}

@@ -5,11 +5,15 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
 	"strings"
+	"syscall"
+	"time"
 
+	"golang.org/x/net/http2"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
@@ -76,13 +80,7 @@ func IsTransient(err error) bool {
 	if errors.As(err, &pathErr) || errors.As(err, &linkErr) {
 		return false
 	}
-	var ua x509.UnknownAuthorityError
-	var hn x509.HostnameError
-	var ci x509.CertificateInvalidError
-	if errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci) {
-		return false
-	}
-	if apierrors.IsUnauthorized(err) || apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
+	if rejectsCredential(err) || apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
 		return false
 	}
 	if apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err) ||
@@ -90,29 +88,45 @@ func IsTransient(err error) bool {
 		return true
 	}
 	var netErr net.Error
-	if errors.As(err, &netErr) {
-		return true
-	}
 	var opErr *net.OpError
-	if errors.As(err, &opErr) {
-		return true
+	var goAway http2.GoAwayError
+	return errors.As(err, &netErr) || errors.As(err, &opErr) || errors.As(err, &goAway) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// RetryAfter is the wait the API server asked for with err (a 429 or 5xx
+// with Retry-After), 0 if none.
+func RetryAfter(err error) time.Duration {
+	if s, ok := apierrors.SuggestsClientDelay(err); ok && s > 0 {
+		return time.Duration(s) * time.Second
 	}
-	msg := err.Error()
-	return strings.Contains(msg, "connection refused") || strings.Contains(msg, "connection reset") ||
-		strings.Contains(msg, "EOF") || strings.Contains(msg, "http2: server sent GOAWAY")
+	return 0
 }
 
 // explainAPIError turns an API or transport error into one a person can act
-// on; who says which credential was used, server where it was sent.
-func explainAPIError(err error, action, who, server, forbiddenHint string) error {
+// on. The advice fits the credential: a bootstrap token is fixed with a new
+// token and bootstrap RBAC, the node's own certificate with a new bootstrap
+// kubeconfig or the Node authorizer.
+func explainAPIError(err error, action string, cred Credential, bootstrapPath string) error {
+	server := cred.Config.Host
 	var ua x509.UnknownAuthorityError
+	var csrErr *CSRError
 	switch {
+	case errors.As(err, &csrErr):
+		return fmt.Errorf("%s: %w", action, err)
+	case (errors.As(err, &ua) || strings.Contains(err.Error(), "certificate signed by unknown authority")) && cred.Bootstrap:
+		return fmt.Errorf("%s: the API server %s presented a certificate not signed by the CA in %s; check its certificate-authority(-data): %w", action, server, cred.Path, err)
 	case errors.As(err, &ua) || strings.Contains(err.Error(), "certificate signed by unknown authority"):
-		return fmt.Errorf("%s: the API server %s presented a certificate not signed by the CA in %s; check its certificate-authority(-data): %w", action, server, who, err)
+		return fmt.Errorf("%s: the API server %s presented a certificate not signed by the CA in %s (was the cluster rebuilt or its CA replaced?); drop a bootstrap kubeconfig with the cluster's current CA at %s and certagent bootstraps again: %w", action, server, cred.Path, bootstrapPath, err)
+	case apierrors.IsUnauthorized(err) && cred.Bootstrap:
+		return fmt.Errorf("%s: the API server %s rejected the credentials in %s (401 Unauthorized): the token is unknown, expired or malformed; create a new bootstrap token (kubeadm token create) and write it to that file: %w", action, server, cred.Path, err)
 	case apierrors.IsUnauthorized(err):
-		return fmt.Errorf("%s: the API server %s rejected the credentials in %s (401 Unauthorized): the token is unknown, expired or malformed, or the client certificate is not trusted; create a new bootstrap token (kubeadm token create) and write it to that file: %w", action, server, who, err)
+		return fmt.Errorf("%s: the API server %s no longer accepts the client certificate in %s (401 Unauthorized: was the cluster rebuilt or its CA replaced?); drop a bootstrap kubeconfig at %s and certagent bootstraps again: %w", action, server, cred.Path, bootstrapPath, err)
+	case apierrors.IsForbidden(err) && cred.Bootstrap:
+		return fmt.Errorf("%s: forbidden for the credentials in %s (403): the bootstrap token's group needs the ClusterRole system:node-bootstrapper (kubeadm binds it as ClusterRoleBinding kubeadm:kubelet-bootstrap); the server said: %w", action, cred.Path, err)
 	case apierrors.IsForbidden(err):
-		return fmt.Errorf("%s: forbidden for the credentials in %s (403): %s; the server said: %w", action, who, forbiddenHint, err)
+		return fmt.Errorf("%s: forbidden for the node's credentials in %s (403): a node creates and reads its CSRs through the Node authorizer: check that the API server runs with --authorization-mode including Node; the server said: %w", action, cred.Path, err)
 	}
 	return fmt.Errorf("%s: %w", action, err)
 }

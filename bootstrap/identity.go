@@ -2,9 +2,15 @@ package bootstrap
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
 )
 
@@ -13,12 +19,154 @@ import (
 func CheckIdentity(ctx context.Context, rc *rest.Config, node string) error {
 	review, err := selfSubjectReview(ctx, rc)
 	if err != nil {
-		return fmt.Errorf("asking the API server who the new kubeconfig is: %w", err)
+		return fmt.Errorf("asking the API server who kubelet.conf authenticates as: %w", err)
 	}
 	info := review.Status.UserInfo
 	want := "system:node:" + node
 	if info.Username != want || !slices.Contains(info.Groups, "system:nodes") {
-		return fmt.Errorf("the new kubeconfig authenticates as %q in groups %v, want %q in system:nodes", info.Username, info.Groups, want)
+		return fmt.Errorf("kubelet.conf authenticates as %q in groups %v, want %q in system:nodes", info.Username, info.Groups, want)
 	}
 	return nil
+}
+
+// Identity is what is known about kubelet.conf: whether the API server
+// accepts it now. It is checked when it matters (at start, after kubelet.conf
+// or its certificate changed, after a request was refused), never polled.
+type Identity struct {
+	// Accepted: a request made with kubelet.conf as it is on disk now succeeded.
+	Accepted bool
+	// Rejected: the API server refused it (401) or could not be trusted with
+	// it (TLS); Err says how.
+	Rejected bool
+	// Err is why it is not accepted (nil when accepted; a transient error
+	// while the API server cannot be reached).
+	Err error
+	// NotAfter is the client certificate's expiry (zero if none).
+	NotAfter time.Time
+}
+
+// identityRecord is the last Identity and the kubelet.conf it is about.
+type identityRecord struct {
+	Identity
+	fingerprint string
+}
+
+// ErrIdentityRejected: the API server refuses kubelet.conf and there is no
+// bootstrap kubeconfig to start over with.
+var ErrIdentityRejected = errors.New("the API server rejects kubelet.conf")
+
+// Node is the node's own credential: kubelet.conf with a client certificate
+// that is valid now.
+type Node struct {
+	Config *rest.Config
+	Leaf   *x509.Certificate
+	// fingerprint covers kubelet.conf and the certificate and CA it uses.
+	fingerprint string
+}
+
+// Credential is what a request is made with; errors give advice that fits it.
+type Credential struct {
+	Config *rest.Config
+	// Path is the file it was read from.
+	Path string
+	// Bootstrap: a bootstrap token (otherwise the node's own certificate).
+	Bootstrap bool
+}
+
+func (n *Node) credential(path string) Credential { return Credential{Config: n.Config, Path: path} }
+
+// LoadNode reads kubelet.conf and requires a client certificate that is
+// valid now. A missing kubelet.conf wraps os.ErrNotExist.
+func (b *Bootstrapper) LoadNode() (*Node, error) {
+	raw, err := os.ReadFile(b.cfg.KubeconfigPath)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := LoadKubeletKubeconfig(b.cfg.KubeconfigPath)
+	if err != nil {
+		return nil, err
+	}
+	certPEM, leaf, err := clientCertificate(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", b.cfg.KubeconfigPath, err)
+	}
+	if now := b.cfg.Clock.Now(); !ValidAt(leaf, now) {
+		return &Node{Config: rc, Leaf: leaf}, fmt.Errorf("the client certificate of %s is valid from %s to %s, not now", b.cfg.KubeconfigPath,
+			leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	h := sha256.New()
+	for _, part := range [][]byte{raw, certPEM, rc.CAData, []byte(rc.CAFile)} {
+		fmt.Fprintf(h, "%d:", len(part))
+		h.Write(part)
+	}
+	return &Node{Config: rc, Leaf: leaf, fingerprint: fmt.Sprintf("%x", h.Sum(nil))}, nil
+}
+
+// Identity returns what is known about kubelet.conf now.
+func (b *Bootstrapper) Identity() Identity {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.identity.Identity
+}
+
+// setIdentity records what a request with node's kubelet.conf showed.
+func (b *Bootstrapper) setIdentity(node *Node, err error) {
+	id := Identity{Accepted: err == nil, Rejected: err != nil && rejectsCredential(err), Err: err}
+	fp := ""
+	if node != nil {
+		fp = node.fingerprint
+		if node.Leaf != nil {
+			id.NotAfter = node.Leaf.NotAfter
+		}
+	}
+	b.mu.Lock()
+	changed := b.identity.fingerprint != fp || b.identity.Accepted != id.Accepted || b.identity.Rejected != id.Rejected ||
+		(b.identity.Err == nil) != (id.Err == nil)
+	b.identity = identityRecord{Identity: id, fingerprint: fp}
+	b.mu.Unlock()
+	if changed && b.cfg.OnIdentity != nil {
+		b.cfg.OnIdentity(id)
+	}
+}
+
+// accepted reports whether node's kubelet.conf was accepted as it is now.
+func (b *Bootstrapper) accepted(node *Node) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.identity.Accepted && b.identity.fingerprint == node.fingerprint
+}
+
+// prove makes sure the API server accepts node's kubelet.conf: a
+// SelfSubjectReview unless that was already shown for these very files.
+func (b *Bootstrapper) prove(ctx context.Context, node *Node) error {
+	if b.accepted(node) {
+		return nil
+	}
+	err := b.cfg.CheckIdentity(ctx, node.Config, b.cfg.NodeName)
+	if err != nil {
+		err = explainAPIError(err, "checking that the API server accepts kubelet.conf", node.credential(b.cfg.KubeconfigPath), b.cfg.BootstrapKubeconfigPath)
+	}
+	b.setIdentity(node, err)
+	return err
+}
+
+// rejectsCredential reports whether err shows that the API server refuses
+// the credential (401), or that the credential's CA does not trust the
+// server: it will not start working by waiting.
+func rejectsCredential(err error) bool {
+	var ua x509.UnknownAuthorityError
+	var hn x509.HostnameError
+	var ci x509.CertificateInvalidError
+	return apierrors.IsUnauthorized(err) || errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci)
+}
+
+// Adopt takes over what old knew about kubelet.conf (after a reload), so a
+// new configuration does not cost a new check of the same files.
+func (b *Bootstrapper) Adopt(old *Bootstrapper) {
+	old.mu.Lock()
+	rec := old.identity
+	old.mu.Unlock()
+	b.mu.Lock()
+	b.identity = rec
+	b.mu.Unlock()
 }

@@ -106,21 +106,28 @@ func resolvePaths(cfg *clientcmdapi.Config, base string) {
 
 // ClientCertificate returns the leaf client certificate a rest config uses.
 func ClientCertificate(rc *rest.Config) (*x509.Certificate, error) {
+	_, leaf, err := clientCertificate(rc)
+	return leaf, err
+}
+
+// clientCertificate returns the PEM a rest config's client certificate comes
+// from and its leaf.
+func clientCertificate(rc *rest.Config) ([]byte, *x509.Certificate, error) {
 	data := rc.CertData
 	if len(data) == 0 && rc.CertFile != "" {
 		var err error
 		if data, err = os.ReadFile(rc.CertFile); err != nil {
-			return nil, fmt.Errorf("reading client certificate: %w", err)
+			return nil, nil, fmt.Errorf("reading client certificate: %w", err)
 		}
 	}
 	if len(data) == 0 {
-		return nil, errors.New("the kubeconfig has no client certificate")
+		return nil, nil, errors.New("the kubeconfig has no client certificate")
 	}
 	certs, err := ParseCertificates(data)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return certs[0], nil
+	return data, certs[0], nil
 }
 
 // writeKubeletKubeconfig writes kubelet.conf the way the kubelet does after
@@ -149,16 +156,48 @@ func writeKubeletKubeconfig(path string, boot *rest.Config, pemPath string) erro
 	if err != nil {
 		return fmt.Errorf("encoding kubeconfig: %w", err)
 	}
-	if err := CheckDirSafe(filepath.Dir(path)); err != nil {
+	// A kubelet.conf that is a symlink (to a shared volume, say) is written
+	// through: the link stays and its target is replaced atomically.
+	target, err := linkTarget(path)
+	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("creating directory for %s: %w", path, err)
+	if err := CheckDirSafe(filepath.Dir(target)); err != nil {
+		return err
 	}
-	if err := atomicfile.WriteFile(path, data, 0o600); err != nil {
-		return fmt.Errorf("writing kubeconfig %s: %w", path, err)
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return fmt.Errorf("creating directory for %s: %w", target, err)
+	}
+	if err := atomicfile.WriteFile(target, data, 0o600); err != nil {
+		return fmt.Errorf("writing kubeconfig %s: %w", target, err)
 	}
 	return nil
+}
+
+// linkTarget is the file path names: path itself, or what its chain of
+// symlinks ends at (which may not exist yet).
+func linkTarget(path string) (string, error) {
+	for range 40 {
+		fi, err := os.Lstat(path)
+		if errors.Is(err, os.ErrNotExist) {
+			return path, nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("inspecting %s: %w", path, err)
+		}
+		if fi.Mode()&os.ModeSymlink == 0 {
+			return path, nil
+		}
+		next, err := os.Readlink(path)
+		if err != nil {
+			return "", fmt.Errorf("reading link %s: %w", path, err)
+		}
+		if !filepath.IsAbs(next) {
+			next = filepath.Join(filepath.Dir(path), next)
+		}
+		path = next
+	}
+	return "", fmt.Errorf("%s: too many levels of symbolic links", path)
 }
 
 // caPool returns the CAs an issued certificate must chain to: issuerCAFile if

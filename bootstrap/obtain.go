@@ -6,19 +6,30 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/certagent/certagent/internal/failpoint"
 
 	"go.uber.org/zap"
-	"k8s.io/client-go/rest"
+
+	"github.com/certagent/certagent/internal/failpoint"
 )
 
-// Obtain requests a certificate of kind with the credential rc (read from
-// source, a path named in errors), waits until it is issued, verifies it and
-// stores it. The key stays on disk until then, so calling Obtain again after
-// a crash or a cancelled wait continues with the same CSR.
-func (b *Bootstrapper) Obtain(ctx context.Context, kind Kind, rc *rest.Config, source string) (*x509.Certificate, error) {
+// Obtain requests a certificate of kind with the credential cred, waits until
+// it is issued, verifies it and stores it. The key stays on disk until then
+// (keyFate says when it goes), so calling Obtain again after a crash or a
+// cancelled wait continues with the same CSR. When our pending CSR asks for
+// names the node no longer has, it makes one new request with a new key.
+func (b *Bootstrapper) Obtain(ctx context.Context, kind Kind, cred Credential) (*x509.Certificate, error) {
+	leaf, err := b.obtain(ctx, kind, cred)
+	if errors.Is(err, errStaleRequest) {
+		b.log.Info("our pending CSR asks for other names than the node has now; posting a new one", zap.String("certificate", string(kind)), zap.Error(err))
+		leaf, err = b.obtain(ctx, kind, cred)
+	}
+	return leaf, err
+}
+
+// obtain is one request: pending key, CSR, wait, verification, store.
+func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential) (leaf *x509.Certificate, err error) {
 	log := b.log.With(zap.String("certificate", string(kind)))
-	roots, err := caPool(rc, b.cfg.IssuerCAFile)
+	roots, err := caPool(cred.Config, b.cfg.IssuerCAFile)
 	if err != nil {
 		return nil, err
 	}
@@ -28,41 +39,29 @@ func (b *Bootstrapper) Obtain(ctx context.Context, kind Kind, rc *rest.Config, s
 	if err := EnsureCertDir(b.cfg.CertDir); err != nil {
 		return nil, err
 	}
-	key, keyPEM, fresh, err := loadOrCreatePendingKey(b.cfg.CertDir, kind)
+	key, keyPEM, fresh, err := b.pendingKey(kind)
 	if err != nil {
 		return nil, err
 	}
-	if !fresh && b.pendingKeyAlreadyStored(kind, key) {
-		// A crash after storing but before discarding the key: start over with a new key.
-		if err := discardPendingKey(b.cfg.CertDir, kind); err != nil {
-			return nil, err
+	// The key's fate, decided in this one place from how the attempt ended.
+	defer func() {
+		if keyFate(err, fresh) == discardKey {
+			if derr := discardPendingKey(b.cfg.CertDir, kind); derr != nil {
+				log.Warn("discarding the pending key", zap.Error(derr))
+			}
+			failpoint.Inject("obtain.key-discarded")
 		}
-		if key, keyPEM, fresh, err = loadOrCreatePendingKey(b.cfg.CertDir, kind); err != nil {
-			return nil, err
-		}
-	}
+	}()
 	failpoint.Inject("obtain.key-ready")
 	req := b.request(kind)
-	client, err := b.cfg.NewCSRClient(rc)
+	client, err := b.cfg.NewCSRClient(cred.Config)
 	if err != nil {
-		return nil, fmt.Errorf("building client for %s: %w", source, err)
+		return nil, fmt.Errorf("building client for %s: %w", cred.Path, err)
 	}
+	action := fmt.Sprintf("requesting the %s certificate", kind)
 	csr, created, err := ensureCSR(ctx, client, req, key)
-	if errors.Is(err, errStaleRequest) {
-		// Our pending CSR asks for other names (the node's address changed):
-		// it can no longer be useful, so start over with a new key.
-		log.Info("our pending CSR asks for other names than the node has now; posting a new one", zap.Error(err))
-		if err := discardPendingKey(b.cfg.CertDir, kind); err != nil {
-			return nil, err
-		}
-		return b.Obtain(ctx, kind, rc, source)
-	}
 	if err != nil {
-		if fresh && requestNotApplied(err) {
-			// The server surely holds no CSR for this key: leave the directory as it was.
-			_ = discardPendingKey(b.cfg.CertDir, kind)
-		}
-		return nil, explainAPIError(err, fmt.Sprintf("requesting the %s certificate", kind), source, rc.Host, forbiddenHint(kind))
+		return nil, explainAPIError(err, action, cred, b.cfg.BootstrapKubeconfigPath)
 	}
 	failpoint.Inject("obtain.csr-posted")
 	log = log.With(zap.String("csr", csr.Name), zap.String("signer", req.Kind.Signer()))
@@ -71,57 +70,60 @@ func (b *Bootstrapper) Obtain(ctx context.Context, kind Kind, rc *rest.Config, s
 	} else {
 		log.Info("found our pending certificate signing request from an earlier attempt")
 	}
-	if b.cfg.OnWaiting != nil {
-		b.cfg.OnWaiting(kind, csr.Name)
-	}
 	if kind == Serving && Pending(csr) {
 		log.Info("waiting for approval: nothing in Kubernetes approves kubelet serving CSRs automatically; approve it after checking its names, or run an approver such as kubelet-csr-approver",
 			zap.String("approve_with", "kubectl certificate approve "+csr.Name))
 	} else if Pending(csr) {
 		log.Info("waiting for the CSR to be approved and issued")
 	}
-	certPEM, err := waitForCertificate(ctx, client, csr)
+	b.waiting(kind, csr.Name)
+	certPEM, err := waitForCertificate(ctx, b.cfg.Clock, client, csr)
+	b.waiting(kind, "")
 	if err != nil {
-		var csrErr *CSRError
-		if errors.As(err, &csrErr) && csrErr.Outcome != OutcomeDeleted {
-			if derr := discardPendingKey(b.cfg.CertDir, kind); derr != nil {
-				log.Warn("discarding the pending key", zap.Error(derr))
-			}
-		}
-		return nil, explainAPIError(err, fmt.Sprintf("waiting for the %s certificate", kind), source, rc.Host, forbiddenHint(kind))
+		return nil, explainAPIError(err, fmt.Sprintf("waiting for the %s certificate", kind), cred, b.cfg.BootstrapKubeconfigPath)
 	}
 	failpoint.Inject("obtain.issued")
 	now := b.cfg.Clock.Now()
-	leaf, err := VerifyIssued(certPEM, key, req, VerifyOptions{Roots: roots, Now: now, Skew: b.cfg.Skew})
+	leaf, err = VerifyIssued(certPEM, key, req, VerifyOptions{Roots: roots, Now: now, Skew: b.cfg.Skew})
 	if err != nil {
-		if !errors.Is(err, ErrNotYetValid) {
-			// The CSR's certificate can never be used (another key, node or
-			// usage, another CA, garbage, expired): the next attempt must be a
-			// new request, not this CSR again. Only a certificate that starts
-			// in the future (clock skew) becomes good by waiting.
-			_ = discardPendingKey(b.cfg.CertDir, kind)
+		return nil, &refusedError{csr: csr.Name, err: err}
+	}
+	if b.cfg.BeforeStore != nil {
+		if err := b.cfg.BeforeStore(kind); err != nil {
+			return nil, err
 		}
-		return nil, fmt.Errorf("CSR %s: refusing the issued certificate, nothing was written: %w", csr.Name, err)
 	}
 	path, err := storeCertificate(b.cfg.CertDir, kind, certPEM, keyPEM, now)
 	if err != nil {
 		return nil, err
 	}
 	failpoint.Inject("obtain.stored")
-	if err := discardPendingKey(b.cfg.CertDir, kind); err != nil {
-		log.Warn("discarding the pending key after storing", zap.Error(err))
-	}
-	failpoint.Inject("obtain.key-discarded")
 	log.Info("certificate stored", zap.String("path", path), zap.Time("not_after", leaf.NotAfter), zap.String("serial", leaf.SerialNumber.Text(16)))
 	if removed, err := Prune(b.cfg.CertDir, kind, b.cfg.Keep); err != nil {
 		log.Warn("pruning old certificates", zap.Error(err))
 	} else if len(removed) > 0 {
 		log.Info("pruned old certificates", zap.Strings("removed", removed))
 	}
-	if b.cfg.OnStored != nil {
-		b.cfg.OnStored(kind, path, leaf)
-	}
 	return leaf, nil
+}
+
+func (b *Bootstrapper) waiting(kind Kind, csr string) {
+	if b.cfg.OnWaiting != nil {
+		b.cfg.OnWaiting(kind, csr)
+	}
+}
+
+// pendingKey loads the pending key of kind, or makes one. A key left by a
+// crash after its certificate was stored is replaced by a new one.
+func (b *Bootstrapper) pendingKey(kind Kind) (crypto.Signer, []byte, bool, error) {
+	key, keyPEM, fresh, err := loadOrCreatePendingKey(b.cfg.CertDir, kind)
+	if err != nil || fresh || !b.pendingKeyAlreadyStored(kind, key) {
+		return key, keyPEM, fresh, err
+	}
+	if err := discardPendingKey(b.cfg.CertDir, kind); err != nil {
+		return nil, nil, false, err
+	}
+	return loadOrCreatePendingKey(b.cfg.CertDir, kind)
 }
 
 // pendingKeyAlreadyStored reports whether the current certificate of kind
@@ -131,9 +133,51 @@ func (b *Bootstrapper) pendingKeyAlreadyStored(kind Kind, key crypto.Signer) boo
 	return err == nil && publicKeysEqual(pair.Leaf.PublicKey, key.Public())
 }
 
-func forbiddenHint(kind Kind) string {
-	if kind == Serving {
-		return "a node may create CSRs through the Node authorizer: check that the API server runs with --authorization-mode including Node"
+// refusedError: the issued certificate failed verification; nothing was written.
+type refusedError struct {
+	csr string
+	err error
+}
+
+func (e *refusedError) Error() string {
+	return fmt.Sprintf("CSR %s: refusing the issued certificate, nothing was written: %v", e.csr, e.err)
+}
+
+func (e *refusedError) Unwrap() error { return e.err }
+
+type fate int
+
+const (
+	keepKey fate = iota
+	discardKey
+)
+
+// keyFate decides, from how an attempt ended, whether its pending key is
+// kept for the next attempt (which then finds the same CSR by name) or
+// discarded (the next attempt makes a new key, so a new request). A key is
+// kept whenever the CSR may still be issued, or may exist on the server.
+func keyFate(err error, fresh bool) fate {
+	var csrErr *CSRError
+	var refused *refusedError
+	switch {
+	case err == nil:
+		return discardKey // stored: the key now lives in the certificate file
+	case errors.As(err, &csrErr):
+		// Denied or failed: never issued. Deleted (by a person or the
+		// cleaner): the same name is posted again.
+		return map[bool]fate{true: keepKey, false: discardKey}[csrErr.Outcome == OutcomeDeleted]
+	case errors.As(err, &refused):
+		// The CSR's certificate can never be used (another key, node, usage
+		// or CA, garbage, expired) — unless it only starts in the future
+		// (clock skew), which waiting fixes.
+		if errors.Is(err, ErrNotYetValid) {
+			return keepKey
+		}
+		return discardKey
+	case errors.Is(err, errStaleRequest), errors.Is(err, errNotOurs):
+		return discardKey // our name is taken by a request we cannot use
+	case fresh && requestNotApplied(err):
+		return discardKey // the server surely holds no CSR for this key
 	}
-	return "the bootstrap token's group needs the ClusterRole system:node-bootstrapper (kubeadm binds it as ClusterRoleBinding kubeadm:kubelet-bootstrap)"
+	return keepKey
 }

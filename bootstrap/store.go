@@ -21,7 +21,8 @@ import (
 // Unlike the kubelet we swap the link atomically (rename over it), fsync the
 // directory and prune old files.
 
-const timestampLayout = "2006-01-02-15-04-05"
+// TimestampLayout is the time stamp in the dated file names (UTC).
+const TimestampLayout = "2006-01-02-15-04-05"
 
 // CurrentPath is the path of the <prefix>-current.pem link for kind.
 func CurrentPath(certDir string, kind Kind) string {
@@ -39,7 +40,7 @@ func EnsureCertDir(certDir string) error {
 // storeCertificate writes chain+key as a new dated file and points the
 // current link at it. On error the previous current link is untouched.
 func storeCertificate(certDir string, kind Kind, chainPEM, keyPEM []byte, now time.Time) (string, error) {
-	name := fmt.Sprintf("%s-%s.pem", kind.FilePrefix(), now.UTC().Format(timestampLayout))
+	name := fmt.Sprintf("%s-%s.pem", kind.FilePrefix(), now.UTC().Format(TimestampLayout))
 	path := filepath.Join(certDir, name)
 	data := make([]byte, 0, len(chainPEM)+len(keyPEM)+1)
 	data = append(data, chainPEM...)
@@ -103,10 +104,10 @@ func Prune(certDir string, kind Kind, keep int) ([]string, error) {
 	for _, e := range entries {
 		n := e.Name()
 		stamp := strings.TrimSuffix(strings.TrimPrefix(n, prefix), ".pem")
-		if !strings.HasPrefix(n, prefix) || !strings.HasSuffix(n, ".pem") || len(stamp) != len(timestampLayout) {
+		if !strings.HasPrefix(n, prefix) || !strings.HasSuffix(n, ".pem") || len(stamp) != len(TimestampLayout) {
 			continue
 		}
-		if _, err := time.Parse(timestampLayout, stamp); err != nil {
+		if _, err := time.Parse(TimestampLayout, stamp); err != nil {
 			continue
 		}
 		dated = append(dated, n)

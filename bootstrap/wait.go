@@ -2,6 +2,7 @@ package bootstrap
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -11,22 +12,26 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/utils/clock"
 )
 
 // waitForCertificate watches the CSR name (uid) until it is approved and
 // issued, and returns status.certificate. Denied, Failed, deleted or replaced
 // (another UID) end the wait with a *CSRError. A closed watch is resumed with
 // a fresh list, so a long wait survives API server restarts; ctx bounds it.
+// Resumes back off on clk (from 200 ms, doubling to 30 s) while watches keep
+// failing, so a flapping API server is not hammered.
 //
 // seen is the object as last read (from Create or Get): the first watch
 // starts at its resource version, which saves a list round trip.
-func waitForCertificate(ctx context.Context, client CSRClient, seen *certificatesv1.CertificateSigningRequest) ([]byte, error) {
+func waitForCertificate(ctx context.Context, clk clock.Clock, client CSRClient, seen *certificatesv1.CertificateSigningRequest) ([]byte, error) {
 	name, uid := seen.Name, seen.UID
 	if certPEM, done, err := issued(seen, uid); done || err != nil {
 		return certPEM, err
 	}
 	selector := fields.OneTermEqualSelector("metadata.name", name).String()
 	rv := seen.ResourceVersion
+	pause := time.Duration(0)
 	for {
 		if rv == "" {
 			list, err := client.List(ctx, metav1.ListOptions{FieldSelector: selector})
@@ -44,47 +49,68 @@ func waitForCertificate(ctx context.Context, client CSRClient, seen *certificate
 			}
 			rv = list.ResourceVersion
 		}
-		w, err := client.Watch(ctx, metav1.ListOptions{FieldSelector: selector, ResourceVersion: rv})
+		wctx, cancel := context.WithTimeout(ctx, WatchTimeout+30*time.Second) // a server that stops talking
+		w, err := client.Watch(wctx, metav1.ListOptions{FieldSelector: selector, ResourceVersion: rv})
 		rv = "" // whatever happens next, resume with a fresh list
 		if err != nil {
+			cancel()
 			return nil, fmt.Errorf("watching CSR %s: %w", name, err)
 		}
-		certPEM, done, err := consume(ctx, w, uid, name)
+		certPEM, events, err := consume(wctx, w, uid, name)
 		w.Stop()
-		if done || err != nil {
+		cancel()
+		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			err = nil // only the watch's own bound ended
+		}
+		if certPEM != nil || err != nil {
 			return certPEM, err
 		}
-		// The watch ended (server restart, timeout): list again after a short pause.
+		// The watch ended (server restart, timeout): list again after a pause
+		// that grows while watches end without news.
+		switch {
+		case events > 0:
+			pause = 200 * time.Millisecond
+		case pause == 0:
+			pause = 200 * time.Millisecond
+		default:
+			pause = min(2*pause, 30*time.Second)
+		}
+		t := clk.NewTimer(pause)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		case <-t.C():
 		}
 	}
 }
 
-func consume(ctx context.Context, w watch.Interface, uid types.UID, name string) ([]byte, bool, error) {
+// consume reads watch events until the CSR is issued (its certificate), can
+// never be (an error), or the watch ends (nil, nil); it counts the events.
+func consume(ctx context.Context, w watch.Interface, uid types.UID, name string) ([]byte, int, error) {
+	events := 0
 	for {
 		select {
 		case <-ctx.Done():
-			return nil, false, ctx.Err()
+			return nil, events, ctx.Err()
 		case ev, ok := <-w.ResultChan():
 			if !ok {
-				return nil, false, nil
+				return nil, events, nil
 			}
 			if ev.Type == watch.Error {
-				return nil, false, nil // e.g. resource version too old: relist
+				return nil, events, nil // e.g. resource version too old: relist
 			}
 			csr, ok := ev.Object.(*certificatesv1.CertificateSigningRequest)
 			if !ok || csr.Name != name {
 				continue
 			}
+			events++
 			switch ev.Type {
 			case watch.Deleted:
-				return nil, false, &CSRError{Name: name, Outcome: OutcomeDeleted}
+				return nil, events, &CSRError{Name: name, Outcome: OutcomeDeleted}
 			case watch.Added, watch.Modified:
 				if certPEM, done, err := issued(csr, uid); done || err != nil {
-					return certPEM, done, err
+					return certPEM, events, err
 				}
 			}
 		}

@@ -34,3 +34,25 @@ func (b Backoff) Delay(failures int, rnd float64) time.Duration {
 	}
 	return time.Duration(d * (1 + b.Jitter*rnd))
 }
+
+// MinRetry is the shortest wait CapToExpiry leaves.
+const MinRetry = 10 * time.Second
+
+// CapToExpiry shortens a wait so that a certificate still valid at now gets
+// further attempts before it expires: at most half the time it has left
+// (never below MinRetry). A back-off that needs a person (up to an hour)
+// must not carry the next attempt past NotAfter. A zero or past notAfter
+// leaves delay as it is.
+func CapToExpiry(delay time.Duration, now, notAfter time.Time) time.Duration {
+	if notAfter.IsZero() || !now.Before(notAfter) {
+		return delay
+	}
+	limit := notAfter.Sub(now) / 2
+	if limit < MinRetry {
+		limit = MinRetry
+	}
+	if delay > limit {
+		return limit
+	}
+	return delay
+}

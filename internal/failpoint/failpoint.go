@@ -5,5 +5,11 @@
 // compiles away; build with -tags failpoints to arm it.
 package failpoint
 
+import "time"
+
 // Inject marks a point where a crash may happen.
 func Inject(name string) {}
+
+// Duration returns def; failpoint builds let the environment variable env
+// override it (say, to make the watchdog's patience short in a test).
+func Duration(env string, def time.Duration) time.Duration { return def }

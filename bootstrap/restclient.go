@@ -3,6 +3,7 @@ package bootstrap
 import (
 	"context"
 	"fmt"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -70,26 +71,37 @@ func NewCSRClient(rc *rest.Config) (CSRClient, error) {
 
 const csrResource = "certificatesigningrequests"
 
+// RequestTimeout bounds every request but the watch, so that a hung API
+// server cannot hang the agent; the watch is bounded by WatchTimeout.
+const RequestTimeout = 30 * time.Second
+
+// WatchTimeout is how long one watch runs before it is restarted.
+const WatchTimeout = 5 * time.Minute
+
 func (c *csrClient) Create(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, opts metav1.CreateOptions) (*certificatesv1.CertificateSigningRequest, error) {
 	out := &certificatesv1.CertificateSigningRequest{}
-	err := c.c.Post().Resource(csrResource).VersionedParams(&opts, parameterCdc).Body(csr).Do(ctx).Into(out)
+	err := c.c.Post().Timeout(RequestTimeout).Resource(csrResource).VersionedParams(&opts, parameterCdc).Body(csr).Do(ctx).Into(out)
 	return out, err
 }
 
 func (c *csrClient) Get(ctx context.Context, name string, opts metav1.GetOptions) (*certificatesv1.CertificateSigningRequest, error) {
 	out := &certificatesv1.CertificateSigningRequest{}
-	err := c.c.Get().Resource(csrResource).Name(name).VersionedParams(&opts, parameterCdc).Do(ctx).Into(out)
+	err := c.c.Get().Timeout(RequestTimeout).Resource(csrResource).Name(name).VersionedParams(&opts, parameterCdc).Do(ctx).Into(out)
 	return out, err
 }
 
 func (c *csrClient) List(ctx context.Context, opts metav1.ListOptions) (*certificatesv1.CertificateSigningRequestList, error) {
 	out := &certificatesv1.CertificateSigningRequestList{}
-	err := c.c.Get().Resource(csrResource).VersionedParams(&opts, parameterCdc).Do(ctx).Into(out)
+	err := c.c.Get().Timeout(RequestTimeout).Resource(csrResource).VersionedParams(&opts, parameterCdc).Do(ctx).Into(out)
 	return out, err
 }
 
 func (c *csrClient) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 	opts.Watch = true
+	if opts.TimeoutSeconds == nil {
+		secs := int64(WatchTimeout / time.Second)
+		opts.TimeoutSeconds = &secs
+	}
 	return c.c.Get().Resource(csrResource).VersionedParams(&opts, parameterCdc).Watch(ctx)
 }
 
@@ -100,6 +112,6 @@ func selfSubjectReview(ctx context.Context, rc *rest.Config) (*authenticationv1.
 		return nil, fmt.Errorf("building client: %w", err)
 	}
 	out := &authenticationv1.SelfSubjectReview{}
-	err = c.Post().Resource("selfsubjectreviews").Body(&authenticationv1.SelfSubjectReview{}).Do(ctx).Into(out)
+	err = c.Post().Timeout(RequestTimeout).Resource("selfsubjectreviews").Body(&authenticationv1.SelfSubjectReview{}).Do(ctx).Into(out)
 	return out, err
 }

@@ -1,0 +1,103 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"slices"
+	"sort"
+
+	"go.uber.org/zap"
+)
+
+// restartOnly are the settings a running agent cannot change: its files,
+// its identity and its listener. A reload that changes one is refused whole.
+var restartOnly = []string{"nodeName", "certDir", "kubeconfig", "bootstrapKubeconfig", "metrics.address"}
+
+// reload re-reads the configuration (SIGHUP, systemctl reload) and applies
+// what changed: new serving names make the serving certificate due (it no
+// longer covers them), a new renewal policy moves the deadlines, new hooks
+// run next time. Nothing is renewed for the reload's sake (`certagent renew
+// --force` does that). A file that does not load, or a change that needs a
+// restart, is logged and the running configuration kept whole.
+func (a *Agent) reload(load func() (Config, error)) {
+	if load == nil {
+		return
+	}
+	cfg, err := load()
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		a.log.Error("reload: keeping the running configuration", zap.Error(err))
+		return
+	}
+	old := a.config()
+	changed := changedKeys(old, cfg)
+	if len(changed) == 0 {
+		a.log.Info("reload: configuration unchanged")
+		return
+	}
+	var needRestart []string
+	for _, k := range changed {
+		if slices.Contains(restartOnly, k) {
+			needRestart = append(needRestart, k)
+		}
+	}
+	if len(needRestart) > 0 {
+		a.log.Error("reload: refused, keeping the running configuration: these settings take effect only on a restart (systemctl restart certagent)",
+			zap.Strings("settings", needRestart))
+		return
+	}
+	b, err := a.newBootstrapper(cfg)
+	if err != nil {
+		a.log.Error("reload: keeping the running configuration", zap.Error(err))
+		return
+	}
+	b.Adopt(a.bootstrapper())
+	a.mu.Lock()
+	a.cfg, a.b, a.policy = cfg, b, policyOf(cfg)
+	a.mu.Unlock()
+	a.log.Info("reload: configuration applied", zap.Strings("changed", changed))
+	a.publishStatus()
+	a.kickAll() // each loop looks again: due now, or names no longer covered?
+}
+
+// changedKeys lists the settings (as dotted paths, at most two levels deep)
+// whose values differ between a and b.
+func changedKeys(a, b Config) []string {
+	fa, fb := flatten(a), flatten(b)
+	var out []string
+	for k, va := range fa {
+		if vb, ok := fb[k]; !ok || !reflect.DeepEqual(va, vb) {
+			out = append(out, k)
+		}
+	}
+	for k := range fb {
+		if _, ok := fa[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func flatten(c Config) map[string]any {
+	data, err := json.Marshal(c)
+	if err != nil {
+		panic(fmt.Sprintf("encoding the configuration: %v", err)) // plain data: cannot fail
+	}
+	var top map[string]any
+	_ = json.Unmarshal(data, &top)
+	out := map[string]any{}
+	for k, v := range top {
+		if m, ok := v.(map[string]any); ok {
+			for k2, v2 := range m {
+				out[k+"."+k2] = v2
+			}
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}

@@ -1,0 +1,84 @@
+package agent
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/rotate"
+)
+
+// task adapts the bootstrap package's steps to rotate.Task: one certificate,
+// the hooks once a step has left it on disk, and the facts the renewal
+// decision needs.
+type task struct {
+	a    *Agent
+	kind bootstrap.Kind
+	// ctx is the root context: SIGTERM stops hooks too.
+	ctx context.Context
+}
+
+// Step implements rotate.Task.
+func (t task) Step(ctx context.Context, renew bool) (rotate.Result, error) {
+	b := t.a.bootstrapper()
+	var out bootstrap.StepResult
+	var err error
+	if t.kind == bootstrap.Client {
+		out, err = b.EnsureClient(ctx, renew)
+	} else {
+		out, err = b.EnsureServing(ctx, renew)
+	}
+	cfg := t.a.config()
+	res := rotate.Result{Cert: certInfo(cfg.CertDir, t.kind, out.Leaf), Stored: out.Stored}
+	if out.Leaf != nil {
+		t.a.noteCertificate(t.kind, res.Cert)
+	}
+	if err == nil {
+		// The whole step is on disk (for the client: kubelet.conf written and
+		// accepted): now the certificate's consumers may hear of it.
+		t.a.runDueHooks(t.ctx, t.kind, out.Leaf)
+	}
+	return res, err
+}
+
+// certInfo describes leaf, stored as kind's current certificate in certDir.
+func certInfo(certDir string, kind bootstrap.Kind, leaf *x509.Certificate) rotate.Cert {
+	if leaf == nil {
+		return rotate.Cert{}
+	}
+	return rotate.Cert{NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, Serial: leaf.SerialNumber.Bytes(), StoredAt: storedAt(certDir, kind)}
+}
+
+// storedAt is when the current certificate of kind was stored, from the name
+// of the dated file its link points to (zero if that says nothing, as for a
+// certificate another tool wrote).
+func storedAt(certDir string, kind bootstrap.Kind) time.Time {
+	target, err := os.Readlink(bootstrap.CurrentPath(certDir, kind))
+	if err != nil {
+		return time.Time{}
+	}
+	stamp := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(target), kind.FilePrefix()+"-"), ".pem")
+	t, err := time.Parse(bootstrap.TimestampLayout, stamp)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+// classify sorts a step's error for the renewal loop.
+func classify(err error) rotate.Class {
+	switch {
+	case err == nil:
+		return rotate.Done
+	case errors.Is(err, bootstrap.ErrNoCredentials), errors.Is(err, bootstrap.ErrNeedClient), errors.Is(err, bootstrap.ErrIdentityRejected), errors.Is(err, errServingOff):
+		return rotate.Blocked // until a file is dropped or the client certificate is accepted
+	case bootstrap.IsTransient(err):
+		return rotate.Transient
+	}
+	return rotate.NeedsPerson
+}

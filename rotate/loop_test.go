@@ -1,0 +1,347 @@
+package rotate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/certagent/certagent/internal/clocktest"
+)
+
+// fakeTask issues certificates of a fixed lifetime on the test clock and can
+// be told to fail.
+type fakeTask struct {
+	clk      *clocktest.Clock
+	lifetime time.Duration
+
+	mu      sync.Mutex
+	cur     Cert
+	steps   int
+	renews  int
+	serial  int
+	failing error // returned by renewing steps while set
+}
+
+func (f *fakeTask) Step(ctx context.Context, renew bool) (Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.steps++
+	now := f.clk.Now().Round(0)
+	if f.cur.Known() && !renew && now.Before(f.cur.NotAfter) {
+		return Result{Cert: f.cur}, nil
+	}
+	if f.failing != nil {
+		return Result{Cert: f.cur}, f.failing
+	}
+	f.renews++
+	f.serial++
+	f.cur = Cert{NotBefore: now, NotAfter: now.Add(f.lifetime), StoredAt: now, Serial: []byte(fmt.Sprint(f.serial))}
+	return Result{Cert: f.cur, Stored: true}, nil
+}
+
+func (f *fakeTask) counts() (steps, renews int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.steps, f.renews
+}
+
+var errDenied = errors.New("denied")
+
+func classifyFake(err error) Class {
+	switch {
+	case err == nil:
+		return Done
+	case errors.Is(err, errDenied):
+		return NeedsPerson
+	}
+	return Transient
+}
+
+// loopEnv runs a Loop with a JumpDetector on a test clock inside a synctest
+// bubble; step moves the monotonic clock and lets everything settle.
+type loopEnv struct {
+	clk  *clocktest.Clock
+	task *fakeTask
+	loop *Loop
+	outs []Outcome
+	at   []time.Time // wall time of each outcome
+	mu   sync.Mutex
+}
+
+func newLoopEnv(t *testing.T, ctx context.Context, lifetime time.Duration, mutate func(*LoopConfig)) *loopEnv {
+	clk := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	e := &loopEnv{clk: clk, task: &fakeTask{clk: clk, lifetime: lifetime}}
+	jd := NewJumpDetector(clk, nil)
+	cfg := LoopConfig{Task: e.task, Classify: classifyFake, Clock: clk, Jumps: jd, Rand: func() float64 { return 0 },
+		Observe: func(o Outcome) {
+			e.mu.Lock()
+			e.outs, e.at = append(e.outs, o), append(e.at, clk.Now().Round(0))
+			e.mu.Unlock()
+		}}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	l, err := NewLoop(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.loop = l
+	go jd.Run(ctx)
+	go l.Run(ctx)
+	synctest.Wait()
+	return e
+}
+
+// advance moves the monotonic clock by d in steps of at most a minute.
+func (e *loopEnv) advance(d time.Duration) {
+	for d > 0 {
+		s := min(d, time.Minute)
+		e.clk.Step(s)
+		synctest.Wait()
+		d -= s
+	}
+}
+
+func TestLoopRenewsAtTheDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		e := newLoopEnv(t, ctx, 24*time.Hour, func(c *LoopConfig) { c.Policy = func() Policy { return Policy{RenewBefore: time.Hour} } })
+		if _, renews := e.task.counts(); renews != 1 {
+			t.Fatalf("%d certificates after start, want 1", renews)
+		}
+		e.advance(23*time.Hour - time.Minute)
+		if _, renews := e.task.counts(); renews != 1 {
+			t.Fatalf("renewed before the deadline")
+		}
+		e.advance(2 * time.Minute)
+		if _, renews := e.task.counts(); renews != 2 {
+			t.Fatalf("%d certificates a minute after the deadline, want 2", renews)
+		}
+	})
+}
+
+// TestLoopRenewsWithinAMinuteOfResume: the machine sleeps past the deadline.
+// Go's timers (monotonic) stood still; the loop must renew within a minute of
+// waking by the wall clock, not 23 h later when its timer fires.
+func TestLoopRenewsWithinAMinuteOfResume(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		e := newLoopEnv(t, ctx, 24*time.Hour, func(c *LoopConfig) { c.Policy = func() Policy { return Policy{RenewBefore: time.Hour} } })
+		e.advance(time.Hour)
+		e.clk.Suspend(30 * time.Hour) // past the deadline and past NotAfter
+		synctest.Wait()
+		e.advance(time.Minute)
+		if _, renews := e.task.counts(); renews != 2 {
+			t.Fatalf("%d certificates a minute after resuming past the deadline, want 2", renews)
+		}
+	})
+}
+
+// TestLoopClockStepBackDoesNotRenewEarly: an NTP step back leaves the
+// monotonic timer early by the wall clock's measure; the loop re-checks and
+// waits for the wall-clock deadline.
+func TestLoopClockStepBackDoesNotRenewEarly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		e := newLoopEnv(t, ctx, 24*time.Hour, func(c *LoopConfig) { c.Policy = func() Policy { return Policy{RenewBefore: time.Hour} } })
+		e.clk.JumpWall(-2 * time.Hour)
+		e.advance(23*time.Hour + time.Minute) // the original timer has fired; the wall clock is 2 h short
+		if _, renews := e.task.counts(); renews != 1 {
+			t.Fatalf("renewed %d times before the wall-clock deadline", renews-1)
+		}
+		e.advance(2*time.Hour + time.Minute)
+		if _, renews := e.task.counts(); renews != 2 {
+			t.Fatalf("not renewed at the wall-clock deadline")
+		}
+	})
+}
+
+// TestLoopNoStormWhateverThePolicy: renewBefore longer than the lifetime (a
+// mistake, or a signer that issues shorter certificates than asked) must not
+// make the loop renew again at once: 215 CSRs in 20 s were seen from one
+// node before the fix. With the clock standing still, one renewal.
+func TestLoopNoStormWhateverThePolicy(t *testing.T) {
+	for _, rb := range []time.Duration{10 * time.Minute, 20 * time.Minute, 48 * time.Hour} {
+		t.Run(rb.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx, cancel := context.WithCancel(t.Context())
+				defer cancel()
+				e := newLoopEnv(t, ctx, 10*time.Minute, func(c *LoopConfig) { c.Policy = func() Policy { return Policy{RenewBefore: rb} } })
+				time.Sleep(time.Hour) // bubble time only; the test clock stands still
+				synctest.Wait()
+				if _, renews := e.task.counts(); renews != 1 {
+					t.Fatalf("%d certificates with the clock standing still", renews)
+				}
+				// Over a simulated day of 10-minute certificates: at most one
+				// renewal a minute (MinGapFloor), and in fact the 70-90 %% default.
+				e.advance(24 * time.Hour)
+				if _, renews := e.task.counts(); renews > 24*60/7+2 {
+					t.Fatalf("%d renewals of 10-minute certificates in a day", renews)
+				}
+			})
+		})
+	}
+}
+
+// TestLoopBackoffNeverPassesExpiry: a renewal denied again and again backs
+// off towards an hour, but each wait is capped by the time the certificate
+// has left, so attempts continue until it expires.
+func TestLoopBackoffNeverPassesExpiry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		e := newLoopEnv(t, ctx, 3*time.Hour, nil)
+		e.task.mu.Lock()
+		e.task.failing = errDenied
+		notAfter := e.task.cur.NotAfter
+		e.task.mu.Unlock()
+		e.advance(3 * time.Hour)
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		var attempts []time.Time
+		for i, o := range e.outs {
+			if o.Class == NeedsPerson && e.at[i].Before(notAfter) {
+				if o.Next.After(notAfter) {
+					t.Errorf("after failure %d the next attempt is at %s, past NotAfter %s", o.Failure, o.Next, notAfter)
+				}
+				attempts = append(attempts, o.Next)
+			}
+		}
+		if len(attempts) < 4 {
+			t.Fatalf("only %d failed attempts before expiry: %v", len(attempts), attempts)
+		}
+		last := attempts[len(attempts)-1]
+		if left := notAfter.Sub(last); left > 2*time.Minute {
+			t.Fatalf("the last attempt before expiry was %s before it", left)
+		}
+	})
+}
+
+// TestLoopBackoffIgnoresKicksWithoutInputChange: during a back-off the
+// agent's own writes (file events) must not trigger a retry; a person
+// dropping a new file (the inputs change) or forcing does.
+func TestLoopBackoffIgnoresKicksWithoutInputChange(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		inputs := "a"
+		var imu sync.Mutex
+		e := newLoopEnv(t, ctx, time.Hour, func(c *LoopConfig) {
+			c.Inputs = func() string { imu.Lock(); defer imu.Unlock(); return inputs }
+		})
+		e.task.mu.Lock()
+		e.task.failing = errDenied
+		e.task.mu.Unlock()
+		e.advance(55 * time.Minute) // past the 70-90 % deadline: the renewal fails, back-off 5 m
+		steps, _ := e.task.counts()
+		for range 5 {
+			e.loop.Kick()
+			synctest.Wait()
+		}
+		if s, _ := e.task.counts(); s != steps {
+			t.Fatalf("%d steps from kicks during a back-off with nothing changed", s-steps)
+		}
+		imu.Lock()
+		inputs = "b"
+		imu.Unlock()
+		e.loop.Kick()
+		synctest.Wait()
+		if s, _ := e.task.counts(); s != steps+1 {
+			t.Fatalf("a kick with changed inputs made %d steps, want 1", s-steps)
+		}
+	})
+}
+
+// TestLoopRequest: a forced request renews at once, even within MinGap of
+// the last renewal; an unforced one renews only what is due.
+func TestLoopRequest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		e := newLoopEnv(t, ctx, 24*time.Hour, nil)
+		if o := <-e.loop.Request(false); o.Stored || o.Err != nil {
+			t.Fatalf("unforced request on a fresh certificate: %+v", o)
+		}
+		o := <-e.loop.Request(true)
+		if !o.Stored || !o.Forced {
+			t.Fatalf("forced request did not renew: %+v", o)
+		}
+		if _, renews := e.task.counts(); renews != 2 {
+			t.Fatalf("%d certificates, want 2", renews)
+		}
+		if !o.Next.After(e.clk.Now().Round(0)) {
+			t.Fatalf("after a forced renewal the next one is due at once: %s", o.Next)
+		}
+	})
+}
+
+// TestLoopHonoursRetryAfter: a 429 with Retry-After waits at least as long
+// as the server asked, even when the back-off would be shorter.
+func TestLoopHonoursRetryAfter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		errBusy := errors.New("429")
+		e := newLoopEnv(t, ctx, 24*time.Hour, func(c *LoopConfig) {
+			c.RetryAfter = func(err error) time.Duration {
+				if errors.Is(err, errBusy) {
+					return 40 * time.Second
+				}
+				return 0
+			}
+		})
+		e.task.mu.Lock()
+		e.task.failing = errBusy
+		e.task.mu.Unlock()
+		<-e.loop.Request(true)
+		synctest.Wait()
+		e.mu.Lock()
+		last := e.outs[len(e.outs)-1]
+		e.mu.Unlock()
+		if wait := last.Next.Sub(e.clk.Now().Round(0)); wait < 40*time.Second {
+			t.Fatalf("retry in %s after Retry-After: 40", wait)
+		}
+	})
+}
+
+// TestJumpDetector: a suspend or a clock step is announced within a minute;
+// slewing is not.
+func TestJumpDetector(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		clk := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+		var jumps []time.Duration
+		d := NewJumpDetector(clk, func(j time.Duration) { jumps = append(jumps, j) })
+		go d.Run(ctx)
+		synctest.Wait()
+		ch := d.Changed()
+		clk.Step(time.Minute)
+		clk.JumpWall(200 * time.Millisecond) // slewing-sized: not a jump
+		clk.Step(time.Minute)
+		synctest.Wait()
+		select {
+		case <-ch:
+			t.Fatal("a 200 ms drift counted as a jump")
+		default:
+		}
+		clk.Suspend(8 * time.Hour)
+		clk.Step(time.Minute)
+		synctest.Wait()
+		select {
+		case <-ch:
+		default:
+			t.Fatal("an 8 h suspend was not announced a minute after resuming")
+		}
+		if len(jumps) != 1 || jumps[0] < 8*time.Hour {
+			t.Fatalf("jumps %v", jumps)
+		}
+	})
+}
