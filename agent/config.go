@@ -255,7 +255,7 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("rotation.renewBefore must not be negative"))
 	}
 	if rb, life := c.Rotation.RenewBefore.Duration, c.Rotation.RequestedDuration.Duration; life > 0 && rb >= life {
-		errs = append(errs, fmt.Errorf("rotation.renewBefore %s is not shorter than the certificate lifetime rotation.requestedDuration %s: every certificate would be due the moment it is issued; set renewBefore below %s (%s renews at two thirds of the lifetime), or leave it unset for the default 70-90 %%", rb, life, life, (life / 3).Round(time.Second)))
+		errs = append(errs, fmt.Errorf("rotation.renewBefore %s is not shorter than the certificate lifetime rotation.requestedDuration %s: every certificate would be due the moment it is issued; set renewBefore below %s (%s renews at two thirds of the lifetime), or leave it unset for the default 70-90 %%", rb, life, life, (life/3).Round(time.Second)))
 	}
 	for i, h := range c.Hooks.PostRenew {
 		if len(h.Command) == 0 || h.Command[0] == "" {
