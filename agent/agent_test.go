@@ -153,3 +153,13 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 	t.Fatal("condition not reached in 10s")
 }
+
+// newFakeAPI is a fake API whose signer issues every CSR as it is created.
+func newFakeAPI(sg *signer) *fake.Clientset {
+	client := fake.NewClientset()
+	client.PrependReactor("create", "certificatesigningrequests", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		sg.sign(a.(k8stesting.CreateAction).GetObject().(*certificatesv1.CertificateSigningRequest))
+		return false, nil, nil
+	})
+	return client
+}

@@ -2,12 +2,10 @@ package bootstrap
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 
@@ -125,26 +123,6 @@ func (b *Bootstrapper) Recover() error {
 func (b *Bootstrapper) ServingRequest() Request {
 	dns, ips := ServingSANs(b.cfg.NodeName, b.cfg.PrimaryIP(), b.cfg.ServingDNSNames, b.cfg.ServingIPs)
 	return Request{Kind: Serving, NodeName: b.cfg.NodeName, DNSNames: dns, IPAddresses: ips, ExpirationSeconds: b.cfg.ExpirationSeconds}
-}
-
-// ServingOK reports whether c is valid now and carries every name the node
-// wants on its serving certificate.
-func (b *Bootstrapper) ServingOK(c *x509.Certificate) bool {
-	return ValidAt(c, b.cfg.Clock.Now()) && covers(c, b.ServingRequest())
-}
-
-func covers(c *x509.Certificate, req Request) bool {
-	for _, d := range req.DNSNames {
-		if !slices.Contains(c.DNSNames, d) {
-			return false
-		}
-	}
-	for _, ip := range req.IPAddresses {
-		if !slices.ContainsFunc(c.IPAddresses, ip.Equal) {
-			return false
-		}
-	}
-	return true
 }
 
 // request builds the request of kind for this node.

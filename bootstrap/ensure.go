@@ -48,6 +48,12 @@ func (b *Bootstrapper) EnsureClient(ctx context.Context, renew bool) (StepResult
 		}
 		return out, err
 	}
+	if _, err := os.Lstat(b.cfg.BootstrapKubeconfigPath); err == nil {
+		// Someone dropped a bootstrap kubeconfig beside a kubelet.conf: ask
+		// the API server afresh before deleting the token (the cluster may
+		// have been rebuilt since kubelet.conf was last accepted).
+		b.forget()
+	}
 	if err := b.prove(ctx, node); err != nil {
 		if rejectsCredential(err) {
 			return b.afterRejection(ctx, err)
@@ -86,7 +92,7 @@ func (b *Bootstrapper) bootstrap(ctx context.Context, reason error) (StepResult,
 	b.log.Info("bootstrapping the client certificate", zap.String("reason", reason.Error()),
 		zap.String("bootstrap_kubeconfig", b.cfg.BootstrapKubeconfigPath), zap.String("server", boot.Host))
 	var out StepResult
-	if leaf := b.storedClientUsable(boot); leaf != nil {
+	if leaf := b.storedUsable(Client, boot); leaf != nil {
 		// A bootstrap interrupted after storing the certificate: finish it
 		// with that certificate instead of asking for another.
 		b.log.Info("finishing an interrupted bootstrap with the client certificate already stored", zap.String("path", CurrentPath(b.cfg.CertDir, Client)))
@@ -174,11 +180,12 @@ func (b *Bootstrapper) removeBootstrap() error {
 	return nil
 }
 
-// storedClientUsable returns the certificate in kubelet-client-current.pem if
-// it is for this node, verifies against the cluster CA of boot and is valid
-// now; nil otherwise.
-func (b *Bootstrapper) storedClientUsable(boot *rest.Config) *x509.Certificate {
-	path := CurrentPath(b.cfg.CertDir, Client)
+// storedUsable returns kind's current certificate if it would pass the
+// checks an issued one must pass now: our key, this node, the right usage and
+// names, valid now, and chained to the CA of rc (or issuerCAFile). A
+// certificate of another cluster (rebuilt, CA replaced) is not usable.
+func (b *Bootstrapper) storedUsable(kind Kind, rc *rest.Config) *x509.Certificate {
+	path := CurrentPath(b.cfg.CertDir, kind)
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil
@@ -191,11 +198,11 @@ func (b *Bootstrapper) storedClientUsable(boot *rest.Config) *x509.Certificate {
 	if !ok {
 		return nil
 	}
-	roots, err := caPool(boot, b.cfg.IssuerCAFile)
+	roots, err := caPool(rc, b.cfg.IssuerCAFile)
 	if err != nil {
 		return nil
 	}
-	leaf, err := VerifyIssued(data, key, b.request(Client), VerifyOptions{Roots: roots, Now: b.cfg.Clock.Now(), Skew: b.cfg.Skew})
+	leaf, err := VerifyIssued(data, key, b.request(kind), VerifyOptions{Roots: roots, Now: b.cfg.Clock.Now(), Skew: b.cfg.Skew})
 	if err != nil {
 		return nil
 	}
@@ -229,8 +236,10 @@ func (b *Bootstrapper) EnsureServing(ctx context.Context, renew bool) (StepResul
 	if err != nil {
 		return StepResult{Leaf: cur}, err
 	}
-	if cur != nil && !renew && b.ServingOK(cur) {
-		return StepResult{Leaf: cur}, nil
+	if !renew && cur != nil {
+		if ok := b.storedUsable(Serving, node.Config); ok != nil {
+			return StepResult{Leaf: ok}, nil
+		}
 	}
 	leaf, err := b.Obtain(ctx, Serving, node.credential(b.cfg.KubeconfigPath))
 	if err != nil {

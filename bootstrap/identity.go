@@ -129,6 +129,13 @@ func (b *Bootstrapper) setIdentity(node *Node, err error) {
 	}
 }
 
+// forget drops what is known, so the next prove asks the API server.
+func (b *Bootstrapper) forget() {
+	b.mu.Lock()
+	b.identity.fingerprint = ""
+	b.mu.Unlock()
+}
+
 // accepted reports whether node's kubelet.conf was accepted as it is now.
 func (b *Bootstrapper) accepted(node *Node) bool {
 	b.mu.Lock()

@@ -1,0 +1,239 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/rest"
+
+	"github.com/certagent/certagent/bootstrap"
+	clocktesting "k8s.io/utils/clock/testing"
+)
+
+// hookRecorder is an in-process RunHook that checks, when it is called, that
+// the whole step is on disk.
+type hookRecorder struct {
+	f     *daemonFixture
+	mu    sync.Mutex
+	calls []string // "<kind> ok" or "<kind> <what was wrong>"
+	block bool     // wait for ctx to end (a hook that hangs)
+	ended error    // ctx.Err() seen by a blocking hook
+}
+
+func (h *hookRecorder) run(ctx context.Context, _ Hook, env []string) ([]byte, error) {
+	vars := map[string]string{}
+	for _, e := range env {
+		k, v, _ := strings.Cut(e, "=")
+		vars[k] = v
+	}
+	kind := vars["CERTAGENT_CERT_KIND"]
+	verdict := "ok"
+	pair, err := bootstrap.LoadPair(vars["CERTAGENT_CERT_FILE"])
+	switch {
+	case err != nil:
+		verdict = "certificate unreadable: " + err.Error()
+	case pair.Leaf.NotAfter.UTC().Format(time.RFC3339) != vars["CERTAGENT_NOT_AFTER"]:
+		verdict = "CERTAGENT_NOT_AFTER is not the file's"
+	case kind == "client":
+		// kubelet.conf must already reference it and be accepted.
+		rc, err := bootstrap.LoadKubeletKubeconfig(h.f.cfg.Kubeconfig)
+		if err != nil {
+			verdict = "kubelet.conf not written yet: " + err.Error()
+		} else if leaf, err := bootstrap.ClientCertificate(rc); err != nil || !leaf.Equal(pair.Leaf) {
+			verdict = "kubelet.conf does not reference the new certificate"
+		}
+	}
+	if h.block {
+		<-ctx.Done()
+		h.mu.Lock()
+		h.ended = ctx.Err()
+		h.mu.Unlock()
+		return nil, ctx.Err()
+	}
+	h.mu.Lock()
+	h.calls = append(h.calls, kind+" "+verdict)
+	h.mu.Unlock()
+	return nil, nil
+}
+
+func (h *hookRecorder) got() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.calls...)
+}
+
+func withHook(c *Config) { c.Hooks.PostRenew = []Hook{{Command: []string{"/recorded"}}} }
+
+// TestHooksRunOnceTheStepIsOnDisk: the client hook runs after kubelet.conf
+// references the new certificate, the serving hook after its certificate is
+// stored; once per certificate stored, at bootstrap and at renewal.
+func TestHooksRunOnceTheStepIsOnDisk(t *testing.T) {
+	daemonTest(t, withHook, func(t *testing.T, f *daemonFixture) {
+		h := &hookRecorder{f: f}
+		f.opts.RunHook = h.run
+		f.start()
+		if got := strings.Join(h.got(), ", "); got != "client ok, server ok" {
+			t.Fatalf("hooks after the bootstrap: %s", got)
+		}
+		f.advance(23*time.Hour + 10*time.Minute) // both renewed
+		got := h.got()
+		slices.Sort(got) // the two renewals fall in the same minute, in either order
+		if got := strings.Join(got, ", "); got != "client ok, client ok, server ok, server ok" {
+			t.Fatalf("hooks after a renewal: %s", got)
+		}
+		for _, kind := range []bootstrap.Kind{bootstrap.Client, bootstrap.Serving} {
+			if _, err := os.Stat(hooksDuePath(f.cfg.CertDir, kind)); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("the %s hooks marker is left: %v", kind, err)
+			}
+		}
+	})
+}
+
+// TestHooksRunAfterAnInterruptedBootstrap: a crash left the client
+// certificate stored (and its hooks due) but kubelet.conf unwritten; the
+// next start finishes the bootstrap without a new CSR and runs the hooks.
+func TestHooksRunAfterAnInterruptedBootstrap(t *testing.T) {
+	daemonTest(t, func(c *Config) { withHook(c); c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
+		h := &hookRecorder{f: f}
+		f.opts.RunHook = h.run
+		f.start()
+		f.stop()
+		// What the crash left: the certificate, the marker, no kubelet.conf, the token.
+		if err := os.Remove(f.cfg.Kubeconfig); err != nil {
+			t.Fatal(err)
+		}
+		if err := markHooksDue(f.cfg.CertDir, bootstrap.Client); err != nil {
+			t.Fatal(err)
+		}
+		f.writeBootstrap()
+		h.mu.Lock()
+		h.calls = nil
+		h.mu.Unlock()
+		f.start()
+		if n := f.clientCSRs(); n != 1 {
+			t.Fatalf("%d client CSRs: the restart asked again instead of finishing", n)
+		}
+		if got := strings.Join(h.got(), ", "); got != "client ok" {
+			t.Fatalf("hooks after finishing the bootstrap: %q", got)
+		}
+	})
+}
+
+// TestHooksStopWithTheAgent: SIGTERM (the root context) kills a running
+// hook; its marker survives, so the hook runs after the restart.
+func TestHooksStopWithTheAgent(t *testing.T) {
+	daemonTest(t, func(c *Config) { withHook(c); c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
+		h := &hookRecorder{f: f, block: true}
+		f.opts.RunHook = h.run
+		f.start()
+		f.stop()
+		h.mu.Lock()
+		ended := h.ended
+		h.block = false
+		h.mu.Unlock()
+		if !errors.Is(ended, context.Canceled) {
+			t.Fatalf("the hook saw %v when the agent stopped, want context.Canceled", ended)
+		}
+		if _, err := os.Stat(hooksDuePath(f.cfg.CertDir, bootstrap.Client)); err != nil {
+			t.Fatalf("the hooks marker did not survive the stop: %v", err)
+		}
+		f.start()
+		if got := strings.Join(h.got(), ", "); got != "client ok" {
+			t.Fatalf("hooks after the restart: %q", got)
+		}
+	})
+}
+
+// TestHooksExec runs real commands (outside a bubble: they take real time):
+// the documented environment, a failure and a timeout each counted.
+func TestHooksExec(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "env")
+	sg := newSigner(t)
+	_ = os.WriteFile(filepath.Join(dir, "ca.crt"), sg.pem, 0o600)
+	boot := filepath.Join(dir, "etc", "bootstrap.conf")
+	_ = os.MkdirAll(filepath.Dir(boot), 0o755)
+	_ = os.WriteFile(boot, []byte(bootstrapKubeconfig), 0o600)
+	cfg := DefaultConfig()
+	cfg.NodeName, cfg.CertDir, cfg.Kubeconfig, cfg.BootstrapKubeconfig = "node-a", filepath.Join(dir, "pki"), filepath.Join(dir, "etc", "kubelet.conf"), boot
+	cfg.Serving.Enabled = new(bool)
+	cfg.Hooks.PostRenew = []Hook{
+		{Command: []string{"/bin/sh", "-c", "echo $CERTAGENT_CERT_KIND $CERTAGENT_CERT_FILE $CERTAGENT_NODE_NAME > " + out}},
+		{Command: []string{"/bin/false"}},
+		{Command: []string{"/bin/sleep", "10"}, Timeout: Duration{100 * time.Millisecond}},
+	}
+	client := newFakeAPI(sg)
+	a, err := New(cfg, Options{Clock: clocktesting.NewFakeClock(time.Now()), Notifier: &fakeNotifier{}, Bootstrap: func(bc *bootstrap.Config) {
+		bc.NewCSRClient = func(*rest.Config) (bootstrap.CSRClient, error) { return client.CertificatesV1().CertificateSigningRequests(), nil }
+		bc.CheckIdentity = func(context.Context, *rest.Config, string) error { return nil }
+		bc.PrimaryIP = func() net.IP { return nil }
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := a.RunOnce(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("a hook timeout of 100ms took %s", took)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "client " + filepath.Join(cfg.CertDir, "kubelet-client-current.pem") + " node-a\n"; string(got) != want {
+		t.Fatalf("hook saw %q, want %q", got, want)
+	}
+	a.mu.Lock()
+	hookErrors := a.state(bootstrap.Client).hookErrors
+	a.mu.Unlock()
+	if hookErrors != 2 {
+		t.Fatalf("hook errors = %d, want 2 (a failure and a timeout)", hookErrors)
+	}
+}
+
+func TestStatusLine(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name           string
+		client, server certState
+		identity       error
+		want           string
+	}{
+		{"both valid", certState{notAfter: now.Add(100 * 24 * time.Hour), deadline: now.Add(80 * 24 * time.Hour)},
+			certState{notAfter: now.Add(time.Hour), deadline: now.Add(30 * time.Minute)}, nil,
+			"client valid until 2027-03-02 12:00Z, renews 2027-02-10 12:00Z; serving: valid until 2026-11-22 13:00Z, renews 2026-11-22 12:30Z"},
+		{"serving waiting", certState{notAfter: now.Add(48 * time.Hour), deadline: now.Add(-time.Minute)},
+			certState{waitingCSR: "node-csr-abc"}, nil,
+			"client valid until 2026-11-24 12:00Z, renews 2026-11-22 11:59Z; serving: waiting for approval of node-csr-abc (kubectl certificate approve node-csr-abc)"},
+		{"no credentials", certState{lastErr: bootstrap.ErrNoCredentials}, certState{lastErr: bootstrap.ErrNeedClient}, nil,
+			"waiting for a bootstrap kubeconfig at /etc/kubernetes/bootstrap-kubelet.conf (no valid /etc/kubernetes/kubelet.conf); serving: waiting for a client certificate the API server accepts"},
+		{"failing", certState{notAfter: now.Add(48 * time.Hour), lastErr: context.DeadlineExceeded, retryAt: now.Add(8 * time.Second)}, certState{}, nil,
+			"client valid until 2026-11-24 12:00Z, retrying at 12:00:08Z after: context deadline exceeded; serving: starting"},
+		{"rejected", certState{notAfter: now.Add(48 * time.Hour), lastErr: fmt.Errorf("%w: 401", bootstrap.ErrIdentityRejected)}, certState{lastErr: bootstrap.ErrNeedClient},
+			errors.New("checking that the API server accepts kubelet.conf: Unauthorized"),
+			"client rejected by the API server (Unauthorized); drop a bootstrap kubeconfig at /etc/kubernetes/bootstrap-kubelet.conf to bootstrap again; serving: waiting for a client certificate the API server accepts"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := New(func() Config { c := DefaultConfig(); c.NodeName = "n"; return c }(), Options{Clock: clocktesting.NewFakeClock(now), Notifier: &fakeNotifier{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			*a.state(bootstrap.Client), *a.state(bootstrap.Serving) = tc.client, tc.server
+			a.identity.Err = tc.identity
+			if got := a.statusLine(); got != tc.want {
+				t.Fatalf("status line\n got %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+}
