@@ -173,7 +173,9 @@ func TestHooksExec(t *testing.T) {
 	}
 	client := newFakeAPI(sg)
 	a, err := New(cfg, Options{Clock: clocktesting.NewFakeClock(time.Now()), Notifier: &fakeNotifier{}, Bootstrap: func(bc *bootstrap.Config) {
-		bc.NewCSRClient = func(*rest.Config) (bootstrap.CSRClient, error) { return client.CertificatesV1().CertificateSigningRequests(), nil }
+		bc.NewCSRClient = func(*rest.Config) (bootstrap.CSRClient, error) {
+			return client.CertificatesV1().CertificateSigningRequests(), nil
+		}
 		bc.CheckIdentity = func(context.Context, *rest.Config, string) error { return nil }
 		bc.PrimaryIP = func() net.IP { return nil }
 	}})
