@@ -1,16 +1,23 @@
 package bootstrap
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
+	"net/url"
+	"strings"
+	"time"
 	"syscall"
 	"testing"
 
+	"golang.org/x/net/http2"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/rest"
 )
 
 func TestErrorClassification(t *testing.T) {
@@ -34,6 +41,10 @@ func TestErrorClassification(t *testing.T) {
 		{"deleted", &CSRError{Name: "n", Outcome: OutcomeDeleted}, true, false},
 		{"read-only file system", fmt.Errorf("saving key: %w", &fs.PathError{Op: "open", Path: "/x", Err: syscall.EROFS}), false, false},
 		{"disk full", fmt.Errorf("writing: %w", &fs.PathError{Op: "write", Path: "/x", Err: syscall.ENOSPC}), false, false},
+		{"connection closed mid-response (EOF)", fmt.Errorf("post: %w", &url.Error{Op: "Post", URL: "https://x", Err: io.EOF}), true, false},
+		{"unexpected EOF", fmt.Errorf("watch: %w", io.ErrUnexpectedEOF), true, false},
+		{"EOF only in a message is not a network error", errors.New("parsing PEM: unexpected EOF in certificate block"), false, false},
+		{"GOAWAY", fmt.Errorf("post: %w", http2.GoAwayError{ErrCode: http2.ErrCodeNo}), true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := IsTransient(tc.err); got != tc.transient {
@@ -43,5 +54,92 @@ func TestErrorClassification(t *testing.T) {
 				t.Errorf("requestNotApplied = %v, want %v", got, tc.notApplied)
 			}
 		})
+	}
+}
+
+// TestAdviceFitsTheCredential: the same refusal means different things for
+// a bootstrap token and for the node's own certificate, and the message must
+// say the one that fits (a 401 on renewal used to tell people to write a new
+// bootstrap token into kubelet.conf; a 403 blamed bootstrap RBAC).
+func TestAdviceFitsTheCredential(t *testing.T) {
+	gr := schema.GroupResource{Group: "certificates.k8s.io", Resource: "certificatesigningrequests"}
+	boot := Credential{Config: &rest.Config{Host: "https://api:6443"}, Path: "/etc/kubernetes/bootstrap-kubelet.conf", Bootstrap: true}
+	node := Credential{Config: &rest.Config{Host: "https://api:6443"}, Path: "/etc/kubernetes/kubelet.conf"}
+	const bootPath = "/etc/kubernetes/bootstrap-kubelet.conf"
+	for _, tc := range []struct {
+		name       string
+		err        error
+		cred       Credential
+		want, bans []string
+	}{
+		{"401 bootstrap token", apierrors.NewUnauthorized("x"), boot,
+			[]string{"rejected the credentials in /etc/kubernetes/bootstrap-kubelet.conf", "kubeadm token create"}, []string{"drop a bootstrap kubeconfig"}},
+		{"401 node certificate", apierrors.NewUnauthorized("x"), node,
+			[]string{"no longer accepts the client certificate in /etc/kubernetes/kubelet.conf", "drop a bootstrap kubeconfig at " + bootPath}, []string{"token"}},
+		{"403 bootstrap token", apierrors.NewForbidden(gr, "", errors.New("no")), boot,
+			[]string{"system:node-bootstrapper"}, []string{"Node authorizer"}},
+		{"403 node certificate", apierrors.NewForbidden(gr, "", errors.New("no")), node,
+			[]string{"Node authorizer", "--authorization-mode including Node"}, []string{"bootstrapper", "token"}},
+		{"unknown CA, bootstrap", x509.UnknownAuthorityError{}, boot,
+			[]string{"check its certificate-authority(-data)"}, []string{"rebuilt"}},
+		{"unknown CA, node", x509.UnknownAuthorityError{}, node,
+			[]string{"was the cluster rebuilt or its CA replaced?", "drop a bootstrap kubeconfig with the cluster's current CA at " + bootPath}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			msg := explainAPIError(tc.err, "renewing", tc.cred, bootPath).Error()
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("%q lacks %q", msg, w)
+				}
+			}
+			for _, b := range tc.bans {
+				if strings.Contains(msg, b) {
+					t.Errorf("%q says %q, which does not fit this credential", msg, b)
+				}
+			}
+		})
+	}
+}
+
+// TestKeyFate: the one place that decides whether a pending key survives an
+// attempt.
+func TestKeyFate(t *testing.T) {
+	gr := schema.GroupResource{Group: "certificates.k8s.io", Resource: "certificatesigningrequests"}
+	dial := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+	for _, tc := range []struct {
+		name  string
+		err   error
+		fresh bool
+		want  fate
+	}{
+		{"stored", nil, false, discardKey},
+		{"denied", &CSRError{Outcome: OutcomeDenied}, false, discardKey},
+		{"failed", &CSRError{Outcome: OutcomeFailed}, false, discardKey},
+		{"deleted: the same name is posted again", &CSRError{Outcome: OutcomeDeleted}, false, keepKey},
+		{"refused certificate", &refusedError{csr: "n", err: ErrIssuedExpired}, false, discardKey},
+		{"not yet valid: waiting fixes it", &refusedError{csr: "n", err: fmt.Errorf("%w x", ErrNotYetValid)}, false, keepKey},
+		{"name taken by another key", fmt.Errorf("CSR n %w: signed by another key", errNotOurs), false, discardKey},
+		{"asks for old names", fmt.Errorf("CSR n: %w", errStaleRequest), false, discardKey},
+		{"fresh key, create refused (403)", apierrors.NewForbidden(gr, "", errors.New("no")), true, discardKey},
+		{"fresh key, never sent", dial, true, discardKey},
+		{"old key, never sent: its CSR may exist from before", dial, false, keepKey},
+		{"fresh key, timeout: the CSR may exist", apierrors.NewServerTimeout(gr, "create", 1), true, keepKey},
+		{"cancelled wait", context.Canceled, false, keepKey},
+		{"full disk while storing", &fs.PathError{Op: "write", Err: syscall.ENOSPC}, false, keepKey},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := keyFate(tc.err, tc.fresh); got != tc.want {
+				t.Fatalf("keyFate = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	if got := RetryAfter(apierrors.NewTooManyRequests("slow down", 7)); got != 7*time.Second {
+		t.Fatalf("RetryAfter(429, 7) = %s", got)
+	}
+	if got := RetryAfter(errors.New("x")); got != 0 {
+		t.Fatalf("RetryAfter(plain) = %s", got)
 	}
 }

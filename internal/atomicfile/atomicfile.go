@@ -19,6 +19,17 @@ import (
 // tempMarker is part of every temporary name this package creates.
 const tempMarker = ".tmp-certagent-"
 
+// failAt, set only by tests, makes WriteFile fail at a step ("write",
+// "sync", "close", "rename") as a full disk or an I/O error would.
+var failAt func(step string) error
+
+func check(step string) error {
+	if failAt != nil {
+		return failAt(step)
+	}
+	return nil
+}
+
 // WriteFile atomically replaces path with data. The file is created with perm
 // (before any byte is written) and the directory is fsynced after the rename.
 func WriteFile(path string, data []byte, perm os.FileMode) error {
@@ -43,17 +54,29 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 	if err := f.Chmod(perm); err != nil {
 		return fmt.Errorf("setting mode of %s: %w", tmp, err)
 	}
+	if err := check("write"); err != nil {
+		return fmt.Errorf("writing %s: %w", tmp, err)
+	}
 	if _, err := f.Write(data); err != nil {
 		return fmt.Errorf("writing %s: %w", tmp, err)
 	}
 	failpoint.Inject("atomicfile.written")
+	if err := check("sync"); err != nil {
+		return fmt.Errorf("syncing %s: %w", tmp, err)
+	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("syncing %s: %w", tmp, err)
+	}
+	if err := check("close"); err != nil {
+		return fmt.Errorf("closing %s: %w", tmp, err)
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("closing %s: %w", tmp, err)
 	}
 	failpoint.Inject("atomicfile.synced")
+	if err := check("rename"); err != nil {
+		return fmt.Errorf("renaming %s to %s: %w", tmp, path, err)
+	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("renaming %s to %s: %w", tmp, path, err)
 	}

@@ -1,8 +1,10 @@
 package atomicfile
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -35,18 +37,35 @@ func TestWriteFileModeAndContent(t *testing.T) {
 	}
 }
 
+// TestWriteFileFailureLeavesOldContent: a failure at any step after the
+// temporary file exists (a full disk, an I/O error) leaves the old content
+// and no temporary file behind.
 func TestWriteFileFailureLeavesOldContent(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "kubelet.conf")
-	if err := WriteFile(p, []byte("old"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// Writing into a path whose parent is a file fails before touching p.
-	if err := WriteFile(filepath.Join(p, "child"), []byte("x"), 0o600); err == nil {
-		t.Fatal("expected an error writing below a regular file")
-	}
-	if got, _ := os.ReadFile(p); string(got) != "old" {
-		t.Fatalf("content = %q, want old", got)
+	for _, step := range []string{"write", "sync", "close", "rename"} {
+		t.Run(step, func(t *testing.T) {
+			dir := t.TempDir()
+			p := filepath.Join(dir, "kubelet.conf")
+			if err := WriteFile(p, []byte("old"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			failAt = func(s string) error {
+				if s == step {
+					return syscall.ENOSPC
+				}
+				return nil
+			}
+			defer func() { failAt = nil }()
+			err := WriteFile(p, []byte("new"), 0o600)
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("WriteFile failing at %s returned %v", step, err)
+			}
+			if got, _ := os.ReadFile(p); string(got) != "old" {
+				t.Fatalf("content = %q, want old", got)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+				t.Fatalf("%d entries left in the directory, want only kubelet.conf", len(entries))
+			}
+		})
 	}
 }
 
@@ -95,6 +114,39 @@ func assertNoTemp(t *testing.T, dir string) {
 	for _, e := range entries {
 		if IsTemp(e.Name()) {
 			t.Fatalf("temporary file left behind: %s", e.Name())
+		}
+	}
+}
+
+// TestModeIsSetBeforeTheFirstByte: the temporary file already has its final
+// mode when the first byte is written, whatever the umask, so a key is
+// never readable by others, not even for an instant.
+func TestModeIsSetBeforeTheFirstByte(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	dir := t.TempDir()
+	for _, perm := range []os.FileMode{0o600, 0o644} {
+		var seen os.FileMode
+		var size int64 = -1
+		failAt = func(step string) error {
+			if step == "write" {
+				entries, _ := os.ReadDir(dir)
+				for _, e := range entries {
+					if IsTemp(e.Name()) {
+						fi, _ := os.Stat(filepath.Join(dir, e.Name()))
+						seen, size = fi.Mode().Perm(), fi.Size()
+					}
+				}
+			}
+			return nil
+		}
+		err := WriteFile(filepath.Join(dir, "key.pem"), []byte("secret"), perm)
+		failAt = nil
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen != perm || size != 0 {
+			t.Fatalf("before the first byte the temporary file had mode %v and %d bytes, want %v and 0", seen, size, perm)
 		}
 	}
 }

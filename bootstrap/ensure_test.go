@@ -1,0 +1,154 @@
+package bootstrap
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/util/cert"
+	clocktesting "k8s.io/utils/clock/testing"
+)
+
+// TestSymlinkedBootstrapKubeconfigIsRemovedWithItsTarget: cloud-init or an
+// operator may link the bootstrap kubeconfig to a file elsewhere; once
+// kubelet.conf works, the file holding the token goes too, not just the link.
+func TestSymlinkedBootstrapKubeconfigIsRemovedWithItsTarget(t *testing.T) {
+	f := newFixture(t)
+	f.autoApprove()
+	target := filepath.Join(f.dir, "secrets", "bootstrap.conf")
+	if err := os.MkdirAll(filepath.Dir(target), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(f.cfg.BootstrapKubeconfigPath)
+	// The CA path in the kubeconfig is relative to the link's directory.
+	if err := os.WriteFile(target, []byte(strings.ReplaceAll(string(data), "ca.crt", filepath.Join(f.dir, "ca.crt"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Remove(f.cfg.BootstrapKubeconfigPath)
+	if err := os.Symlink(target, f.cfg.BootstrapKubeconfigPath); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.bootstrapper().EnsureClient(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{f.cfg.BootstrapKubeconfigPath, target} {
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s still exists after the bootstrap: %v", p, err)
+		}
+	}
+}
+
+// TestSymlinkedKubeletConfIsWrittenThrough: a kubelet.conf that is a link
+// stays a link; its target gets the new content.
+func TestSymlinkedKubeletConfIsWrittenThrough(t *testing.T) {
+	f := newFixture(t)
+	f.autoApprove()
+	target := filepath.Join(f.dir, "shared", "kubelet.conf")
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("shared/kubelet.conf", f.cfg.KubeconfigPath); err != nil { // dangling until written
+		t.Fatal(err)
+	}
+	if _, err := f.bootstrapper().EnsureClient(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(f.cfg.KubeconfigPath)
+	if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("kubelet.conf is no longer a symlink: %v %v", fi.Mode(), err)
+	}
+	if _, err := LoadKubeletKubeconfig(target); err != nil {
+		t.Fatalf("the link's target: %v", err)
+	}
+}
+
+// TestCSRNameTakenByAnotherKeyStartsOver: a CSR under our deterministic name
+// that another key signed can never be ours; the pending key is discarded so
+// the next attempt uses a new key and so a new name (it used to be kept for
+// ever, failing the same way every time).
+func TestCSRNameTakenByAnotherKeyStartsOver(t *testing.T) {
+	f := newFixture(t)
+	key, _, _, err := loadOrCreatePendingKey(func() string { _ = EnsureCertDir(f.cfg.CertDir); return f.cfg.CertDir }(), Client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := Request{Kind: Client, NodeName: f.cfg.NodeName}
+	name, _ := req.CSRName(key.Public())
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	subject := req.Subject()
+	csrPEM, _ := cert.MakeCSR(other, &subject, nil, nil)
+	if _, err := f.client.CertificatesV1().CertificateSigningRequests().Create(context.Background(), &certificatesv1.CertificateSigningRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       certificatesv1.CertificateSigningRequestSpec{Request: csrPEM, SignerName: Client.Signer(), Usages: req.Usages()},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.bootstrapper().EnsureClient(context.Background(), false)
+	if err == nil || !strings.Contains(err.Error(), "exists but is not ours") {
+		t.Fatalf("error = %v", err)
+	}
+	if _, err := os.Stat(PendingKeyPath(f.cfg.CertDir, Client)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the pending key whose name is taken was kept: %v", err)
+	}
+	f.autoApprove()
+	if _, err := f.bootstrapper().EnsureClient(context.Background(), false); err != nil {
+		t.Fatalf("the next attempt, with a new key: %v", err)
+	}
+}
+
+// closingWatcher is a CSR client whose watches end at once without news,
+// like an API server that keeps dropping connections.
+type closingWatcher struct {
+	CSRClient
+	csr   *certificatesv1.CertificateSigningRequest
+	lists atomic.Int32
+}
+
+func (c *closingWatcher) List(context.Context, metav1.ListOptions) (*certificatesv1.CertificateSigningRequestList, error) {
+	c.lists.Add(1)
+	return &certificatesv1.CertificateSigningRequestList{Items: []certificatesv1.CertificateSigningRequest{*c.csr}}, nil
+}
+
+func (c *closingWatcher) Watch(context.Context, metav1.ListOptions) (watch.Interface, error) {
+	w := watch.NewFake()
+	w.Stop()
+	return w, nil
+}
+
+// TestWaitBacksOffWhileWatchesKeepFailing: each resume waits on the
+// injected clock, from 200 ms doubling to 30 s (it used to relist every
+// 200 ms on the real clock, for ever).
+func TestWaitBacksOffWhileWatchesKeepFailing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		clk := clocktesting.NewFakeClock(time.Now())
+		c := &closingWatcher{csr: &certificatesv1.CertificateSigningRequest{ObjectMeta: metav1.ObjectMeta{Name: "n", UID: "u"}}}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { _, err := waitForCertificate(ctx, clk, c, c.csr); done <- err }()
+		synctest.Wait()
+		for range 5 * 60 * 10 { // five minutes in 100 ms steps
+			clk.Step(100 * time.Millisecond)
+			synctest.Wait()
+		}
+		// 0.2+0.4+…+25.6 s = 51 s for the first 8, then one per 30 s.
+		if n := c.lists.Load(); n < 10 || n > 8+9+1 {
+			t.Fatalf("%d lists in five minutes of failing watches", n)
+		}
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("wait ended with %v", err)
+		}
+	})
+}
