@@ -10,9 +10,9 @@ import (
 	"net"
 	"net/url"
 	"strings"
-	"time"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
