@@ -104,7 +104,7 @@ func (a *Agent) RequestSteps(ctx context.Context, force bool) []controlResult {
 			continue
 		}
 		select {
-		case o := <-w.loop.Request(force):
+		case o := <-w.loop.Request(ctx, force):
 			r.Renewed, r.NotAfter = o.Stored, o.Cert.NotAfter
 			if o.Err != nil {
 				r.Error = o.Err.Error()

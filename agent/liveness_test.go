@@ -44,7 +44,7 @@ func TestWatchdogFollowsTheWorkers(t *testing.T) {
 			<-hang
 			return true, nil, errors.New("released")
 		})
-		go func() { <-f.agent.loops[bootstrap.Client].loop.Request(true) }()
+		go func() { <-f.agent.loops[bootstrap.Client].loop.Request(t.Context(), true) }()
 		synctest.Wait()
 		if n := watchdogs(f, hungAfter-time.Minute); n < int((hungAfter-time.Minute)/(10*time.Second))-2 {
 			t.Fatalf("%d WATCHDOG=1 while the worker was busy for less than %s", n, hungAfter)

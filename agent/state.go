@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/certagent/certagent/bootstrap"
 	"github.com/certagent/certagent/rotate"
 )
@@ -47,9 +49,24 @@ func (a *Agent) noteCertificate(kind bootstrap.Kind, c rotate.Cert) {
 	a.update(kind, func(s *certState) { s.notAfter, s.deadline = c.NotAfter, deadline })
 }
 
-// observe records a step's outcome (rotate.LoopConfig.Observe).
+// observe records a step's outcome (rotate.LoopConfig.Observe) and logs
+// what a person should hear of it.
 func (a *Agent) observe(kind bootstrap.Kind, o rotate.Outcome) {
 	now := a.clock.Now()
+	log := a.log.With(zap.String("certificate", string(kind)))
+	var blockedBefore string
+	a.mu.Lock()
+	if s := a.state(kind); s.class == rotate.Blocked && s.lastErr != nil {
+		blockedBefore = s.lastErr.Error()
+	}
+	a.mu.Unlock()
+	switch {
+	case o.Class == rotate.Blocked && o.Err.Error() != blockedBefore:
+		log.Info("waiting", zap.Error(o.Err))
+	case o.Class == rotate.Transient || o.Class == rotate.NeedsPerson:
+		log.Warn("attempt failed", zap.Error(o.Err), zap.Time("retry_at", o.Next), zap.Int("failures", o.Failure),
+			zap.Bool("needs_a_person", o.Class == rotate.NeedsPerson))
+	}
 	a.update(kind, func(s *certState) {
 		s.class = o.Class
 		if o.Stored {

@@ -67,6 +67,8 @@ type Bootstrapper struct {
 
 	mu       sync.Mutex
 	identity identityRecord
+	node     nodeCache // the last kubelet.conf parsed
+	usable   map[Kind]usableCache
 }
 
 // New checks cfg and fills in defaults.

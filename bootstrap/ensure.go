@@ -183,9 +183,46 @@ func (b *Bootstrapper) removeBootstrap() error {
 // storedUsable returns kind's current certificate if it would pass the
 // checks an issued one must pass now: our key, this node, the right usage and
 // names, valid now, and chained to the CA of rc (or issuerCAFile). A
-// certificate of another cluster (rebuilt, CA replaced) is not usable.
+// certificate of another cluster (rebuilt, CA replaced) is not usable. The
+// verdict for unchanged files and request is remembered; validity is checked
+// against the clock every time.
 func (b *Bootstrapper) storedUsable(kind Kind, rc *rest.Config) *x509.Certificate {
 	path := CurrentPath(b.cfg.CertDir, kind)
+	req := b.request(kind)
+	key, err := filesKey(path, rc.CAFile, b.cfg.IssuerCAFile)
+	if err != nil {
+		return nil
+	}
+	key += fmt.Sprintf("%x|%v|%v", rc.CAData, req.DNSNames, req.IPAddresses)
+	b.mu.Lock()
+	cached, ok := b.usable[kind]
+	b.mu.Unlock()
+	if ok && cached.key == key {
+		if cached.leaf == nil || !b.usableNow(cached.leaf) {
+			return nil
+		}
+		return cached.leaf
+	}
+	leaf := b.verifyStored(path, kind, req, rc)
+	b.mu.Lock()
+	if b.usable == nil {
+		b.usable = map[Kind]usableCache{}
+	}
+	b.usable[kind] = usableCache{key: key, leaf: leaf}
+	b.mu.Unlock()
+	return leaf
+}
+
+// usableCache is storedUsable's last verdict and what it was about.
+type usableCache struct {
+	key  string
+	leaf *x509.Certificate // nil: not usable whatever the time
+}
+
+// verifyStored runs VerifyIssued on the certificate at path. A certificate
+// that fails only because it is not valid now is remembered as usable: the
+// clock is checked at every call.
+func (b *Bootstrapper) verifyStored(path string, kind Kind, req Request, rc *rest.Config) *x509.Certificate {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil
@@ -202,7 +239,13 @@ func (b *Bootstrapper) storedUsable(kind Kind, rc *rest.Config) *x509.Certificat
 	if err != nil {
 		return nil
 	}
-	leaf, err := VerifyIssued(data, key, b.request(kind), VerifyOptions{Roots: roots, Now: b.cfg.Clock.Now(), Skew: b.cfg.Skew})
+	// Verified at the certificate's own start, so that the verdict does not
+	// depend on the time; ValidAt is checked against the clock by the caller.
+	at := pair.Leaf.NotBefore
+	if now := b.cfg.Clock.Now(); now.After(at) && now.Before(pair.Leaf.NotAfter) {
+		at = now
+	}
+	leaf, err := VerifyIssued(data, key, req, VerifyOptions{Roots: roots, Now: at, Skew: b.cfg.Skew})
 	if err != nil {
 		return nil
 	}

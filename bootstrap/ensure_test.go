@@ -152,3 +152,27 @@ func TestWaitBacksOffWhileWatchesKeepFailing(t *testing.T) {
 		}
 	})
 }
+
+// TestSlowClockDoesNotLoopOnNewCertificates: the node's clock is behind by
+// 6 minutes; the signer backdates by 5 (as the test CA does), so a new
+// certificate starts a minute in the node's future — within the 2-minute
+// skew certagent accepts at issuance. Judging it "not yet valid" afterwards
+// made certagent request another at once, in a loop (the simulation found
+// 96 serving CSRs in an hour). One CSR of each kind, then nothing.
+func TestSlowClockDoesNotLoopOnNewCertificates(t *testing.T) {
+	f := newFixture(t)
+	f.autoApprove()
+	f.cfg.Clock = clocktesting.NewFakeClock(time.Now().Add(-6 * time.Minute))
+	b := f.bootstrapper()
+	for range 3 {
+		if _, err := b.EnsureClient(context.Background(), false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.EnsureServing(context.Background(), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := f.creates.Load(); n != 2 {
+		t.Fatalf("%d CSRs with a clock 6 minutes slow, want 2 (one of each)", n)
+	}
+}

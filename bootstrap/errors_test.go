@@ -107,28 +107,32 @@ func TestKeyFate(t *testing.T) {
 	gr := schema.GroupResource{Group: "certificates.k8s.io", Resource: "certificatesigningrequests"}
 	dial := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
 	for _, tc := range []struct {
-		name  string
-		err   error
-		fresh bool
-		want  fate
+		name          string
+		err           error
+		fresh, posted bool
+		want          fate
 	}{
-		{"stored", nil, false, discardKey},
-		{"denied", &CSRError{Outcome: OutcomeDenied}, false, discardKey},
-		{"failed", &CSRError{Outcome: OutcomeFailed}, false, discardKey},
-		{"deleted: the same name is posted again", &CSRError{Outcome: OutcomeDeleted}, false, keepKey},
-		{"refused certificate", &refusedError{csr: "n", err: ErrIssuedExpired}, false, discardKey},
-		{"not yet valid: waiting fixes it", &refusedError{csr: "n", err: fmt.Errorf("%w x", ErrNotYetValid)}, false, keepKey},
-		{"name taken by another key", fmt.Errorf("CSR n %w: signed by another key", errNotOurs), false, discardKey},
-		{"asks for old names", fmt.Errorf("CSR n: %w", errStaleRequest), false, discardKey},
-		{"fresh key, create refused (403)", apierrors.NewForbidden(gr, "", errors.New("no")), true, discardKey},
-		{"fresh key, never sent", dial, true, discardKey},
-		{"old key, never sent: its CSR may exist from before", dial, false, keepKey},
-		{"fresh key, timeout: the CSR may exist", apierrors.NewServerTimeout(gr, "create", 1), true, keepKey},
-		{"cancelled wait", context.Canceled, false, keepKey},
-		{"full disk while storing", &fs.PathError{Op: "write", Err: syscall.ENOSPC}, false, keepKey},
+		{"stored", nil, false, true, discardKey},
+		{"denied", &CSRError{Outcome: OutcomeDenied}, false, true, discardKey},
+		{"failed", &CSRError{Outcome: OutcomeFailed}, false, true, discardKey},
+		{"deleted: the same name is posted again", &CSRError{Outcome: OutcomeDeleted}, false, true, keepKey},
+		{"refused certificate", &refusedError{csr: "n", err: ErrIssuedExpired}, false, true, discardKey},
+		{"not yet valid: waiting fixes it", &refusedError{csr: "n", err: fmt.Errorf("%w x", ErrNotYetValid)}, false, true, keepKey},
+		{"name taken by another key", fmt.Errorf("CSR n %w: signed by another key", errNotOurs), false, false, discardKey},
+		{"asks for old names", fmt.Errorf("CSR n: %w", errStaleRequest), false, false, discardKey},
+		{"fresh key, create refused (403)", apierrors.NewForbidden(gr, "", errors.New("no")), true, false, discardKey},
+		{"fresh key, never sent", dial, true, false, discardKey},
+		// Found by the simulation: the create succeeded, then the wait failed
+		// to connect; discarding the key posted a second CSR beside the first.
+		{"fresh key, posted, then the API server went away", dial, true, true, keepKey},
+		{"fresh key, posted, then 403 on the watch", apierrors.NewForbidden(gr, "", errors.New("no")), true, true, keepKey},
+		{"old key, never sent: its CSR may exist from before", dial, false, false, keepKey},
+		{"fresh key, timeout: the CSR may exist", apierrors.NewServerTimeout(gr, "create", 1), true, false, keepKey},
+		{"cancelled wait", context.Canceled, false, true, keepKey},
+		{"full disk while storing", &fs.PathError{Op: "write", Err: syscall.ENOSPC}, false, true, keepKey},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := keyFate(tc.err, tc.fresh); got != tc.want {
+			if got := keyFate(tc.err, tc.fresh, tc.posted); got != tc.want {
 				t.Fatalf("keyFate = %v, want %v", got, tc.want)
 			}
 		})

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
+	"syscall"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -76,8 +78,68 @@ type Credential struct {
 func (n *Node) credential(path string) Credential { return Credential{Config: n.Config, Path: path} }
 
 // LoadNode reads kubelet.conf and requires a client certificate that is
-// valid now. A missing kubelet.conf wraps os.ErrNotExist.
+// valid now. A missing kubelet.conf wraps os.ErrNotExist. Files that have
+// not changed since the last call (same inode, size and modification time)
+// are not parsed again.
 func (b *Bootstrapper) LoadNode() (*Node, error) {
+	key, err := filesKey(b.cfg.KubeconfigPath)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	cached := b.node
+	b.mu.Unlock()
+	var node *Node
+	if cached.node != nil && cached.key == key {
+		if k, err := filesKey(cached.node.Config.CertFile, cached.node.Config.CAFile); err == nil && k == cached.deps {
+			node = cached.node
+		}
+	}
+	if node == nil {
+		if node, err = b.parseNode(); err != nil {
+			return node, err
+		}
+		deps, _ := filesKey(node.Config.CertFile, node.Config.CAFile)
+		b.mu.Lock()
+		b.node = nodeCache{key: key, deps: deps, node: node}
+		b.mu.Unlock()
+	}
+	if !b.usableNow(node.Leaf) {
+		return &Node{Config: node.Config, Leaf: node.Leaf}, fmt.Errorf("the client certificate of %s is valid from %s to %s, not now", b.cfg.KubeconfigPath,
+			node.Leaf.NotBefore.UTC().Format(time.RFC3339), node.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return node, nil
+}
+
+// nodeCache is the last parsed kubelet.conf and the stat of the files it came from.
+type nodeCache struct {
+	key, deps string
+	node      *Node
+}
+
+// filesKey identifies the contents of paths (following links) by stat; ""
+// paths are skipped.
+func filesKey(paths ...string) (string, error) {
+	var b strings.Builder
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		fi, err := os.Stat(p)
+		if err != nil {
+			return "", err
+		}
+		st, _ := fi.Sys().(*syscall.Stat_t)
+		if st == nil {
+			return "", fmt.Errorf("no stat for %s", p)
+		}
+		fmt.Fprintf(&b, "%d:%d:%d:%d;", st.Dev, st.Ino, fi.Size(), fi.ModTime().UnixNano())
+	}
+	return b.String(), nil
+}
+
+// parseNode reads and parses kubelet.conf and its client certificate.
+func (b *Bootstrapper) parseNode() (*Node, error) {
 	raw, err := os.ReadFile(b.cfg.KubeconfigPath)
 	if err != nil {
 		return nil, err
@@ -89,10 +151,6 @@ func (b *Bootstrapper) LoadNode() (*Node, error) {
 	certPEM, leaf, err := clientCertificate(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig %s: %w", b.cfg.KubeconfigPath, err)
-	}
-	if now := b.cfg.Clock.Now(); !ValidAt(leaf, now) {
-		return &Node{Config: rc, Leaf: leaf}, fmt.Errorf("the client certificate of %s is valid from %s to %s, not now", b.cfg.KubeconfigPath,
-			leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	h := sha256.New()
 	for _, part := range [][]byte{raw, certPEM, rc.CAData, []byte(rc.CAFile)} {

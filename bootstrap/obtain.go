@@ -44,8 +44,9 @@ func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential) (
 		return nil, err
 	}
 	// The key's fate, decided in this one place from how the attempt ended.
+	posted := false
 	defer func() {
-		if keyFate(err, fresh) == discardKey {
+		if keyFate(err, fresh, posted) == discardKey {
 			if derr := discardPendingKey(b.cfg.CertDir, kind); derr != nil {
 				log.Warn("discarding the pending key", zap.Error(derr))
 			}
@@ -63,6 +64,7 @@ func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential) (
 	if err != nil {
 		return nil, explainAPIError(err, action, cred, b.cfg.BootstrapKubeconfigPath)
 	}
+	posted = true
 	failpoint.Inject("obtain.csr-posted")
 	log = log.With(zap.String("csr", csr.Name), zap.String("signer", req.Kind.Signer()))
 	if created {
@@ -156,7 +158,9 @@ const (
 // kept for the next attempt (which then finds the same CSR by name) or
 // discarded (the next attempt makes a new key, so a new request). A key is
 // kept whenever the CSR may still be issued, or may exist on the server.
-func keyFate(err error, fresh bool) fate {
+// fresh: the key was made by this attempt; posted: its CSR was created (or
+// found) on the server.
+func keyFate(err error, fresh, posted bool) fate {
 	var csrErr *CSRError
 	var refused *refusedError
 	switch {
@@ -176,8 +180,8 @@ func keyFate(err error, fresh bool) fate {
 		return discardKey
 	case errors.Is(err, errStaleRequest), errors.Is(err, errNotOurs):
 		return discardKey // our name is taken by a request we cannot use
-	case fresh && requestNotApplied(err):
-		return discardKey // the server surely holds no CSR for this key
+	case fresh && !posted && requestNotApplied(err):
+		return discardKey // the create never took effect: the server holds no CSR for this key
 	}
 	return keepKey
 }

@@ -47,6 +47,14 @@ func init() {
 
 func restClientFor(rc *rest.Config, gv schema.GroupVersion) (*rest.RESTClient, error) {
 	cfg := rest.CopyConfig(rc)
+	// Read the certificate, key and CA now: client-go caches transports by
+	// kubeconfig, and one cached for a file path would keep presenting the
+	// certificate that was there when it was made (a renewed or re-bootstrapped
+	// kubelet.conf would be "proven" with the old one, or refused).
+	if err := rest.LoadTLSFiles(cfg); err != nil {
+		return nil, fmt.Errorf("reading the kubeconfig's certificate, key or CA: %w", err)
+	}
+	cfg.CAFile, cfg.CertFile, cfg.KeyFile = "", "", ""
 	cfg.GroupVersion = &gv
 	cfg.APIPath = "/apis"
 	cfg.NegotiatedSerializer = codecs.WithoutConversion()

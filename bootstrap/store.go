@@ -91,6 +91,16 @@ func ValidAt(c *x509.Certificate, t time.Time) bool {
 	return !t.Before(c.NotBefore) && t.Before(c.NotAfter)
 }
 
+// usableNow reports whether a stored certificate can be used now: valid, or
+// starting within the clock skew certagent tolerates when it accepts a new
+// certificate. Judging stored certificates more strictly than new ones made
+// a node whose clock was a few minutes behind request certificate after
+// certificate, each "not yet valid" (found by the simulation).
+func (b *Bootstrapper) usableNow(c *x509.Certificate) bool {
+	now := b.cfg.Clock.Now()
+	return !now.Add(b.cfg.Skew).Before(c.NotBefore) && now.Before(c.NotAfter)
+}
+
 // Prune removes dated files of kind beyond the newest keep, never the one the
 // current link points to. It returns the removed names.
 func Prune(certDir string, kind Kind, keep int) ([]string, error) {

@@ -132,9 +132,13 @@ func (l *Loop) Kick() {
 // the outcome of that step. With force the step renews even if the
 // certificate is not due and within MinGap of the last renewal (a person
 // asked); without, it renews only what is due.
-func (l *Loop) Request(force bool) <-chan Outcome {
+func (l *Loop) Request(ctx context.Context, force bool) <-chan Outcome {
 	reply := make(chan Outcome, 1)
-	l.requests <- request{force: force, reply: reply}
+	select {
+	case l.requests <- request{force: force, reply: reply}:
+	case <-ctx.Done(): // the loop is gone or the caller gave up
+		reply <- Outcome{Err: ctx.Err(), Class: Transient, Forced: force}
+	}
 	return reply
 }
 

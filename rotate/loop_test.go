@@ -266,10 +266,10 @@ func TestLoopRequest(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
 		e := newLoopEnv(t, ctx, 24*time.Hour, nil)
-		if o := <-e.loop.Request(false); o.Stored || o.Err != nil {
+		if o := <-e.loop.Request(ctx, false); o.Stored || o.Err != nil {
 			t.Fatalf("unforced request on a fresh certificate: %+v", o)
 		}
-		o := <-e.loop.Request(true)
+		o := <-e.loop.Request(ctx, true)
 		if !o.Stored || !o.Forced {
 			t.Fatalf("forced request did not renew: %+v", o)
 		}
@@ -300,7 +300,7 @@ func TestLoopHonoursRetryAfter(t *testing.T) {
 		e.task.mu.Lock()
 		e.task.failing = errBusy
 		e.task.mu.Unlock()
-		<-e.loop.Request(true)
+		<-e.loop.Request(ctx, true)
 		synctest.Wait()
 		e.mu.Lock()
 		last := e.outs[len(e.outs)-1]

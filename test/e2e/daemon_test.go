@@ -21,10 +21,11 @@ import (
 )
 
 // shortLived makes certificates of the API minimum (10m; the signer backdates
-// NotBefore by 5m, so they live 15m) renewed 10s after issue.
+// NotBefore by 5m, so they live 15m) renewed a minute after issue, the
+// shortest gap certagent allows between renewals it was not forced to make.
 const shortLived = `rotation:
   requestedDuration: 10m
-  renewBefore: 9m50s
+  renewBefore: 9m
 metrics:
   address: 127.0.0.1:0
 `
@@ -49,10 +50,10 @@ func (n *node) whoAmI() (string, error) {
 func pubKeyID(c *x509.Certificate) string { return fmt.Sprintf("%x", c.RawSubjectPublicKeyInfo) }
 
 // TestDaemonRenewsBothCertificates runs the daemon with 10-minute certificates
-// due 10 s after issue: both are renewed more than once, each time with a new
-// key, kubelet.conf keeps authenticating, the hooks run, systemd hears READY,
-// STATUS and WATCHDOG, the HTTP endpoints answer, SIGHUP renews at once and
-// SIGTERM stops promptly.
+// due a minute after issue: both are renewed more than once, each time with a
+// new key, kubelet.conf keeps authenticating, the hooks run, systemd hears
+// READY, STATUS and WATCHDOG, the HTTP endpoints answer, `certagent renew
+// --force` beside it has the daemon renew at once, and SIGTERM stops promptly.
 func TestDaemonRenewsBothCertificates(t *testing.T) {
 	n := newNode(t, controlplane.TokenOptions{AutoApprove: true})
 	hookLog := filepath.Join(n.dir, "hooks.log")
@@ -70,7 +71,7 @@ func TestDaemonRenewsBothCertificates(t *testing.T) {
 	addr := p.httpAddr(t)
 
 	keys := map[string]map[string]bool{"kubelet-client": {}, "kubelet-server": {}}
-	deadline := time.Now().Add(2 * time.Minute)
+	deadline := time.Now().Add(3*time.Minute + 30*time.Second)
 	for time.Now().Before(deadline) && (len(keys["kubelet-client"]) < 3 || len(keys["kubelet-server"]) < 3) {
 		for prefix := range keys {
 			if c := n.current(prefix); c != nil {
@@ -84,7 +85,7 @@ func TestDaemonRenewsBothCertificates(t *testing.T) {
 	}
 	for prefix, k := range keys {
 		if len(k) < 3 {
-			t.Fatalf("%s: %d distinct keys in 2 minutes, want at least 3 (two renewals)\n%s", prefix, len(k), p.out.String())
+			t.Fatalf("%s: %d distinct keys in 3.5 minutes, want at least 3 (two renewals)\n%s", prefix, len(k), p.out.String())
 		}
 	}
 	// The dated files are pruned to the newest 3 of each kind.
@@ -131,24 +132,33 @@ func TestDaemonRenewsBothCertificates(t *testing.T) {
 		t.Errorf("client expiry seconds = %q", v)
 	}
 
-	// SIGHUP renews now: a new client key appears well before the 10 s deadline.
-	cancel() // stop approving: the serving renewal then waits, which SIGTERM must not mind
+	// `certagent renew --force` beside the daemon asks it to renew: one
+	// writer, a new key at once, one new CSR of each kind.
 	before := pubKeyID(n.current("kubelet-client"))
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
+	clientCSRs, servingCSRs := len(n.csrs(certificatesv1.KubeAPIServerClientKubeletSignerName)), len(n.csrs(certificatesv1.KubeletServingSignerName))
+	renew := n.launch(nil, append([]string{"renew", "--force", "--timeout", "30s"}, n.args()[1:]...)...)
+	if code := renew.wait(t, time.Minute); code != 0 {
+		t.Fatalf("renew --force beside the daemon exited %d:\n%s", code, renew.out.String())
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if c := n.current("kubelet-client"); c != nil && pubKeyID(c) != before {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("SIGHUP did not renew the client certificate within 5s\n%s", p.out.String())
-		}
+	if out := renew.out.String(); !strings.Contains(out, "the running certagent daemon did the work") || !strings.Contains(out, "client: renewed") || !strings.Contains(out, "server: renewed") {
+		t.Fatalf("renew --force output:\n%s", out)
 	}
-	p.waitForOutput(t, "reload: renewing the certificates now", 5*time.Second)
+	if pubKeyID(n.current("kubelet-client")) == before {
+		t.Fatal("renew --force did not change the client certificate")
+	}
+	if c, s := len(n.csrs(certificatesv1.KubeAPIServerClientKubeletSignerName)), len(n.csrs(certificatesv1.KubeletServingSignerName)); c > clientCSRs+2 || s > servingCSRs+2 {
+		t.Fatalf("renew --force made %d client and %d serving CSRs (one each, plus at most one scheduled renewal)", c-clientCSRs, s-servingCSRs)
+	}
+	p.waitForOutput(t, "asked to renew", 5*time.Second)
+	cancel() // stop approving: the next serving renewal then waits, which SIGTERM must not mind
 
 	// SIGTERM stops within a few seconds even while a serving CSR is pending, keeping its key.
-	p.waitForOutput(t, "waiting for approval", 30*time.Second)
+	for deadline := time.Now().Add(2 * time.Minute); !exists(filepath.Join(n.certDir, "kubelet-server-pending.key")); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no pending serving renewal within 2 minutes\n%s", p.out.String())
+		}
+	}
+	p.waitForOutput(t, "waiting for approval", 10*time.Second)
 	start := time.Now()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -237,7 +247,7 @@ func TestDaemonDeniedServingNoStorm(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns.waitFor(t, "STATUS after denial", func(m string) bool {
-		return strings.Contains(m, "serving: retry in ") && strings.Contains(m, "was denied")
+		return strings.Contains(m, "serving: retrying at ") && strings.Contains(m, "was denied")
 	}, 30*time.Second)
 	time.Sleep(15 * time.Second)
 	if got := len(n.csrs(certificatesv1.KubeletServingSignerName)); got != 1 {
@@ -311,8 +321,9 @@ func TestDaemonSurvivesAPIServerOutage(t *testing.T) {
 			_ = cp.StartAPIServer(context.Background())
 		}
 	}()
-	time.Sleep(30 * time.Second)
-	p.waitForOutput(t, "attempt failed", time.Second)
+	// The renewal falls due a minute after issue, during the outage.
+	p.waitForOutput(t, "attempt failed", 90*time.Second)
+	time.Sleep(10 * time.Second)
 	before := pubKeyID(n.current("kubelet-client"))
 	if err := cp.StartAPIServer(context.Background()); err != nil {
 		t.Fatal(err)

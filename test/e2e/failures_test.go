@@ -36,9 +36,17 @@ func mustRead(t *testing.T, p string) []byte {
 // bootstrap leaves these files exactly as they were.
 func withExpiredClient(t *testing.T, n *node) {
 	t.Helper()
+	withSelfSignedClient(t, n, time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour))
+}
+
+// withSelfSignedClient gives the node a kubelet.conf whose client
+// certificate (for the node, valid from notBefore to notAfter) no CA of the
+// cluster signed: the API server answers 401, as after a cluster rebuild.
+func withSelfSignedClient(t *testing.T, n *node, notBefore, notAfter time.Time) {
+	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "system:node:" + n.name, Organization: []string{"system:nodes"}},
-		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+		NotBefore: notBefore, NotAfter: notAfter, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
 	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	keyDER, _ := x509.MarshalECPrivateKey(key)
 	data := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})...)

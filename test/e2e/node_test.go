@@ -240,6 +240,9 @@ func (n *node) snapshot() map[string]string {
 		if err != nil || fi.IsDir() {
 			return err
 		}
+		if b := filepath.Base(p); b == ".certagent.lock" || b == ".certagent.sock" {
+			return nil // certagent's runtime files: one writer per directory, the renew socket
+		}
 		if fi.Mode()&os.ModeSymlink != 0 {
 			target, _ := os.Readlink(p)
 			out[p] = "-> " + target
