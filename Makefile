@@ -14,8 +14,12 @@ BIN       := bin/certagent
 E2E_FLAGS ?= -count=1 -timeout 30m
 
 FUZZTIME  ?= 30s
+# make sim: seeds simulated (each one node over SIM_YEARS), spread over two processes; SEED=n replays one.
+SIM_SEEDS ?= 1000
+SIM_YEARS ?= 1
+SIM_FIRST ?= 1
 
-.PHONY: help build unit e2e node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check
+.PHONY: help build unit e2e e2e-deps node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,6 +36,7 @@ build: ## Build bin/certagent
 vet: ## go vet and gofmt over every module
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
+	$(GO) vet -tags failpoints ./...
 	cd test && $(GO) vet ./...
 
 tidy-check: ## Fail if go.mod/go.sum are not tidy
@@ -42,10 +47,27 @@ tidy-check: ## Fail if go.mod/go.sum are not tidy
 unit: ## Unit tests with the race detector
 	$(GO) test -race -count=1 ./...
 
-e2e: build ## End-to-end tests against a real kube-apiserver, controller-manager and etcd (built and cached on first use)
+sim: ## Simulate SIM_SEEDS nodes (default 1000) for a year each against a faulty control plane; SEED=n replays one with its log
+	@if [ -n "$(SEED)" ]; then \
+		GOGC=400 $(GO) test -tags failpoints -count=1 -run '^TestSim$$' ./internal/sim/ -sim.seed=$(SEED) -sim.years=$(SIM_YEARS) -sim.debug -v; \
+	else \
+		$(GO) test -tags failpoints -c -o bin/sim.test ./internal/sim/ || exit 1; rm -f bin/sim.report; \
+		( GOGC=400 GOMAXPROCS=1 bin/sim.test -test.run '^TestSim$$' -sim.seeds=$(SIM_SEEDS) -sim.first=$(SIM_FIRST) -sim.years=$(SIM_YEARS) -sim.shard=0/2 -sim.report=bin/sim.report > bin/sim-0.log 2>&1; echo $$? > bin/sim-0.rc ) & \
+		( GOGC=400 GOMAXPROCS=1 bin/sim.test -test.run '^TestSim$$' -sim.seeds=$(SIM_SEEDS) -sim.first=$(SIM_FIRST) -sim.years=$(SIM_YEARS) -sim.shard=1/2 -sim.report=bin/sim.report > bin/sim-1.log 2>&1; echo $$? > bin/sim-1.rc ) & \
+		wait; cat bin/sim.report; grep -h -A30 -- '--- FAIL' bin/sim-0.log bin/sim-1.log | head -80; \
+		test "$$(cat bin/sim-0.rc bin/sim-1.rc)" = "$$(printf '0\n0')"; \
+	fi
+
+e2e-deps: ## Install (apt-get, as root) what the end-to-end suite needs: strace for the power-loss check
+	@command -v strace >/dev/null || { echo "installing strace"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace; }
+
+e2e: build e2e-deps ## End-to-end tests against a real kube-apiserver, controller-manager and etcd (built and cached on first use)
 	cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) $(GO) test $(E2E_FLAGS) ./controlplane/ ./e2e/
 
-test: deps vet tidy-check unit e2e package-check node ## Every test suite (what CI runs; as root: the package checks and the node suite need it)
+test: deps vet tidy-check unit sim-short e2e package-check node ## Every test suite (what CI runs; as root: the package checks and the node suite need it)
+
+sim-short: ## The simulation at 100 seeds (make test runs it; make sim runs 1000)
+	$(MAKE) --no-print-directory sim SIM_SEEDS=100
 
 demo: build ## Start a local control plane, bootstrap a node with certagent, show its status, clean up
 	cd test && $(GO) run ./cmd/demo -certagent $(CURDIR)/$(BIN)
@@ -82,9 +104,12 @@ node-deps: ## Install (apt-get, as root) what the package checks and the node su
 		command -v $${c%%:*} >/dev/null || missing="$$missing $${c#*:}"; done; \
 	if [ -n "$$missing" ]; then echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
-node: node-deps packages ## Node suite (root): boot Debian with systemd in systemd-nspawn, cloud-init installs the .deb
+node: node-deps packages ## Node suite (root): boot Debian with systemd in systemd-nspawn, cloud-init installs the .deb; the .rpm with its scriptlets
 	$(MAKE) --no-print-directory packages ARCHES=amd64 VERSION='$(VERSION)+upgrade' DIST=$(DIST)/newer
+	CGO_ENABLED=0 $(GO) build -tags failpoints -trimpath -o $(DIST)/build/certagent-failpoints ./cmd/certagent
 	cd test && CERTAGENT_DEB='$(CURDIR)/$(DIST)/certagent_*_amd64.deb' CERTAGENT_DEB_NEWER='$(CURDIR)/$(DIST)/newer/certagent_*_amd64.deb' \
+		CERTAGENT_RPM='$(CURDIR)/$(DIST)/certagent-*.x86_64.rpm' CERTAGENT_RPM_NEWER='$(CURDIR)/$(DIST)/newer/certagent-*.x86_64.rpm' \
+		CERTAGENT_FAILPOINT_BIN='$(CURDIR)/$(DIST)/build/certagent-failpoints' \
 		$(GO) test -count=1 -timeout 30m -v ./node/
 
 clean: ## Remove build output (not the control-plane cache in ~/.cache/certagent-test)

@@ -156,6 +156,9 @@ func (a *Agent) onWaiting(kind bootstrap.Kind, name string) {
 		}
 		s.waitingCSR = name
 	})
+	if name != "" {
+		a.publishStatus() // "waiting for approval of …": a person may be needed
+	}
 }
 
 // onIdentity hears what the API server thinks of kubelet.conf.

@@ -36,11 +36,12 @@ func (a *Agent) state(kind bootstrap.Kind) *certState {
 	return s
 }
 
+// update changes kind's state; the STATUS line is published by the callers
+// that end a step (observe), a wait or an identity change.
 func (a *Agent) update(kind bootstrap.Kind, f func(*certState)) {
 	a.mu.Lock()
 	f(a.state(kind))
 	a.mu.Unlock()
-	a.publishStatus()
 }
 
 // noteCertificate records the stored certificate of kind.
@@ -86,6 +87,7 @@ func (a *Agent) observe(kind bootstrap.Kind, o rotate.Outcome) {
 			s.errors++
 		}
 	})
+	a.publishStatus()
 	if kind == bootstrap.Client {
 		a.markReadyIf(o)
 	}

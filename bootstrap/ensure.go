@@ -189,11 +189,10 @@ func (b *Bootstrapper) removeBootstrap() error {
 func (b *Bootstrapper) storedUsable(kind Kind, rc *rest.Config) *x509.Certificate {
 	path := CurrentPath(b.cfg.CertDir, kind)
 	req := b.request(kind)
-	key, err := filesKey(path, rc.CAFile, b.cfg.IssuerCAFile)
+	key, err := b.usableKey(kind, rc)
 	if err != nil {
 		return nil
 	}
-	key += fmt.Sprintf("%x|%v|%v", rc.CAData, req.DNSNames, req.IPAddresses)
 	b.mu.Lock()
 	cached, ok := b.usable[kind]
 	b.mu.Unlock()
@@ -211,6 +210,32 @@ func (b *Bootstrapper) storedUsable(kind Kind, rc *rest.Config) *x509.Certificat
 	b.usable[kind] = usableCache{key: key, leaf: leaf}
 	b.mu.Unlock()
 	return leaf
+}
+
+// usableKey is what a storedUsable verdict depends on: the files, the CA
+// and the request.
+func (b *Bootstrapper) usableKey(kind Kind, rc *rest.Config) (string, error) {
+	req := b.request(kind)
+	key, err := filesKey(CurrentPath(b.cfg.CertDir, kind), rc.CAFile, b.cfg.IssuerCAFile)
+	if err != nil {
+		return "", err
+	}
+	return key + fmt.Sprintf("%x|%v|%v", rc.CAData, req.DNSNames, req.IPAddresses), nil
+}
+
+// rememberUsable records that leaf, just verified and stored as kind's
+// current certificate with the credential rc, is usable.
+func (b *Bootstrapper) rememberUsable(kind Kind, rc *rest.Config, leaf *x509.Certificate) {
+	key, err := b.usableKey(kind, rc)
+	if err != nil {
+		return
+	}
+	b.mu.Lock()
+	if b.usable == nil {
+		b.usable = map[Kind]usableCache{}
+	}
+	b.usable[kind] = usableCache{key: key, leaf: leaf}
+	b.mu.Unlock()
 }
 
 // usableCache is storedUsable's last verdict and what it was about.
@@ -270,11 +295,7 @@ func (b *Bootstrapper) AcceptedNode() (*Node, error) {
 // when renew is set. It needs a client certificate the API server accepts
 // (ErrNeedClient otherwise).
 func (b *Bootstrapper) EnsureServing(ctx context.Context, renew bool) (StepResult, error) {
-	var cur *x509.Certificate
-	pair, err := LoadCurrent(b.cfg.CertDir, Serving)
-	if err == nil {
-		cur = pair.Leaf
-	}
+	cur, _ := currentLeaf(b.cfg.CertDir, Serving) // what is in place, for the outcome
 	node, err := b.AcceptedNode()
 	if err != nil {
 		return StepResult{Leaf: cur}, err

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -112,8 +113,11 @@ func TestCSRNameTakenByAnotherKeyStartsOver(t *testing.T) {
 // like an API server that keeps dropping connections.
 type closingWatcher struct {
 	CSRClient
-	csr   *certificatesv1.CertificateSigningRequest
-	lists atomic.Int32
+	csr     *certificatesv1.CertificateSigningRequest
+	lists   atomic.Int32
+	watches atomic.Int32
+	fromRV  []string // the resource version each watch asked for
+	mu      sync.Mutex
 }
 
 func (c *closingWatcher) List(context.Context, metav1.ListOptions) (*certificatesv1.CertificateSigningRequestList, error) {
@@ -121,7 +125,11 @@ func (c *closingWatcher) List(context.Context, metav1.ListOptions) (*certificate
 	return &certificatesv1.CertificateSigningRequestList{Items: []certificatesv1.CertificateSigningRequest{*c.csr}}, nil
 }
 
-func (c *closingWatcher) Watch(context.Context, metav1.ListOptions) (watch.Interface, error) {
+func (c *closingWatcher) Watch(_ context.Context, o metav1.ListOptions) (watch.Interface, error) {
+	c.watches.Add(1)
+	c.mu.Lock()
+	c.fromRV = append(c.fromRV, o.ResourceVersion)
+	c.mu.Unlock()
 	w := watch.NewFake()
 	w.Stop()
 	return w, nil
@@ -133,7 +141,7 @@ func (c *closingWatcher) Watch(context.Context, metav1.ListOptions) (watch.Inter
 func TestWaitBacksOffWhileWatchesKeepFailing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		clk := clocktesting.NewFakeClock(time.Now())
-		c := &closingWatcher{csr: &certificatesv1.CertificateSigningRequest{ObjectMeta: metav1.ObjectMeta{Name: "n", UID: "u"}}}
+		c := &closingWatcher{csr: &certificatesv1.CertificateSigningRequest{ObjectMeta: metav1.ObjectMeta{Name: "n", UID: "u", ResourceVersion: "7"}}}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { _, err := waitForCertificate(ctx, clk, c, c.csr); done <- err }()
@@ -142,9 +150,20 @@ func TestWaitBacksOffWhileWatchesKeepFailing(t *testing.T) {
 			clk.Step(100 * time.Millisecond)
 			synctest.Wait()
 		}
-		// 0.2+0.4+…+25.6 s = 51 s for the first 8, then one per 30 s.
-		if n := c.lists.Load(); n < 10 || n > 8+9+1 {
-			t.Fatalf("%d lists in five minutes of failing watches", n)
+		// 0.2+0.4+…+25.6 s = 51 s for the first 8, then one per 30 s; each
+		// resumed from the version it had, without listing again.
+		if n := c.watches.Load(); n < 10 || n > 8+9+1 {
+			t.Fatalf("%d watches in five minutes of watches ending at once", n)
+		}
+		if n := c.lists.Load(); n != 0 {
+			t.Fatalf("%d lists: a watch that ends without an error is resumed from its resource version", n)
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, rv := range c.fromRV {
+			if rv != "7" {
+				t.Fatalf("a watch resumed from %q, want 7", rv)
+			}
 		}
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {

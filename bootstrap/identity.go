@@ -78,9 +78,10 @@ type Credential struct {
 func (n *Node) credential(path string) Credential { return Credential{Config: n.Config, Path: path} }
 
 // LoadNode reads kubelet.conf and requires a client certificate that is
-// valid now. A missing kubelet.conf wraps os.ErrNotExist. Files that have
-// not changed since the last call (same inode, size and modification time)
-// are not parsed again.
+// valid now. A missing kubelet.conf wraps os.ErrNotExist. Files that have not
+// changed since the last call (same inode, size and modification time) are
+// not read again: kubelet.conf is parsed when it changes, the certificate it
+// references when that changes (a renewal changes only the certificate).
 func (b *Bootstrapper) LoadNode() (*Node, error) {
 	key, err := filesKey(b.cfg.KubeconfigPath)
 	if err != nil {
@@ -89,21 +90,37 @@ func (b *Bootstrapper) LoadNode() (*Node, error) {
 	b.mu.Lock()
 	cached := b.node
 	b.mu.Unlock()
-	var node *Node
-	if cached.node != nil && cached.key == key {
-		if k, err := filesKey(cached.node.Config.CertFile, cached.node.Config.CAFile); err == nil && k == cached.deps {
-			node = cached.node
+	rc, raw := cached.rc, cached.raw
+	if rc == nil || cached.key != key {
+		if raw, err = os.ReadFile(b.cfg.KubeconfigPath); err != nil {
+			return nil, err
 		}
-	}
-	if node == nil {
-		if node, err = b.parseNode(); err != nil {
-			return node, err
+		if rc, err = LoadKubeletKubeconfig(b.cfg.KubeconfigPath); err != nil {
+			return nil, err
 		}
-		deps, _ := filesKey(node.Config.CertFile, node.Config.CAFile)
-		b.mu.Lock()
-		b.node = nodeCache{key: key, deps: deps, node: node}
-		b.mu.Unlock()
+		cached = nodeCache{key: key, rc: rc, raw: raw}
 	}
+	deps, err := filesKey(rc.CertFile, rc.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", b.cfg.KubeconfigPath, err)
+	}
+	node := cached.node
+	if node == nil || cached.deps != deps {
+		certPEM, leaf, err := clientCertificate(rc)
+		if err != nil {
+			return nil, fmt.Errorf("kubeconfig %s: %w", b.cfg.KubeconfigPath, err)
+		}
+		h := sha256.New()
+		for _, part := range [][]byte{raw, certPEM, rc.CAData, []byte(rc.CAFile)} {
+			fmt.Fprintf(h, "%d:", len(part))
+			h.Write(part)
+		}
+		node = &Node{Config: rc, Leaf: leaf, fingerprint: fmt.Sprintf("%x", h.Sum(nil))}
+		cached.deps, cached.node = deps, node
+	}
+	b.mu.Lock()
+	b.node = cached
+	b.mu.Unlock()
 	if !b.usableNow(node.Leaf) {
 		return &Node{Config: node.Config, Leaf: node.Leaf}, fmt.Errorf("the client certificate of %s is valid from %s to %s, not now", b.cfg.KubeconfigPath,
 			node.Leaf.NotBefore.UTC().Format(time.RFC3339), node.Leaf.NotAfter.UTC().Format(time.RFC3339))
@@ -113,8 +130,11 @@ func (b *Bootstrapper) LoadNode() (*Node, error) {
 
 // nodeCache is the last parsed kubelet.conf and the stat of the files it came from.
 type nodeCache struct {
-	key, deps string
-	node      *Node
+	key  string       // of kubelet.conf
+	rc   *rest.Config // kubelet.conf parsed
+	raw  []byte       // kubelet.conf's bytes
+	deps string       // of the certificate and CA files it references
+	node *Node
 }
 
 // filesKey identifies the contents of paths (following links) by stat; ""
@@ -136,28 +156,6 @@ func filesKey(paths ...string) (string, error) {
 		fmt.Fprintf(&b, "%d:%d:%d:%d;", st.Dev, st.Ino, fi.Size(), fi.ModTime().UnixNano())
 	}
 	return b.String(), nil
-}
-
-// parseNode reads and parses kubelet.conf and its client certificate.
-func (b *Bootstrapper) parseNode() (*Node, error) {
-	raw, err := os.ReadFile(b.cfg.KubeconfigPath)
-	if err != nil {
-		return nil, err
-	}
-	rc, err := LoadKubeletKubeconfig(b.cfg.KubeconfigPath)
-	if err != nil {
-		return nil, err
-	}
-	certPEM, leaf, err := clientCertificate(rc)
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig %s: %w", b.cfg.KubeconfigPath, err)
-	}
-	h := sha256.New()
-	for _, part := range [][]byte{raw, certPEM, rc.CAData, []byte(rc.CAFile)} {
-		fmt.Fprintf(h, "%d:", len(part))
-		h.Write(part)
-	}
-	return &Node{Config: rc, Leaf: leaf, fingerprint: fmt.Sprintf("%x", h.Sum(nil))}, nil
 }
 
 // Identity returns what is known about kubelet.conf now.

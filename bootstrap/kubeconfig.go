@@ -165,7 +165,7 @@ func writeKubeletKubeconfig(path string, boot *rest.Config, pemPath string) erro
 	if err := CheckDirSafe(filepath.Dir(target)); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+	if err := atomicfile.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 		return fmt.Errorf("creating directory for %s: %w", target, err)
 	}
 	if err := atomicfile.WriteFile(target, data, 0o600); err != nil {

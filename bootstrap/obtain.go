@@ -100,6 +100,7 @@ func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential) (
 		return nil, err
 	}
 	failpoint.Inject("obtain.stored")
+	b.rememberUsable(kind, cred.Config, leaf) // just verified: the next step need not verify it again
 	log.Info("certificate stored", zap.String("path", path), zap.Time("not_after", leaf.NotAfter), zap.String("serial", leaf.SerialNumber.Text(16)))
 	if removed, err := Prune(b.cfg.CertDir, kind, b.cfg.Keep); err != nil {
 		log.Warn("pruning old certificates", zap.Error(err))
@@ -131,8 +132,8 @@ func (b *Bootstrapper) pendingKey(kind Kind) (crypto.Signer, []byte, bool, error
 // pendingKeyAlreadyStored reports whether the current certificate of kind
 // already uses key.
 func (b *Bootstrapper) pendingKeyAlreadyStored(kind Kind, key crypto.Signer) bool {
-	pair, err := LoadCurrent(b.cfg.CertDir, kind)
-	return err == nil && publicKeysEqual(pair.Leaf.PublicKey, key.Public())
+	leaf, err := currentLeaf(b.cfg.CertDir, kind)
+	return err == nil && publicKeysEqual(leaf.PublicKey, key.Public())
 }
 
 // refusedError: the issued certificate failed verification; nothing was written.

@@ -83,8 +83,12 @@ const csrResource = "certificatesigningrequests"
 // server cannot hang the agent; the watch is bounded by WatchTimeout.
 const RequestTimeout = 30 * time.Second
 
-// WatchTimeout is how long one watch runs before it is restarted.
-const WatchTimeout = 5 * time.Minute
+// WatchTimeout is how long one watch of a pending CSR runs before it is
+// resumed: the API server's own default (--min-request-timeout, 30 minutes).
+// A CSR that waits hours for a person costs two requests an hour. A server
+// that stops talking is caught by the watch's client-side bound and by
+// HTTP/2 pings.
+const WatchTimeout = 30 * time.Minute
 
 func (c *csrClient) Create(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, opts metav1.CreateOptions) (*certificatesv1.CertificateSigningRequest, error) {
 	out := &certificatesv1.CertificateSigningRequest{}

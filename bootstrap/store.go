@@ -29,9 +29,10 @@ func CurrentPath(certDir string, kind Kind) string {
 	return filepath.Join(certDir, kind.FilePrefix()+"-current.pem")
 }
 
-// EnsureCertDir creates the certificate directory (0700) if it is missing.
+// EnsureCertDir creates the certificate directory (0700) if it is missing,
+// durably (a key written into it next must not outlive the directory).
 func EnsureCertDir(certDir string) error {
-	if err := os.MkdirAll(certDir, 0o700); err != nil {
+	if err := atomicfile.MkdirAll(certDir, 0o700); err != nil {
 		return fmt.Errorf("creating certificate directory: %w", err)
 	}
 	return nil
@@ -65,6 +66,21 @@ func storeCertificate(certDir string, kind Kind, chainPEM, keyPEM []byte, now ti
 // os.ErrNotExist when there is none.
 func LoadCurrent(certDir string, kind Kind) (*tls.Certificate, error) {
 	return LoadPair(CurrentPath(certDir, kind))
+}
+
+// currentLeaf is the certificate (not the key) of kind's current file: for
+// reporting and for comparing public keys, where LoadPair's check that the
+// key matches (a scalar multiplication) would be wasted.
+func currentLeaf(certDir string, kind Kind) (*x509.Certificate, error) {
+	data, err := os.ReadFile(CurrentPath(certDir, kind))
+	if err != nil {
+		return nil, err
+	}
+	certs, err := ParseCertificates(data)
+	if err != nil {
+		return nil, err
+	}
+	return certs[0], nil
 }
 
 // LoadPair reads a PEM file holding a certificate chain and its key and

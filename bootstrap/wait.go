@@ -17,10 +17,12 @@ import (
 
 // waitForCertificate watches the CSR name (uid) until it is approved and
 // issued, and returns status.certificate. Denied, Failed, deleted or replaced
-// (another UID) end the wait with a *CSRError. A closed watch is resumed with
-// a fresh list, so a long wait survives API server restarts; ctx bounds it.
-// Resumes back off on clk (from 200 ms, doubling to 30 s) while watches keep
-// failing, so a flapping API server is not hammered.
+// (another UID) end the wait with a *CSRError. A watch that ends (the
+// server's timeout, a restart) is resumed from the last resource version
+// seen, as client-go's reflector does; only an error from the watch (say the
+// version is too old) costs a fresh list. Watches that end at once without
+// news are resumed after a pause on clk that grows from 200 ms to 30 s, so a
+// flapping API server is not hammered. ctx bounds the wait.
 //
 // seen is the object as last read (from Create or Get): the first watch
 // starts at its resource version, which saves a list round trip.
@@ -50,30 +52,39 @@ func waitForCertificate(ctx context.Context, clk clock.Clock, client CSRClient, 
 			rv = list.ResourceVersion
 		}
 		wctx, cancel := context.WithTimeout(ctx, WatchTimeout+30*time.Second) // a server that stops talking
+		began := clk.Now()
 		w, err := client.Watch(wctx, metav1.ListOptions{FieldSelector: selector, ResourceVersion: rv})
-		rv = "" // whatever happens next, resume with a fresh list
 		if err != nil {
 			cancel()
 			return nil, fmt.Errorf("watching CSR %s: %w", name, err)
 		}
-		certPEM, events, err := consume(wctx, w, uid, name)
+		res := consume(wctx, w, uid, name)
 		w.Stop()
 		cancel()
-		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-			err = nil // only the watch's own bound ended
+		if res.err != nil && ctx.Err() == nil && errors.Is(res.err, context.DeadlineExceeded) {
+			res.err = nil // only the watch's own bound ended
 		}
-		if certPEM != nil || err != nil {
-			return certPEM, err
+		if res.cert != nil || res.err != nil {
+			return res.cert, res.err
 		}
-		// The watch ended (server restart, timeout): list again after a pause
-		// that grows while watches end without news.
 		switch {
-		case events > 0:
-			pause = 200 * time.Millisecond
+		case res.broken:
+			rv = "" // the server said the version is unusable: list afresh
+		case res.lastRV != "":
+			rv = res.lastRV
+		}
+		// Resume at once after a watch that lasted or brought news; after
+		// one that ended at once, wait longer each time.
+		switch {
+		case res.events > 0 || clk.Since(began) >= time.Minute:
+			pause = 0
 		case pause == 0:
 			pause = 200 * time.Millisecond
 		default:
 			pause = min(2*pause, 30*time.Second)
+		}
+		if pause == 0 {
+			continue
 		}
 		t := clk.NewTimer(pause)
 		select {
@@ -85,32 +96,46 @@ func waitForCertificate(ctx context.Context, clk clock.Clock, client CSRClient, 
 	}
 }
 
-// consume reads watch events until the CSR is issued (its certificate), can
-// never be (an error), or the watch ends (nil, nil); it counts the events.
-func consume(ctx context.Context, w watch.Interface, uid types.UID, name string) ([]byte, int, error) {
-	events := 0
+// watchResult is how one watch ended.
+type watchResult struct {
+	cert   []byte // issued
+	err    error  // will never be issued, or ctx ended
+	events int    // events about the CSR
+	lastRV string // resource version of the last event
+	broken bool   // the server sent an error event: resuming needs a list
+}
+
+// consume reads watch events until the CSR is issued, can never be, or the
+// watch ends.
+func consume(ctx context.Context, w watch.Interface, uid types.UID, name string) watchResult {
+	var r watchResult
 	for {
 		select {
 		case <-ctx.Done():
-			return nil, events, ctx.Err()
+			r.err = ctx.Err()
+			return r
 		case ev, ok := <-w.ResultChan():
 			if !ok {
-				return nil, events, nil
+				return r
 			}
 			if ev.Type == watch.Error {
-				return nil, events, nil // e.g. resource version too old: relist
+				r.broken = true // e.g. resource version too old
+				return r
 			}
 			csr, ok := ev.Object.(*certificatesv1.CertificateSigningRequest)
 			if !ok || csr.Name != name {
 				continue
 			}
-			events++
+			r.events++
+			r.lastRV = csr.ResourceVersion
 			switch ev.Type {
 			case watch.Deleted:
-				return nil, events, &CSRError{Name: name, Outcome: OutcomeDeleted}
+				r.err = &CSRError{Name: name, Outcome: OutcomeDeleted}
+				return r
 			case watch.Added, watch.Modified:
 				if certPEM, done, err := issued(csr, uid); done || err != nil {
-					return certPEM, events, err
+					r.cert, r.err = certPEM, err
+					return r
 				}
 			}
 		}

@@ -149,3 +149,26 @@ func Cleanup(dir string) ([]string, error) {
 	}
 	return removed, nil
 }
+
+// MkdirAll creates path and any missing parents with perm, as os.MkdirAll
+// does, and fsyncs the parent of each directory it creates, so that a
+// directory made just before files are written into it survives a power
+// loss with them.
+func MkdirAll(path string, perm os.FileMode) error {
+	path = filepath.Clean(path)
+	if fi, err := os.Stat(path); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s exists and is not a directory", path)
+		}
+		return nil
+	}
+	if parent := filepath.Dir(path); parent != path {
+		if err := MkdirAll(parent, perm|0o700); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(path, perm); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	return SyncDir(filepath.Dir(path))
+}

@@ -47,19 +47,19 @@ func (w *World) plan(span time.Duration) {
 	a := w.api
 	lock := func(f func()) func() { return func() { a.mu.Lock(); f(); a.mu.Unlock() } }
 
-	w.poisson("outage", 36, span, func(r *rand.Rand) {
+	w.poisson("outage", 30, span, func(r *rand.Rand) {
 		w.stats.Outages++
 		w.episode("outage", r, 10*time.Second, 6*time.Hour,
 			lock(func() { a.down = true; a.closeAllWatches(); w.setUnhealthy("outage") }),
 			lock(func() { a.down = false; w.setHealthy("outage") }))
 	})
-	w.poisson("throttle", 24, span, func(r *rand.Rand) {
+	w.poisson("throttle", 18, span, func(r *rand.Rand) {
 		ra := time.Duration(1+r.IntN(120)) * time.Second
 		w.episode("throttle", r, time.Minute, time.Hour,
 			lock(func() { a.throttle = ra; w.setUnhealthy("throttle") }),
 			lock(func() { a.throttle = 0; w.setHealthy("throttle") }))
 	})
-	w.poisson("server errors", 24, span, func(r *rand.Rand) {
+	w.poisson("server errors", 18, span, func(r *rand.Rand) {
 		w.episode("server errors", r, 10*time.Second, 30*time.Minute,
 			lock(func() { a.serverErrs = true; w.setUnhealthy("5xx") }),
 			lock(func() { a.serverErrs = false; w.setHealthy("5xx") }))
@@ -95,14 +95,14 @@ func (w *World) plan(span time.Duration) {
 		}
 		w.episode("clock error", r, time.Minute, 24*time.Hour, func() { step(e) }, func() { step(0) })
 	})
-	w.poisson("reload", 24, span, func(r *rand.Rand) { w.reconfigure(r) })
-	w.poisson("renew --force", 12, span, func(r *rand.Rand) {
+	w.poisson("reload", 18, span, func(r *rand.Rand) { w.reconfigure(r) })
+	w.poisson("renew --force", 8, span, func(r *rand.Rand) {
 		if w.inst != nil {
 			inst := w.inst
 			go func() { inst.a.RequestSteps(inst.ctx, true) }() // certagent renew --force
 		}
 	})
-	w.poisson("restart", 50, span, func(r *rand.Rand) {
+	w.poisson("restart", 30, span, func(r *rand.Rand) {
 		if w.inst == nil {
 			return
 		}
@@ -225,6 +225,11 @@ func Run(seed uint64, span time.Duration, base string, log *zap.Logger) (string,
 			w.qmu.Unlock()
 			break
 		}
+		if w.q[0].cancelled.Load() {
+			heap.Pop(&w.q)
+			w.qmu.Unlock()
+			continue
+		}
 		next := w.q[0].at
 		w.qmu.Unlock()
 		if d := next.Sub(w.now()); d > 0 {
@@ -247,7 +252,10 @@ func Run(seed uint64, span time.Duration, base string, log *zap.Logger) (string,
 			w.kinds = map[string]int{}
 		}
 		w.kinds[strings.Fields(ev.what)[0]]++
-		w.trace = append(w.trace[max(0, len(w.trace)-40):], ev.at.Format(time.RFC3339)+" "+ev.what)
+		if len(w.trace) >= 80 {
+			w.trace = append(w.trace[:0], w.trace[40:]...)
+		}
+		w.trace = append(w.trace, ev)
 		if ev.what != "close watch" && ev.what != "csrcleaner" {
 			w.logger.Debug("sim event", zap.String("event", ev.what), zap.Time("true_time", ev.at), zap.Duration("node_clock_error", time.Duration(w.clk.skew.Load())), zap.Duration("suspended", time.Duration(w.clk.suspended.Load())))
 		}

@@ -24,6 +24,7 @@ import (
 
 	"go.uber.org/zap"
 	certificatesv1 "k8s.io/api/certificates/v1"
+	"k8s.io/client-go/rest"
 
 	"github.com/certagent/certagent/agent"
 	"github.com/certagent/certagent/bootstrap"
@@ -31,10 +32,11 @@ import (
 
 // event is something that happens at a true time.
 type event struct {
-	at   time.Time
-	seq  int
-	what string
-	fn   func()
+	at        time.Time
+	seq       int
+	what      string
+	fn        func()
+	cancelled atomic.Bool // dropped without running (a watch that already ended)
 }
 
 type eventQueue []*event
@@ -108,6 +110,10 @@ type World struct {
 	// kubeconfigPresent: kubelet.conf existed at the last file check
 	kubeconfigPresent bool
 	checked           string // statKey of the files at the last check
+	pairChecked       map[bootstrap.Kind]string
+	kcMu              sync.Mutex
+	kc                *rest.Config // kubelet.conf parsed, for statKey kcKey
+	kcKey             string
 	minLifetime       time.Duration
 
 	caRenewAt time.Duration // after the start
@@ -120,7 +126,7 @@ type World struct {
 	failure    string
 	lastStatus string
 	stats      Stats
-	trace      []string // the last events, for a failure report
+	trace      []*event // the last events, for a failure report
 	kinds      map[string]int
 }
 
@@ -161,18 +167,22 @@ func (w *World) file() agent.Config {
 }
 
 // at schedules fn at true time t.
-func (w *World) at(t time.Time, what string, fn func()) {
+func (w *World) at(t time.Time, what string, fn func()) *event {
 	w.qmu.Lock()
 	w.seq++
-	heap.Push(&w.q, &event{at: t, seq: w.seq, what: what, fn: fn})
+	ev := &event{at: t, seq: w.seq, what: what, fn: fn}
+	heap.Push(&w.q, ev)
 	w.qmu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
+	return ev
 }
 
-func (w *World) after(d time.Duration, what string, fn func()) { w.at(w.now().Add(d), what, fn) }
+func (w *World) after(d time.Duration, what string, fn func()) *event {
+	return w.at(w.now().Add(d), what, fn)
+}
 
 // logUniform draws from [lo, hi) evenly on a log scale.
 func logUniform(r *rand.Rand, lo, hi time.Duration) time.Duration {
@@ -189,12 +199,21 @@ func newWorld(seed uint64, base string) (*World, error) {
 		events: make(chan struct{}, 1), reload: make(chan struct{}, 1), release: make(chan struct{}), active: map[string]bool{}, logger: zap.NewNop(), wake: make(chan struct{}, 1)}
 	w.healthySince = w.now()
 	r := w.rngFor("setup", 0)
-	signing := logUniform(r, 24*time.Hour, 30*24*time.Hour)
-	if r.Float64() < 0.1 {
-		signing = logUniform(r, 12*time.Hour, 24*time.Hour)
+	// Lifetimes as a fleet sees them: a stress share of short ones (a day to
+	// three), most of days to weeks, some of a year (kube-controller-manager's
+	// default). Shorter lifetimes, down to the API's 10 minutes, are the unit
+	// tests' and the end-to-end suite's.
+	var signing time.Duration
+	switch p := r.Float64(); {
+	case p < 0.07:
+		signing = logUniform(r, 24*time.Hour, 3*24*time.Hour)
+	case p < 0.62:
+		signing = logUniform(r, 3*24*time.Hour, 60*24*time.Hour)
+	default:
+		signing = logUniform(r, 60*24*time.Hour, 400*24*time.Hour)
 	}
 	w.api = newAPI(w, signing)
-	w.api.humanApprover = r.Float64() < 0.3
+	w.api.humanApprover = r.Float64() < 0.2
 	// The trust anchor in kubeconfigs lasts; the signer's certificate for the
 	// same key expires within a few years and is renewed some days before.
 	caLife := time.Duration((0.5 + 2.5*r.Float64()) * float64(365*24*time.Hour))
@@ -214,14 +233,19 @@ func newWorld(seed uint64, base string) (*World, error) {
 		c.Serving.Enabled = new(bool)
 	}
 	if r.Float64() < 0.3 {
-		d := logUniform(r, 12*time.Hour, 60*24*time.Hour)
+		d := logUniform(r, 24*time.Hour, 60*24*time.Hour)
 		c.Rotation.RequestedDuration = agent.Duration{Duration: d.Round(time.Minute)}
 		w.minLifetime = min(w.minLifetime, d)
 	}
-	if r.Float64() < 0.5 {
-		// Anything up to 1.3 times the lifetime: longer than it (a mistake,
-		// or a signer that issues shorter) must not storm.
-		rb := logUniform(r, time.Hour, time.Duration(1.3*float64(w.minLifetime))).Round(time.Minute)
+	if p := r.Float64(); p < 0.5 {
+		// Mostly a modest renewBefore; one seed in ten of these longer than
+		// the lifetime (a mistake, or a signer that issues shorter), which
+		// must not storm.
+		rb := logUniform(r, time.Hour, max(2*time.Hour, time.Duration(0.6*float64(w.minLifetime))))
+		if p < 0.05 {
+			rb = time.Duration((1 + 0.3*r.Float64()) * float64(w.minLifetime))
+		}
+		rb = rb.Round(time.Minute)
 		if c.Rotation.RequestedDuration.Duration > 0 && rb >= c.Rotation.RequestedDuration.Duration {
 			rb = c.Rotation.RequestedDuration.Duration / 3 // validation would refuse it
 		}
@@ -315,10 +339,23 @@ func (w *World) kill() {
 	w.inst, w.down = nil, true
 	w.setUnhealthy("agent down")
 	synctest.Wait()
-	if n := runtime.NumGoroutine(); n > w.baseline+int(w.frozen.Load())*4+8 {
-		w.fail("%d goroutines after the agent stopped; %d with none running, %d frozen at failpoints", n, w.baseline, w.frozen.Load())
+	limit := w.baseline + int(w.frozen.Load())*4 + 8
+	if runtime.NumGoroutine() > limit {
+		// Goroutines that were unwinding may still be on their way out: let
+		// the bubble settle once more before calling it a leak.
+		time.Sleep(stopSettle)
+		synctest.Wait()
+	}
+	if n := runtime.NumGoroutine(); n > limit {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		w.fail("%d goroutines after the agent stopped; %d with none running, %d frozen at failpoints:\n%s", n, w.baseline, w.frozen.Load(), buf)
 	}
 }
+
+// stopSettle is how long (bubble time) a stop is given before goroutines
+// still alive count as leaked.
+const stopSettle = 10 * time.Second
 
 // restart kills the agent and starts it again after delay.
 func (w *World) restart(delay time.Duration) {
@@ -380,7 +417,7 @@ func (w *World) hook(_ context.Context, _ agent.Hook, env []string) ([]byte, err
 		w.fail("a %s hook was told NotAfter %s, the file says %s", vars["CERTAGENT_CERT_KIND"], vars["CERTAGENT_NOT_AFTER"], got)
 	}
 	if vars["CERTAGENT_CERT_KIND"] == "client" {
-		rc, err := bootstrap.LoadKubeletKubeconfig(w.cfg.Kubeconfig)
+		rc, err := w.kubeconfig(statKey(w.cfg.Kubeconfig))
 		if err != nil {
 			w.fail("the client hook ran before kubelet.conf was written: %v", err)
 			return nil, nil
@@ -500,7 +537,8 @@ func (w *World) rescueIfStranded() {
 // checkFiles: kubelet.conf absent or loadable with a matching pair; every
 // -current.pem a complete pair; the client certificate's expiry watched.
 func (w *World) checkFiles() {
-	key := statKey(w.cfg.Kubeconfig, bootstrap.CurrentPath(w.cfg.CertDir, bootstrap.Client), bootstrap.CurrentPath(w.cfg.CertDir, bootstrap.Serving))
+	kcKey := statKey(w.cfg.Kubeconfig)
+	key := kcKey + statKey(bootstrap.CurrentPath(w.cfg.CertDir, bootstrap.Client), bootstrap.CurrentPath(w.cfg.CertDir, bootstrap.Serving))
 	if key == w.checked {
 		return // the same files as last time
 	}
@@ -508,7 +546,7 @@ func (w *World) checkFiles() {
 	_, err := os.Lstat(w.cfg.Kubeconfig)
 	w.kubeconfigPresent = err == nil
 	if err == nil {
-		rc, err := bootstrap.LoadKubeletKubeconfig(w.cfg.Kubeconfig)
+		rc, err := w.kubeconfig(kcKey)
 		if err != nil {
 			w.fail("kubelet.conf does not load: %v", err)
 			return
@@ -524,6 +562,14 @@ func (w *World) checkFiles() {
 		if _, err := os.Lstat(p); err != nil {
 			continue
 		}
+		k := statKey(p)
+		if w.pairChecked[kind] == k {
+			continue // this very file was checked before
+		}
+		if w.pairChecked == nil {
+			w.pairChecked = map[bootstrap.Kind]string{}
+		}
+		w.pairChecked[kind] = k
 		pair, err := bootstrap.LoadPair(p)
 		if err != nil {
 			w.fail("%s is not a complete pair: %v", p, err)
@@ -535,6 +581,21 @@ func (w *World) checkFiles() {
 			w.at(leaf.NotAfter.Add(time.Second), "client expiry check", func() { w.checkExpiry(leaf) })
 		}
 	}
+}
+
+// kubeconfig parses kubelet.conf, once per version of the file (statKey).
+func (w *World) kubeconfig(key string) (*rest.Config, error) {
+	w.kcMu.Lock()
+	defer w.kcMu.Unlock()
+	if w.kcKey == key && w.kc != nil {
+		return w.kc, nil
+	}
+	rc, err := bootstrap.LoadKubeletKubeconfig(w.cfg.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	w.kc, w.kcKey = rc, key
+	return rc, nil
 }
 
 // statKey identifies the files at paths (following links) by inode, size
@@ -613,7 +674,7 @@ func (w *World) afterCreate(o *csr) {
 		p := r.Float64()
 		delay := logUniform(r, time.Second, 30*time.Second)
 		if a.humanApprover {
-			delay = logUniform(r, time.Minute, 12*time.Hour)
+			delay = logUniform(r, time.Minute, 8*time.Hour)
 		}
 		switch {
 		case o.obj.Spec.Username != want:
@@ -626,7 +687,9 @@ func (w *World) afterCreate(o *csr) {
 			decide(delay, true, "Approved")
 		}
 	}
-	w.after(24*time.Hour+time.Second, "csrcleaner", func() { a.mu.Lock(); a.collect(o); a.mu.Unlock() })
+	// The cleaner's 24-hour rule for a CSR still pending then (a decision
+	// cancels it: the 1-hour rule for decided CSRs takes over).
+	o.pendingGC = w.after(24*time.Hour+time.Second, "csrcleaner", func() { a.mu.Lock(); a.collect(o); a.mu.Unlock() })
 }
 
 // afterWatch ends the watch at its timeout, or earlier as API servers
@@ -637,7 +700,7 @@ func (w *World) afterWatch(sw *simWatcher, timeout time.Duration) {
 	if r.Float64() < 0.2 {
 		d = logUniform(r, time.Second, timeout)
 	}
-	w.after(d, "close watch", func() {
+	sw.closeEv = w.after(d, "close watch", func() {
 		w.api.mu.Lock()
 		w.api.closeWatcher(sw)
 		w.api.mu.Unlock()
@@ -661,5 +724,9 @@ func (w *World) lastEvents(n int) string {
 	if len(t) > n {
 		t = t[len(t)-n:]
 	}
-	return strings.Join(t, "\n")
+	lines := make([]string, len(t))
+	for i, ev := range t {
+		lines[i] = ev.at.Format(time.RFC3339) + " " + ev.what
+	}
+	return strings.Join(lines, "\n")
 }

@@ -235,11 +235,17 @@ func TestCrashConsistency(t *testing.T) {
 	bin := buildFailpointBinary(t)
 	seed := uint64(1)
 	if v := os.Getenv("CERTAGENT_CRASH_SEED"); v != "" {
-		seed, _ = strconv.ParseUint(v, 10, 64)
+		var err error
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("CERTAGENT_CRASH_SEED=%q: %v", v, err)
+		}
 	}
 	trials := 200
 	if v := os.Getenv("CERTAGENT_CRASH_TRIALS"); v != "" {
-		trials, _ = strconv.Atoi(v)
+		var err error
+		if trials, err = strconv.Atoi(v); err != nil || trials < 1 {
+			t.Fatalf("CERTAGENT_CRASH_TRIALS=%q: want a positive number (%v)", v, err)
+		}
 	}
 	bootPoints, renewPoints := discoverPoints(t, bin)
 	t.Logf("seed %d: %d failpoints in a bootstrap, %d in a forced renewal", seed, len(bootPoints), len(renewPoints))

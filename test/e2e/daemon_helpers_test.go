@@ -104,15 +104,23 @@ func httpGet(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-// approver approves every serving CSR of the node as it appears, until stopped.
+// approver approves every serving CSR of the node as it appears, until
+// stopped. It runs in its own goroutine, so it never calls t.Fatal (which
+// may only end the test's goroutine, and panics after the test ended): a
+// failed list or approval is retried on the next turn.
 func (n *node) approver(ctx context.Context) {
 	for ctx.Err() == nil {
-		for _, c := range n.csrs(certificatesv1.KubeletServingSignerName) {
-			if len(c.Status.Conditions) == 0 {
-				_ = cp.ApproveCSR(ctx, c.Name)
+		if list, err := n.listCSRs(certificatesv1.KubeletServingSignerName); err == nil {
+			for _, c := range list {
+				if len(c.Status.Conditions) == 0 {
+					_ = cp.ApproveCSR(ctx, c.Name)
+				}
 			}
 		}
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 

@@ -101,12 +101,19 @@ func TestEndurance(t *testing.T) {
 	ns.waitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, time.Minute)
 	sample := func() (goroutines, fds int, body string) {
 		_, body = httpGet(t, "http://"+addr+"/metrics")
-		goroutines, _ = strconv.Atoi(metric(body, "go_goroutines"))
-		fds, _ = strconv.Atoi(metric(body, "process_open_fds"))
+		// A missing or garbled series must fail the test, not read as 0 and
+		// make the leak check below vacuous.
+		var err error
+		if goroutines, err = strconv.Atoi(metric(body, "go_goroutines")); err != nil || goroutines < 1 {
+			t.Fatalf("go_goroutines: %q (%v)\n%s", metric(body, "go_goroutines"), err, body)
+		}
+		if fds, err = strconv.Atoi(metric(body, "process_open_fds")); err != nil || fds < 1 {
+			t.Fatalf("process_open_fds: %q (%v)\n%s", metric(body, "process_open_fds"), err, body)
+		}
 		return goroutines, fds, body
 	}
-	// Baseline after the first renewal, in the steady state.
-	waitRenewals(t, n, 1, time.Minute)
+	// Baseline after the first renewal (a minute after issue), in the steady state.
+	waitRenewals(t, n, 1, 2*time.Minute)
 	time.Sleep(time.Second)
 	g0, f0, _ := sample()
 	start := time.Now()

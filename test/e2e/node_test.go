@@ -186,9 +186,18 @@ func (n *node) assertNoSecrets(out string) {
 // csrs lists the CSRs whose subject is this node's, by signer.
 func (n *node) csrs(signer string) []certificatesv1.CertificateSigningRequest {
 	n.t.Helper()
-	list, err := cp.Admin.CertificatesV1().CertificateSigningRequests().List(context.Background(), metav1.ListOptions{})
+	out, err := n.listCSRs(signer)
 	if err != nil {
 		n.t.Fatal(err)
+	}
+	return out
+}
+
+// listCSRs is csrs without the test's Fatal, for other goroutines.
+func (n *node) listCSRs(signer string) ([]certificatesv1.CertificateSigningRequest, error) {
+	list, err := cp.Admin.CertificatesV1().CertificateSigningRequests().List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		return nil, err
 	}
 	var out []certificatesv1.CertificateSigningRequest
 	for _, c := range list.Items {
@@ -201,7 +210,7 @@ func (n *node) csrs(signer string) []certificatesv1.CertificateSigningRequest {
 			out = append(out, c)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // waitForCSR waits until exactly one CSR of signer exists for the node.

@@ -12,11 +12,16 @@ import (
 )
 
 var (
-	cp        *controlplane.ControlPlane
-	rootfs    string
-	deb       string // the package under test (amd64)
-	debNewer  string // the same code with a higher version, for the upgrade
-	cacheRoot string
+	cp       *controlplane.ControlPlane
+	rootfs   string
+	deb      string // the package under test (amd64)
+	debNewer string // the same code with a higher version, for the upgrade
+	rpmPkg   string // the rpm under test (x86_64), and its newer twin
+	rpmNewer string
+	// failpointBin is certagent built with -tags failpoints, to hang a
+	// worker on purpose (the watchdog test).
+	failpointBin string
+	cacheRoot    string
 )
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
@@ -34,6 +39,18 @@ func run(m *testing.M) int {
 	}
 	if debNewer, err = oneFile(os.Getenv("CERTAGENT_DEB_NEWER")); err != nil {
 		logf("CERTAGENT_DEB_NEWER: %v (make node builds it)", err)
+		return 1
+	}
+	if rpmPkg, err = oneFile(os.Getenv("CERTAGENT_RPM")); err != nil {
+		logf("CERTAGENT_RPM: %v (make node builds it)", err)
+		return 1
+	}
+	if rpmNewer, err = oneFile(os.Getenv("CERTAGENT_RPM_NEWER")); err != nil {
+		logf("CERTAGENT_RPM_NEWER: %v (make node builds it)", err)
+		return 1
+	}
+	if failpointBin, err = oneFile(os.Getenv("CERTAGENT_FAILPOINT_BIN")); err != nil {
+		logf("CERTAGENT_FAILPOINT_BIN: %v (make node builds it: certagent with -tags failpoints)", err)
 		return 1
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)

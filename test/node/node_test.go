@@ -184,20 +184,56 @@ func TestNodeWithCloudInit(t *testing.T) {
 		}
 	})
 
-	t.Run("systemctl reload renews", func(t *testing.T) {
-		before := linkTarget(c, "/var/lib/kubelet/pki/kubelet-client-current.pem")
-		beforeKey := readFile(t, c.file("/var/lib/kubelet/pki/kubelet-client-current.pem"))
-		time.Sleep(1100 * time.Millisecond) // dated file names have one-second resolution
+	t.Run("systemctl reload applies the new configuration and renews nothing", func(t *testing.T) {
+		client := linkTarget(c, "/var/lib/kubelet/pki/kubelet-client-current.pem")
+		pid := c.show("certagent", "MainPID")
+		writeFile(t, c.file("/etc/certagent/config.d/50-node-test.yaml"),
+			"apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\nserving:\n  dnsNames: ["+name+".example]\n", 0o644)
 		c.must("systemctl", "reload", "certagent")
-		waitUntil(t, "a renewed client certificate", 30*time.Second, func() bool {
-			return linkTarget(c, "/var/lib/kubelet/pki/kubelet-client-current.pem") != before
-		})
-		if readFile(t, c.file("/var/lib/kubelet/pki/kubelet-client-current.pem")) == beforeKey {
-			t.Error("reload did not change the certificate")
-		}
-		// The serving renewal waits for approval again; approve it.
-		if err := cp.ApproveCSR(context.Background(), servingCSR(t, name)); err != nil {
+		// The serving certificate no longer covers the names: one new CSR.
+		pending := servingCSR(t, name) // the one before was approved: this is the new request
+		if err := cp.ApproveCSR(context.Background(), pending); err != nil {
 			t.Fatal(err)
+		}
+		waitUntil(t, "the serving certificate with the new name", 30*time.Second, func() bool {
+			return strings.Contains(c.must("certagent", "status"), name+".example")
+		})
+		if got := linkTarget(c, "/var/lib/kubelet/pki/kubelet-client-current.pem"); got != client {
+			t.Errorf("the reload renewed the client certificate (%s -> %s)", client, got)
+		}
+		if got := c.show("certagent", "MainPID"); got != pid {
+			t.Errorf("the reload restarted the service (pid %s -> %s)", pid, got)
+		}
+		journal := c.must("journalctl", "-u", "certagent", "--no-pager", "-o", "cat")
+		if !strings.Contains(journal, `reload: configuration applied	{"changed": ["serving.dnsNames"]}`) {
+			t.Errorf("the journal does not say what the reload changed:\n%s", tail([]byte(journal), 2000))
+		}
+		csr = pending
+	})
+
+	t.Run("certagent renew --force has the running service renew", func(t *testing.T) {
+		client := linkTarget(c, "/var/lib/kubelet/pki/kubelet-client-current.pem")
+		pid := c.show("certagent", "MainPID")
+		time.Sleep(1100 * time.Millisecond) // dated file names have one-second resolution
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() { // the forced serving renewal waits for approval
+			for ctx.Err() == nil {
+				if p := pendingServingCSR(name); p != "" {
+					_ = cp.ApproveCSR(ctx, p)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}()
+		out := c.must("certagent", "renew", "--force", "--timeout", "60s")
+		if !strings.Contains(out, "the running certagent daemon did the work") || !strings.Contains(out, "client: renewed") || !strings.Contains(out, "server: renewed") {
+			t.Fatalf("renew --force:\n%s", out)
+		}
+		if got := linkTarget(c, "/var/lib/kubelet/pki/kubelet-client-current.pem"); got == client {
+			t.Error("renew --force did not renew the client certificate")
+		}
+		if got := c.show("certagent", "MainPID"); got != pid {
+			t.Errorf("the service restarted (pid %s -> %s)", pid, got)
 		}
 	})
 
@@ -248,6 +284,43 @@ func TestNodeWithCloudInit(t *testing.T) {
 			t.Errorf("the journal does not mention the watchdog:\n%s", tail([]byte(journal), 2000))
 		}
 		t.Logf("restarted %s after SIGSTOP", took.Round(time.Millisecond))
+	})
+
+	t.Run("the watchdog restarts an agent whose worker is stuck in a step", func(t *testing.T) {
+		// A build that hangs the first time a worker prepares a request, and
+		// calls a worker stuck after 5 s (instead of minutes): the main loop
+		// stays alive, only the worker is stuck.
+		copyFile(t, failpointBin, c.file("/usr/local/bin/certagent-failpoints"))
+		if err := os.Chmod(c.file("/usr/local/bin/certagent-failpoints"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		dropIn := c.file("/etc/systemd/system/certagent.service.d/50-hang.conf")
+		writeFile(t, dropIn, "[Service]\nExecStart=\nExecStart=/usr/local/bin/certagent-failpoints run\n"+
+			"Environment=CERTAGENT_FAILPOINT=obtain.key-ready:1:hang CERTAGENT_HUNG_AFTER=5s\n", 0o644)
+		defer func() {
+			_ = os.Remove(dropIn)
+			c.must("systemctl", "daemon-reload")
+			c.must("systemctl", "restart", "certagent")
+		}()
+		c.must("systemctl", "daemon-reload")
+		c.must("systemctl", "restart", "certagent")
+		waitUntil(t, "certagent running the failpoint build", 30*time.Second, func() bool {
+			return c.show("certagent", "ActiveState") == "active" && c.show("certagent", "SubState") == "running"
+		})
+		pid := c.show("certagent", "MainPID")
+		restarts := c.show("certagent", "NRestarts")
+		// A forced renewal makes the client worker prepare a request: it hangs there.
+		go func() { _, _ = c.exec(2*time.Minute, "certagent", "renew", "--force", "--timeout", "90s") }()
+		took := waitUntil(t, "a restart by the watchdog", 90*time.Second, func() bool {
+			return c.show("certagent", "MainPID") != pid && c.show("certagent", "NRestarts") != restarts
+		})
+		journal, _ := c.exec(time.Minute, "journalctl", "-u", "certagent", "--no-pager", "-o", "cat")
+		for _, want := range []string{"a worker is stuck: not telling the watchdog", "Watchdog timeout"} {
+			if !strings.Contains(journal, want) {
+				t.Errorf("the journal lacks %q:\n%s", want, tail([]byte(journal), 3000))
+			}
+		}
+		t.Logf("a worker stuck in a step: restarted %s after the forced renewal", took.Round(time.Millisecond))
 	})
 
 	t.Run("upgrading keeps the certificates and restarts the service", func(t *testing.T) {
@@ -305,6 +378,20 @@ func TestNodeWithCloudInit(t *testing.T) {
 	})
 }
 
+// pendingServingCSR names the node's serving CSR that waits for approval ("" if none).
+func pendingServingCSR(node string) string {
+	list, err := cp.Admin.CertificatesV1().CertificateSigningRequests().List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		return ""
+	}
+	for _, c := range list.Items {
+		if c.Spec.SignerName == certificatesv1.KubeletServingSignerName && len(c.Status.Conditions) == 0 && c.Spec.Username == "system:node:"+node {
+			return c.Name
+		}
+	}
+	return ""
+}
+
 func readFile(t *testing.T, p string) string {
 	t.Helper()
 	data, err := os.ReadFile(p)
@@ -312,4 +399,54 @@ func readFile(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return string(data)
+}
+
+// TestRPMOnSystemd installs the rpm with its scriptlets (Debian's rpm, on a
+// real systemd): the service is enabled and started, the certificate
+// directory is created 0700, an upgrade restarts it, and erasing stops and
+// disables it and keeps the certificate directory.
+func TestRPMOnSystemd(t *testing.T) {
+	name := fmt.Sprintf("ca-rpm-%d", time.Now().UnixNano()%1000000)
+	c := boot(t, rootfs, name, func(root string) {
+		writeFile(t, filepath.Join(root, "var/lib/cloud/seed/nocloud/meta-data"), "instance-id: "+name+"\nlocal-hostname: "+name+"\n", 0o644)
+		writeFile(t, filepath.Join(root, "var/lib/cloud/seed/nocloud/user-data"), "#cloud-config\nlocale: false\n", 0o600)
+		copyFile(t, rpmPkg, filepath.Join(root, "root/certagent.rpm"))
+		copyFile(t, rpmNewer, filepath.Join(root, "root/certagent-newer.rpm"))
+	})
+	waitUntil(t, "systemd up", time.Minute, func() bool {
+		out, _ := c.exec(10*time.Second, "systemctl", "is-system-running")
+		return strings.Contains(out, "running") || strings.Contains(out, "degraded")
+	})
+	// --nodeps: Debian's rpm database knows none of the packages the rpm needs.
+	c.must("rpm", "-i", "--nodeps", "/root/certagent.rpm")
+	if got := c.show("certagent", "UnitFileState"); got != "enabled" {
+		t.Errorf("after rpm -i certagent is %s, want enabled (the postinstall scriptlet)", got)
+	}
+	waitUntil(t, "certagent started by the scriptlet", 30*time.Second, func() bool {
+		return c.show("certagent", "ActiveState") == "active"
+	})
+	if !strings.HasPrefix(c.show("certagent", "StatusText"), "waiting for a bootstrap kubeconfig at /etc/kubernetes/bootstrap-kubelet.conf") {
+		t.Errorf("STATUS %q", c.show("certagent", "StatusText"))
+	}
+	if fi, err := os.Stat(c.file("/var/lib/kubelet/pki")); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("/var/lib/kubelet/pki: %v %v, want 0700", fi, err)
+	}
+	pid := c.show("certagent", "MainPID")
+	c.must("rpm", "-U", "--nodeps", "/root/certagent-newer.rpm")
+	waitUntil(t, "the service restarted by the upgrade", 30*time.Second, func() bool {
+		return c.show("certagent", "MainPID") != pid && c.show("certagent", "ActiveState") == "active"
+	})
+	if got := c.show("certagent", "UnitFileState"); got != "enabled" {
+		t.Errorf("after rpm -U certagent is %s, want still enabled", got)
+	}
+	c.must("rpm", "-e", "certagent")
+	if s := c.show("certagent", "ActiveState"); s == "active" {
+		t.Error("certagent still active after rpm -e (the preuninstall scriptlet)")
+	}
+	if exists(c.file("/usr/bin/certagent")) || exists(c.file("/usr/lib/systemd/system/certagent.service")) {
+		t.Error("rpm -e left the binary or the unit")
+	}
+	if !exists(c.file("/var/lib/kubelet/pki")) {
+		t.Error("rpm -e removed the certificate directory")
+	}
 }

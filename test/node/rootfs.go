@@ -14,7 +14,7 @@ import (
 )
 
 // rootfsVersion changes whenever what ensureRootfs installs changes.
-const rootfsVersion = "bookworm-v1"
+const rootfsVersion = "bookworm-v2"
 
 // ensureRootfs returns a cached Debian bookworm root file system with
 // systemd, cloud-init and ssh-keygen (cloud-init's ssh module needs it),
@@ -44,7 +44,8 @@ func ensureRootfs(ctx context.Context, cacheRoot string, logf func(string, ...an
 	steps := [][]string{
 		{"debootstrap", "--variant=minbase", "--include=systemd,systemd-sysv,dbus", "bookworm", tmp, "http://deb.debian.org/debian"},
 		// cloud-init through debootstrap's --include fails on virtual packages: install it inside.
-		{"chroot", tmp, "apt-get", "install", "-y", "--no-install-recommends", "cloud-init", "openssh-client", "procps"},
+		// rpm: the rpm package is installed with its scriptlets too (TestRPMOnSystemd).
+		{"chroot", tmp, "apt-get", "install", "-y", "--no-install-recommends", "cloud-init", "openssh-client", "procps", "rpm"},
 		{"chroot", tmp, "apt-get", "clean"},
 	}
 	for _, s := range steps {
