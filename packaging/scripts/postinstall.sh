@@ -19,11 +19,13 @@ if [ "$action" = install ]; then
 fi
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null 2>&1 || true
+	# --no-block: certagent is Type=notify and sends READY only once the API
+	# server accepts kubelet.conf; on a node with no bootstrap kubeconfig yet
+	# a blocking start would hang the package manager until one is dropped.
 	if [ "$action" = install ]; then
-		# Harmless with nothing to do yet: certagent waits for a bootstrap kubeconfig.
-		systemctl start certagent.service || true
+		systemctl start --no-block certagent.service || true
 	else
-		systemctl try-restart certagent.service || true
+		systemctl try-restart --no-block certagent.service || true
 	fi
 fi
 exit 0

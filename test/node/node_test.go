@@ -418,29 +418,44 @@ func TestRPMOnSystemd(t *testing.T) {
 		return strings.Contains(out, "running") || strings.Contains(out, "degraded")
 	})
 	// --nodeps: Debian's rpm database knows none of the packages the rpm needs.
-	c.must("rpm", "-i", "--nodeps", "/root/certagent.rpm")
+	// No bootstrap kubeconfig yet, so certagent does not send READY: the
+	// scriptlet must not wait for it (it used to hang the installer).
+	rpmMust := func(args ...string) {
+		t.Helper()
+		start := time.Now()
+		out, err := c.exec(60*time.Second, args...)
+		if err != nil {
+			t.Fatalf("%s: %v after %s (a scriptlet waiting for the service?)\n%s", strings.Join(args, " "), err, time.Since(start).Round(time.Second), out)
+		}
+		t.Logf("%s: %s", strings.Join(args, " "), time.Since(start).Round(10*time.Millisecond))
+	}
+	rpmMust("rpm", "-i", "--nodeps", "/root/certagent.rpm")
 	if got := c.show("certagent", "UnitFileState"); got != "enabled" {
 		t.Errorf("after rpm -i certagent is %s, want enabled (the postinstall scriptlet)", got)
 	}
-	waitUntil(t, "certagent started by the scriptlet", 30*time.Second, func() bool {
-		return c.show("certagent", "ActiveState") == "active"
-	})
-	if !strings.HasPrefix(c.show("certagent", "StatusText"), "waiting for a bootstrap kubeconfig at /etc/kubernetes/bootstrap-kubelet.conf") {
-		t.Errorf("STATUS %q", c.show("certagent", "StatusText"))
+	// Started, and waiting (Type=notify: "activating" until the API server
+	// accepts kubelet.conf).
+	running := func() bool {
+		s := c.show("certagent", "ActiveState")
+		return (s == "activating" || s == "active") && c.show("certagent", "MainPID") != "0"
 	}
+	waitUntil(t, "certagent started by the scriptlet", 30*time.Second, running)
+	waitUntil(t, "STATUS: waiting for a bootstrap kubeconfig", 30*time.Second, func() bool {
+		return strings.HasPrefix(c.show("certagent", "StatusText"), "waiting for a bootstrap kubeconfig at /etc/kubernetes/bootstrap-kubelet.conf")
+	})
 	if fi, err := os.Stat(c.file("/var/lib/kubelet/pki")); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("/var/lib/kubelet/pki: %v %v, want 0700", fi, err)
 	}
 	pid := c.show("certagent", "MainPID")
-	c.must("rpm", "-U", "--nodeps", "/root/certagent-newer.rpm")
+	rpmMust("rpm", "-U", "--nodeps", "/root/certagent-newer.rpm")
 	waitUntil(t, "the service restarted by the upgrade", 30*time.Second, func() bool {
-		return c.show("certagent", "MainPID") != pid && c.show("certagent", "ActiveState") == "active"
+		return c.show("certagent", "MainPID") != pid && running()
 	})
 	if got := c.show("certagent", "UnitFileState"); got != "enabled" {
 		t.Errorf("after rpm -U certagent is %s, want still enabled", got)
 	}
-	c.must("rpm", "-e", "certagent")
-	if s := c.show("certagent", "ActiveState"); s == "active" {
+	rpmMust("rpm", "-e", "certagent")
+	if s := c.show("certagent", "ActiveState"); s == "active" || s == "activating" {
 		t.Error("certagent still active after rpm -e (the preuninstall scriptlet)")
 	}
 	if exists(c.file("/usr/bin/certagent")) || exists(c.file("/usr/lib/systemd/system/certagent.service")) {
