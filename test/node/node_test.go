@@ -440,9 +440,13 @@ func TestRPMOnSystemd(t *testing.T) {
 		return (s == "activating" || s == "active") && c.show("certagent", "MainPID") != "0"
 	}
 	waitUntil(t, "certagent started by the scriptlet", 30*time.Second, running)
-	waitUntil(t, "STATUS: waiting for a bootstrap kubeconfig", 30*time.Second, func() bool {
-		return strings.HasPrefix(c.show("certagent", "StatusText"), "waiting for a bootstrap kubeconfig at /etc/kubernetes/bootstrap-kubelet.conf")
-	})
+	for start := time.Now(); !strings.HasPrefix(c.show("certagent", "StatusText"), "waiting for a bootstrap kubeconfig at /etc/kubernetes/bootstrap-kubelet.conf"); time.Sleep(200 * time.Millisecond) {
+		if time.Since(start) > time.Minute {
+			out, _ := c.exec(10*time.Second, "systemctl", "status", "--no-pager", "certagent")
+			journal, _ := c.exec(10*time.Second, "journalctl", "--no-pager", "-u", "certagent")
+			t.Fatalf("STATUS %q, want waiting for a bootstrap kubeconfig\n%s\n%s", c.show("certagent", "StatusText"), out, journal)
+		}
+	}
 	if fi, err := os.Stat(c.file("/var/lib/kubelet/pki")); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("/var/lib/kubelet/pki: %v %v, want 0700", fi, err)
 	}
