@@ -221,7 +221,10 @@ type traceOp struct {
 	ret  string // "= 3<\x2f…>" and the like
 }
 
-var lineRE = regexp.MustCompile(`^(\d+)\s+(.*)$`)
+var (
+	lineRE = regexp.MustCompile(`^(\d+)\s+(.*)$`)
+	retRE  = regexp.MustCompile(`^.*(\)\s+= )`) // the last ") = "; -xx leaves none inside strings
+)
 
 // parseTrace reads an strace -f -y -xx log, joining "unfinished"/"resumed" halves.
 func parseTrace(path string) ([]traceOp, error) {
@@ -255,12 +258,13 @@ func parseTrace(path string) ([]traceOp, error) {
 		if strings.HasPrefix(rest, "+++") || strings.HasPrefix(rest, "---") {
 			continue
 		}
+		// strace pads a resumed call's ") = " with spaces to align it.
 		open := strings.IndexByte(rest, '(')
-		close := strings.LastIndex(rest, ") = ")
-		if open < 0 || close < 0 {
+		r := retRE.FindStringSubmatchIndex(rest)
+		if open < 0 || r == nil {
 			continue
 		}
-		ops = append(ops, traceOp{name: rest[:open], args: splitArgs(rest[open+1 : close]), ret: rest[close+4:]})
+		ops = append(ops, traceOp{name: rest[:open], args: splitArgs(rest[open+1 : r[2]]), ret: rest[r[3]:]})
 	}
 	return ops, sc.Err()
 }
@@ -343,7 +347,10 @@ func (m *fsModel) apply(op traceOp, marker string, onMarker func(string)) error 
 			return fmt.Errorf("openat %v", op.args)
 		}
 		p := at(op.args[0], op.args[1])
-		fd, _, _ := fdOf(op.ret)
+		fd, real, _ := fdOf(op.ret)
+		if real != p && m.entries[real] != nil {
+			p = real // opened through a symlink: the file it points at
+		}
 		flags := op.args[2]
 		ino, exists := m.entries[p]
 		if !exists && strings.Contains(flags, "O_CREAT") {
@@ -359,6 +366,9 @@ func (m *fsModel) apply(op traceOp, marker string, onMarker func(string)) error 
 		m.fds[fd] = &openFile{path: p, ino: ino}
 	case "write", "pwrite64":
 		fd, p, _ := fdOf(op.args[0])
+		if !strings.HasPrefix(p, "/") {
+			return nil // a socket, pipe or eventfd
+		}
 		data := unhex(op.args[1])
 		if p == marker {
 			onMarker(strings.TrimSpace(string(data)))
@@ -402,8 +412,14 @@ func (m *fsModel) apply(op traceOp, marker string, onMarker func(string)) error 
 			m.syncDir(p)
 		}
 	case "close":
-		fd, _, _ := fdOf(op.args[0])
-		delete(m.fds, fd)
+		// Lines come in the order syscalls finish, so with several threads
+		// a close of fd N can be printed after another thread's open that
+		// got N again. Forget the fd only if it is still the file closed
+		// (strace -y names it as it was when close began).
+		fd, p, _ := fdOf(op.args[0])
+		if of, okFD := m.fds[fd]; okFD && (of.path == p || m.entries[p] != nil && m.entries[p] == of.ino) {
+			delete(m.fds, fd)
+		}
 	case "renameat", "renameat2", "rename":
 		var from, to string
 		if op.name == "rename" {

@@ -57,6 +57,11 @@ func TestPowerLoss(t *testing.T) {
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("%s under strace: %v\n%s", run.name, err, out)
 			}
+			if prefix := os.Getenv("CERTAGENT_POWERLOSS_KEEP"); prefix != "" { // keep the trace to read
+				if b, err := os.ReadFile(trace); err == nil {
+					_ = os.WriteFile(prefix+"-"+run.name+".strace", b, 0o644)
+				}
+			}
 			ops, err := parseTrace(trace)
 			if err != nil {
 				t.Fatal(err)
