@@ -53,6 +53,10 @@ type Agent struct {
 	identity bootstrap.Identity // what the API server thinks of kubelet.conf
 	ready    bool               // READY=1 was sent
 	status   string             // last STATUS= sent
+
+	// statusMu makes publishStatus's render, compare and send one step, so a
+	// line rendered before another worker's change is never sent after it.
+	statusMu sync.Mutex
 	loops    map[bootstrap.Kind]*worker
 }
 

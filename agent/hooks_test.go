@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -237,5 +238,38 @@ func TestStatusLine(t *testing.T) {
 				t.Fatalf("status line\n got %q\nwant %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestStatusIsNeverStale: the client and serving workers publish STATUS at
+// the same time; the line systemd holds last must be the agent's state now.
+// Before publishStatus was one step, a line rendered before the client's
+// "waiting for a bootstrap kubeconfig" could be sent after it and stay
+// ("client starting", seen in the node suite).
+func TestStatusIsNeverStale(t *testing.T) {
+	for i := 0; i < 200; i++ {
+		n := &fakeNotifier{}
+		a, err := New(func() Config { c := DefaultConfig(); c.NodeName = "n"; return c }(), Options{Clock: clocktesting.NewFakeClock(time.Now()), Notifier: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var next atomic.Int64
+		for _, kind := range []bootstrap.Kind{bootstrap.Client, bootstrap.Serving, bootstrap.Client, bootstrap.Serving} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := 0; j < 50; j++ {
+					a.mu.Lock()
+					a.state(kind).lastErr = fmt.Errorf("attempt %d", next.Add(1))
+					a.mu.Unlock()
+					a.publishStatus()
+				}
+			}()
+		}
+		wg.Wait()
+		if got, want := n.lastStatus(), a.statusLine(); got != want {
+			t.Fatalf("round %d: systemd holds %q, the agent's state is %q", i, got, want)
+		}
 	}
 }

@@ -192,6 +192,8 @@ func firstLine(s string, max int) string {
 
 // publishStatus sends the STATUS line if it changed.
 func (a *Agent) publishStatus() {
+	a.statusMu.Lock()
+	defer a.statusMu.Unlock()
 	line := a.statusLine()
 	a.mu.Lock()
 	changed := line != a.status
