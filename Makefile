@@ -19,7 +19,15 @@ SIM_SEEDS ?= 1000
 SIM_YEARS ?= 1
 SIM_FIRST ?= 1
 
-.PHONY: help build unit e2e e2e-deps node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim
+# The Go vulnerability database (v1 layout, for govulncheck -db file://…): an offline copy.
+VULNDB    ?= $(firstword $(wildcard $(CURDIR)/../shared/vulndb /work/shared/vulndb))
+GOVULNCHECK := $(GO) tool -modfile=$(CURDIR)/test/tools/govulncheck/go.mod govulncheck
+# Kubernetes minors with a module under test/k8s, newest first; make compat runs COMPAT_MINORS.
+K8S_MINORS    := $(shell ls test/k8s | grep '^v1\.' | sort -t. -k2,2nr)
+COMPAT_MINORS ?= $(K8S_MINORS)
+COMPAT_TESTS  := ^(TestBootstrapClientAndServing|TestDaemonRenewsBothCertificates|TestRestartWhilePendingReusesCSR|TestDeniedClientCSR|TestDeniedServingCSR)$$
+
+.PHONY: help build unit e2e e2e-deps node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short vuln compat compat-oldest
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,6 +36,7 @@ deps: ## Download the Go modules of the product and the test modules
 	$(GO) mod download
 	cd test && $(GO) mod download
 	cd test/tools/etcd && $(GO) mod download
+	cd test/tools/govulncheck && $(GO) mod download
 	cd packaging/tools && $(GO) mod download
 
 build: ## Build bin/certagent
@@ -43,6 +52,14 @@ tidy-check: ## Fail if go.mod/go.sum are not tidy
 	$(GO) mod tidy && git diff --exit-code go.mod go.sum
 	cd test && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 	cd packaging/tools && $(GO) mod tidy && git diff --exit-code go.mod go.sum
+	cd test/tools/govulncheck && $(GO) mod tidy && git diff --exit-code go.mod go.sum
+
+vuln: ## govulncheck (pinned in test/tools/govulncheck) against the offline database VULNDB: none reachable in the product or nfpm; the test module's findings reported
+	@test -f "$(VULNDB)/index/db.json" || { echo "no vulnerability database at '$(VULNDB)': set VULNDB to a copy of the Go vulnerability database (v1 layout)"; exit 1; }
+	@echo "govulncheck against $(VULNDB) (snapshot of $$(sed -n 's/.*"modified":"\([0-9-]*\)T.*/\1/p' $(VULNDB)/index/db.json))"
+	$(GOVULNCHECK) -db file://$(VULNDB) ./...
+	cd packaging/tools && $(GOVULNCHECK) -db file://$(VULNDB) github.com/goreleaser/nfpm/v2/cmd/nfpm
+	@echo "test module (reported, not gating):"; cd test && $(GOVULNCHECK) -db file://$(VULNDB) ./... | grep -E '^(Vulnerability #|Your code|No vulnerabilities|  [A-Z])' || true
 
 unit: ## Unit tests with the race detector
 	$(GO) test -race -count=1 ./...
@@ -64,7 +81,18 @@ e2e-deps: ## Install (apt-get, as root) what the end-to-end suite needs: strace 
 e2e: build e2e-deps ## End-to-end tests against a real kube-apiserver, controller-manager and etcd (built and cached on first use)
 	cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) $(GO) test $(E2E_FLAGS) ./controlplane/ ./e2e/
 
-test: deps vet tidy-check unit sim-short e2e package-check node ## Every test suite (what CI runs; as root: the package checks and the node suite need it)
+test: deps vet tidy-check vuln unit sim-short e2e compat-oldest package-check node ## Every test suite (what CI runs; as root: the package checks and the node suite need it)
+
+compat: build e2e-deps ## The e2e core against every Kubernetes minor under test/k8s (COMPAT_MINORS="v1.33 v1.30" for some); table in bin/compat.md
+	@mkdir -p bin; rm -f bin/compat.md; fail=0; for v in $(COMPAT_MINORS); do \
+		start=$$(date +%s); echo "== $$v: building (first run only) and running the e2e core"; \
+		if (cd test && CERTAGENT_K8S=$$v CERTAGENT_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 40m -v -run '$(COMPAT_TESTS)' ./e2e/ > $(CURDIR)/bin/compat-$$v.log 2>&1); then r=pass; else r=FAIL; fail=1; fi; \
+		echo "| $$(grep -oE 'k8s.io/kubernetes v[0-9.]+' test/k8s/$$v/go.mod | head -1 | cut -d' ' -f2) | $$r | $$(grep -c '^--- PASS' bin/compat-$$v.log) passed, $$(grep -c '^--- FAIL' bin/compat-$$v.log) failed | $$(( $$(date +%s) - start )) s |" | tee -a bin/compat.md; \
+		[ $$r = pass ] || grep -B2 -A20 -- '--- FAIL\|^FAIL\|e2e: building' bin/compat-$$v.log | head -60; \
+	done; echo; echo "| Kubernetes | e2e core | tests | time (with a first build) |"; echo "|---|---|---|---|"; cat bin/compat.md; exit $$fail
+
+compat-oldest: ## make compat for the oldest minor only (make test runs it; make e2e covers the newest)
+	$(MAKE) --no-print-directory compat COMPAT_MINORS=$(lastword $(K8S_MINORS))
 
 sim-short: ## The simulation at 100 seeds (make test runs it; make sim runs 1000)
 	$(MAKE) --no-print-directory sim SIM_SEEDS=100

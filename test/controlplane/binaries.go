@@ -16,8 +16,18 @@ import (
 	"time"
 )
 
-// Binaries are the paths of the built control-plane commands.
-type Binaries struct{ Etcd, APIServer, ControllerManager string }
+// Binaries are the paths of the built control-plane commands, and of
+// loadercheck: the kubelet's certificate loaders of the same version.
+type Binaries struct {
+	Etcd, APIServer, ControllerManager, LoaderCheck string
+	// Version is the Kubernetes version they were built from (v1.37.2).
+	Version string
+}
+
+// Newest is the Kubernetes minor the suites run against unless
+// CERTAGENT_K8S names another; each supported minor has a module under
+// test/k8s (written by test/k8s/gen.sh).
+const Newest = "v1.37"
 
 // testModulePath is the module path of the test module that pins the
 // control-plane dependencies.
@@ -25,14 +35,16 @@ const testModulePath = "github.com/certagent/certagent/test"
 
 // cacheSchema is mixed into the cache key; bump it to invalidate every
 // cached build when the way binaries are built changes.
-const cacheSchema = "certagent-controlplane-bins-v1"
+const cacheSchema = "certagent-controlplane-bins-v2"
 
-// EnsureBinaries builds etcd, kube-apiserver and kube-controller-manager into
-// a cache directory once and reuses them afterwards.
+// EnsureBinaries builds etcd, kube-apiserver, kube-controller-manager and
+// loadercheck of the Kubernetes minor in $CERTAGENT_K8S (default Newest, a
+// directory under test/k8s) into a cache directory once and reuses them
+// afterwards.
 //
 // The cache directory is $CERTAGENT_TEST_CACHE if set, else
 // $XDG_CACHE_HOME/certagent-test or ~/.cache/certagent-test. Binaries live in
-// a subdirectory keyed by a short hash of the test module's go.sum, the etcd
+// a subdirectory keyed by a short hash of the version module's go.sum, the etcd
 // tool's go.sum and `go env GOVERSION GOOS GOARCH`, so a dependency or
 // toolchain change builds afresh. Builds use `go build -trimpath`, write to a
 // temporary name and rename, so an interrupted build never leaves a partial
@@ -49,8 +61,17 @@ func EnsureBinaries(ctx context.Context, logf func(format string, args ...any)) 
 		return Binaries{}, err
 	}
 	etcdDir := filepath.Join(modDir, "tools", "etcd")
+	minor := os.Getenv("CERTAGENT_K8S")
+	if minor == "" {
+		minor = Newest
+	}
+	k8sDir := filepath.Join(modDir, "k8s", minor)
+	version, err := kubernetesVersion(k8sDir)
+	if err != nil {
+		return Binaries{}, fmt.Errorf("CERTAGENT_K8S=%s: %w (the minors are the directories of test/k8s)", minor, err)
+	}
 
-	key, err := cacheKey(ctx, modDir, etcdDir)
+	key, err := cacheKey(ctx, k8sDir, etcdDir)
 	if err != nil {
 		return Binaries{}, err
 	}
@@ -63,6 +84,8 @@ func EnsureBinaries(ctx context.Context, logf func(format string, args ...any)) 
 		Etcd:              filepath.Join(dir, "etcd"),
 		APIServer:         filepath.Join(dir, "kube-apiserver"),
 		ControllerManager: filepath.Join(dir, "kube-controller-manager"),
+		LoaderCheck:       filepath.Join(dir, "loadercheck"),
+		Version:           version,
 	}
 	if bins.allExist() {
 		return bins, nil
@@ -86,16 +109,19 @@ func EnsureBinaries(ctx context.Context, logf func(format string, args ...any)) 
 		}
 		logf("built etcd in %s", time.Since(start).Round(time.Second))
 	}
-	if !exists(bins.APIServer) || !exists(bins.ControllerManager) {
-		logf("building kube-apiserver and kube-controller-manager into %s (first run only, about 5 minutes)...", dir)
+	if !exists(bins.APIServer) || !exists(bins.ControllerManager) || !exists(bins.LoaderCheck) {
+		logf("building kube-apiserver, kube-controller-manager and loadercheck %s into %s (first run only, about 5 minutes)...", version, dir)
 		start := time.Now()
-		if err := goBuild(ctx, modDir, dir, map[string]string{
+		if err := goBuild(ctx, k8sDir, dir, map[string]string{
 			"k8s.io/kubernetes/cmd/kube-apiserver":          "kube-apiserver",
 			"k8s.io/kubernetes/cmd/kube-controller-manager": "kube-controller-manager",
 		}); err != nil {
-			return Binaries{}, fmt.Errorf("build kube-apiserver and kube-controller-manager: %w", err)
+			return Binaries{}, fmt.Errorf("build kube-apiserver and kube-controller-manager %s: %w", version, err)
 		}
-		logf("built kube-apiserver and kube-controller-manager in %s", time.Since(start).Round(time.Second))
+		if err := goBuild(ctx, k8sDir, dir, map[string]string{".": "loadercheck"}); err != nil {
+			return Binaries{}, fmt.Errorf("build loadercheck %s: %w", version, err)
+		}
+		logf("built kube-apiserver and kube-controller-manager %s in %s", version, time.Since(start).Round(time.Second))
 	}
 	if !bins.allExist() {
 		return Binaries{}, fmt.Errorf("binaries missing from %s after build", dir)
@@ -104,7 +130,22 @@ func EnsureBinaries(ctx context.Context, logf func(format string, args ...any)) 
 }
 
 func (b Binaries) allExist() bool {
-	return exists(b.Etcd) && exists(b.APIServer) && exists(b.ControllerManager)
+	return exists(b.Etcd) && exists(b.APIServer) && exists(b.ControllerManager) && exists(b.LoaderCheck)
+}
+
+// kubernetesVersion reads the k8s.io/kubernetes version a test/k8s module requires.
+func kubernetesVersion(dir string) (string, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(strings.TrimPrefix(strings.TrimSpace(line), "require "))
+		if len(f) >= 2 && f[0] == "k8s.io/kubernetes" {
+			return f[1], nil
+		}
+	}
+	return "", fmt.Errorf("%s/go.mod does not require k8s.io/kubernetes", dir)
 }
 
 func exists(path string) bool {

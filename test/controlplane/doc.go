@@ -18,8 +18,8 @@
 //	token, err := cp.CreateBootstrapToken(ctx, controlplane.TokenOptions{AutoApprove: true})
 //	err = cp.WriteBootstrapKubeconfig(path, token, true)
 //
-// The binaries are built from the Go module proxy (k8s.io/kubernetes and
-// go.etcd.io/etcd/server/v3, pinned by this test module and by
-// test/tools/etcd) once per dependency set and Go version, and cached; see
-// EnsureBinaries.
+// The binaries are built from the Go module proxy (k8s.io/kubernetes of the
+// minor in $CERTAGENT_K8S, pinned by its module under test/k8s, default
+// Newest; go.etcd.io/etcd/server/v3, pinned by test/tools/etcd) once per
+// dependency set and Go version, and cached; see EnsureBinaries.
 package controlplane

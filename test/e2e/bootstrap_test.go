@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -75,6 +76,7 @@ func TestBootstrapClientAndServing(t *testing.T) {
 		t.Fatalf("kubelet LoadClientConfig used %q / %q, want kubelet.conf's %q", certCfg.CertFile, userCfg.CertFile, rc.CertFile)
 	}
 	// client-go's FileStore (what the kubelet's certificate managers use) loads both pems.
+	serials := map[string]string{}
 	for _, tc := range []struct{ prefix, usage string }{{"kubelet-client", "client"}, {"kubelet-server", "server"}} {
 		store, err := certificate.NewFileStore(tc.prefix, n.certDir, n.certDir, "", "")
 		if err != nil {
@@ -87,12 +89,18 @@ func TestBootstrapClientAndServing(t *testing.T) {
 		if cert.Leaf.Subject.CommonName != "system:node:"+n.name {
 			t.Errorf("%s: CN %q", tc.prefix, cert.Leaf.Subject.CommonName)
 		}
+		serials[tc.prefix] = cert.Leaf.SerialNumber.String()
 		if tc.usage == "server" {
 			if !slices.Contains(cert.Leaf.DNSNames, n.name) || !slices.Contains(cert.Leaf.DNSNames, "extra.example.test") {
 				t.Errorf("serving DNS names %v, want %s and extra.example.test", cert.Leaf.DNSNames, n.name)
 			}
 		}
 	}
+
+	// The kubelet's loaders of the control plane's own version (test/k8s,
+	// CERTAGENT_K8S) take the files too: the version matrix runs this test
+	// against every minor.
+	checkKubeletLoaders(t, n, rc.CertFile, serials)
 
 	// status -o json reports both certificates as valid, with nothing pending.
 	st := n.status()
@@ -179,4 +187,26 @@ func TestRestartWhilePendingReusesCSR(t *testing.T) {
 	if !strings.Contains(string(mustRead(t, filepath.Join(n.certDir, "kubelet-client-current.pem"))), strings.TrimSpace(string(issued))) {
 		t.Fatalf("stored certificate (serial %s) is not the one issued for CSR %s", cert.Leaf.SerialNumber, csrs[0].Name)
 	}
+}
+
+// checkKubeletLoaders runs loadercheck, built from the control plane's
+// Kubernetes version, on the node's files: LoadClientConfig must use
+// kubelet.conf's certificate without bootstrapping, and NewFileStore must find
+// the certificates with the serials given.
+func checkKubeletLoaders(t *testing.T, n *node, certFile string, serials map[string]string) {
+	t.Helper()
+	out, err := exec.Command(cpBins.LoaderCheck, "-kubeconfig", n.kubeconf, "-bootstrap-kubeconfig", n.bootstrap, "-cert-dir", n.certDir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("the kubelet's loaders of %s: %v\n%s", cpBins.Version, err, out)
+	}
+	want := []string{"certFile=" + certFile + " "}
+	for prefix, serial := range serials {
+		want = append(want, "NewFileStore "+prefix+" serial="+serial+" ")
+	}
+	for _, w := range want {
+		if !strings.Contains(string(out), w) {
+			t.Errorf("the kubelet's loaders of %s: want %q in\n%s", cpBins.Version, w, out)
+		}
+	}
+	t.Logf("the kubelet's loaders of %s accept the files:\n%s", cpBins.Version, out)
 }

@@ -18,6 +18,8 @@ import (
 var (
 	cp           *controlplane.ControlPlane
 	certagentBin string
+	// cpBins are the control plane's binaries (CERTAGENT_K8S picks the version).
+	cpBins controlplane.Binaries
 )
 
 func TestMain(m *testing.M) {
@@ -43,13 +45,14 @@ func run(m *testing.M) int {
 		logf("building the control plane: %v", err)
 		return 1
 	}
+	cpBins = bins
 	start := time.Now()
 	cp, err = controlplane.Start(ctx, bins, controlplane.Options{Dir: filepath.Join(work, "cp"), Logf: logf})
 	if err != nil {
 		logf("starting the control plane: %v", err)
 		return 1
 	}
-	logf("control plane up at %s in %s", cp.URL, time.Since(start).Round(time.Millisecond))
+	logf("control plane %s up at %s in %s", bins.Version, cp.URL, time.Since(start).Round(time.Millisecond))
 	defer cp.Stop()
 	return m.Run()
 }
