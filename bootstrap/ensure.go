@@ -187,9 +187,8 @@ func (b *Bootstrapper) removeBootstrap() error {
 // verdict for unchanged files and request is remembered; validity is checked
 // against the clock every time.
 func (b *Bootstrapper) storedUsable(kind Kind, rc *rest.Config) *x509.Certificate {
-	path := CurrentPath(b.cfg.CertDir, kind)
-	req := b.request(kind)
-	key, err := b.usableKey(kind, rc)
+	req := b.request(kind) // the serving request looks up the primary IP: once
+	key, err := b.usableKey(kind, rc, req)
 	if err != nil {
 		return nil
 	}
@@ -202,20 +201,14 @@ func (b *Bootstrapper) storedUsable(kind Kind, rc *rest.Config) *x509.Certificat
 		}
 		return cached.leaf
 	}
-	leaf := b.verifyStored(path, kind, req, rc)
-	b.mu.Lock()
-	if b.usable == nil {
-		b.usable = map[Kind]usableCache{}
-	}
-	b.usable[kind] = usableCache{key: key, leaf: leaf}
-	b.mu.Unlock()
+	leaf := b.verifyStored(CurrentPath(b.cfg.CertDir, kind), kind, req, rc)
+	b.setUsable(kind, key, leaf)
 	return leaf
 }
 
 // usableKey is what a storedUsable verdict depends on: the files, the CA
 // and the request.
-func (b *Bootstrapper) usableKey(kind Kind, rc *rest.Config) (string, error) {
-	req := b.request(kind)
+func (b *Bootstrapper) usableKey(kind Kind, rc *rest.Config, req Request) (string, error) {
 	key, err := filesKey(CurrentPath(b.cfg.CertDir, kind), rc.CAFile, b.cfg.IssuerCAFile)
 	if err != nil {
 		return "", err
@@ -226,16 +219,19 @@ func (b *Bootstrapper) usableKey(kind Kind, rc *rest.Config) (string, error) {
 // rememberUsable records that leaf, just verified and stored as kind's
 // current certificate with the credential rc, is usable.
 func (b *Bootstrapper) rememberUsable(kind Kind, rc *rest.Config, leaf *x509.Certificate) {
-	key, err := b.usableKey(kind, rc)
-	if err != nil {
-		return
+	if key, err := b.usableKey(kind, rc, b.request(kind)); err == nil {
+		b.setUsable(kind, key, leaf)
 	}
+}
+
+// setUsable records storedUsable's verdict (leaf, or nil: not usable) for key.
+func (b *Bootstrapper) setUsable(kind Kind, key string, leaf *x509.Certificate) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.usable == nil {
 		b.usable = map[Kind]usableCache{}
 	}
 	b.usable[kind] = usableCache{key: key, leaf: leaf}
-	b.mu.Unlock()
 }
 
 // usableCache is storedUsable's last verdict and what it was about.
