@@ -2,10 +2,13 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 
 	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 
 	"github.com/certagent/certagent/bootstrap"
@@ -32,6 +35,9 @@ type Options struct {
 	NoControlSocket bool
 	// Bootstrap overrides parts of the bootstrap configuration (tests inject clients).
 	Bootstrap func(*bootstrap.Config)
+	// NewEventClient builds the client Events are written with, from the
+	// node's credential; nil: no Events (the CLI passes bootstrap.NewEventClient).
+	NewEventClient func(*rest.Config) (bootstrap.EventClient, error)
 }
 
 // WatchFunc watches dirs until ctx ends, sending on the returned channel after changes.
@@ -58,6 +64,7 @@ type Agent struct {
 	// line rendered before another worker's change is never sent after it.
 	statusMu sync.Mutex
 	loops    map[bootstrap.Kind]*worker
+	events   *eventRecorder // nil: no Events
 }
 
 // New builds an agent from a validated configuration.
@@ -92,6 +99,9 @@ func New(cfg Config, opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.cfg, a.b, a.policy = cfg, b, policyOf(cfg)
+	if opts.NewEventClient != nil {
+		a.events = newEventRecorder(a.log.Named("events"), a.clock, cfg.NodeName, a.nodeEventClient(opts.NewEventClient))
+	}
 	return a, nil
 }
 
@@ -116,6 +126,10 @@ func (a *Agent) newBootstrapper(cfg Config) (*bootstrap.Bootstrapper, error) {
 		OnWaiting:               a.onWaiting,
 		BeforeStore:             func(kind bootstrap.Kind) error { return markHooksDue(cfg.CertDir, kind) },
 		OnIdentity:              a.onIdentity,
+		OnBootstrapRemoved: func(path string) {
+			a.events.record(nodeEvent{typ: corev1.EventTypeNormal, reason: ReasonBootstrapRemoved, action: "Cleanup",
+				note: fmt.Sprintf("removed the bootstrap kubeconfig %s: kubelet.conf is proven to work", path)})
+		},
 	}
 	if a.opts.Bootstrap != nil {
 		a.opts.Bootstrap(&bc)
@@ -154,12 +168,18 @@ func (a *Agent) onWaiting(kind bootstrap.Kind, name string) {
 		}
 		w.live.Set(phase, a.clock.Now())
 	}
+	isNew := false
 	a.update(kind, func(s *certState) {
 		if name != "" && s.waitingCSR != name {
 			s.attempts++
+			isNew = true
 		}
 		s.waitingCSR = name
 	})
+	if isNew && kind == bootstrap.Serving {
+		a.events.record(nodeEvent{typ: corev1.EventTypeNormal, reason: ReasonServingCSRPending, action: "RequestCertificate", kind: kind,
+			note: fmt.Sprintf("serving CSR %s waits for approval: kubectl certificate approve %s", name, name)})
+	}
 	if name != "" {
 		a.publishStatus() // "waiting for approval of …": a person may be needed
 	}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/certagent/certagent/bootstrap"
 )
 
 // Version is set at build time with -ldflags "-X github.com/certagent/certagent/agent.Version=...".
@@ -159,6 +161,8 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	opts := Options{Logger: log}
 	if *once {
 		opts.Notifier = nopNotifier{}
+	} else {
+		opts.NewEventClient = bootstrap.NewEventClient // Events on the Node (docs/metrics.md)
 	}
 	a, err := New(cfg, opts)
 	if err != nil {

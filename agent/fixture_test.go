@@ -89,6 +89,7 @@ type daemonFixture struct {
 	client  *fake.Clientset
 	creates map[string]*atomic.Int32 // by signer
 	pending atomic.Bool              // leave serving CSRs pending
+	deny    atomic.Bool              // deny serving CSRs
 	notify  *fakeNotifier
 	events  chan struct{}
 	logs    *observer.ObservedLogs
@@ -115,6 +116,11 @@ func newDaemonFixture(t *testing.T, mutate func(*Config)) *daemonFixture {
 	f.client.PrependReactor("create", "certificatesigningrequests", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		csr := a.(k8stesting.CreateAction).GetObject().(*certificatesv1.CertificateSigningRequest)
 		f.creates[csr.Spec.SignerName].Add(1)
+		if f.deny.Load() && csr.Spec.SignerName == certificatesv1.KubeletServingSignerName {
+			csr.Status.Conditions = []certificatesv1.CertificateSigningRequestCondition{{Type: certificatesv1.CertificateDenied, Status: "True",
+				Reason: "NotOurNode", Message: "the serving certificate names an address the node does not have"}}
+			return false, nil, nil
+		}
 		if !(f.pending.Load() && csr.Spec.SignerName == certificatesv1.KubeletServingSignerName) {
 			f.sg.sign(csr)
 		}

@@ -89,6 +89,9 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (Co
 			defer stop()
 		}
 	}
+	if a.events != nil {
+		bg.Go(func() { a.events.run(bgCtx) })
+	}
 	if !a.opts.NoControlSocket {
 		if stop, err := a.serveControl(bgCtx, cfg.CertDir); err != nil {
 			a.log.Warn("certagent renew cannot reach this daemon; it will wait for the lock instead", zap.Error(err))

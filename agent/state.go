@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/certagent/certagent/bootstrap"
 	"github.com/certagent/certagent/rotate"
@@ -23,6 +24,7 @@ type certState struct {
 	retryAt     time.Time // when the next attempt after lastErr is due
 	attempts    uint64    // requests made (bootstrap or renewal)
 	errors      uint64    // failed attempts
+	denied      uint64    // CSRs of ours that were denied
 	lastSuccess time.Time // last time a certificate was stored
 	hookErrors  uint64
 }
@@ -85,11 +87,36 @@ func (a *Agent) observe(kind bootstrap.Kind, o rotate.Outcome) {
 		default:
 			s.lastErr, s.retryAt, s.waitingCSR = o.Err, o.Next, ""
 			s.errors++
+			if isDenied(o.Err) {
+				s.denied++
+			}
 		}
 	})
 	a.publishStatus()
+	a.recordOutcome(kind, o)
 	if kind == bootstrap.Client {
 		a.markReadyIf(o)
+	}
+}
+
+// recordOutcome turns a step's outcome into an Event on the Node, if it is
+// one a person should see from kubectl.
+func (a *Agent) recordOutcome(kind bootstrap.Kind, o rotate.Outcome) {
+	name := certName(kind)
+	switch {
+	case o.Class == rotate.Done && o.Stored:
+		reason, action := ReasonCertificateIssued, "Issue"
+		if o.Renew {
+			reason, action = ReasonCertificateRenewed, "Renew"
+		}
+		a.events.record(nodeEvent{typ: corev1.EventTypeNormal, reason: reason, action: action, kind: kind,
+			note: fmt.Sprintf("%s certificate stored; valid until %s, renewal due %s", name, stamp(o.Cert.NotAfter), stamp(o.Next))})
+	case isDenied(o.Err):
+		a.events.record(nodeEvent{typ: corev1.EventTypeWarning, reason: ReasonCSRDenied, action: "RequestCertificate", kind: kind,
+			note: fmt.Sprintf("%s certificate: %v", name, o.Err)})
+	case o.Class == rotate.Transient || o.Class == rotate.NeedsPerson:
+		a.events.record(nodeEvent{typ: corev1.EventTypeWarning, reason: ReasonRenewalFailing, action: "RequestCertificate", kind: kind,
+			note: fmt.Sprintf("%s certificate: attempt %d failed, next at %s: %v", name, o.Failure, stamp(o.Next), o.Err)})
 	}
 }
 
@@ -202,4 +229,10 @@ func (a *Agent) publishStatus() {
 	if changed {
 		a.notifier.Status(line)
 	}
+}
+
+// isDenied: err is a CSR of ours that was denied.
+func isDenied(err error) bool {
+	var ce *bootstrap.CSRError
+	return errors.As(err, &ce) && ce.Outcome == bootstrap.OutcomeDenied
 }

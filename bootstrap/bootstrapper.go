@@ -56,6 +56,9 @@ type Config struct {
 	// OnIdentity, if set, hears every change of what is known about
 	// kubelet.conf: accepted by the API server, rejected, or not confirmed.
 	OnIdentity func(Identity)
+	// OnBootstrapRemoved, if set, hears that the bootstrap kubeconfig at path
+	// was removed (kubelet.conf was proven to work).
+	OnBootstrapRemoved func(path string)
 	// Keep is how many dated files of each kind are kept when pruning; default 3.
 	Keep int
 }

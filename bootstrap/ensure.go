@@ -175,6 +175,9 @@ func (b *Bootstrapper) removeBootstrap() error {
 		return fmt.Errorf("removing bootstrap kubeconfig: %w", err)
 	}
 	b.log.Info("removed the bootstrap kubeconfig", zap.String("path", path))
+	if b.cfg.OnBootstrapRemoved != nil {
+		b.cfg.OnBootstrapRemoved(path)
+	}
 	// No directory fsync: kubelet.conf is already durable, and a removal lost
 	// in a crash is redone at the next start.
 	return nil

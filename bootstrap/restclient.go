@@ -7,6 +7,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -24,7 +25,7 @@ type CSRClient interface {
 	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
 }
 
-// A scheme with only the two API groups certagent speaks. client-go's typed
+// A scheme with only the API groups certagent speaks. client-go's typed
 // clients register every built-in API group (k8s.io/client-go/kubernetes/scheme);
 // this lean client keeps the binary and its memory small (see the README's
 // benchmark).
@@ -42,6 +43,7 @@ func init() {
 	}
 	must(certificatesv1.AddToScheme(scheme))
 	must(authenticationv1.AddToScheme(scheme))
+	must(eventsv1.AddToScheme(scheme))
 	metav1.AddToGroupVersion(scheme, schema.GroupVersion{Version: "v1"})
 }
 

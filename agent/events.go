@@ -1,0 +1,210 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+
+	"github.com/certagent/certagent/bootstrap"
+)
+
+// Kubernetes Events on the Node (docs/metrics.md, "Events"): what an
+// operator must see from kubectl without logging in to the node. They are
+// written with the node's own credential (kubelet.conf), so there are none
+// before the node has one: a denied client CSR is in the log and the
+// metrics only.
+
+// Event reasons.
+const (
+	ReasonCertificateIssued  = "CertificateIssued"
+	ReasonCertificateRenewed = "CertificateRenewed"
+	ReasonServingCSRPending  = "ServingCSRPending"
+	ReasonCSRDenied          = "CSRDenied"
+	ReasonRenewalFailing     = "CertificateRenewalFailing"
+	ReasonBootstrapRemoved   = "BootstrapKubeconfigRemoved"
+)
+
+// EventsComponent is reportingController of certagent's Events.
+const EventsComponent = "certagent.io/certagent"
+
+// Limits that keep a failing node from flooding the API server: a token
+// bucket for writes, and repeats of one event folded into its series.
+const (
+	eventBurst     = 10
+	eventRefill    = time.Minute      // one more write allowed per refill
+	eventSeriesFor = 10 * time.Minute // a repeat within this is the same event
+	eventPatchGap  = time.Minute      // a series is written at most this often
+	eventQueue     = 32
+)
+
+type nodeEvent struct {
+	typ, reason, action, note string
+	kind                      bootstrap.Kind
+}
+
+// eventSeries is an Event already written, and the repeats since.
+type eventSeries struct {
+	namespace, name     string
+	count               int32
+	lastSeen, lastWrite time.Time
+	written             int32 // count as last written
+}
+
+// eventRecorder writes nodeEvents in the background; record never blocks.
+type eventRecorder struct {
+	log    *zap.Logger
+	clock  clock.Clock
+	node   string
+	client func() (bootstrap.EventClient, error)
+	queue  chan nodeEvent
+
+	// owned by run
+	tokens float64
+	filled time.Time
+	series map[string]*eventSeries
+}
+
+func newEventRecorder(log *zap.Logger, clk clock.Clock, node string, client func() (bootstrap.EventClient, error)) *eventRecorder {
+	return &eventRecorder{log: log, clock: clk, node: node, client: client,
+		queue: make(chan nodeEvent, eventQueue), tokens: eventBurst, series: map[string]*eventSeries{}}
+}
+
+// record queues e; a full queue drops it (the log has it anyway).
+func (r *eventRecorder) record(e nodeEvent) {
+	if r == nil {
+		return
+	}
+	select {
+	case r.queue <- e:
+	default:
+		r.log.Debug("event dropped: queue full", zap.String("reason", e.reason))
+	}
+}
+
+// run writes queued events until ctx ends.
+func (r *eventRecorder) run(ctx context.Context) {
+	r.filled = r.clock.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-r.queue:
+			if err := r.write(ctx, e); err != nil {
+				r.log.Debug("event not written", zap.String("reason", e.reason), zap.Error(err))
+			}
+		}
+	}
+}
+
+// take spends a write token if one is left.
+func (r *eventRecorder) take(now time.Time) bool {
+	if d := now.Sub(r.filled); d > 0 {
+		r.tokens = min(eventBurst, r.tokens+float64(d)/float64(eventRefill))
+	}
+	r.filled = now
+	if r.tokens < 1 {
+		return false
+	}
+	r.tokens--
+	return true
+}
+
+func (r *eventRecorder) write(ctx context.Context, e nodeEvent) error {
+	now := r.clock.Now()
+	key := e.typ + "/" + e.reason + "/" + string(e.kind)
+	if s := r.series[key]; s != nil && now.Sub(s.lastSeen) < eventSeriesFor {
+		s.count++
+		s.lastSeen = now
+		if now.Sub(s.lastWrite) < eventPatchGap || !r.take(now) {
+			return nil // counted; written with a later repeat
+		}
+		c, err := r.client()
+		if err != nil {
+			return err
+		}
+		patch, _ := json.Marshal(map[string]any{
+			"note":   truncateNote(e.note),
+			"series": eventsv1.EventSeries{Count: s.count, LastObservedTime: metav1.NewMicroTime(now)},
+		})
+		wctx, cancel := context.WithTimeout(ctx, bootstrap.RequestTimeout)
+		defer cancel()
+		if err := c.Patch(wctx, s.namespace, s.name, patch); err != nil {
+			return fmt.Errorf("updating event %s/%s: %w", s.namespace, s.name, err)
+		}
+		s.lastWrite, s.written = now, s.count
+		return nil
+	}
+	if !r.take(now) {
+		return fmt.Errorf("rate limited (%d writes, then one a %s)", eventBurst, eventRefill)
+	}
+	c, err := r.client()
+	if err != nil {
+		return err
+	}
+	ev := &eventsv1.Event{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      fmt.Sprintf("%s.%x", r.node, now.UnixNano()),
+			Namespace: metav1.NamespaceDefault, // where the kubelet puts Node events
+		},
+		EventTime:           metav1.NewMicroTime(now),
+		ReportingController: EventsComponent,
+		ReportingInstance:   EventsComponent + "-" + r.node,
+		Action:              e.action,
+		Reason:              e.reason,
+		Type:                e.typ,
+		Note:                truncateNote(e.note),
+		// As the kubelet refers to its Node (UID = name), so that
+		// kubectl describe node shows them.
+		Regarding: corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: r.node, UID: types.UID(r.node)},
+	}
+	wctx, cancel := context.WithTimeout(ctx, bootstrap.RequestTimeout)
+	defer cancel()
+	out, err := c.Create(wctx, ev)
+	if err != nil {
+		return fmt.Errorf("creating event: %w", err)
+	}
+	r.series[key] = &eventSeries{namespace: out.Namespace, name: out.Name, count: 1, written: 1, lastSeen: now, lastWrite: now}
+	for k, s := range r.series { // forget old series
+		if now.Sub(s.lastSeen) >= eventSeriesFor {
+			delete(r.series, k)
+		}
+	}
+	return nil
+}
+
+// truncateNote keeps a note within the API's 1 kB.
+func truncateNote(s string) string {
+	const max = 1024
+	if len(s) <= max {
+		return s
+	}
+	return s[:max-3] + "..."
+}
+
+// nodeEventClient builds an EventClient from kubelet.conf as it is now.
+func (a *Agent) nodeEventClient(newClient func(*rest.Config) (bootstrap.EventClient, error)) func() (bootstrap.EventClient, error) {
+	return func() (bootstrap.EventClient, error) {
+		node, err := a.bootstrapper().LoadNode()
+		if err != nil {
+			return nil, fmt.Errorf("no node credential for events: %w", err)
+		}
+		return newClient(node.Config)
+	}
+}
+
+// certName is how Events name a certificate.
+func certName(kind bootstrap.Kind) string {
+	if kind == bootstrap.Serving {
+		return "serving"
+	}
+	return "client"
+}
