@@ -25,6 +25,8 @@ Usage:
   certagent run [flags]        run the agent (under systemd); --once to obtain what is missing and exit
   certagent renew [--force]    renew the certificates that are due (all with --force), then exit
   certagent status [flags]     show the certificates on disk and any pending request (-o text|json)
+  certagent config [flags]     show the effective configuration and where each value comes from
+                               (-o text|json); --check validates it as run would, starting nothing
   certagent version            print the version
 
 Run "certagent <command> -h" for the flags of a command.
@@ -43,6 +45,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return statusCommand(args[1:], stdout, stderr)
 	case "renew":
 		return renewCommand(args[1:], stdout, stderr)
+	case "config":
+		return configCommand(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "certagent %s (%s, %s/%s)\n", Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
@@ -56,23 +60,72 @@ func Main(args []string, stdout, stderr io.Writer) int {
 
 // commonFlags are the settings every command shares; set ones override the config file.
 type commonFlags struct {
-	fs                  *flag.FlagSet
-	config              string
-	nodeName            string
-	bootstrapKubeconfig string
-	kubeconfig          string
-	certDir             string
+	fs        *flag.FlagSet
+	config    string
+	overrides []override
+}
+
+// override is a flag that, when set, overrides one setting of the file.
+type override struct {
+	flag  string        // the flag's name
+	key   string        // the setting's dotted key, as docs/config.md writes it
+	apply func(*Config) // sets the flag's value
 }
 
 func newCommonFlags(name string, stderr io.Writer) *commonFlags {
 	c := &commonFlags{fs: flag.NewFlagSet("certagent "+name, flag.ContinueOnError)}
 	c.fs.SetOutput(stderr)
 	c.fs.StringVar(&c.config, "config", DefaultConfigPath, "configuration file (a missing default file means defaults)")
-	c.fs.StringVar(&c.nodeName, "node-name", "", "node name (default: the host name, lower-cased)")
-	c.fs.StringVar(&c.bootstrapKubeconfig, "bootstrap-kubeconfig", "", "bootstrap-token kubeconfig (default /etc/kubernetes/bootstrap-kubelet.conf)")
-	c.fs.StringVar(&c.kubeconfig, "kubeconfig", "", "kubelet kubeconfig to write (default /etc/kubernetes/kubelet.conf)")
-	c.fs.StringVar(&c.certDir, "cert-dir", "", "certificate directory (default /var/lib/kubelet/pki)")
+	c.stringFlag("node-name", "nodeName", "node name (default: the host name, lower-cased)",
+		func(cfg *Config, v string) { cfg.NodeName = v })
+	c.stringFlag("bootstrap-kubeconfig", "bootstrapKubeconfig", "bootstrap-token kubeconfig (default /etc/kubernetes/bootstrap-kubelet.conf)",
+		func(cfg *Config, v string) { cfg.BootstrapKubeconfig = v })
+	c.stringFlag("kubeconfig", "kubeconfig", "kubelet kubeconfig to write (default /etc/kubernetes/kubelet.conf)",
+		func(cfg *Config, v string) { cfg.Kubeconfig = v })
+	c.stringFlag("cert-dir", "certDir", "certificate directory (default /var/lib/kubelet/pki)",
+		func(cfg *Config, v string) { cfg.CertDir = v })
 	return c
+}
+
+// stringFlag adds a flag that overrides the setting key when it is set.
+func (c *commonFlags) stringFlag(name, key, usage string, set func(*Config, string)) {
+	v := c.fs.String(name, "", usage)
+	c.overrides = append(c.overrides, override{flag: name, key: key, apply: func(cfg *Config) { set(cfg, *v) }})
+}
+
+// addLogLevelFlag adds --log-level; an unknown level is refused while parsing.
+func (c *commonFlags) addLogLevelFlag() {
+	var level string
+	c.fs.Func("log-level", "log `level`: debug, info, warn or error (default info, or logLevel in the config)", func(s string) error {
+		if _, err := parseLogLevel(s); err != nil {
+			return err
+		}
+		level = s
+		return nil
+	})
+	c.overrides = append(c.overrides, override{flag: "log-level", key: "logLevel", apply: func(cfg *Config) { cfg.LogLevel = level }})
+}
+
+// runFlags are run's flags beyond the common ones that are not settings.
+type runFlags struct {
+	once      *bool
+	logFormat *string
+}
+
+// addRunFlags adds run's own flags (certagent config takes them too, so
+// that run's command line can be checked as it is).
+func (c *commonFlags) addRunFlags() runFlags {
+	r := runFlags{once: c.fs.Bool("once", false, "obtain what is missing, then exit 0; exit non-zero with a message if it cannot")}
+	serving := c.fs.Bool("serving", true, "request the kubelet serving certificate")
+	c.overrides = append(c.overrides, override{flag: "serving", key: "serving.enabled", apply: func(cfg *Config) {
+		v := *serving
+		cfg.Serving.Enabled = &v
+	}})
+	timeout := c.fs.Duration("timeout", 0, "with --once, give up after this long (default 10m, or timeout in the config)")
+	c.overrides = append(c.overrides, override{flag: "timeout", key: "timeout", apply: func(cfg *Config) { cfg.Timeout = Duration{*timeout} }})
+	r.logFormat = c.fs.String("log-format", "console", "log format: console or json")
+	c.addLogLevelFlag()
+	return r
 }
 
 // parse parses args and rejects leftovers: "certagent run --once renew"
@@ -88,56 +141,74 @@ func (c *commonFlags) parse(args []string) error {
 	return nil
 }
 
-// load reads the config file and applies the flags that were set.
+// loaded is a configuration and where its values came from.
+type loaded struct {
+	cfg      Config
+	files    []configFile // the config file and drop-ins applied, in order
+	flags    []override   // the flags that were set
+	hostName bool         // nodeName is the host name
+}
+
+// load reads the config file and its drop-ins and applies the flags that
+// were set. SIGHUP reloads through it, so the flags stay on top.
 func (c *commonFlags) load() (Config, error) {
+	l, err := c.loadSources()
+	return l.cfg, err
+}
+
+// loadSources is load, also saying where each value came from.
+func (c *commonFlags) loadSources() (loaded, error) {
 	set := map[string]bool{}
 	c.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	cfg, err := LoadConfig(c.config, set["config"])
+	var l loaded
+	var err error
+	l.cfg, l.files, err = loadConfigFiles(c.config, set["config"])
 	if err != nil {
-		return cfg, err
+		return l, err
 	}
-	if set["node-name"] {
-		cfg.NodeName = c.nodeName
+	for _, o := range c.overrides {
+		if set[o.flag] {
+			o.apply(&l.cfg)
+			l.flags = append(l.flags, o)
+		}
 	}
-	if set["bootstrap-kubeconfig"] {
-		cfg.BootstrapKubeconfig = c.bootstrapKubeconfig
-	}
-	if set["kubeconfig"] {
-		cfg.Kubeconfig = c.kubeconfig
-	}
-	if set["cert-dir"] {
-		cfg.CertDir = c.certDir
-	}
-	if cfg.NodeName == "" {
+	if l.cfg.NodeName == "" {
 		host, err := os.Hostname()
 		if err != nil {
-			return cfg, fmt.Errorf("reading the host name for the node name: %w (set --node-name)", err)
+			return l, fmt.Errorf("reading the host name for the node name: %w (set --node-name)", err)
 		}
-		cfg.NodeName = strings.ToLower(host)
+		l.cfg.NodeName, l.hostName = strings.ToLower(host), true
 	}
-	return cfg, nil
+	return l, nil
+}
+
+// loadValid is load and Validate: what run checks before it starts. Its
+// error is what run prints (certagent config --check prints the same).
+func (c *commonFlags) loadValid() (loaded, error) {
+	l, err := c.loadSources()
+	if err != nil {
+		return l, err
+	}
+	if err := l.cfg.Validate(); err != nil {
+		return l, fmt.Errorf("invalid configuration: %w", err)
+	}
+	return l, nil
 }
 
 func runCommand(args []string, stdout, stderr io.Writer) int {
 	c := newCommonFlags("run", stderr)
-	once := c.fs.Bool("once", false, "obtain what is missing, then exit 0; exit non-zero with a message if it cannot")
-	serving := c.fs.Bool("serving", true, "request the kubelet serving certificate")
-	timeout := c.fs.Duration("timeout", 0, "with --once, give up after this long (default 10m, or timeout in the config)")
-	logFormat := c.fs.String("log-format", "console", "log format: console or json")
+	rf := c.addRunFlags()
 	if err := c.parse(args); err != nil {
 		return 2
 	}
-	cfg, err := c.load()
+	l, err := c.loadValid()
 	if err != nil {
 		fmt.Fprintf(stderr, "certagent: %v\n", err)
 		return 2
 	}
-	cfg = c.applyRunFlags(cfg, *serving, *timeout)
-	if err := cfg.Validate(); err != nil {
-		fmt.Fprintf(stderr, "certagent: invalid configuration: %v\n", err)
-		return 2
-	}
-	log, err := newLogger(*logFormat, stderr)
+	cfg := l.cfg
+	level, _ := parseLogLevel(cfg.LogLevel) // Validate accepted it
+	log, err := newLogger(*rf.logFormat, level, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "certagent: %v\n", err)
 		return 2
@@ -159,7 +230,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 	opts := Options{Logger: log}
-	if *once {
+	if *rf.once {
 		opts.Notifier = nopNotifier{}
 	} else {
 		opts.NewEventClient = bootstrap.NewEventClient // Events on the Node (docs/metrics.md)
@@ -169,10 +240,10 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "certagent: %v\n", err)
 		return 1
 	}
-	if *once {
+	if *rf.once {
 		err = a.OneShot(ctx, false, stdout)
 	} else {
-		err = a.Run(ctx, reload, func() (Config, error) { return c.reload(*serving, *timeout) })
+		err = a.Run(ctx, reload, c.load)
 	}
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
@@ -182,28 +253,6 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-// applyRunFlags applies the run-only flags that were set.
-func (c *commonFlags) applyRunFlags(cfg Config, serving bool, timeout time.Duration) Config {
-	c.fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "serving":
-			cfg.Serving.Enabled = &serving
-		case "timeout":
-			cfg.Timeout = Duration{timeout}
-		}
-	})
-	return cfg
-}
-
-// reload re-reads the config file with the same flags on top (SIGHUP).
-func (c *commonFlags) reload(serving bool, timeout time.Duration) (Config, error) {
-	cfg, err := c.load()
-	if err != nil {
-		return cfg, err
-	}
-	return c.applyRunFlags(cfg, serving, timeout), nil
 }
 
 // sinceRound formats a duration for people: whole seconds, minutes or days.
@@ -222,6 +271,7 @@ func renewCommand(args []string, stdout, stderr io.Writer) int {
 	c := newCommonFlags("renew", stderr)
 	force := c.fs.Bool("force", false, "renew both certificates even if not due")
 	timeout := c.fs.Duration("timeout", 0, "give up after this long (default 10m, or timeout in the config)")
+	c.addLogLevelFlag()
 	if err := c.parse(args); err != nil {
 		return 2
 	}
@@ -237,7 +287,8 @@ func renewCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "certagent: invalid configuration: %v\n", err)
 		return 2
 	}
-	log, err := newLogger("console", stderr)
+	level, _ := parseLogLevel(cfg.LogLevel) // Validate accepted it
+	log, err := newLogger("console", level, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "certagent: %v\n", err)
 		return 2

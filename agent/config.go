@@ -43,7 +43,9 @@ type Config struct {
 	// AllowInsecureBootstrap accepts a bootstrap kubeconfig with insecure-skip-tls-verify.
 	AllowInsecureBootstrap bool `json:"allowInsecureBootstrap,omitempty"`
 	// Timeout bounds `run --once` and `renew`.
-	Timeout  Duration       `json:"timeout,omitempty"`
+	Timeout Duration `json:"timeout,omitempty"`
+	// LogLevel is debug, info (the default), warn or error; a reload applies it at once.
+	LogLevel string         `json:"logLevel,omitempty"`
 	Serving  ServingConfig  `json:"serving"`
 	Rotation RotationConfig `json:"rotation"`
 	Hooks    HooksConfig    `json:"hooks"`
@@ -124,6 +126,7 @@ func DefaultConfig() Config {
 		Kubeconfig:          "/etc/kubernetes/kubelet.conf",
 		CertDir:             "/var/lib/kubelet/pki",
 		Timeout:             Duration{10 * time.Minute},
+		LogLevel:            "info",
 		Serving:             ServingConfig{Enabled: &enabled},
 		Metrics:             MetricsConfig{Address: DefaultMetricsAddress},
 	}
@@ -134,6 +137,20 @@ func DefaultConfig() Config {
 // and does not exist, the defaults (and drop-ins) apply; any other missing
 // file is an error. Unknown keys are errors that name the key.
 func LoadConfig(path string, explicit bool) (Config, error) {
+	cfg, _, err := loadConfigFiles(path, explicit)
+	return cfg, err
+}
+
+// configFile is a file LoadConfig applied and the settings it set, as
+// dotted keys (serving.dnsNames) in the order of the settings list.
+type configFile struct {
+	path string
+	keys []string
+}
+
+// loadConfigFiles is LoadConfig, also saying which files it applied, in
+// order, and what each set (certagent config shows where values come from).
+func loadConfigFiles(path string, explicit bool) (Config, []configFile, error) {
 	cfg := DefaultConfig()
 	files := []string{}
 	if _, err := os.Stat(path); err == nil || explicit {
@@ -141,47 +158,50 @@ func LoadConfig(path string, explicit bool) (Config, error) {
 	}
 	dropIns, err := filepath.Glob(filepath.Join(filepath.Dir(path), "config.d", "*.yaml"))
 	if err != nil {
-		return cfg, fmt.Errorf("listing config drop-ins: %w", err)
+		return cfg, nil, fmt.Errorf("listing config drop-ins: %w", err)
 	}
 	sort.Strings(dropIns)
+	var read []configFile
 	for _, f := range append(files, dropIns...) {
-		if err := decodeInto(f, &cfg); err != nil {
-			return cfg, err
+		keys, err := decodeInto(f, &cfg)
+		if err != nil {
+			return cfg, read, err
 		}
+		read = append(read, configFile{path: f, keys: keys})
 	}
-	return cfg, nil
+	return cfg, read, nil
 }
 
-// decodeInto applies one file over cfg.
-func decodeInto(path string, cfg *Config) error {
+// decodeInto applies one file over cfg and returns the settings it set.
+func decodeInto(path string, cfg *Config) ([]string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("reading config: %w", err)
+		return nil, fmt.Errorf("reading config: %w", err)
 	}
 	// Each file must say what it is: clear apiVersion and kind first.
 	cfg.APIVersion, cfg.Kind = "", ""
 	js, err := yaml.YAMLToJSON(data)
 	if err != nil {
-		return fmt.Errorf("config %s is not valid YAML: %w", path, err)
+		return nil, fmt.Errorf("config %s is not valid YAML: %w", path, err)
 	}
 	strict, err := sigsjson.UnmarshalStrict(js, cfg, sigsjson.DisallowUnknownFields)
 	if err != nil {
 		if key := badDurationKey(js); key != "" {
-			return fmt.Errorf("config %s: %s: %s", path, key, cleanJSONError(err))
+			return nil, fmt.Errorf("config %s: %s: %s", path, key, cleanJSONError(err))
 		}
-		return fmt.Errorf("config %s: %s", path, cleanJSONError(err))
+		return nil, fmt.Errorf("config %s: %s", path, cleanJSONError(err))
 	}
 	if len(strict) > 0 {
 		msgs := make([]string, len(strict))
 		for i, e := range strict {
 			msgs[i] = cleanJSONError(e)
 		}
-		return fmt.Errorf("config %s: %s", path, strings.Join(msgs, "; "))
+		return nil, fmt.Errorf("config %s: %s", path, strings.Join(msgs, "; "))
 	}
 	if cfg.APIVersion != APIVersion || cfg.Kind != Kind {
-		return fmt.Errorf("config %s: apiVersion/kind are %q/%q, want %q/%q", path, cfg.APIVersion, cfg.Kind, APIVersion, Kind)
+		return nil, fmt.Errorf("config %s: apiVersion/kind are %q/%q, want %q/%q", path, cfg.APIVersion, cfg.Kind, APIVersion, Kind)
 	}
-	return nil
+	return keysSet(js), nil
 }
 
 // badDurationKey names the first duration setting in js that does not parse,
@@ -267,6 +287,9 @@ func (c Config) Validate() error {
 	}
 	if c.Timeout.Duration <= 0 {
 		errs = append(errs, errors.New("timeout must be positive"))
+	}
+	if _, err := parseLogLevel(c.LogLevel); err != nil {
+		errs = append(errs, fmt.Errorf("logLevel: %w", err))
 	}
 	return errors.Join(errs...)
 }

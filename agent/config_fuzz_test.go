@@ -22,6 +22,7 @@ certDir: /var/lib/kubelet/pki
 issuerCAFile: ""
 allowInsecureBootstrap: false
 timeout: 10m
+logLevel: info
 serving:
   enabled: true
   dnsNames: []
@@ -99,7 +100,8 @@ func FuzzConfig(f *testing.F) {
 // the reload sees the default instead: empty slices become nil, a nil
 // serving.enabled becomes the default true (the same meaning: nil means
 // enabled), and an empty bootstrapKubeconfig/kubeconfig/certDir comes back as
-// the default path (a change of meaning, but one Validate rejects anyway).
+// the default path (a change of meaning, but one Validate rejects anyway);
+// an empty logLevel comes back as info (the same meaning).
 func roundTripWant(c Config) Config {
 	d := DefaultConfig()
 	if c.Serving.Enabled == nil {
@@ -114,6 +116,9 @@ func roundTripWant(c Config) Config {
 		if *p.got == "" {
 			*p.got = p.def
 		}
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = d.LogLevel
 	}
 	if len(c.Serving.DNSNames) == 0 {
 		c.Serving.DNSNames = nil

@@ -125,7 +125,7 @@ func TestDaemonReloadAppliesOnlyWhatChanged(t *testing.T) {
 			"--kubeconfig", f.cfg.Kubeconfig, "--bootstrap-kubeconfig", f.cfg.BootstrapKubeconfig}); err != nil {
 			t.Fatal(err)
 		}
-		f.load = func() (Config, error) { return c.reload(true, 0) }
+		f.load = c.load
 		cfg, err := f.load()
 		if err != nil {
 			t.Fatal(err)

@@ -17,9 +17,10 @@ var restartOnly = []string{"nodeName", "certDir", "kubeconfig", "bootstrapKubeco
 // reload re-reads the configuration (SIGHUP, systemctl reload) and applies
 // what changed: new serving names make the serving certificate due (it no
 // longer covers them), a new renewal policy moves the deadlines, new hooks
-// run next time. Nothing is renewed for the reload's sake (`certagent renew
-// --force` does that). A file that does not load, or a change that needs a
-// restart, is logged and the running configuration kept whole.
+// run next time, a new log level applies at once. Nothing is renewed for
+// the reload's sake (`certagent renew --force` does that). A file that does
+// not load, or a change that needs a restart, is logged and the running
+// configuration kept whole.
 func (a *Agent) reload(load func() (Config, error)) {
 	if load == nil {
 		return
@@ -59,6 +60,9 @@ func (a *Agent) reload(load func() (Config, error)) {
 	a.cfg, a.b, a.policy = cfg, b, policyOf(cfg)
 	a.mu.Unlock()
 	a.log.Info("reload: configuration applied", zap.Strings("changed", changed))
+	if level, err := parseLogLevel(cfg.LogLevel); err == nil { // Validate accepted it
+		setLogLevel(a.log, level) // from here on, including the lines below
+	}
 	a.publishStatus()
 	a.kickAll() // each loop looks again: due now, or names no longer covered?
 }

@@ -5,7 +5,7 @@ _certagent() {
 	prev="${COMP_WORDS[COMP_CWORD-1]}"
 	cmd="${COMP_WORDS[1]}"
 	if [ "$COMP_CWORD" -eq 1 ]; then
-		COMPREPLY=($(compgen -W "run status renew version help" -- "$cur"))
+		COMPREPLY=($(compgen -W "run status renew config version help" -- "$cur"))
 		return
 	fi
 	case "$prev" in
@@ -13,13 +13,15 @@ _certagent() {
 		--cert-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
 		-o) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
 		--log-format) COMPREPLY=($(compgen -W "console json" -- "$cur")); return ;;
+		--log-level) COMPREPLY=($(compgen -W "debug info warn error" -- "$cur")); return ;;
 		--serving) COMPREPLY=($(compgen -W "true false" -- "$cur")); return ;;
 	esac
 	local common="--config --node-name --bootstrap-kubeconfig --kubeconfig --cert-dir"
 	case "$cmd" in
-		run) COMPREPLY=($(compgen -W "$common --once --serving --timeout --log-format" -- "$cur")) ;;
+		run) COMPREPLY=($(compgen -W "$common --once --serving --timeout --log-format --log-level" -- "$cur")) ;;
 		status) COMPREPLY=($(compgen -W "$common -o" -- "$cur")) ;;
-		renew) COMPREPLY=($(compgen -W "$common --force --timeout" -- "$cur")) ;;
+		renew) COMPREPLY=($(compgen -W "$common --force --timeout --log-level" -- "$cur")) ;;
+		config) COMPREPLY=($(compgen -W "$common --once --serving --timeout --log-format --log-level -o --check" -- "$cur")) ;;
 	esac
 }
 complete -F _certagent certagent
