@@ -27,7 +27,7 @@ K8S_MINORS    := $(shell ls test/k8s | grep '^v1\.' | sort -t. -k2,2nr)
 COMPAT_MINORS ?= $(K8S_MINORS)
 COMPAT_TESTS  := ^(TestBootstrapClientAndServing|TestDaemonRenewsBothCertificates|TestRestartWhilePendingReusesCSR|TestDeniedClientCSR|TestDeniedServingCSR)$$
 
-.PHONY: help build unit e2e e2e-deps node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short vuln compat compat-oldest
+.PHONY: help build unit e2e e2e-deps node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short vuln compat compat-oldest rules rules-deps
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -75,13 +75,19 @@ sim: ## Simulate SIM_SEEDS nodes (default 1000) for a year each against a faulty
 		test "$$(cat bin/sim-0.rc bin/sim-1.rc)" = "$$(printf '0\n0')"; \
 	fi
 
+rules-deps: ## Install (apt-get, as root) promtool and prometheus for make rules: Debian's prometheus package
+	@test -x /usr/bin/promtool -a -x /usr/bin/prometheus || { echo "installing prometheus (for promtool)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+
+rules: rules-deps ## promtool check/test the shipped alert rules, check the scrape example, validate the Grafana dashboard
+	cd test && $(GO) test -count=1 ./packaging/
+
 e2e-deps: ## Install (apt-get, as root) what the end-to-end suite needs: strace for the power-loss check
 	@command -v strace >/dev/null || { echo "installing strace"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace; }
 
 e2e: build e2e-deps ## End-to-end tests against a real kube-apiserver, controller-manager and etcd (built and cached on first use)
 	cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) $(GO) test $(E2E_FLAGS) ./controlplane/ ./e2e/
 
-test: deps vet tidy-check vuln unit sim-short e2e compat-oldest package-check node ## Every test suite (what CI runs; as root: the package checks and the node suite need it)
+test: deps vet tidy-check vuln rules unit sim-short e2e compat-oldest package-check node ## Every test suite (what CI runs; as root: the package checks and the node suite need it)
 
 compat: build e2e-deps ## The e2e core against every Kubernetes minor under test/k8s (COMPAT_MINORS="v1.33 v1.30" for some); table in bin/compat.md
 	@mkdir -p bin; rm -f bin/compat.md; fail=0; for v in $(COMPAT_MINORS); do \
