@@ -37,6 +37,7 @@ deps: ## Download the Go modules of the product and the test modules
 	cd test && $(GO) mod download
 	cd test/tools/etcd && $(GO) mod download
 	cd test/tools/govulncheck && $(GO) mod download
+	cd test/tools/kubectl && $(GO) mod download
 	cd packaging/tools && $(GO) mod download
 
 build: ## Build bin/certagent
@@ -53,6 +54,7 @@ tidy-check: ## Fail if go.mod/go.sum are not tidy
 	cd test && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 	cd packaging/tools && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 	cd test/tools/govulncheck && $(GO) mod tidy && git diff --exit-code go.mod go.sum
+	cd test/tools/kubectl && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 
 vuln: ## govulncheck (pinned in test/tools/govulncheck) against the offline database VULNDB: none reachable in the product or nfpm; the test module's findings reported
 	@test -f "$(VULNDB)/index/db.json" || { echo "no vulnerability database at '$(VULNDB)': set VULNDB to a copy of the Go vulnerability database (v1 layout)"; exit 1; }
@@ -81,7 +83,7 @@ rules-deps: ## Install (apt-get, as root) promtool and prometheus for make rules
 rules: rules-deps ## promtool check/test the shipped alert rules, check the scrape example, validate the Grafana dashboard
 	cd test && $(GO) test -count=1 ./packaging/
 
-e2e-deps: ## Install (apt-get, as root) what the end-to-end suite needs: strace for the power-loss check
+e2e-deps: rules-deps ## Install (apt-get, as root) what the end-to-end suite needs: strace for the power-loss check, prometheus for the operator's view
 	@command -v strace >/dev/null || { echo "installing strace"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace; }
 
 e2e: build e2e-deps ## End-to-end tests against a real kube-apiserver, controller-manager and etcd (built and cached on first use)
