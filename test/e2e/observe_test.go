@@ -20,6 +20,7 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 
 	"github.com/certagent/certagent/test/controlplane"
+	"github.com/certagent/certagent/test/packaging"
 )
 
 // The operator's view (docs/metrics.md): a real Prometheus scraping a real
@@ -178,6 +179,13 @@ func TestPrometheusSeesCertagent(t *testing.T) {
 	prom := startPrometheus(t, p.httpAddr(t), n.name)
 
 	waitProm(t, "a scrape", func() bool { return promQuery(t, prom, `up{job="certagent"}`, "node")[n.name] == 1 })
+	// Every series the shipped rules and dashboard use is exported, with its type.
+	_, body := httpGet(t, "http://"+p.httpAddr(t)+"/metrics")
+	for name, typ := range packaging.Contract {
+		if name != "up" && !strings.Contains(body, "\n# TYPE "+name+" "+typ+"\n") {
+			t.Errorf("/metrics lacks %s of type %s, which the rules or the dashboard use", name, typ)
+		}
+	}
 	for _, c := range []struct{ series, prefix string }{
 		{"kubelet_certificate_manager_client_ttl_seconds", "kubelet-client"},
 		{"kubelet_certificate_manager_server_ttl_seconds", "kubelet-server"},

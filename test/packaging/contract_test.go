@@ -16,36 +16,6 @@ import (
 	"testing"
 )
 
-// contract is every series the shipped rules and dashboard may use, with its
-// type: what certagent exports after issue 12 (/work/notes/metrics12.md),
-// the client_golang collectors' series we use, and Prometheus' own up.
-var contract = map[string]string{
-	"certagent_certificate_expiry_seconds":                     "gauge",
-	"certagent_certificate_not_after_timestamp_seconds":        "gauge",
-	"certagent_certificate_renewal_deadline_timestamp_seconds": "gauge",
-	"certagent_renewal_attempts_total":                         "counter",
-	"certagent_renewal_errors_total":                           "counter",
-	"certagent_csr_denied_total":                               "counter",
-	"certagent_last_success_timestamp_seconds":                 "gauge",
-	"certagent_pending_csr":                                    "gauge",
-	"certagent_hook_errors_total":                              "counter",
-	"certagent_ready":                                          "gauge",
-	"certagent_build_info":                                     "gauge",
-	// Kubelet-compatible: the kubelet's names, types and meaning.
-	"kubelet_certificate_manager_client_ttl_seconds":             "gauge",
-	"kubelet_certificate_manager_server_ttl_seconds":             "gauge",
-	"kubelet_certificate_manager_client_expiration_renew_errors": "counter",
-	"kubelet_server_expiration_renew_errors":                     "counter",
-	// prometheus/client_golang's process and Go collectors.
-	"process_resident_memory_bytes": "gauge",
-	"process_cpu_seconds_total":     "counter",
-	"process_open_fds":              "gauge",
-	"process_start_time_seconds":    "gauge",
-	"go_goroutines":                 "gauge",
-	// Prometheus sets it for every target.
-	"up": "gauge",
-}
-
 // counterFuncs are the functions a counter belongs in; a gauge in one of them
 // is a mistake, and so is a counter outside them.
 var counterFuncs = map[string]bool{"rate": true, "irate": true, "increase": true, "resets": true}
@@ -241,10 +211,10 @@ func checkSeries(expr string) []string {
 	}
 	var problems []string
 	for _, r := range refs {
-		typ, ok := contract[r.name]
+		typ, ok := Contract[r.name]
 		switch {
 		case !ok:
-			problems = append(problems, fmt.Sprintf("%s is not a series certagent exports (the contract in contract_test.go)", r.name))
+			problems = append(problems, fmt.Sprintf("%s is not a series certagent exports (the Contract in contract.go)", r.name))
 		case typ == "counter" && !counterFuncs[r.fn]:
 			problems = append(problems, fmt.Sprintf("counter %s outside rate, irate, increase or resets", r.name))
 		case typ != "counter" && counterFuncs[r.fn]:
