@@ -27,6 +27,8 @@ Usage:
   certagent status [flags]     show the certificates on disk and any pending request (-o text|json)
   certagent config [flags]     show the effective configuration and where each value comes from
                                (-o text|json); --check validates it as run would, starting nothing
+  certagent wait [flags]       block until a kubelet can start: kubelet.conf accepted and (unless
+                               serving is off) the serving certificate in place (kubelet's ExecStartPre)
   certagent version            print the version
 
 Run "certagent <command> -h" for the flags of a command.
@@ -47,6 +49,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return renewCommand(args[1:], stdout, stderr)
 	case "config":
 		return configCommand(args[1:], stdout, stderr)
+	case "wait":
+		return waitCommand(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "certagent %s (%s, %s/%s)\n", Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0

@@ -5,7 +5,7 @@ _certagent() {
 	prev="${COMP_WORDS[COMP_CWORD-1]}"
 	cmd="${COMP_WORDS[1]}"
 	if [ "$COMP_CWORD" -eq 1 ]; then
-		COMPREPLY=($(compgen -W "run status renew config version help" -- "$cur"))
+		COMPREPLY=($(compgen -W "run status renew config wait version help" -- "$cur"))
 		return
 	fi
 	case "$prev" in
@@ -21,6 +21,7 @@ _certagent() {
 		run) COMPREPLY=($(compgen -W "$common --once --serving --timeout --log-format --log-level" -- "$cur")) ;;
 		status) COMPREPLY=($(compgen -W "$common -o" -- "$cur")) ;;
 		renew) COMPREPLY=($(compgen -W "$common --force --timeout --log-level" -- "$cur")) ;;
+		wait) COMPREPLY=($(compgen -W "$common --serving --timeout" -- "$cur")) ;;
 		config) COMPREPLY=($(compgen -W "$common --once --serving --timeout --log-format --log-level -o --check" -- "$cur")) ;;
 	esac
 }

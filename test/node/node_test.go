@@ -119,8 +119,9 @@ func TestNodeWithCloudInit(t *testing.T) {
 		writeFile(t, filepath.Join(seed, "user-data"), userData(t, token, debName), 0o600)
 		copyFile(t, deb, filepath.Join(root, "root/dist", debName))
 		copyFile(t, debNewer, filepath.Join(root, "root/dist/newer", filepath.Base(debNewer)))
-		// A stand-in kubelet, to check the drop-in's ordering.
-		writeFile(t, filepath.Join(root, "etc/systemd/system/kubelet.service"), "[Service]\nExecStart=/bin/sleep infinity\n", 0o644)
+		// A stand-in kubelet, to check the drop-in's ordering: it notes what
+		// was on disk when it started.
+		writeFile(t, filepath.Join(root, "etc/systemd/system/kubelet.service"), "[Service]\nExecStart=/bin/sh -c 'ls -L /etc/kubernetes/kubelet.conf /var/lib/kubelet/pki/kubelet-server-current.pem >/run/kubelet-started 2>&1; exec sleep infinity'\n", 0o644)
 	})
 
 	t.Run("cloud-init installs the package and certagent becomes ready", func(t *testing.T) {
@@ -162,6 +163,25 @@ func TestNodeWithCloudInit(t *testing.T) {
 		t.Logf("systemctl status:\n%s", out)
 	})
 
+	t.Run("the kubelet waits for its serving certificate", func(t *testing.T) {
+		// Started while the serving CSR is pending, the kubelet stays in
+		// its ExecStartPre (certagent wait) and has not run.
+		if out, err := c.exec(30*time.Second, "systemctl", "start", "--no-block", "kubelet"); err != nil {
+			t.Fatalf("systemctl start kubelet: %v\n%s", err, out)
+		}
+		waitUntil(t, "kubelet activating (start-pre)", 30*time.Second, func() bool {
+			return c.show("kubelet", "ActiveState") == "activating" && c.show("kubelet", "SubState") == "start-pre"
+		})
+		time.Sleep(3 * time.Second)
+		if st := c.show("kubelet", "ActiveState"); st != "activating" || exists(c.file("/run/kubelet-started")) {
+			t.Fatalf("the kubelet started (%s) without a serving certificate", st)
+		}
+		out, _ := c.exec(30*time.Second, "journalctl", "-u", "kubelet", "--no-pager")
+		if !strings.Contains(out, "certagent wait: waiting: no valid serving certificate for this node in /var/lib/kubelet/pki/kubelet-server-current.pem") {
+			t.Errorf("the kubelet's journal does not say what it waits for:\n%s", out)
+		}
+	})
+
 	t.Run("the approved serving certificate appears", func(t *testing.T) {
 		if err := cp.ApproveCSR(context.Background(), csr); err != nil {
 			t.Fatal(err)
@@ -173,6 +193,12 @@ func TestNodeWithCloudInit(t *testing.T) {
 		waitUntil(t, "STATUS serving valid", 10*time.Second, func() bool {
 			return strings.Contains(c.show("certagent", "StatusText"), "; serving: valid until ")
 		})
+		took = waitUntil(t, "kubelet active", 30*time.Second, func() bool { return c.show("kubelet", "ActiveState") == "active" })
+		t.Logf("kubelet started %s after the serving certificate was stored", took.Round(time.Millisecond))
+		waitUntil(t, "/run/kubelet-started", 10*time.Second, func() bool { return exists(c.file("/run/kubelet-started")) })
+		if seen, _ := os.ReadFile(c.file("/run/kubelet-started")); strings.Contains(string(seen), "No such file") || !strings.Contains(string(seen), "kubelet-server-current.pem") {
+			t.Errorf("at its start the kubelet saw:\n%s", seen)
+		}
 	})
 
 	t.Run("the kubelet drop-in orders kubelet after certagent", func(t *testing.T) {
@@ -181,6 +207,9 @@ func TestNodeWithCloudInit(t *testing.T) {
 		}
 		if wants := c.show("kubelet", "Wants"); !strings.Contains(wants, "certagent.service") {
 			t.Errorf("kubelet.service Wants=%s", wants)
+		}
+		if pre := c.show("kubelet", "ExecStartPre"); !strings.Contains(pre, "/usr/bin/certagent ; argv[]=/usr/bin/certagent wait ") {
+			t.Errorf("kubelet.service ExecStartPre=%s", pre)
 		}
 	})
 

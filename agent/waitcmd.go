@@ -1,0 +1,101 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"k8s.io/utils/clock"
+)
+
+// Poll intervals of certagent wait: the files are checked often (a local
+// stat); after the API server rejected kubelet.conf it is asked again only
+// this rarely.
+const (
+	waitPoll         = 2 * time.Second
+	waitAfterReject  = 30 * time.Second
+	waitReportPeriod = time.Minute
+)
+
+// waitCommand is certagent wait: block until a kubelet can start on the
+// files (kubelet.service's ExecStartPre in the package's drop-in).
+func waitCommand(args []string, stdout, stderr io.Writer) int {
+	c := newCommonFlags("wait", stderr)
+	timeout := c.fs.Duration("timeout", 0, "give up after this long, exit 1 (default: wait as long as it takes)")
+	serving := c.fs.Bool("serving", true, "also wait for the serving certificate (default: unless serving.enabled is false)")
+	if err := c.parse(args); err != nil {
+		return 2
+	}
+	l, err := c.loadValid()
+	if err != nil {
+		fmt.Fprintf(stderr, "certagent: %v\n", err)
+		return 2
+	}
+	cfg := l.cfg
+	wantServing := cfg.ServingEnabled()
+	c.fs.Visit(func(f *flag.Flag) {
+		if f.Name == "serving" {
+			wantServing = *serving
+		}
+	})
+	a, err := New(cfg, Options{Notifier: nopNotifier{}})
+	if err != nil {
+		fmt.Fprintf(stderr, "certagent: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if *timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		defer cancel()
+	}
+	if err := a.waitForKubelet(ctx, clock.RealClock{}, wantServing, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "certagent: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// waitForKubelet returns once the kubelet can start (KubeletReady), saying so
+// on stdout; on stderr it says what it waits for when that changes, and
+// again every minute.
+func (a *Agent) waitForKubelet(ctx context.Context, clk clock.Clock, serving bool, stdout, stderr io.Writer) error {
+	b := a.bootstrapper()
+	last, lastAt := "", time.Time{}
+	for {
+		unconfirmed, missing := b.KubeletReady(ctx, serving)
+		if missing == nil {
+			what := "kubelet.conf is accepted by the API server"
+			if unconfirmed != nil {
+				what = fmt.Sprintf("kubelet.conf holds a valid client certificate; the API server could not be asked to confirm it (%v)", unconfirmed)
+			}
+			if serving {
+				what += "; the serving certificate is in place"
+			}
+			fmt.Fprintf(stdout, "certagent wait: %s\n", what)
+			return nil
+		}
+		if msg := missing.Error(); msg != last || clk.Since(lastAt) >= waitReportPeriod {
+			fmt.Fprintf(stderr, "certagent wait: waiting: %s\n", msg)
+			last, lastAt = msg, clk.Now()
+		}
+		pause := waitPoll
+		if b.Identity().Rejected {
+			pause = waitAfterReject
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("gave up waiting: %w", missing)
+			}
+			return fmt.Errorf("interrupted while waiting: %w", missing)
+		case <-clk.After(pause):
+		}
+	}
+}
