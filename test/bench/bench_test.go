@@ -7,15 +7,21 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/certagent/certagent/test/controlplane"
 )
@@ -26,8 +32,13 @@ var (
 	bins = map[string]string{} // name -> binary
 )
 
-// buildFlags are used for both binaries so their sizes compare.
+// buildFlags are used for both binaries, built as the Makefile builds
+// certagent (static: CGO_ENABLED=0), so their sizes and start-up compare.
 var buildFlags = []string{"build", "-trimpath", "-ldflags=-s -w"}
+
+// runSeq numbers every bootstrap run of the process: Go calls a benchmark
+// with N=1 first and then with the N asked for, so i alone repeats.
+var runSeq atomic.Int64
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -51,6 +62,7 @@ func run(m *testing.M) int {
 		out := filepath.Join(work, name)
 		cmd := exec.CommandContext(ctx, "go", append(buildFlags, "-o", out, spec[1])...)
 		cmd.Dir, cmd.Stdout, cmd.Stderr = spec[0], os.Stderr, os.Stderr
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if err := cmd.Run(); err != nil {
 			logf("building %s: %v", name, err)
 			return 1
@@ -75,12 +87,16 @@ type sample struct {
 	rssKiB    int64
 }
 
-// once bootstraps a fresh node with the named binary and measures the process.
-func once(b *testing.B, name string, i int) sample {
+// once bootstraps a fresh node (new directory, name and token) with the
+// named binary, measures the process, and checks that it did what it
+// claims: one new CSR for this node, and a kubelet.conf whose certificate
+// is this node's.
+func once(b *testing.B, name string) sample {
 	b.Helper()
-	dir := filepath.Join(work, fmt.Sprintf("%s-%d", name, i))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		b.Fatal(err)
+	seq := runSeq.Add(1)
+	dir := filepath.Join(work, fmt.Sprintf("%s-%d", name, seq))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		b.Fatal(err) // a directory from an earlier run would skip the work
 	}
 	tok, err := cp.CreateBootstrapToken(context.Background(), controlplane.TokenOptions{AutoApprove: true})
 	if err != nil {
@@ -90,7 +106,7 @@ func once(b *testing.B, name string, i int) sample {
 	if err := cp.WriteBootstrapKubeconfig(boot, tok, false); err != nil {
 		b.Fatal(err)
 	}
-	node := fmt.Sprintf("bench-%s-%d-%d", name, i, time.Now().UnixNano()%100000)
+	node := fmt.Sprintf("bench-%s-%d", name, seq)
 	args := []string{"--kubeconfig", filepath.Join(dir, "kubelet.conf"), "--bootstrap-kubeconfig", boot,
 		"--cert-dir", filepath.Join(dir, "pki"), "--node-name", node}
 	if name == "certagent" {
@@ -114,9 +130,7 @@ func once(b *testing.B, name string, i int) sample {
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil || r.ExitCode != 0 {
 		b.Fatalf("%s: exit %d (%v)\n%s%s", name, r.ExitCode, err, stdout.String(), stderr.String())
 	}
-	if _, err := os.Stat(filepath.Join(dir, "kubelet.conf")); err != nil {
-		b.Fatalf("%s wrote no kubelet.conf: %v", name, err)
-	}
+	checkBootstrapped(b, name, dir, node)
 	return sample{wall: time.Duration(r.WallNS), cpu: time.Duration(r.CPUNS), rssKiB: r.MaxRSSKiB}
 }
 
@@ -130,7 +144,7 @@ func BenchmarkClientBootstrap(b *testing.B) {
 			order = []string{"kubelet", "certagent"}
 		}
 		for _, name := range order {
-			samples[name] = append(samples[name], once(b, name, i))
+			samples[name] = append(samples[name], once(b, name))
 		}
 	}
 	b.StopTimer()
@@ -164,6 +178,48 @@ func BenchmarkClientBootstrap(b *testing.B) {
 	row("CPU time", ms(c.cpu), ms(k.cpu), "ms")
 	row("peak RSS", float64(c.rssKiB)/1024, float64(k.rssKiB)/1024, "MiB")
 	row("binary size (-s -w)", float64(size["certagent"])/1e6, float64(size["kubelet"])/1e6, "MB")
+}
+
+// checkBootstrapped requires kubelet.conf's certificate to be node's and
+// exactly one CSR for node to exist: the run posted one and reused nothing.
+func checkBootstrapped(b *testing.B, name, dir, node string) {
+	b.Helper()
+	rc, err := clientcmd.BuildConfigFromFlags("", filepath.Join(dir, "kubelet.conf"))
+	if err != nil {
+		b.Fatalf("%s: kubelet.conf: %v", name, err)
+	}
+	certPEM := rc.CertData
+	if rc.CertFile != "" {
+		if certPEM, err = os.ReadFile(rc.CertFile); err != nil {
+			b.Fatalf("%s: %v", name, err)
+		}
+	}
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		b.Fatalf("%s: kubelet.conf has no client certificate", name)
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		b.Fatalf("%s: %v", name, err)
+	}
+	if want := "system:node:" + node; leaf.Subject.CommonName != want {
+		b.Fatalf("%s: kubelet.conf's certificate is for %q, want %q", name, leaf.Subject.CommonName, want)
+	}
+	list, err := cp.Admin.CertificatesV1().CertificateSigningRequests().List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	for _, c := range list.Items {
+		if block, _ := pem.Decode(c.Spec.Request); block != nil {
+			if req, err := x509.ParseCertificateRequest(block.Bytes); err == nil && req.Subject.CommonName == "system:node:"+node {
+				n++
+			}
+		}
+	}
+	if n != 1 {
+		b.Fatalf("%s: %d CSRs for %s, want exactly the one this run posted", name, n, node)
+	}
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
