@@ -124,8 +124,13 @@ func (a *Agent) newBootstrapper(cfg Config) (*bootstrap.Bootstrapper, error) {
 		Clock:                   a.clock,
 		Logger:                  a.log.Named("bootstrap"),
 		OnWaiting:               a.onWaiting,
-		BeforeStore:             func(kind bootstrap.Kind) error { return markHooksDue(cfg.CertDir, kind) },
-		OnIdentity:              a.onIdentity,
+		BeforeStore: func(kind bootstrap.Kind) error {
+			if len(cfg.Hooks.PostRenew) == 0 {
+				return nil // nothing to run: no marker, no fsyncs
+			}
+			return markHooksDue(cfg.CertDir, kind)
+		},
+		OnIdentity: a.onIdentity,
 		OnBootstrapRemoved: func(path string) {
 			a.events.record(nodeEvent{typ: corev1.EventTypeNormal, reason: ReasonBootstrapRemoved, action: "Cleanup",
 				note: fmt.Sprintf("removed the bootstrap kubeconfig %s: kubelet.conf is proven to work", path)})

@@ -92,13 +92,17 @@ func (b *Bootstrapper) bootstrap(ctx context.Context, reason error) (StepResult,
 	b.log.Info("bootstrapping the client certificate", zap.String("reason", reason.Error()),
 		zap.String("bootstrap_kubeconfig", b.cfg.BootstrapKubeconfigPath), zap.String("server", boot.Host))
 	var out StepResult
+	var early *earlyProof
 	if leaf := b.storedUsable(Client, boot); leaf != nil {
 		// A bootstrap interrupted after storing the certificate: finish it
 		// with that certificate instead of asking for another.
 		b.log.Info("finishing an interrupted bootstrap with the client certificate already stored", zap.String("path", CurrentPath(b.cfg.CertDir, Client)))
 		out.Leaf = leaf
 	} else {
-		leaf, err := b.Obtain(ctx, Client, Credential{Config: boot, Path: b.cfg.BootstrapKubeconfigPath, Bootstrap: true})
+		// The API server is asked whether it accepts the new certificate
+		// while it and kubelet.conf are written and synced.
+		leaf, err := b.obtainThen(ctx, Client, Credential{Config: boot, Path: b.cfg.BootstrapKubeconfigPath, Bootstrap: true},
+			func(certPEM, keyPEM []byte) { early = b.startProof(ctx, boot, certPEM, keyPEM) })
 		if err != nil {
 			return StepResult{}, err
 		}
@@ -112,7 +116,9 @@ func (b *Bootstrapper) bootstrap(ctx context.Context, reason error) (StepResult,
 	if err != nil {
 		return out, fmt.Errorf("reading back %s: %w", b.cfg.KubeconfigPath, err)
 	}
-	if err := b.prove(ctx, node); err != nil {
+	if early.provesFiles(ctx, node, boot) {
+		b.setIdentity(node, nil)
+	} else if err := b.prove(ctx, node); err != nil {
 		return out, fmt.Errorf("%s was written but does not work yet, so the bootstrap kubeconfig is kept: %w", b.cfg.KubeconfigPath, err)
 	}
 	b.log.Info("kubelet.conf works", zap.String("kubeconfig", b.cfg.KubeconfigPath), zap.String("user", "system:node:"+b.cfg.NodeName))

@@ -18,16 +18,22 @@ import (
 // cancelled wait continues with the same CSR. When our pending CSR asks for
 // names the node no longer has, it makes one new request with a new key.
 func (b *Bootstrapper) Obtain(ctx context.Context, kind Kind, cred Credential) (*x509.Certificate, error) {
-	leaf, err := b.obtain(ctx, kind, cred)
+	return b.obtainThen(ctx, kind, cred, nil)
+}
+
+// obtainThen is Obtain; verified, if set, hears the issued certificate and
+// its key once they are verified, just before they are stored.
+func (b *Bootstrapper) obtainThen(ctx context.Context, kind Kind, cred Credential, verified func(certPEM, keyPEM []byte)) (*x509.Certificate, error) {
+	leaf, err := b.obtain(ctx, kind, cred, verified)
 	if errors.Is(err, errStaleRequest) {
 		b.log.Info("our pending CSR asks for other names than the node has now; posting a new one", zap.String("certificate", string(kind)), zap.Error(err))
-		leaf, err = b.obtain(ctx, kind, cred)
+		leaf, err = b.obtain(ctx, kind, cred, verified)
 	}
 	return leaf, err
 }
 
 // obtain is one request: pending key, CSR, wait, verification, store.
-func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential) (leaf *x509.Certificate, err error) {
+func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential, verified func(certPEM, keyPEM []byte)) (leaf *x509.Certificate, err error) {
 	log := b.log.With(zap.String("certificate", string(kind)))
 	roots, err := caPool(cred.Config, b.cfg.IssuerCAFile)
 	if err != nil {
@@ -94,6 +100,9 @@ func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential) (
 		if err := b.cfg.BeforeStore(kind); err != nil {
 			return nil, err
 		}
+	}
+	if verified != nil {
+		verified(certPEM, keyPEM)
 	}
 	path, err := storeCertificate(b.cfg.CertDir, kind, certPEM, keyPEM, now)
 	if err != nil {
