@@ -13,7 +13,8 @@ import (
 
 // WatchDirs watches dirs (not files: certagent and others replace files by
 // rename, which a file watch loses) and sends on the returned channel once
-// per burst of events, debounce after the last one. The channel has room for
+// per burst of events, debounce after the last one (and at most ten times
+// debounce after the first, however long the burst). The channel has room for
 // one pending notification; notifications are coalesced, never queued.
 // Watching stops when ctx ends.
 func WatchDirs(ctx context.Context, log *zap.Logger, debounce time.Duration, dirs ...string) (<-chan struct{}, error) {
@@ -38,6 +39,8 @@ func WatchDirs(ctx context.Context, log *zap.Logger, debounce time.Duration, dir
 		defer w.Close()
 		var timer *time.Timer
 		var fire <-chan time.Time
+		var burstStart time.Time // first event of the burst not yet reported
+		events, lastPath := 0, ""
 		for {
 			select {
 			case <-ctx.Done():
@@ -46,11 +49,19 @@ func WatchDirs(ctx context.Context, log *zap.Logger, debounce time.Duration, dir
 				if !ok {
 					return
 				}
-				log.Debug("file event", zap.String("path", ev.Name), zap.String("op", ev.Op.String()))
+				now := time.Now()
+				if events == 0 {
+					burstStart = now
+				}
+				events, lastPath = events+1, ev.Name
+				// Debounce after the last event, but report a burst at the
+				// latest maxBurst after its first event: a file that never
+				// stops changing must not starve the others.
+				wait := min(debounce, burstStart.Add(maxBurst(debounce)).Sub(now))
 				if timer == nil {
-					timer = time.NewTimer(debounce)
+					timer = time.NewTimer(wait)
 				} else {
-					timer.Reset(debounce)
+					timer.Reset(wait)
 				}
 				fire = timer.C
 			case err, ok := <-w.Errors:
@@ -60,6 +71,10 @@ func WatchDirs(ctx context.Context, log *zap.Logger, debounce time.Duration, dir
 				log.Warn("file watcher", zap.Error(err))
 			case <-fire:
 				fire = nil
+				// One line per burst: a line per event could feed itself
+				// (a debug log written into a watched directory).
+				log.Debug("files changed", zap.Int("events", events), zap.String("last", lastPath))
+				events = 0
 				select {
 				case out <- struct{}{}:
 				default: // one is already pending
@@ -69,3 +84,6 @@ func WatchDirs(ctx context.Context, log *zap.Logger, debounce time.Duration, dir
 	}()
 	return out, nil
 }
+
+// maxBurst is the longest a burst of events is coalesced.
+func maxBurst(debounce time.Duration) time.Duration { return 10 * debounce }

@@ -49,6 +49,43 @@ func TestWatchDirsDebouncesRenames(t *testing.T) {
 	}
 }
 
+// TestWatchDirsReportsDuringEndlessWrites: a file in a watched directory that
+// is written without pause (say a log) must not starve the notification a
+// dropped bootstrap kubeconfig needs: a burst is reported at most ten
+// debounce intervals after it began.
+func TestWatchDirsReportsDuringEndlessWrites(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const debounce = 50 * time.Millisecond
+	ch, err := WatchDirs(ctx, zap.NewNop(), debounce, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		f, err := os.Create(filepath.Join(dir, "chatty.log"))
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		for ctx.Err() == nil {
+			_, _ = f.WriteString("x\n")
+			time.Sleep(5 * time.Millisecond) // never a debounce-long pause
+		}
+	}()
+	start := time.Now()
+	for i := 0; i < 3; i++ {
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("notification %d: none after 5 s of endless writes", i+1)
+		}
+	}
+	if took := time.Since(start); took > 3*maxBurst(debounce)+time.Second {
+		t.Fatalf("3 notifications took %s, want about %s each", took, maxBurst(debounce))
+	}
+}
+
 func TestWatchDirsMissingDir(t *testing.T) {
 	if _, err := WatchDirs(context.Background(), zap.NewNop(), time.Millisecond, filepath.Join(t.TempDir(), "nope")); err == nil {
 		t.Fatal("watching a missing directory must fail")
