@@ -11,7 +11,7 @@ DIST      ?= dist
 NFPM      := $(GO) tool -modfile=$(CURDIR)/packaging/tools/go.mod nfpm
 LDFLAGS   := -s -w -X github.com/certagent/certagent/agent.Version=$(VERSION)
 BIN       := bin/certagent
-E2E_FLAGS ?= -count=1 -timeout 30m
+E2E_FLAGS ?= -count=1 -timeout 50m
 
 FUZZTIME  ?= 30s
 # make sim: seeds simulated (each one node over SIM_YEARS), spread over two processes; SEED=n replays one.
