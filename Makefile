@@ -11,7 +11,7 @@ DIST      ?= dist
 NFPM      := $(GO) tool -modfile=$(CURDIR)/packaging/tools/go.mod nfpm
 LDFLAGS   := -s -w -X github.com/certagent/certagent/agent.Version=$(VERSION)
 BIN       := bin/certagent
-E2E_FLAGS ?= -count=1 -timeout 30m
+E2E_FLAGS ?= -count=1 -timeout 50m
 
 FUZZTIME  ?= 30s
 # make sim: seeds simulated (each one node over SIM_YEARS), spread over two processes; SEED=n replays one.
@@ -38,6 +38,7 @@ deps: ## Download the Go modules of the product and the test modules
 	cd test/tools/etcd && $(GO) mod download
 	cd test/tools/govulncheck && $(GO) mod download
 	cd test/tools/kubectl && $(GO) mod download
+	cd test/tools/hollowkubelet && $(GO) mod download
 	cd packaging/tools && $(GO) mod download
 
 build: ## Build bin/certagent
@@ -55,6 +56,7 @@ tidy-check: ## Fail if go.mod/go.sum are not tidy
 	cd packaging/tools && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 	cd test/tools/govulncheck && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 	cd test/tools/kubectl && $(GO) mod tidy && git diff --exit-code go.mod go.sum
+	cd test/tools/hollowkubelet && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 
 vuln: ## govulncheck (pinned in test/tools/govulncheck) against the offline database VULNDB: none reachable in the product or nfpm; the test module's findings reported
 	@test -f "$(VULNDB)/index/db.json" || { echo "no vulnerability database at '$(VULNDB)': set VULNDB to a copy of the Go vulnerability database (v1 layout)"; exit 1; }

@@ -59,7 +59,29 @@ func storeCertificate(certDir string, kind Kind, chainPEM, keyPEM []byte, now ti
 	if err := atomicfile.Symlink(name, CurrentPath(certDir, kind)); err != nil {
 		return "", fmt.Errorf("updating %s: %w", CurrentPath(certDir, kind), err)
 	}
+	touchPrevious(certDir, kind, name)
 	return CurrentPath(certDir, kind), nil
+}
+
+// touchPrevious tells inotify watchers of the -current.pem link that it
+// moved. The kubelet watches tlsCertFile with inotify (k8s.io/apiserver
+// dynamiccertificates through fsnotify), which follows the link when the
+// watch is set: it watches the dated file that was current then, and swapping
+// the link changes nothing in that file, so the kubelet went on serving the
+// certificate it started with past its expiry (TestKubeletLivesOnCertagentFiles).
+// A chmod to the mode the file has changes nothing either but raises an
+// attribute event on each older dated file, and the kubelet re-reads
+// tlsCertFile by its path on any event; a file pruned later raises its own
+// (delete) event, on which the kubelet watches the link afresh. Failures are
+// ignored: the certificate is stored; this only spares watchers a wait.
+func touchPrevious(certDir string, kind Kind, current string) {
+	names, _ := datedFiles(certDir, kind)
+	for _, n := range names {
+		p := filepath.Join(certDir, n)
+		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && n != current {
+			_ = os.Chmod(p, fi.Mode().Perm())
+		}
+	}
 }
 
 // LoadCurrent reads <prefix>-current.pem. It returns an error wrapping
@@ -120,25 +142,11 @@ func (b *Bootstrapper) usableNow(c *x509.Certificate) bool {
 // Prune removes dated files of kind beyond the newest keep, never the one the
 // current link points to. It returns the removed names.
 func Prune(certDir string, kind Kind, keep int) ([]string, error) {
-	entries, err := os.ReadDir(certDir)
+	dated, err := datedFiles(certDir, kind)
 	if err != nil {
-		return nil, fmt.Errorf("listing %s: %w", certDir, err)
+		return nil, err
 	}
 	current, _ := os.Readlink(CurrentPath(certDir, kind))
-	prefix := kind.FilePrefix() + "-"
-	var dated []string
-	for _, e := range entries {
-		n := e.Name()
-		stamp := strings.TrimSuffix(strings.TrimPrefix(n, prefix), ".pem")
-		if !strings.HasPrefix(n, prefix) || !strings.HasSuffix(n, ".pem") || len(stamp) != len(TimestampLayout) {
-			continue
-		}
-		if _, err := time.Parse(TimestampLayout, stamp); err != nil {
-			continue
-		}
-		dated = append(dated, n)
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(dated))) // newest first
 	var removed []string
 	for i, n := range dated {
 		if i < keep || n == filepath.Base(current) {
@@ -154,4 +162,27 @@ func Prune(certDir string, kind Kind, keep int) ([]string, error) {
 		return removed, atomicfile.SyncDir(certDir)
 	}
 	return nil, nil
+}
+
+// datedFiles lists the names of kind's dated files in certDir, newest first.
+func datedFiles(certDir string, kind Kind) ([]string, error) {
+	entries, err := os.ReadDir(certDir)
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", certDir, err)
+	}
+	prefix := kind.FilePrefix() + "-"
+	var dated []string
+	for _, e := range entries {
+		n := e.Name()
+		stamp := strings.TrimSuffix(strings.TrimPrefix(n, prefix), ".pem")
+		if !strings.HasPrefix(n, prefix) || !strings.HasSuffix(n, ".pem") || len(stamp) != len(TimestampLayout) {
+			continue
+		}
+		if _, err := time.Parse(TimestampLayout, stamp); err != nil {
+			continue
+		}
+		dated = append(dated, n)
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(dated))) // newest first
+	return dated, nil
 }

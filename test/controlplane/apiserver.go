@@ -37,6 +37,14 @@ func (cp *ControlPlane) apiserverArgs() []string {
 		"--enable-bootstrap-token-auth",
 		"--authorization-mode", "Node,RBAC",
 		"--enable-admission-plugins", "NodeRestriction",
+		// Connections to kubelets (the node proxy, logs, exec) verify the
+		// kubelet's serving certificate against the cluster CA, which signs
+		// kubernetes.io/kubelet-serving certificates, dial the Node's
+		// InternalIP, and authenticate with a client certificate of the CA.
+		"--kubelet-certificate-authority", cp.pki.CACert,
+		"--kubelet-preferred-address-types", "InternalIP",
+		"--kubelet-client-certificate", cp.pki.KubeletClientCert,
+		"--kubelet-client-key", cp.pki.KubeletClientKey,
 		// A loopback advertise address cannot go into the kubernetes
 		// Service's endpoints; nothing here needs them.
 		"--endpoint-reconciler-type", "none",

@@ -23,11 +23,14 @@ type pkiFiles struct {
 	SAKey, SAPub            string
 	AdminCert, AdminKey     string
 	KCMCert, KCMKey         string
-	caCertPEM, adminCertPEM []byte
-	adminKeyPEM             []byte
-	kcmCertPEM, kcmKeyPEM   []byte
-	ca                      *x509.Certificate
-	caKey                   crypto.Signer
+	// KubeletClientCert/Key are the API server's client certificate for
+	// its connections to kubelets (logs, exec, the node proxy).
+	KubeletClientCert, KubeletClientKey string
+	caCertPEM, adminCertPEM             []byte
+	adminKeyPEM                         []byte
+	kcmCertPEM, kcmKeyPEM               []byte
+	ca                                  *x509.Certificate
+	caKey                               crypto.Signer
 }
 
 // certValidity is how long generated certificates are valid; tests never
@@ -37,8 +40,10 @@ const certValidity = 10 * 365 * 24 * time.Hour
 // generatePKI creates a fresh ECDSA P-256 cluster CA and, signed by it, the
 // apiserver serving certificate (SANs 127.0.0.1 and localhost), an admin
 // client certificate (CN=certagent-admin, O=system:masters), a
-// controller-manager client certificate, and a service-account key pair, all
-// written as PEM under dir.
+// controller-manager client certificate, the apiserver's client certificate
+// for kubelets (CN=kube-apiserver-kubelet-client, O=system:masters, as
+// kubeadm makes it), and a service-account key pair, all written as PEM under
+// dir.
 func generatePKI(dir string) (*pkiFiles, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create pki dir: %w", err)
@@ -49,6 +54,8 @@ func generatePKI(dir string) (*pkiFiles, error) {
 		SAKey: filepath.Join(dir, "sa.key"), SAPub: filepath.Join(dir, "sa.pub"),
 		AdminCert: filepath.Join(dir, "admin.crt"), AdminKey: filepath.Join(dir, "admin.key"),
 		KCMCert: filepath.Join(dir, "controller-manager.crt"), KCMKey: filepath.Join(dir, "controller-manager.key"),
+		KubeletClientCert: filepath.Join(dir, "apiserver-kubelet-client.crt"),
+		KubeletClientKey:  filepath.Join(dir, "apiserver-kubelet-client.key"),
 	}
 
 	caKey, err := newKey()
@@ -98,6 +105,13 @@ func generatePKI(dir string) (*pkiFiles, error) {
 	}
 	if p.kcmCertPEM, p.kcmKeyPEM, err = p.issue(kcm, p.KCMCert, p.KCMKey); err != nil {
 		return nil, fmt.Errorf("controller-manager client cert: %w", err)
+	}
+	kubeletClient := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if _, _, err := p.issue(kubeletClient, p.KubeletClientCert, p.KubeletClientKey); err != nil {
+		return nil, fmt.Errorf("apiserver kubelet client cert: %w", err)
 	}
 
 	saKey, err := newKey()
