@@ -56,7 +56,7 @@ func TestScaleUp(t *testing.T) {
 // Every node must renew both certificates, each with exactly one CSR.
 func TestRenewalWave(t *testing.T) {
 	if !*flagWave {
-		t.Skip("the renewal waves take about 14 minutes whatever N: -fleet.wave or FLEET_WAVE=1 (make fleet sets it)")
+		t.Skip("the renewal waves take about 13 minutes whatever N: -fleet.wave or FLEET_WAVE=1 (make fleet sets it)")
 	}
 	c := sharedCluster(t)
 	for _, p := range []struct {
