@@ -14,6 +14,11 @@ BIN       := bin/certagent
 E2E_FLAGS ?= -count=1 -timeout 50m
 
 FUZZTIME  ?= 30s
+# make fleet: nodes in each fleet (make test runs FLEET_SHORT_N without the renewal waves), and the raised
+# controller-manager QPS it compares with the default (burst twice that).
+FLEET_N       ?= 500
+FLEET_SHORT_N ?= 20
+FLEET_QPS     ?= 500
 # make sim: seeds simulated (each one node over SIM_YEARS), spread over two processes; SEED=n replays one.
 SIM_SEEDS ?= 1000
 SIM_YEARS ?= 1
@@ -27,7 +32,7 @@ K8S_MINORS    := $(shell ls test/k8s | grep '^v1\.' | sort -t. -k2,2nr)
 COMPAT_MINORS ?= $(K8S_MINORS)
 COMPAT_TESTS  := ^(TestBootstrapClientAndServing|TestDaemonRenewsBothCertificates|TestRestartWhilePendingReusesCSR|TestDeniedClientCSR|TestDeniedServingCSR)$$
 
-.PHONY: help build unit e2e e2e-deps node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short vuln compat compat-oldest rules rules-deps
+.PHONY: help build unit e2e e2e-deps node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short vuln compat compat-oldest rules rules-deps fleet fleet-short fleet-deps
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -91,7 +96,7 @@ e2e-deps: rules-deps ## Install (apt-get, as root) what the end-to-end suite nee
 e2e: build e2e-deps ## End-to-end tests against a real kube-apiserver, controller-manager and etcd (built and cached on first use)
 	cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) $(GO) test $(E2E_FLAGS) ./controlplane/ ./e2e/
 
-test: deps vet tidy-check vuln rules unit sim-short e2e compat-oldest package-check node ## Every test suite (what CI runs; as root: the package checks and the node suite need it)
+test: deps vet tidy-check vuln rules unit sim-short e2e compat-oldest fleet-short package-check node ## Every test suite (what CI runs; as root: the package checks and the node suite need it)
 
 compat: build e2e-deps ## The e2e core against every Kubernetes minor under test/k8s (COMPAT_MINORS="v1.33 v1.30" for some); table in bin/compat.md
 	@mkdir -p bin; rm -f bin/compat.md; fail=0; for v in $(COMPAT_MINORS); do \
@@ -114,6 +119,26 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s); seed corpora live in *
 	set -e; for t in agent:FuzzConfig bootstrap:FuzzBootstrapKubeconfig bootstrap:FuzzCertificateBundle bootstrap:FuzzCSRStatus; do \
 		$(GO) test ./$${t%%:*} -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME); \
 	done
+
+fleet-deps: ## Install (apt-get, as root) gnuplot for make fleet's plot
+	@command -v gnuplot >/dev/null || { echo "installing gnuplot-nox"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gnuplot-nox; }
+
+# $(call fleet-run,N,WAVE,OUT): the fleet suite into OUT (fleet.md, plot data, test log, fleet.png).
+define fleet-run
+	@rm -rf $(3); mkdir -p $(3)
+	set -o pipefail; cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) FLEET_N=$(1) FLEET_WAVE=$(2) FLEET_OUT=$(3) \
+		$(GO) test -count=1 -timeout 90m -v ./fleet/ -args -fleet.qps=$(FLEET_QPS) 2>&1 | tee $(3)/test.log
+	gnuplot -e "dir='$(3)'; n=$(1); qps=$(FLEET_QPS); out='$(3)/fleet.png'" test/fleet/fleet.gp
+endef
+
+fleet: build fleet-deps ## FLEET_N (500) real certagent daemons on one control plane: scale-up vs the kubelet's bootstrap, an API server outage, renewal waves; bin/fleet/fleet.md, docs/fleet.png (about 21 min, as root)
+	$(call fleet-run,$(FLEET_N),1,$(CURDIR)/bin/fleet)
+	cp bin/fleet/fleet.png docs/fleet.png
+	@cat bin/fleet/fleet.md
+
+fleet-short: build fleet-deps ## make fleet at FLEET_SHORT_N (20) nodes without the renewal waves (make test runs it); bin/fleet-short/
+	$(call fleet-run,$(FLEET_SHORT_N),0,$(CURDIR)/bin/fleet-short)
+	@cat bin/fleet-short/fleet.md
 
 bench: ## Benchmarks: certagent vs the kubelet's bootstrap, approval-to-disk latency, idle cost over a minute
 	cd test && $(GO) test -run '^$$' -bench BenchmarkClientBootstrap -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/

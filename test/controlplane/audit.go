@@ -25,8 +25,19 @@ type AuditEvent struct {
 	Verb       string `json:"verb"`
 	RequestURI string `json:"requestURI"`
 	User       struct {
-		Username string `json:"username"`
+		Username string   `json:"username"`
+		Groups   []string `json:"groups"`
 	} `json:"user"`
+	// ObjectRef is nil for non-resource requests (/healthz, /version).
+	ObjectRef *struct {
+		Resource    string `json:"resource"`
+		Subresource string `json:"subresource"`
+		Name        string `json:"name"`
+	} `json:"objectRef"`
+	// ResponseStatus is nil in a watch's ResponseStarted event.
+	ResponseStatus *struct {
+		Code int `json:"code"`
+	} `json:"responseStatus"`
 	RequestReceivedTimestamp time.Time `json:"requestReceivedTimestamp"`
 }
 
@@ -34,12 +45,19 @@ type AuditEvent struct {
 // one event per request (its ResponseComplete stage, or ResponseStarted for a
 // watch that is still open).
 func (cp *ControlPlane) RequestsBy(user string, from, to time.Time) ([]AuditEvent, error) {
+	return cp.AuditEvents(from, to, func(ev AuditEvent) bool { return ev.User.Username == user })
+}
+
+// AuditEvents returns the requests received in [from, to) that keep says
+// to keep (nil keeps all): one event per request, as RequestsBy.
+func (cp *ControlPlane) AuditEvents(from, to time.Time, keep func(AuditEvent) bool) ([]AuditEvent, error) {
 	f, err := os.Open(cp.AuditLog)
 	if err != nil {
 		return nil, fmt.Errorf("open audit log: %w", err)
 	}
 	defer f.Close()
-	seen := map[string]AuditEvent{}
+	seen := map[string]int{} // audit ID -> index in out
+	var out []AuditEvent
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -51,17 +69,18 @@ func (cp *ControlPlane) RequestsBy(user string, from, to time.Time) ([]AuditEven
 			return nil, fmt.Errorf("parse audit log: %w", err)
 		}
 		t := ev.RequestReceivedTimestamp
-		if ev.User.Username != user || t.Before(from) || !t.Before(to) {
+		if t.Before(from) || !t.Before(to) || (keep != nil && !keep(ev.AuditEvent)) {
 			continue
 		}
-		seen[ev.AuditID] = ev.AuditEvent
+		if i, ok := seen[ev.AuditID]; ok {
+			out[i] = ev.AuditEvent // a later stage of the same request
+			continue
+		}
+		seen[ev.AuditID] = len(out)
+		out = append(out, ev.AuditEvent)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read audit log: %w", err)
-	}
-	out := make([]AuditEvent, 0, len(seen))
-	for _, ev := range seen {
-		out = append(out, ev)
 	}
 	return out, nil
 }

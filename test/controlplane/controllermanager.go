@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -23,9 +24,9 @@ const controllerManagerReadyTimeout = 120 * time.Second
 
 // controllerManagerArgs returns kube-controller-manager's flags: only the
 // CSR and bootstrap-token controllers, signing with the cluster CA, no
-// leader election and no serving port.
+// leader election and no serving port; the client rate limit if set.
 func (cp *ControlPlane) controllerManagerArgs() []string {
-	return []string{
+	args := []string{
 		"--kubeconfig", cp.kcmKubeconfig,
 		"--controllers", "csrsigning,csrapproving,csrcleaner,tokencleaner,bootstrapsigner",
 		"--cluster-signing-cert-file", cp.CAFile,
@@ -37,6 +38,13 @@ func (cp *ControlPlane) controllerManagerArgs() []string {
 		"--secure-port", "0",
 		"--profiling=false",
 	}
+	if cp.kcmQPS > 0 {
+		args = append(args, "--kube-api-qps", strconv.FormatFloat(float64(cp.kcmQPS), 'f', -1, 32))
+	}
+	if cp.kcmBurst > 0 {
+		args = append(args, "--kube-api-burst", strconv.Itoa(cp.kcmBurst))
+	}
+	return args
 }
 
 // startControllerManager starts kube-controller-manager and waits until it

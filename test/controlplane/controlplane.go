@@ -21,6 +21,13 @@ type Options struct {
 	// SigningDuration is the controller-manager's
 	// --cluster-signing-duration; 24h if zero.
 	SigningDuration time.Duration
+	// ControllerManagerQPS and ControllerManagerBurst are the
+	// controller-manager's client rate limit (--kube-api-qps,
+	// --kube-api-burst); zero keeps its defaults, 20 and 30. Approving and
+	// signing a kubelet client CSR costs it two writes and signing a serving
+	// CSR one, so this limit paces a fleet's scale-up.
+	ControllerManagerQPS   float32
+	ControllerManagerBurst int
 	// Logf, if set, receives progress messages.
 	Logf func(string, ...any)
 }
@@ -58,6 +65,8 @@ type ControlPlane struct {
 	pki             *pkiFiles
 	port            int
 	signingDuration time.Duration
+	kcmQPS          float32
+	kcmBurst        int
 	kcmKubeconfig   string
 	logf            func(string, ...any)
 
@@ -93,6 +102,8 @@ func Start(ctx context.Context, bins Binaries, opts Options) (*ControlPlane, err
 		kcmKubeconfig:   filepath.Join(dir, "controller-manager.conf"),
 		bins:            bins,
 		signingDuration: opts.SigningDuration,
+		kcmQPS:          opts.ControllerManagerQPS,
+		kcmBurst:        opts.ControllerManagerBurst,
 		logf:            opts.Logf,
 	}
 	if cp.signingDuration == 0 {
@@ -224,4 +235,20 @@ func (cp *ControlPlane) Stop() {
 		}
 	}
 	cp.kcm, cp.apiserver, cp.etcd = nil, nil, nil
+}
+
+// APIServerPID is the process id of the running kube-apiserver, 0 while it
+// is stopped (for reading its /proc/<pid>/stat and status).
+func (cp *ControlPlane) APIServerPID() int {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return cp.apiserver.pid()
+}
+
+// ControllerManagerPID is the process id of the running
+// kube-controller-manager, 0 if it is not running.
+func (cp *ControlPlane) ControllerManagerPID() int {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return cp.kcm.pid()
 }

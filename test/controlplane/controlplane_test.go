@@ -2,6 +2,7 @@ package controlplane_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -57,6 +58,23 @@ func TestControlPlane(t *testing.T) {
 		assertBootstrapIdentity(ctx, t, client, id)
 	}
 
+	// The audit log names each request's resource and answer.
+	evs, err := cp.AuditEvents(start, time.Now().Add(time.Second), func(ev controlplane.AuditEvent) bool {
+		return ev.User.Username == "system:bootstrap:"+id
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2 || evs[0].Verb != "create" || evs[0].ObjectRef == nil || evs[0].ObjectRef.Resource != "selfsubjectreviews" ||
+		evs[0].ResponseStatus == nil || evs[0].ResponseStatus.Code != 201 || !slices.Contains(evs[0].User.Groups, "system:bootstrappers") {
+		t.Errorf("audit events of the two SelfSubjectReviews: %+v", evs)
+	}
+	for name, pid := range map[string]int{"kube-apiserver": cp.APIServerPID(), "kube-controller-manager": cp.ControllerManagerPID()} {
+		if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err != nil || !strings.Contains(string(cmdline), name) {
+			t.Errorf("%s pid %d: cmdline %q, %v", name, pid, cmdline, err)
+		}
+	}
+
 	// Outage: the apiserver goes away and comes back on the same URL.
 	path := filepath.Join(t.TempDir(), "bootstrap-kubelet.conf")
 	if err := cp.WriteBootstrapKubeconfig(path, token, true); err != nil {
@@ -65,6 +83,9 @@ func TestControlPlane(t *testing.T) {
 	client := bootstrapClient(t, path, token)
 	if err := cp.StopAPIServer(); err != nil {
 		t.Fatalf("StopAPIServer: %v", err)
+	}
+	if pid := cp.APIServerPID(); pid != 0 {
+		t.Errorf("APIServerPID() = %d while it is stopped, want 0", pid)
 	}
 	reqCtx, reqCancel := context.WithTimeout(ctx, 5*time.Second)
 	_, err = client.AuthenticationV1().SelfSubjectReviews().Create(reqCtx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})

@@ -90,6 +90,14 @@ func (p *process) exited() bool {
 	}
 }
 
+// pid is the process id while it runs, 0 for a nil or exited process.
+func (p *process) pid() int {
+	if p == nil || p.exited() {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // exitError describes how the process ended, with the tail of its log.
 func (p *process) exitError() error {
 	return fmt.Errorf("%s exited early (%v); last lines of %s:\n%s", p.name, p.err, p.logPath, p.logTail())

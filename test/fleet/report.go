@@ -1,0 +1,356 @@
+// Package fleet runs fleets of real certagent daemons (and, to compare, the
+// kubelet's own client bootstrap) against one real control plane: a scale-up
+// of N nodes at once with the controller-manager's default and a raised
+// client rate limit, an API server outage under N running daemons, and the
+// renewal wave of N nodes whose certificates were issued together. The tests
+// assert what must hold (every node ends with its certificates, one client
+// and one serving CSR per node, no CSR from an outage); this file writes what
+// they measured: a markdown table (fleet.md) and the data of the plot
+// (fleet.gp turns them into fleet.png).
+package fleet
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Report is everything a `make fleet` run measured.
+type Report struct {
+	N          int
+	Kubernetes string
+	RaisedQPS  float32
+	Started    time.Time
+	Took       time.Duration
+	Notes      []string
+	ScaleUps   []*ScaleUp
+	Outage     *Outage
+	Waves      []*Wave
+}
+
+// Dist is a distribution of per-node times, from the fleet's start.
+type Dist struct {
+	Times []time.Duration // sorted
+}
+
+// NewDist sorts ts.
+func NewDist(ts []time.Duration) Dist {
+	s := append([]time.Duration(nil), ts...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return Dist{Times: s}
+}
+
+// Quantile is the q-quantile (nearest rank), 0 when empty.
+func (d Dist) Quantile(q float64) time.Duration {
+	if len(d.Times) == 0 {
+		return 0
+	}
+	i := int(q*float64(len(d.Times))+0.999999) - 1
+	i = max(0, min(i, len(d.Times)-1))
+	return d.Times[i]
+}
+
+func (d Dist) String() string {
+	if len(d.Times) == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%s / %s / %s", secs(d.Quantile(0.5)), secs(d.Quantile(0.99)), secs(d.Quantile(1)))
+}
+
+// ScaleUp is one fleet of N nodes started at once.
+type ScaleUp struct {
+	Limit     string // "default" or "raised"
+	LimitText string // the controller-manager's limit, in words
+	Path      string // "certagent", "certagent, client only" or "kubelet"
+	N         int
+	Spawn     time.Duration // starting every process took
+	Written   Dist          // kubelet.conf on disk (its mtime): the like-for-like client time
+	Proven    Dist          // certagent: kubelet.conf accepted by the API server (its log)
+	Serving   Dist          // certagent: serving certificate stored (its log)
+	// Requests per node by "verb resource" (the audit log, the fleet's users,
+	// from its start to 10 s after the last node was done).
+	Requests map[string]float64
+	// TokenRequests per node are those made with the bootstrap token: what
+	// obtaining the client certificate cost, like for like between the two.
+	TokenRequests float64
+	Throttled     float64 // 429 answers per node
+	// CSRs per node (all nodes had exactly these many if Exact).
+	ClientCSRs, ServingCSRs int
+	Exact                   bool
+	APIServerCPU            float64 // seconds over the same window, per node
+	APIServerPeakKiB        float64 // peak RSS above the start, per node
+	ControllerManagerCPU    float64 // seconds over the same window, per node
+	NodeCPU                 float64 // seconds of the fleet's own processes, per node
+	IdleRSSMeanMiB          float64 // certagent daemons once all were done
+	IdleRSSMaxMiB           float64
+	Restarts                int // kubelet processes restarted after a failure
+}
+
+// slug names the variant in file names.
+func (s *ScaleUp) slug() string {
+	switch s.Path {
+	case "certagent, client only":
+		return "certagent-client"
+	}
+	return s.Path
+}
+
+// Outage is the API server stopped under N running daemons.
+type Outage struct {
+	N               int
+	Down            time.Duration
+	ReadyDuring     int            // daemons whose /readyz answered 200 while it was down
+	FirstTen        int            // requests by the nodes in the first 10 s after it was back
+	FirstTenByKind  map[string]int //
+	Healthy         time.Duration  // until every daemon's /healthz and /readyz answered 200
+	CSRsBefore      int
+	CSRsAfter       int
+	CSRCreates      int // CSR creations in the audit log from the stop to 30 s after the return
+	RequestsAfter30 int // requests by the nodes from the return to 30 s after
+}
+
+// Wave is the first renewal of N nodes' certificates issued together.
+type Wave struct {
+	Policy     string // "default (70–90 %)" or "renewBefore …"
+	N          int
+	Issued     time.Duration // the last node's serving certificate after the fleet's start
+	Renewals   int           // first renewals seen (client + serving)
+	First      time.Duration // from the fleet's start
+	Last       time.Duration
+	PeakPer10s int
+	Bins       []int // renewals per 10 s from the fleet's start
+}
+
+// Write writes fleet.md and the plot's data files into dir.
+func (r *Report) Write(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "fleet.md"), []byte(r.Markdown()), 0o644); err != nil {
+		return err
+	}
+	for _, s := range r.ScaleUps {
+		if err := writeCurve(filepath.Join(dir, fmt.Sprintf("scaleup-%s-%s.dat", s.Limit, s.slug())), s.Written); err != nil {
+			return err
+		}
+		if len(s.Serving.Times) > 0 {
+			if err := writeCurve(filepath.Join(dir, fmt.Sprintf("scaleup-%s-serving.dat", s.Limit)), s.Serving); err != nil {
+				return err
+			}
+		}
+	}
+	for _, w := range r.Waves {
+		var b strings.Builder
+		fmt.Fprintf(&b, "# seconds from the fleet's start, renewals in the 10 s from there (%s)\n", w.Policy)
+		for i, n := range w.Bins {
+			fmt.Fprintf(&b, "%d %d\n", i*10, n)
+		}
+		name := "wave-default.dat"
+		if strings.HasPrefix(w.Policy, "renewBefore") {
+			name = "wave-renewbefore.dat"
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(b.String()), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeCurve writes "seconds nodes" steps: how many nodes had it by then.
+func writeCurve(path string, d Dist) error {
+	var b strings.Builder
+	b.WriteString("# seconds from the fleet's start, nodes done by then\n0 0\n")
+	for i, t := range d.Times {
+		fmt.Fprintf(&b, "%.3f %d\n", t.Seconds(), i+1)
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// Markdown renders the tables.
+func (r *Report) Markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Fleet: N = %d nodes on one control plane (Kubernetes %s)\n\n", r.N, r.Kubernetes)
+	fmt.Fprintf(&b, "Run %s, %s in all. Times are from the moment the fleet's processes started (p50 / p99 / max).\n\n",
+		r.Started.UTC().Format("2006-01-02 15:04Z"), r.Took.Round(time.Second))
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "- %s\n", n)
+	}
+	if len(r.Notes) > 0 {
+		b.WriteString("\n")
+	}
+	if len(r.ScaleUps) > 0 {
+		r.scaleUpTable(&b)
+		r.ratioTable(&b)
+	}
+	if o := r.Outage; o != nil {
+		fmt.Fprintf(&b, "## API server outage under %d running daemons\n\n| what | result |\n|---|---|\n", o.N)
+		fmt.Fprintf(&b, "| API server down | %s |\n", secs(o.Down))
+		fmt.Fprintf(&b, "| daemons whose /readyz answered 200 during the outage | %d of %d |\n", o.ReadyDuring, o.N)
+		fmt.Fprintf(&b, "| requests by the nodes in the first 10 s after its return | %d%s |\n", o.FirstTen, kinds(o.FirstTenByKind))
+		fmt.Fprintf(&b, "| requests by the nodes in the first 30 s after its return | %d |\n", o.RequestsAfter30)
+		fmt.Fprintf(&b, "| every daemon's /healthz and /readyz 200 after its return | %s |\n", secs(o.Healthy))
+		fmt.Fprintf(&b, "| CSRs before / after; CSR creations from the stop to 30 s after the return | %d / %d; %d |\n\n", o.CSRsBefore, o.CSRsAfter, o.CSRCreates)
+	}
+	if len(r.Waves) > 0 {
+		b.WriteString("## Renewal wave: certificates of 10 minutes (`rotation.requestedDuration: 10m`) issued together\n\n")
+		b.WriteString("| policy | nodes | all issued by | first renewals (client + serving) | first … last renewal | peak renewals per 10 s |\n|---|---|---|---|---|---|\n")
+		for _, w := range r.Waves {
+			fmt.Fprintf(&b, "| %s | %d | %s | %d | %s … %s | %d |\n", w.Policy, w.N, secs(w.Issued), w.Renewals, secs(w.First), secs(w.Last), w.PeakPer10s)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+func (r *Report) scaleUpTable(b *strings.Builder) {
+	cols := r.ScaleUps
+	fmt.Fprintf(b, "## Scale-up: %d nodes start at once\n\nThe controller-manager's client rate limit: QPS 20 is its default (burst 30), the other the raised one (burst twice the QPS).\n\n| |", r.N)
+	for _, s := range cols {
+		fmt.Fprintf(b, " %s, %s |", s.Path, shortLimit(s.LimitText))
+	}
+	b.WriteString("\n|---|")
+	for range cols {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
+	row := func(label string, f func(*ScaleUp) string) {
+		fmt.Fprintf(b, "| %s |", label)
+		for _, s := range cols {
+			fmt.Fprintf(b, " %s |", f(s))
+		}
+		b.WriteString("\n")
+	}
+	certagentOnly := func(f func(*ScaleUp) string) func(*ScaleUp) string {
+		return func(s *ScaleUp) string {
+			if !strings.HasPrefix(s.Path, "certagent") {
+				return "—"
+			}
+			return f(s)
+		}
+	}
+	servingOnly := func(f func(*ScaleUp) string) func(*ScaleUp) string {
+		return func(s *ScaleUp) string {
+			if len(s.Serving.Times) == 0 {
+				return "—"
+			}
+			return f(s)
+		}
+	}
+	row("processes started in", func(s *ScaleUp) string { return secs(s.Spawn) })
+	row("kubelet.conf written", func(s *ScaleUp) string { return s.Written.String() })
+	row("kubelet.conf accepted by the API server", certagentOnly(func(s *ScaleUp) string { return s.Proven.String() }))
+	row("serving certificate stored", servingOnly(func(s *ScaleUp) string { return s.Serving.String() }))
+	row("CSRs per node, client + serving", func(s *ScaleUp) string {
+		exact := "every node"
+		if !s.Exact {
+			exact = "NOT every node"
+		}
+		return fmt.Sprintf("%d + %d (%s)", s.ClientCSRs, s.ServingCSRs, exact)
+	})
+	keys := map[string]bool{}
+	for _, s := range cols {
+		for k := range s.Requests {
+			keys[k] = true
+		}
+	}
+	sorted := make([]string, 0, len(keys))
+	for k := range keys {
+		sorted = append(sorted, k)
+	}
+	sort.Strings(sorted)
+	row("API requests per node", func(s *ScaleUp) string { return num(sum(s.Requests)) })
+	row("&nbsp;&nbsp;with the bootstrap token (the client certificate)", func(s *ScaleUp) string { return num(s.TokenRequests) })
+	for _, k := range sorted {
+		row("&nbsp;&nbsp;"+k, func(s *ScaleUp) string { return num(s.Requests[k]) })
+	}
+	row("429 answers per node", func(s *ScaleUp) string { return num(s.Throttled) })
+	row("kube-apiserver CPU per node", func(s *ScaleUp) string { return fmt.Sprintf("%.1f ms", 1000*s.APIServerCPU) })
+	row("kube-apiserver peak RSS growth per node", func(s *ScaleUp) string { return fmt.Sprintf("%.0f KiB", s.APIServerPeakKiB) })
+	row("kube-controller-manager CPU per node", func(s *ScaleUp) string { return fmt.Sprintf("%.1f ms", 1000*s.ControllerManagerCPU) })
+	row("daemon RSS once idle, mean / max", servingOnly(func(s *ScaleUp) string {
+		return fmt.Sprintf("%.1f / %.1f MiB", s.IdleRSSMeanMiB, s.IdleRSSMaxMiB)
+	}))
+	row("CPU of the node's own process per node", func(s *ScaleUp) string { return fmt.Sprintf("%.1f ms", 1000*s.NodeCPU) })
+	row("processes restarted after a failure", func(s *ScaleUp) string { return fmt.Sprint(s.Restarts) })
+	b.WriteString("\n")
+}
+
+// ratioTable compares each certagent fleet with the kubelet's path under the
+// same limit: kubelet.conf on disk (the same step for both), the requests
+// made with the bootstrap token (the client certificate's), all requests,
+// the API server's and the node processes' CPU per node.
+func (r *Report) ratioTable(b *strings.Builder) {
+	var rows []string
+	for _, c := range r.ScaleUps {
+		if !strings.HasPrefix(c.Path, "certagent") {
+			continue
+		}
+		for _, k := range r.ScaleUps {
+			if k.Path != "kubelet" || k.Limit != c.Limit {
+				continue
+			}
+			ratio := func(q float64) string {
+				return ratioOf(c.Written.Quantile(q).Seconds(), k.Written.Quantile(q).Seconds())
+			}
+			rows = append(rows, fmt.Sprintf("| %s | %s | %s / %s / %s | %s | %s | %s | %s |", c.Path, c.LimitText, ratio(0.5), ratio(0.99), ratio(1),
+				ratioOf(c.TokenRequests, k.TokenRequests), ratioOf(sum(c.Requests), sum(k.Requests)), ratioOf(c.APIServerCPU, k.APIServerCPU), ratioOf(c.NodeCPU, k.NodeCPU)))
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	b.WriteString("certagent ÷ the kubelet's path under the same limit (below 1: certagent is faster or cheaper). \"certagent\" also obtains the serving certificate; \"client only\" does the kubelet's work:\n\n")
+	b.WriteString("| certagent | controller-manager | kubelet.conf written, p50 / p99 / max | requests with the bootstrap token | all API requests | kube-apiserver CPU | node process CPU |\n|---|---|---|---|---|---|---|\n")
+	b.WriteString(strings.Join(rows, "\n") + "\n\n")
+}
+
+// shortLimit is "QPS 20" for "default limit (QPS 20, burst 30)".
+func shortLimit(text string) string {
+	if _, rest, ok := strings.Cut(text, "("); ok {
+		q, _, _ := strings.Cut(rest, ",")
+		return q
+	}
+	return text
+}
+
+func kinds(m map[string]int) string {
+	if len(m) == 0 {
+		return ""
+	}
+	var parts []string
+	for k, v := range m {
+		parts = append(parts, fmt.Sprintf("%s %d", k, v))
+	}
+	sort.Strings(parts)
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+func sum(m map[string]float64) float64 {
+	t := 0.0
+	for _, v := range m {
+		t += v
+	}
+	return t
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }
+
+// num prints v with at most two decimals, none for a whole number.
+func num(v float64) string {
+	s := fmt.Sprintf("%.2f", v)
+	s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	if s == "-0" {
+		s = "0"
+	}
+	return s
+}
+
+func ratioOf(a, b float64) string {
+	if b == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", a/b)
+}

@@ -1,0 +1,86 @@
+package fleet
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDistQuantiles(t *testing.T) {
+	var ts []time.Duration
+	for i := 100; i >= 1; i-- {
+		ts = append(ts, time.Duration(i)*time.Second)
+	}
+	d := NewDist(ts)
+	for _, c := range []struct {
+		q    float64
+		want time.Duration
+	}{{0, time.Second}, {0.5, 50 * time.Second}, {0.99, 99 * time.Second}, {1, 100 * time.Second}} {
+		if got := d.Quantile(c.q); got != c.want {
+			t.Errorf("Quantile(%v) = %s, want %s", c.q, got, c.want)
+		}
+	}
+	if got := NewDist(nil).String(); got != "—" {
+		t.Errorf("empty Dist = %q", got)
+	}
+}
+
+func TestPeakWithin(t *testing.T) {
+	s := func(v ...int) []time.Duration {
+		var out []time.Duration
+		for _, x := range v {
+			out = append(out, time.Duration(x)*time.Second)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		times []time.Duration
+		want  int
+	}{
+		{nil, 0},
+		{s(0, 5, 9), 3},
+		{s(0, 5, 10), 2},         // 10 s apart is the next window
+		{s(0, 8, 12, 13, 17), 4}, // 8..17, not tied to 10-s bins
+	} {
+		if got := peakWithin(c.times, 10*time.Second); got != c.want {
+			t.Errorf("peakWithin(%v) = %d, want %d", c.times, got, c.want)
+		}
+	}
+}
+
+func TestNum(t *testing.T) {
+	third := 0.0
+	for range 6 {
+		third += 1.0 / 3 // 1.9999999999999998
+	}
+	for _, c := range []struct {
+		v    float64
+		want string
+	}{{2, "2"}, {third, "2"}, {0.5, "0.5"}, {4.256, "4.26"}, {0, "0"}, {-0.0001, "0"}} {
+		if got := num(c.v); got != c.want {
+			t.Errorf("num(%v) = %q, want %q", c.v, got, c.want)
+		}
+	}
+}
+
+func TestMarkdownRatios(t *testing.T) {
+	d := func(s ...float64) Dist {
+		var ts []time.Duration
+		for _, x := range s {
+			ts = append(ts, time.Duration(x*float64(time.Second)))
+		}
+		return NewDist(ts)
+	}
+	r := &Report{N: 2, ScaleUps: []*ScaleUp{
+		{Limit: "default", LimitText: "default", Path: "certagent", N: 2, Written: d(1, 2), Serving: d(2, 3),
+			Requests: map[string]float64{"create certificatesigningrequests": 2}, TokenRequests: 2, APIServerCPU: 0.05, Exact: true, ClientCSRs: 1, ServingCSRs: 1},
+		{Limit: "default", LimitText: "default", Path: "kubelet", N: 2, Written: d(2, 4),
+			Requests: map[string]float64{"create certificatesigningrequests": 1, "get /healthz": 1}, TokenRequests: 4, APIServerCPU: 0.1, Exact: true, ClientCSRs: 1},
+	}}
+	md := r.Markdown()
+	for _, want := range []string{"| certagent | default | 0.50 / 0.50 / 0.50 | 0.50 | 1.00 | 0.50 | — |", "| &nbsp;&nbsp;get /healthz | 0 | 1 |", "1 + 1 (every node)"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+}
