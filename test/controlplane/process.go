@@ -38,7 +38,7 @@ func startProcess(name, bin string, args []string, logPath string) (*process, er
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := spawn(cmd); err != nil {
+	if err := Spawn(cmd); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &process{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{})}
@@ -60,12 +60,12 @@ type spawnRequest struct {
 	err chan error
 }
 
-// spawn starts cmd from one goroutine locked to its OS thread for the life
-// of the process. Pdeathsig fires when the *thread* that forked the child
+// Spawn starts cmd from one goroutine locked to its OS thread for the life
+// of the process (use it for any child that sets Pdeathsig). Pdeathsig fires when the *thread* that forked the child
 // exits, not the process, and the Go runtime may end threads (for instance
 // when a goroutine that called runtime.LockOSThread returns), so children
 // started from arbitrary goroutines could be killed early.
-func spawn(cmd *exec.Cmd) error {
+func Spawn(cmd *exec.Cmd) error {
 	spawnOnce.Do(func() {
 		spawnRequests = make(chan spawnRequest)
 		go func() {

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/certagent/certagent/test/controlplane"
 )
 
 // Which program bootstraps a fleet's nodes.
@@ -122,7 +123,7 @@ func (f *fleet) spawn(m *member) (*exec.Cmd, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := spawn(cmd); err != nil {
+	if err := controlplane.Spawn(cmd); err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
@@ -377,33 +378,4 @@ func (f *fleet) parallel(fn func(*member) error) error {
 	close(ch)
 	wg.Wait()
 	return errors.Join(errs...)
-}
-
-// spawn starts cmd from one goroutine locked to its OS thread for the life of
-// the test process: Pdeathsig fires when the thread that forked the child
-// exits, and the Go runtime may end other threads (the control plane's
-// package does the same).
-var (
-	spawnOnce     sync.Once
-	spawnRequests chan spawnRequest
-)
-
-type spawnRequest struct {
-	cmd *exec.Cmd
-	err chan error
-}
-
-func spawn(cmd *exec.Cmd) error {
-	spawnOnce.Do(func() {
-		spawnRequests = make(chan spawnRequest)
-		go func() {
-			runtime.LockOSThread() // never unlocked
-			for req := range spawnRequests {
-				req.err <- req.cmd.Start()
-			}
-		}()
-	})
-	req := spawnRequest{cmd: cmd, err: make(chan error, 1)}
-	spawnRequests <- req
-	return <-req.err
 }
