@@ -110,6 +110,15 @@ func (c *commonFlags) addLogLevelFlag() {
 	c.overrides = append(c.overrides, override{flag: "log-level", key: "logLevel", apply: func(cfg *Config) { cfg.LogLevel = level }})
 }
 
+// addServingFlag adds --serving, which overrides serving.enabled when set.
+func (c *commonFlags) addServingFlag(usage string) {
+	serving := c.fs.Bool("serving", true, usage)
+	c.overrides = append(c.overrides, override{flag: "serving", key: "serving.enabled", apply: func(cfg *Config) {
+		v := *serving
+		cfg.Serving.Enabled = &v
+	}})
+}
+
 // runFlags are run's flags beyond the common ones that are not settings.
 type runFlags struct {
 	once      *bool
@@ -120,11 +129,7 @@ type runFlags struct {
 // that run's command line can be checked as it is).
 func (c *commonFlags) addRunFlags() runFlags {
 	r := runFlags{once: c.fs.Bool("once", false, "obtain what is missing, then exit 0; exit non-zero with a message if it cannot")}
-	serving := c.fs.Bool("serving", true, "request the kubelet serving certificate")
-	c.overrides = append(c.overrides, override{flag: "serving", key: "serving.enabled", apply: func(cfg *Config) {
-		v := *serving
-		cfg.Serving.Enabled = &v
-	}})
+	c.addServingFlag("request the kubelet serving certificate")
 	timeout := c.fs.Duration("timeout", 0, "with --once, give up after this long (default 10m, or timeout in the config)")
 	c.overrides = append(c.overrides, override{flag: "timeout", key: "timeout", apply: func(cfg *Config) { cfg.Timeout = Duration{*timeout} }})
 	r.logFormat = c.fs.String("log-format", "console", "log format: console or json")

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os/signal"
@@ -27,7 +26,7 @@ const (
 func waitCommand(args []string, stdout, stderr io.Writer) int {
 	c := newCommonFlags("wait", stderr)
 	timeout := c.fs.Duration("timeout", 0, "give up after this long, exit 1 (default: wait as long as it takes)")
-	serving := c.fs.Bool("serving", true, "also wait for the serving certificate (default: unless serving.enabled is false)")
+	c.addServingFlag("also wait for the serving certificate (default: unless serving.enabled is false)")
 	if err := c.parse(args); err != nil {
 		return 2
 	}
@@ -37,12 +36,6 @@ func waitCommand(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg := l.cfg
-	wantServing := cfg.ServingEnabled()
-	c.fs.Visit(func(f *flag.Flag) {
-		if f.Name == "serving" {
-			wantServing = *serving
-		}
-	})
 	a, err := New(cfg, Options{Notifier: nopNotifier{}})
 	if err != nil {
 		fmt.Fprintf(stderr, "certagent: %v\n", err)
@@ -55,7 +48,7 @@ func waitCommand(args []string, stdout, stderr io.Writer) int {
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
-	if err := a.waitForKubelet(ctx, clock.RealClock{}, wantServing, stdout, stderr); err != nil {
+	if err := a.waitForKubelet(ctx, clock.RealClock{}, cfg.ServingEnabled(), stdout, stderr); err != nil {
 		fmt.Fprintf(stderr, "certagent: %v\n", err)
 		return 1
 	}
