@@ -43,7 +43,7 @@ deps: ## Download the Go modules of the product and the test modules
 	cd test/tools/etcd && $(GO) mod download
 	cd test/tools/govulncheck && $(GO) mod download
 	cd test/tools/kubectl && $(GO) mod download
-	cd test/tools/hollowkubelet && $(GO) mod download
+	cd test/tools/kubelet && $(GO) mod download
 	cd packaging/tools && $(GO) mod download
 
 build: ## Build bin/certagent
@@ -61,7 +61,7 @@ tidy-check: ## Fail if go.mod/go.sum are not tidy
 	cd packaging/tools && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 	cd test/tools/govulncheck && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 	cd test/tools/kubectl && $(GO) mod tidy && git diff --exit-code go.mod go.sum
-	cd test/tools/hollowkubelet && $(GO) mod tidy && git diff --exit-code go.mod go.sum
+	cd test/tools/kubelet && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 
 vuln: ## govulncheck (pinned in test/tools/govulncheck) against the offline database VULNDB: none reachable in the product or nfpm; the test module's findings reported
 	@test -f "$(VULNDB)/index/db.json" || { echo "no vulnerability database at '$(VULNDB)': set VULNDB to a copy of the Go vulnerability database (v1 layout)"; exit 1; }
@@ -90,11 +90,12 @@ rules-deps: ## Install (apt-get, as root) promtool and prometheus for make rules
 rules: rules-deps ## promtool check/test the shipped alert rules, check the scrape example, validate the Grafana dashboard
 	cd test && $(GO) test -count=1 ./packaging/
 
-e2e-deps: rules-deps ## Install (apt-get, as root) what the end-to-end suite needs: strace for the power-loss check, prometheus for the operator's view
+e2e-deps: rules-deps ## Install (apt-get, as root) what the end-to-end suite needs: strace for the power-loss check, prometheus for the operator's view, containerd, runc and the CNI plugins for the kubelet
 	@command -v strace >/dev/null || { echo "installing strace"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace; }
+	@command -v containerd >/dev/null && command -v runc >/dev/null && test -x /usr/lib/cni/bridge || { echo "installing containerd, runc, containernetworking-plugins"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containerd runc containernetworking-plugins; }
 
 e2e: build e2e-deps ## End-to-end tests against a real kube-apiserver, controller-manager and etcd (built and cached on first use)
-	cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) $(GO) test $(E2E_FLAGS) ./controlplane/ ./e2e/
+	cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) $(GO) test $(E2E_FLAGS) ./controlplane/ ./noderuntime/ ./e2e/
 
 test: deps vet tidy-check vuln rules unit sim-short e2e compat-oldest fleet-short package-check node ## Every test suite (what CI runs; as root: the package checks and the node suite need it)
 

@@ -151,3 +151,16 @@ func tail(data []byte, n int) string {
 	}
 	return string(bytes.Join(lines, []byte("\n")))
 }
+
+// Terminate stops a child a test started: SIGTERM, then up to grace for
+// done (the goroutine waiting on it closes or sends on done), then SIGKILL
+// and wait for done.
+func Terminate[T any](proc *os.Process, done <-chan T, grace time.Duration) {
+	_ = proc.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(grace):
+		_ = proc.Kill()
+		<-done
+	}
+}

@@ -16,22 +16,23 @@ import (
 // and returns its path. The suites run it where the docs tell an operator
 // to run kubectl.
 func EnsureKubectl(ctx context.Context, logf func(format string, args ...any)) (string, error) {
-	return ensureTool(ctx, "kubectl", "about a minute", logf)
+	return ensureTool(ctx, "kubectl", ".", "about a minute", logf)
 }
 
-// EnsureHollowKubelet builds the hollow kubelet (test/tools/hollowkubelet:
-// the kubelet's own code of the version its go.mod pins, on kubemark's fake
-// container runtime) into the cache once and returns its path.
-func EnsureHollowKubelet(ctx context.Context, logf func(format string, args ...any)) (string, error) {
-	return ensureTool(ctx, "hollowkubelet", "about 5 minutes", logf)
+// EnsureKubelet builds the kubelet (k8s.io/kubernetes/cmd/kubelet at the
+// version test/tools/kubelet pins, the control plane's) into the cache once
+// and returns its path.
+func EnsureKubelet(ctx context.Context, logf func(format string, args ...any)) (string, error) {
+	return ensureTool(ctx, "kubelet", "k8s.io/kubernetes/cmd/kubelet", "about 5 minutes", logf)
 }
 
-// ensureTool builds the main package of the module test/tools/<name> into
+// ensureTool builds the main package pkg (a path, or "." for the module's
+// own) of the module test/tools/<name> into
 // <cache>/<name>-<hash>/<name> once and returns the binary's path. The hash
 // covers the tool's go.sum and `go env GOVERSION GOOS GOARCH`; the build
 // holds a flock and writes to a temporary name then renames (goBuild), so
 // concurrent callers build once and an interrupted build leaves nothing.
-func ensureTool(ctx context.Context, name, takes string, logf func(format string, args ...any)) (string, error) {
+func ensureTool(ctx context.Context, name, pkg, takes string, logf func(format string, args ...any)) (string, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
@@ -71,7 +72,7 @@ func ensureTool(ctx context.Context, name, takes string, logf func(format string
 	if !exists(bin) {
 		logf("building %s into %s (first run only, %s)...", name, dir, takes)
 		start := time.Now()
-		if err := goBuild(ctx, toolDir, dir, map[string]string{".": name}); err != nil {
+		if err := goBuild(ctx, toolDir, dir, map[string]string{pkg: name}); err != nil {
 			return "", fmt.Errorf("build %s: %w", name, err)
 		}
 		logf("built %s in %s", name, time.Since(start).Round(time.Second))

@@ -19,17 +19,23 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 
 	"github.com/certagent/certagent/test/controlplane"
+	"github.com/certagent/certagent/test/noderuntime"
 )
 
 // kubeletConfig is README step 5's KubeletConfiguration, plus what a
 // kubeadm-style kubelet has beside it: x509 client authentication with the
 // cluster CA (the API server's kubelet client certificate), and the file's
 // defaults for the rest (webhook authentication and authorization, no
-// anonymous access).
+// anonymous access). The lines after the blank one fit the kubelet to the
+// test machine, not to certagent: the runtime's socket, directories of the
+// test's own, cgroupfs on the hosts' cgroup v1 (which the kubelet refuses
+// unless told), no swap check, and eviction and image garbage collection
+// thresholds that a nearly full CI disk does not trip.
 const kubeletConfig = `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 rotateCertificates: false
@@ -41,12 +47,24 @@ authentication:
     clientCAFile: %[2]s
 port: %[3]d
 healthzPort: 0
+
+containerRuntimeEndpoint: %[4]s
+podLogsDirectory: %[5]s/pod-logs
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+evictionHard:
+  nodefs.available: "1%%"
+  imagefs.available: "1%%"
+  memory.available: "100Mi"
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 `
 
-// TestKubeletLivesOnCertagentFiles runs the kubelet's own code (the hollow
-// kubelet: kubemark's fakes for the container runtime, test/tools/hollowkubelet)
-// configured as README step 5 says, on the files a real certagent daemon
-// keeps, with 10-minute certificates, until a minute and a half past the
+// TestKubeletLivesOnCertagentFiles runs the real kubelet (built from
+// k8s.io/kubernetes/cmd/kubelet at the control plane's version) on Debian's
+// containerd and runc, configured as README step 5 says, on the files a real
+// certagent daemon keeps, with 10-minute certificates, until a minute and a half past the
 // first client certificate's NotAfter. The kubelet must never exit or be
 // restarted, its Node stays Ready and its Lease renewed by a client
 // certificate the first one has been replaced with, and after each serving
@@ -55,17 +73,37 @@ healthzPort: 0
 func TestKubeletLivesOnCertagentFiles(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	hollow, err := controlplane.EnsureHollowKubelet(ctx, t.Logf)
+	if err := noderuntime.Check(); err != nil {
+		t.Fatalf("the kubelet suite runs a real container runtime: %v", err)
+	}
+	kubeletBin, err := controlplane.EnsureKubelet(ctx, t.Logf)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A short directory: containerd's socket name must fit in 108 bytes.
+	rt, err := os.MkdirTemp("", "kl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { noderuntime.Unmount(rt); os.RemoveAll(rt) })
+	image, err := noderuntime.BuildImage(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctd, err := noderuntime.Start(ctx, filepath.Join(rt, "containerd"), image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ctd.Close)
 	nodeIP, err := utilnet.ChooseHostInterface()
 	if err != nil {
 		t.Skipf("no host interface the kubelet could report as the node's address: %v", err)
 	}
 
 	n := newNode(t, controlplane.TokenOptions{AutoApprove: true})
-	n.writeConfig("rotation:\n  requestedDuration: 10m\nmetrics:\n  address: 127.0.0.1:0\n")
+	// renewBefore 7m: a renewal about every 3 minutes (certificates live 15,
+	// NotBefore backdated 5), three of each while the kubelet runs.
+	n.writeConfig("rotation:\n  requestedDuration: 10m\n  renewBefore: 7m\nmetrics:\n  address: 127.0.0.1:0\n")
 	go n.approver(ctx)
 	ns := newNotifySocket(t)
 	agent := n.startDaemon(ns)
@@ -83,22 +121,20 @@ func TestKubeletLivesOnCertagentFiles(t *testing.T) {
 
 	port := freePort(t)
 	cfg := filepath.Join(n.dir, "kubelet-config.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, kubeletConfig, n.certDir, cp.CAFile, port), 0o600); err != nil {
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, kubeletConfig, n.certDir, cp.CAFile, port, ctd.Endpoint, rt), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// -v=1: client-go logs when it finds a new client certificate file.
-	kubelet, logPath := startHollowKubelet(t, hollow, "--name", n.name, "--kubeconfig", n.kubeconf,
-		"--config", cfg, "--cert-dir", n.certDir, "-v=1")
+	kubelet, logPath, exited := startKubelet(t, kubeletBin, "--hostname-override", n.name, "--kubeconfig", n.kubeconf,
+		"--config", cfg, "--cert-dir", n.certDir, "--root-dir", filepath.Join(rt, "kubelet"), "-v=1")
 	pid := kubelet.Process.Pid
 	w := &kubeletWatch{n: n, start: time.Now(), addr: net.JoinHostPort(nodeIP.String(), strconv.Itoa(port)), log: logPath}
 	w.roots = x509.NewCertPool()
 	w.roots.AppendCertsFromPEM(cp.CACertPEM)
 
-	exited := make(chan error, 1)
-	go func() { exited <- kubelet.Wait() }()
 	fail := func(format string, args ...any) {
 		t.Helper()
-		t.Fatalf(format+"\nhollow kubelet log (%s), last lines:\n%s\ncertagent:\n%s", append(args, logPath, tailFile(logPath, 40), agent.out.String())...)
+		t.Fatalf(format+"\nkubelet log (%s), last lines:\n%s\ncertagent:\n%s", append(args, logPath, tailFile(logPath, 40), agent.out.String())...)
 	}
 
 	// Boot: the Node registers and turns Ready.
@@ -106,7 +142,7 @@ func TestKubeletLivesOnCertagentFiles(t *testing.T) {
 	for ready == 0 {
 		select {
 		case err := <-exited:
-			fail("hollow kubelet exited during boot: %v", err)
+			fail("the kubelet exited during boot: %v", err)
 		case <-time.After(200 * time.Millisecond):
 		}
 		if node, err := cp.Admin.CoreV1().Nodes().Get(ctx, n.name, metav1.GetOptions{}); err == nil && nodeReady(node) {
@@ -120,43 +156,51 @@ func TestKubeletLivesOnCertagentFiles(t *testing.T) {
 		}
 	}
 
+	// A pod on the node: the runtime works, and kubectl logs and exec reach
+	// the kubelet through the API server.
+	if w.kubectl, err = controlplane.EnsureKubectl(ctx, t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	var podRunning time.Duration
+	w.pod, podRunning = startPod(ctx, t, n.name)
+
 	// Run past the first client certificate's NotAfter, watching everything.
 	end := firstClient.NotAfter.Add(90 * time.Second)
 	lastProxy := time.Time{}
 	for now := time.Now(); now.Before(end); now = time.Now() {
 		select {
 		case err := <-exited:
-			fail("hollow kubelet (PID %d) exited after %s: %v", pid, time.Since(w.start).Round(time.Second), err)
+			fail("the kubelet (PID %d) exited after %s: %v", pid, time.Since(w.start).Round(time.Second), err)
 		case <-time.After(2 * time.Second):
 		}
 		w.observe(ctx)
 		if time.Since(lastProxy) >= 10*time.Second {
-			w.proxyHealthz(ctx)
+			w.throughAPIServer(ctx)
 			lastProxy = time.Now()
 		}
 	}
 	w.observe(ctx)
-	w.proxyHealthz(ctx)
+	w.throughAPIServer(ctx)
 
 	// The figures first, then what is wrong with them.
 	var problems []string
 	problem := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 	select {
 	case err := <-exited:
-		problem("the hollow kubelet (PID %d) exited: %v", pid, err)
+		problem("the kubelet (PID %d) exited: %v", pid, err)
 	default:
 		if err := syscall.Kill(pid, 0); err != nil {
-			problem("the hollow kubelet's PID %d is gone: %v", pid, err)
+			problem("the kubelet's PID %d is gone: %v", pid, err)
 		}
 	}
 	if node, err := cp.Admin.CoreV1().Nodes().Get(ctx, n.name, metav1.GetOptions{}); err != nil || !nodeReady(node) {
 		problem("Node %s not Ready at the end (%v)", n.name, err)
 	}
-	if len(w.client) < 2 {
-		problem("no client certificate renewal seen: %s", w.client)
+	if len(w.client) < 3 {
+		problem("fewer than 2 client certificate renewals seen: %s", w.client)
 	}
-	if len(w.serving) < 2 {
-		problem("no serving certificate renewal seen: %s", w.serving)
+	if len(w.serving) < 3 {
+		problem("fewer than 2 serving certificate renewals seen: %s", w.serving)
 	}
 	var lastRenew time.Time
 	if len(w.leases) > 0 {
@@ -169,9 +213,11 @@ func TestKubeletLivesOnCertagentFiles(t *testing.T) {
 	if gap >= 40*time.Second {
 		problem("the Lease went %s without renewal (its duration is 40 s): the node would be marked NotReady", gap.Round(time.Second))
 	}
-	// client-go picked each renewed client certificate up: the first time
-	// it logged doing so after the file changed (2 s polls: the file may
-	// have changed up to 2 s before the test saw it).
+	// client-go picked the renewed client certificates up: the first time
+	// it logged doing so after each file change (2 s polls: the file may
+	// have changed up to 2 s before the test saw it). Renewed every 3
+	// minutes and re-read every 5, it may skip one; the Lease check above
+	// is what proves it used a renewed one in time.
 	var switches []string
 	logged := klogTimes(logPath, clientRotationLogged)
 	for _, c := range w.client[1:] {
@@ -196,21 +242,30 @@ func TestKubeletLivesOnCertagentFiles(t *testing.T) {
 	if len(w.served) == 0 || w.served[len(w.served)-1].serial != w.serving[len(w.serving)-1].serial {
 		problem("the kubelet does not present the serving certificate on disk at the end")
 	}
-	if w.proxyOKBefore == 0 || w.proxyOKAfter == 0 || len(w.proxyErrs) > 0 {
-		problem("GET /api/v1/nodes/%s/proxy/healthz: %d ok before the first serving renewal, %d after the kubelet presented a renewed one; failures: %v",
-			n.name, w.proxyOKBefore, w.proxyOKAfter, w.proxyErrs)
+	for _, c := range []struct {
+		what string
+		t    *tally
+	}{
+		{"GET /api/v1/nodes/" + n.name + "/proxy/healthz", &w.proxy},
+		{"kubectl logs " + w.pod, &w.logs},
+		{"kubectl exec " + w.pod, &w.exec},
+	} {
+		if c.t.before == 0 || c.t.after == 0 || len(c.t.errs) > 0 {
+			problem("%s: %d ok before the first serving renewal, %d after the kubelet presented a renewed one; failures: %v",
+				c.what, c.t.before, c.t.after, c.t.errs)
+		}
 	}
 	if len(w.dialErrs) > 0 {
 		problem("TLS dials to the kubelet (verified against the cluster CA) failed: %v", w.dialErrs)
 	}
-	t.Logf("kubelet on certagent's files: boot to Node Ready %s; PID %d for %s, never exited; "+
+	t.Logf("kubelet on certagent's files: boot to Node Ready %s, test pod Running %s later; PID %d for %s, never exited; "+
 		"client certificates on disk %s (%d renewals), client-go switched %s after they were stored; serving certificates on disk %s (%d renewals), presented by the kubelet %s after they were stored (polled every 2 s); "+
 		"served serials over time %s; Lease last renewed %s after the first client certificate's NotAfter, longest gap between renewals %s; "+
-		"node proxy /healthz %d ok before the first serving renewal, %d after, %d failed; TLS dial errors %d",
-		ready.Round(time.Millisecond), pid, time.Since(w.start).Round(time.Second),
+		"through the API server (ok before the first serving renewal/after/failed): node proxy /healthz %s, kubectl logs %s, kubectl exec %s; TLS dial errors %d",
+		ready.Round(time.Millisecond), podRunning.Round(time.Millisecond), pid, time.Since(w.start).Round(time.Second),
 		w.client, len(w.client)-1, strings.Join(switches, ", "), w.serving, len(w.serving)-1, strings.Join(lags, ", "),
 		w.served, lastRenew.Sub(firstClient.NotAfter).Round(time.Second), gap.Round(time.Second),
-		w.proxyOKBefore, w.proxyOKAfter, len(w.proxyErrs), len(w.dialErrs))
+		w.proxy, w.logs, w.exec, len(w.dialErrs))
 	if len(problems) > 0 {
 		fail("%s", strings.Join(problems, "\n"))
 	}
@@ -231,9 +286,10 @@ type kubeletWatch struct {
 
 	client, serving, served certSeries // distinct serials in the order seen
 	leases                  []time.Time
-	dialErrs, proxyErrs     []string
-	proxyOKBefore           int // node proxy successes before the first serving renewal
-	proxyOKAfter            int // and after the kubelet presented a renewed one
+	dialErrs                []string
+	pod                     string // the test pod, running on the node
+	kubectl                 string // kubectl's binary
+	proxy, logs, exec       tally  // requests the API server forwards to the kubelet
 }
 
 type certSeen struct {
@@ -311,21 +367,89 @@ func currentLeaf(n *node, prefix string) *x509.Certificate {
 	return nil
 }
 
-// proxyHealthz asks the kubelet for /healthz through the API server, which
-// verifies the kubelet's serving certificate against the cluster CA.
-func (w *kubeletWatch) proxyHealthz(ctx context.Context) {
+// tally counts requests that reach the kubelet through the API server,
+// which verifies its serving certificate against the cluster CA.
+type tally struct {
+	before int // successes before the first serving renewal
+	after  int // and after the kubelet presented a renewed one
+	errs   []string
+}
+
+func (t tally) String() string { return fmt.Sprintf("%d/%d/%d", t.before, t.after, len(t.errs)) }
+
+// throughAPIServer asks the kubelet, through the API server, for /healthz
+// (node proxy), the test pod's last log line (kubectl logs) and a command
+// run in it (kubectl exec).
+func (w *kubeletWatch) throughAPIServer(ctx context.Context) {
 	reqCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	body, err := cp.Admin.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", w.n.name, "proxy", "healthz").DoRaw(reqCtx)
-	if err != nil || string(body) != "ok" {
-		w.proxyErrs = append(w.proxyErrs, fmt.Sprintf("+%s: %q %v", time.Since(w.start).Round(time.Second), body, err))
+	w.count(&w.proxy, string(body), err, func(out string) bool { return out == "ok" })
+	out, err := exec.CommandContext(reqCtx, w.kubectl, "--kubeconfig", cp.AdminKubeconfig, "logs", "-n", "default", w.pod, "--tail=1").CombinedOutput()
+	w.count(&w.logs, string(out), err, func(out string) bool { return strings.HasPrefix(out, "hello from "+w.n.name+" ") })
+	out, err = exec.CommandContext(reqCtx, w.kubectl, "--kubeconfig", cp.AdminKubeconfig, "exec", "-n", "default", w.pod, "--", noderuntime.ImageBinary, "echo", "exec", "ok").CombinedOutput()
+	w.count(&w.exec, string(out), err, func(out string) bool { return strings.TrimSpace(out) == "exec ok" })
+}
+
+func (w *kubeletWatch) count(t *tally, out string, err error, ok func(string) bool) {
+	if err != nil || !ok(out) {
+		t.errs = append(t.errs, fmt.Sprintf("+%s: %q %v", time.Since(w.start).Round(time.Second), out, err))
 		return
 	}
 	switch {
 	case len(w.serving) < 2:
-		w.proxyOKBefore++
+		t.before++
 	case len(w.served) > 0 && w.served[len(w.served)-1].serial != w.serving[0].serial:
-		w.proxyOKAfter++
+		t.after++
+	}
+}
+
+// startPod runs the test image on the node: a pod bound to it (no
+// scheduler runs), its container printing "hello from NODE <n>" every
+// second; it returns the pod's name once it is Running. The control plane
+// runs no service-account controller, so the namespace's default
+// ServiceAccount is made here; the pod mounts no token.
+func startPod(ctx context.Context, t *testing.T, node string) (string, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	_, err := cp.Admin.CoreV1().ServiceAccounts("default").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	no, grace := false, int64(1)
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "logger-" + node, Namespace: "default"},
+		Spec: corev1.PodSpec{
+			NodeName:                      node,
+			AutomountServiceAccountToken:  &no,
+			TerminationGracePeriodSeconds: &grace,
+			Containers: []corev1.Container{{
+				Name: "logger", Image: noderuntime.ImageName, ImagePullPolicy: corev1.PullNever,
+				Args: []string{"log", "hello from", node},
+			}},
+		},
+	}
+	if _, err := cp.Admin.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Deleted while the kubelet still runs, so that it stops the
+		// containers and tears the sandbox's network down.
+		_ = cp.Admin.CoreV1().Pods("default").Delete(context.Background(), pod.Name, metav1.DeleteOptions{})
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+			if _, err := cp.Admin.CoreV1().Pods("default").Get(context.Background(), pod.Name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+				return
+			}
+		}
+	})
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(500 * time.Millisecond) {
+		p, err := cp.Admin.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{})
+		if err == nil && p.Status.Phase == corev1.PodRunning {
+			return pod.Name, time.Since(start)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pod %s not Running after 2 minutes: %v %+v", pod.Name, err, p.Status)
+		}
 	}
 }
 
@@ -352,33 +476,29 @@ func (w *kubeletWatch) maxLeaseGap(now time.Time) time.Duration {
 	return gap
 }
 
-// startHollowKubelet runs the hollow kubelet with its log in a file; it is
-// killed when the test ends.
-func startHollowKubelet(t *testing.T, bin string, args ...string) (*exec.Cmd, string) {
+// startKubelet runs the kubelet with its log in a file; exited receives
+// Wait's result. It is stopped when the test ends, before the container
+// runtime.
+func startKubelet(t *testing.T, bin string, args ...string) (cmd *exec.Cmd, logPath string, exited <-chan error) {
 	t.Helper()
-	// kubemark puts its root, static-pod and pod-log directories and the fake
-	// CRI socket under $TMPDIR: a short path keeps the sockets' names short.
-	tmp, err := os.MkdirTemp("", "hk")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(tmp) })
-	logPath := filepath.Join(t.TempDir(), "hollowkubelet.log")
+	logPath = filepath.Join(t.TempDir(), "kubelet.log")
 	log, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	cmd = exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // not left running by a killed test
+	if err := controlplane.Spawn(cmd); err != nil {
 		t.Fatal(err)
 	}
+	result, done := make(chan error, 1), make(chan struct{})
+	go func() { result <- cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
+		controlplane.Terminate(cmd.Process, done, 10*time.Second)
 		log.Close()
 	})
-	return cmd, logPath
+	return cmd, logPath, result
 }
 
 func nodeReady(n *corev1.Node) bool {

@@ -141,13 +141,7 @@ func (f *fleet) supervise(ctx context.Context, m *member, cmd *exec.Cmd) {
 		select {
 		case err = <-waited:
 		case <-ctx.Done():
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-waited:
-			case <-time.After(15 * time.Second):
-				_ = cmd.Process.Kill()
-				<-waited
-			}
+			controlplane.Terminate(cmd.Process, waited, 15*time.Second)
 			return
 		}
 		m.mu.Lock()
