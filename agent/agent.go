@@ -65,6 +65,9 @@ type Agent struct {
 	statusMu sync.Mutex
 	loops    map[bootstrap.Kind]*worker
 	events   *eventRecorder // nil: no Events
+	// bootstrapRemoved is the bootstrap kubeconfig the client step removed,
+	// until recordOutcome has told it in an Event.
+	bootstrapRemoved string
 }
 
 // New builds an agent from a validated configuration.
@@ -132,8 +135,11 @@ func (a *Agent) newBootstrapper(cfg Config) (*bootstrap.Bootstrapper, error) {
 		},
 		OnIdentity: a.onIdentity,
 		OnBootstrapRemoved: func(path string) {
-			a.events.record(nodeEvent{typ: corev1.EventTypeNormal, reason: ReasonBootstrapRemoved, action: "Cleanup",
-				note: fmt.Sprintf("removed the bootstrap kubeconfig %s: kubelet.conf is proven to work", path)})
+			// Told in the client step's CertificateIssued Event when that
+			// step stored one (recordOutcome), on its own otherwise.
+			a.mu.Lock()
+			a.bootstrapRemoved = path
+			a.mu.Unlock()
 		},
 	}
 	if a.opts.Bootstrap != nil {
@@ -182,8 +188,12 @@ func (a *Agent) onWaiting(kind bootstrap.Kind, name string) {
 		s.waitingCSR = name
 	})
 	if isNew && kind == bootstrap.Serving {
+		// Only for a CSR nobody approved within servingPendingAfter: an
+		// approver that answers at once leaves no Event to read.
 		a.events.record(nodeEvent{typ: corev1.EventTypeNormal, reason: ReasonServingCSRPending, action: "RequestCertificate", kind: kind,
-			note: fmt.Sprintf("serving CSR %s waits for approval: kubectl certificate approve %s", name, name)})
+			note:  fmt.Sprintf("serving CSR %s waits for approval: kubectl certificate approve %s", name, name),
+			after: servingPendingAfter,
+			still: func() bool { return a.waitingFor(kind) == name }})
 	}
 	if name != "" {
 		a.publishStatus() // "waiting for approval of …": a person may be needed

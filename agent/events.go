@@ -44,11 +44,18 @@ const (
 	eventSeriesFor = 10 * time.Minute // a repeat within this is the same event
 	eventPatchGap  = time.Minute      // a series is written at most this often
 	eventQueue     = 32
+	// A serving CSR still waiting this long gets a ServingCSRPending Event;
+	// an approver that answers sooner leaves none.
+	servingPendingAfter = 15 * time.Second
 )
 
 type nodeEvent struct {
 	typ, reason, action, note string
 	kind                      bootstrap.Kind
+	// after, if set, holds the event back that long; it is written then
+	// only if still (if set) says it still holds.
+	after time.Duration
+	still func() bool
 }
 
 // eventSeries is an Event already written, and the repeats since.
@@ -90,6 +97,19 @@ func (r *eventRecorder) record(e nodeEvent) {
 	}
 }
 
+// later queues e again after e.after, if e.still still holds then.
+func (r *eventRecorder) later(ctx context.Context, e nodeEvent) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-r.clock.After(e.after):
+	}
+	if e.still == nil || e.still() {
+		e.after, e.still = 0, nil
+		r.record(e)
+	}
+}
+
 // run writes queued events until ctx ends.
 func (r *eventRecorder) run(ctx context.Context) {
 	r.filled = r.clock.Now()
@@ -98,6 +118,10 @@ func (r *eventRecorder) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case e := <-r.queue:
+			if e.after > 0 {
+				go r.later(ctx, e)
+				continue
+			}
 			if err := r.write(ctx, e); err != nil {
 				r.log.Debug("event not written", zap.String("reason", e.reason), zap.Error(err))
 			}

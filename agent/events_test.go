@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -86,10 +88,17 @@ func TestEventsOnTheNode(t *testing.T) {
 		}
 		f.pending.Store(true)
 		f.start()
-		for _, r := range []string{ReasonCertificateIssued, ReasonBootstrapRemoved, ReasonServingCSRPending} {
+		if sink.find(ReasonServingCSRPending) != nil {
+			t.Fatalf("%s before the CSR waited %s", ReasonServingCSRPending, servingPendingAfter)
+		}
+		f.advanceIn(servingPendingAfter, time.Second)
+		for _, r := range []string{ReasonCertificateIssued, ReasonServingCSRPending} {
 			if sink.find(r) == nil {
 				t.Fatalf("no %s event; got %v", r, sink.reasons())
 			}
+		}
+		if sink.find(ReasonBootstrapRemoved) != nil {
+			t.Errorf("a %s Event of its own for a bootstrap; got %v", ReasonBootstrapRemoved, sink.reasons())
 		}
 		e := sink.find(ReasonServingCSRPending)
 		if !strings.Contains(e.Note, "kubectl certificate approve node-csr-") || e.Type != "Normal" {
@@ -102,6 +111,9 @@ func TestEventsOnTheNode(t *testing.T) {
 		want := stamp(f.current(bootstrap.Client).NotAfter)
 		if !strings.Contains(issued.Note, "client certificate stored; valid until "+want) {
 			t.Errorf("issued event note %q, want NotAfter %s", issued.Note, want)
+		}
+		if !strings.Contains(issued.Note, "; removed the bootstrap kubeconfig "+f.cfg.BootstrapKubeconfig+": kubelet.conf is proven to work") {
+			t.Errorf("issued event note %q does not say the bootstrap kubeconfig was removed", issued.Note)
 		}
 		for _, cn := range creds {
 			if cn != "system:node:node-a" {
@@ -136,6 +148,38 @@ func TestEventsOnTheNode(t *testing.T) {
 		f.advance(24 * time.Hour)
 		if sink.find(ReasonCertificateRenewed) == nil {
 			t.Errorf("no %s event after a day; got %v", ReasonCertificateRenewed, sink.reasons())
+		}
+	})
+}
+
+// TestBootstrapWritesTwoEvents: with an approver that answers at once, a
+// node's bootstrap writes two Events (the client certificate issued, which
+// also tells that the bootstrap kubeconfig was removed, and the serving
+// certificate issued), and nothing later; a bootstrap kubeconfig dropped
+// beside a working kubelet.conf, and removed, gets an Event of its own.
+func TestBootstrapWritesTwoEvents(t *testing.T) {
+	sink := &fakeEvents{}
+	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
+		f.opts.NewEventClient = func(*rest.Config) (bootstrap.EventClient, error) { return sink, nil }
+		f.start()
+		f.advanceIn(2*servingPendingAfter, time.Second)
+		got := sink.reasons()
+		if want := []string{ReasonCertificateIssued, ReasonCertificateIssued}; !slices.Equal(got, want) {
+			t.Fatalf("bootstrap Events %v, want %v", got, want)
+		}
+
+		f.writeBootstrap()
+		f.fileEvent()
+		f.advanceIn(time.Second, time.Second)
+		if _, err := os.Stat(f.cfg.BootstrapKubeconfig); err == nil {
+			t.Fatal("the dropped bootstrap kubeconfig was not removed")
+		}
+		e := sink.find(ReasonBootstrapRemoved)
+		if e == nil || !strings.Contains(e.Note, "removed the bootstrap kubeconfig "+f.cfg.BootstrapKubeconfig) {
+			t.Fatalf("no %s Event naming %s; got %v", ReasonBootstrapRemoved, f.cfg.BootstrapKubeconfig, sink.reasons())
+		}
+		if n := len(sink.reasons()); n != 3 {
+			t.Errorf("%d Events after the removal, want 3: %v", n, sink.reasons())
 		}
 	})
 }

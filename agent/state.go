@@ -29,6 +29,13 @@ type certState struct {
 	hookErrors  uint64
 }
 
+// waitingFor is the CSR kind's step waits on, "" if none.
+func (a *Agent) waitingFor(kind bootstrap.Kind) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.state(kind).waitingCSR
+}
+
 func (a *Agent) state(kind bootstrap.Kind) *certState {
 	if s, ok := a.states[kind]; ok {
 		return s
@@ -103,20 +110,34 @@ func (a *Agent) observe(kind bootstrap.Kind, o rotate.Outcome) {
 // one a person should see from kubectl.
 func (a *Agent) recordOutcome(kind bootstrap.Kind, o rotate.Outcome) {
 	name := certName(kind)
+	removed := ""
+	if kind == bootstrap.Client {
+		a.mu.Lock()
+		removed, a.bootstrapRemoved = a.bootstrapRemoved, ""
+		a.mu.Unlock()
+	}
+	removedNote := fmt.Sprintf("removed the bootstrap kubeconfig %s: kubelet.conf is proven to work", removed)
 	switch {
 	case o.Class == rotate.Done && o.Stored:
 		reason, action := ReasonCertificateIssued, "Issue"
 		if o.Renew {
 			reason, action = ReasonCertificateRenewed, "Renew"
 		}
-		a.events.record(nodeEvent{typ: corev1.EventTypeNormal, reason: reason, action: action, kind: kind,
-			note: fmt.Sprintf("%s certificate stored; valid until %s, renewal due %s", name, stamp(o.Cert.NotAfter), stamp(o.Next))})
+		note := fmt.Sprintf("%s certificate stored; valid until %s, renewal due %s", name, stamp(o.Cert.NotAfter), stamp(o.Next))
+		if removed != "" {
+			note += "; " + removedNote // one write for the whole bootstrap
+			removed = ""
+		}
+		a.events.record(nodeEvent{typ: corev1.EventTypeNormal, reason: reason, action: action, kind: kind, note: note})
 	case isDenied(o.Err):
 		a.events.record(nodeEvent{typ: corev1.EventTypeWarning, reason: ReasonCSRDenied, action: "RequestCertificate", kind: kind,
 			note: fmt.Sprintf("%s certificate: %v", name, o.Err)})
 	case o.Class == rotate.Transient || o.Class == rotate.NeedsPerson:
 		a.events.record(nodeEvent{typ: corev1.EventTypeWarning, reason: ReasonRenewalFailing, action: "RequestCertificate", kind: kind,
 			note: fmt.Sprintf("%s certificate: attempt %d failed, next at %s: %v", name, o.Failure, stamp(o.Next), o.Err)})
+	}
+	if removed != "" {
+		a.events.record(nodeEvent{typ: corev1.EventTypeNormal, reason: ReasonBootstrapRemoved, action: "Cleanup", note: removedNote})
 	}
 }
 
