@@ -142,7 +142,8 @@ fleet-short: build fleet-deps ## make fleet at FLEET_SHORT_N (20) nodes without 
 	@cat bin/fleet-short/fleet.md
 
 bench: ## Benchmarks: certagent vs the kubelet's bootstrap, approval-to-disk latency, idle cost over a minute
-	cd test && $(GO) test -run '^$$' -bench BenchmarkClientBootstrap -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/
+	cd test && $(GO) test -run '^$$' -bench 'BenchmarkClientBootstrap$$' -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/
+	cd test && $(GO) test -run '^$$' -bench 'BenchmarkClientBootstrapPhases$$' -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/
 	cd test && $(GO) test -run '^$$' -bench BenchmarkApprovalToDisk -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/
 	cd test && $(GO) test -run '^$$' -bench BenchmarkIdle -benchtime 1x -count=1 ./bench/
 

@@ -93,27 +93,7 @@ type sample struct {
 // is this node's.
 func once(b *testing.B, name string) sample {
 	b.Helper()
-	seq := runSeq.Add(1)
-	dir := filepath.Join(work, fmt.Sprintf("%s-%d", name, seq))
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		b.Fatal(err) // a directory from an earlier run would skip the work
-	}
-	tok, err := cp.CreateBootstrapToken(context.Background(), controlplane.TokenOptions{AutoApprove: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	boot := filepath.Join(dir, "bootstrap-kubelet.conf")
-	if err := cp.WriteBootstrapKubeconfig(boot, tok, false); err != nil {
-		b.Fatal(err)
-	}
-	node := fmt.Sprintf("bench-%s-%d", name, seq)
-	args := []string{"--kubeconfig", filepath.Join(dir, "kubelet.conf"), "--bootstrap-kubeconfig", boot,
-		"--cert-dir", filepath.Join(dir, "pki"), "--node-name", node}
-	if name == "certagent" {
-		cfg := filepath.Join(dir, "config.yaml")
-		_ = os.WriteFile(cfg, []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\n"), 0o600)
-		args = append([]string{"run", "--once", "--serving=false", "--config", cfg}, args...)
-	}
+	dir, node, args := freshNode(b, name)
 	cmd := exec.Command(bins["rusage"], append([]string{bins[name]}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -132,6 +112,35 @@ func once(b *testing.B, name string) sample {
 	}
 	checkBootstrapped(b, name, dir, node)
 	return sample{wall: time.Duration(r.WallNS), cpu: time.Duration(r.CPUNS), rssKiB: r.MaxRSSKiB}
+}
+
+// freshNode makes a node for one run of the named binary: a new directory,
+// name and bootstrap token; it returns the directory, the node's name and
+// the binary's arguments.
+func freshNode(b *testing.B, name string) (dir, node string, args []string) {
+	b.Helper()
+	seq := runSeq.Add(1)
+	dir = filepath.Join(work, fmt.Sprintf("%s-%d", name, seq))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		b.Fatal(err) // a directory from an earlier run would skip the work
+	}
+	tok, err := cp.CreateBootstrapToken(context.Background(), controlplane.TokenOptions{AutoApprove: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	boot := filepath.Join(dir, "bootstrap-kubelet.conf")
+	if err := cp.WriteBootstrapKubeconfig(boot, tok, false); err != nil {
+		b.Fatal(err)
+	}
+	node = fmt.Sprintf("bench-%s-%d", name, seq)
+	args = []string{"--kubeconfig", filepath.Join(dir, "kubelet.conf"), "--bootstrap-kubeconfig", boot,
+		"--cert-dir", filepath.Join(dir, "pki"), "--node-name", node}
+	if name == "certagent" {
+		cfg := filepath.Join(dir, "config.yaml")
+		_ = os.WriteFile(cfg, []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\n"), 0o600)
+		args = append([]string{"run", "--once", "--serving=false", "--config", cfg}, args...)
+	}
+	return dir, node, args
 }
 
 // BenchmarkClientBootstrap runs both, alternating, b.N times each, and reports
