@@ -63,7 +63,7 @@ func (a *Agent) retry(ctx context.Context, kind bootstrap.Kind, t rotate.Task, r
 			renew = false // stored; what failed after it (the proof) is retried alone
 		}
 		failures++
-		delay := max(rotate.DefaultBackoff.Delay(failures, a.rand()), bootstrap.RetryAfter(err))
+		delay := rotate.DefaultBackoff.After(failures, bootstrap.RetryAfter(err), a.rand())
 		a.log.Warn("attempt failed, retrying", zap.String("certificate", string(kind)), zap.Error(err), zap.Duration("retry_in", delay), zap.Int("failures", failures))
 		select {
 		case <-ctx.Done():

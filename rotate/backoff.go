@@ -35,6 +35,21 @@ func (b Backoff) Delay(failures int, rnd float64) time.Duration {
 	return time.Duration(d * (1 + b.Jitter*rnd))
 }
 
+// After is the wait after the failures-th consecutive failure when the
+// server asked for retryAfter (a 429 or 503 with Retry-After; 0 if it did
+// not): the longer of Delay and retryAfter, and in both cases with the same
+// jitter. Retry-After is a floor, never a time to meet: an overloaded API
+// server (API Priority and Fairness) gives every client it turns away in the
+// same second the same Retry-After, and a fleet that waited exactly that long
+// would come back together. rnd is uniform in [0, 1).
+func (b Backoff) After(failures int, retryAfter time.Duration, rnd float64) time.Duration {
+	d := b.Delay(failures, rnd)
+	if retryAfter > 0 {
+		d = max(d, time.Duration(float64(retryAfter)*(1+b.Jitter*rnd)))
+	}
+	return d
+}
+
 // MinRetry is the shortest wait CapToExpiry leaves.
 const MinRetry = 10 * time.Second
 

@@ -196,10 +196,7 @@ func (l *Loop) Run(ctx context.Context) {
 			if out.Class == NeedsPerson {
 				b = PermanentBackoff
 			}
-			delay := b.Delay(failures, c.Rand())
-			if ra := c.RetryAfter(err); ra > delay {
-				delay = ra
-			}
+			delay := b.After(failures, c.RetryAfter(err), c.Rand())
 			delay = CapToExpiry(delay, now.Round(0), cur.NotAfter)
 			out.Next = now.Add(delay).Round(0)
 			due = renew && !forced && !res.Stored // retry the renewal, not a person's one-off

@@ -168,3 +168,39 @@ func TestBackoff(t *testing.T) {
 		})
 	}
 }
+
+// TestBackoffAfterRetryAfter: a Retry-After is a floor that gets the same
+// jitter as the back-off, so a fleet the API server turned away together
+// (API Priority and Fairness gives them one Retry-After) does not return
+// together; without one, After is Delay.
+func TestBackoffAfterRetryAfter(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		failures   int
+		retryAfter time.Duration
+		rnd        float64
+		want       time.Duration
+	}{
+		{"no Retry-After: the back-off", 3, 0, 0.5, DefaultBackoff.Delay(3, 0.5)},
+		{"Retry-After above the back-off, no jitter drawn", 1, 32 * time.Second, 0, 32 * time.Second},
+		{"Retry-After above the back-off, half the jitter", 1, 32 * time.Second, 0.5, time.Duration(float64(32*time.Second) * 1.1)},
+		{"Retry-After above the back-off, nearly full jitter", 1, 32 * time.Second, 0.999, time.Duration(float64(32*time.Second) * (1 + 0.2*0.999))},
+		{"back-off above Retry-After", 7, time.Second, 0.5, DefaultBackoff.Delay(7, 0.5)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := DefaultBackoff.After(tc.failures, tc.retryAfter, tc.rnd)
+			if got != tc.want {
+				t.Fatalf("After(%d, %s, %v) = %s, want %s", tc.failures, tc.retryAfter, tc.rnd, got, tc.want)
+			}
+			if got < tc.retryAfter {
+				t.Fatalf("After(%d, %s, %v) = %s: sooner than the server asked", tc.failures, tc.retryAfter, tc.rnd, got)
+			}
+		})
+	}
+	// Across a fleet (rnd uniform), the retries after one Retry-After spread
+	// over a fifth of it.
+	lo, hi := DefaultBackoff.After(1, 10*time.Second, 0), DefaultBackoff.After(1, 10*time.Second, 0.999999)
+	if lo != 10*time.Second || hi < 11990*time.Millisecond {
+		t.Fatalf("retries after Retry-After: 10 span %s … %s, want 10 s … 12 s", lo, hi)
+	}
+}
