@@ -22,7 +22,7 @@ const (
 
 // apiserverArgs returns kube-apiserver's flags for this control plane.
 func (cp *ControlPlane) apiserverArgs() []string {
-	return []string{
+	args := []string{
 		"--etcd-servers", cp.EtcdURL,
 		"--bind-address", "127.0.0.1",
 		"--advertise-address", "127.0.0.1",
@@ -57,6 +57,13 @@ func (cp *ControlPlane) apiserverArgs() []string {
 		"--audit-log-path", cp.AuditLog,
 		"--audit-log-format", "json",
 	}
+	if cp.maxInflight[0] > 0 {
+		args = append(args, "--max-requests-inflight", strconv.Itoa(cp.maxInflight[0]))
+	}
+	if cp.maxInflight[1] > 0 {
+		args = append(args, "--max-mutating-requests-inflight", strconv.Itoa(cp.maxInflight[1]))
+	}
+	return args
 }
 
 // startAPIServerProcess starts kube-apiserver with cp's flags and waits until

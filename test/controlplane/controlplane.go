@@ -28,6 +28,14 @@ type Options struct {
 	// CSR one, so this limit paces a fleet's scale-up.
 	ControllerManagerQPS   float32
 	ControllerManagerBurst int
+	// MaxRequestsInflight and MaxMutatingRequestsInflight are the API
+	// server's --max-requests-inflight and --max-mutating-requests-inflight;
+	// zero keeps its defaults, 400 and 200. With API Priority and Fairness
+	// (on by default) their sum is the server's concurrency, shared out among
+	// the priority levels: lowering them makes overload reachable on a small
+	// machine.
+	MaxRequestsInflight         int
+	MaxMutatingRequestsInflight int
 	// Logf, if set, receives progress messages.
 	Logf func(string, ...any)
 }
@@ -67,6 +75,7 @@ type ControlPlane struct {
 	signingDuration time.Duration
 	kcmQPS          float32
 	kcmBurst        int
+	maxInflight     [2]int // --max-requests-inflight, --max-mutating-requests-inflight; 0: default
 	kcmKubeconfig   string
 	logf            func(string, ...any)
 
@@ -104,6 +113,7 @@ func Start(ctx context.Context, bins Binaries, opts Options) (*ControlPlane, err
 		signingDuration: opts.SigningDuration,
 		kcmQPS:          opts.ControllerManagerQPS,
 		kcmBurst:        opts.ControllerManagerBurst,
+		maxInflight:     [2]int{opts.MaxRequestsInflight, opts.MaxMutatingRequestsInflight},
 		logf:            opts.Logf,
 	}
 	if cp.signingDuration == 0 {
