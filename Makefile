@@ -19,6 +19,11 @@ FUZZTIME  ?= 30s
 FLEET_N       ?= 500
 FLEET_SHORT_N ?= 20
 FLEET_QPS     ?= 500
+# make fleet-overload: nodes in each of its two fleets (API Priority and Fairness with and without
+# packaging/flowcontrol), against an API server lowered to 20 + 10 concurrent requests.
+FLEET_OVERLOAD_N ?= 200
+# e.g. FLEET_OVERLOAD_ARGS=-fleet.overload.default-first to run the default configuration first.
+FLEET_OVERLOAD_ARGS ?=
 # make sim: seeds simulated (each one node over SIM_YEARS), spread over two processes; SEED=n replays one.
 SIM_SEEDS ?= 1000
 SIM_YEARS ?= 1
@@ -32,7 +37,7 @@ K8S_MINORS    := $(shell ls test/k8s | grep '^v1\.' | sort -t. -k2,2nr)
 COMPAT_MINORS ?= $(K8S_MINORS)
 COMPAT_TESTS  := ^(TestBootstrapClientAndServing|TestDaemonRenewsBothCertificates|TestRestartWhilePendingReusesCSR|TestDeniedClientCSR|TestDeniedServingCSR)$$
 
-.PHONY: help build unit e2e e2e-deps node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short vuln compat compat-oldest rules rules-deps fleet fleet-short fleet-deps
+.PHONY: help build unit e2e e2e-deps node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short vuln compat compat-oldest rules rules-deps fleet fleet-short fleet-overload fleet-deps
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -140,6 +145,12 @@ fleet: build fleet-deps ## FLEET_N (500) real certagent daemons on one control p
 fleet-short: build fleet-deps ## make fleet at FLEET_SHORT_N (20) nodes without the renewal waves (make test runs it); bin/fleet-short/
 	$(call fleet-run,$(FLEET_SHORT_N),0,$(CURDIR)/bin/fleet-short)
 	@cat bin/fleet-short/fleet.md
+
+fleet-overload: build ## Only the fleet's overload comparison: FLEET_OVERLOAD_N (200) daemons against an API server lowered to 20 + 10 concurrent requests, with and without packaging/flowcontrol, an ordinary user's latency meanwhile; bin/fleet-overload/fleet.md
+	@rm -rf $(CURDIR)/bin/fleet-overload; mkdir -p $(CURDIR)/bin/fleet-overload
+	set -o pipefail; cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) FLEET_N=$(FLEET_OVERLOAD_N) FLEET_OUT=$(CURDIR)/bin/fleet-overload \
+		$(GO) test -count=1 -timeout 60m -v -run '^TestOverload$$' ./fleet/ -args -fleet.qps=$(FLEET_QPS) $(FLEET_OVERLOAD_ARGS) 2>&1 | tee $(CURDIR)/bin/fleet-overload/test.log
+	@cat bin/fleet-overload/fleet.md
 
 bench: ## Benchmarks: certagent vs the kubelet's bootstrap, approval-to-disk latency, idle cost over a minute
 	cd test && $(GO) test -run '^$$' -bench 'BenchmarkClientBootstrap$$' -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/

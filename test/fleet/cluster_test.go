@@ -48,7 +48,7 @@ func sharedCluster(t *testing.T) *cluster {
 	sharedMu.Lock()
 	defer sharedMu.Unlock()
 	if shared == nil {
-		shared = startCluster(t, "raised", float32(*flagQPS), 2*int(*flagQPS))
+		shared = startCluster(t, "raised", controlplane.Options{ControllerManagerQPS: float32(*flagQPS), ControllerManagerBurst: 2 * int(*flagQPS)})
 	}
 	return shared
 }
@@ -62,24 +62,21 @@ func stopSharedCluster() {
 	}
 }
 
-// startCluster starts a control plane whose controller-manager has the given
-// client rate limit (0 for its defaults) and the approver.
-func startCluster(t *testing.T, name string, qps float32, burst int) *cluster {
+// startCluster starts a control plane with opts (the controller-manager's
+// client rate limit, 0 for its defaults; the API server's concurrency) and
+// the approver.
+func startCluster(t *testing.T, name string, opts controlplane.Options) *cluster {
 	t.Helper()
 	setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	start := time.Now()
-	cp, err := controlplane.Start(ctx, cpBins, controlplane.Options{
-		Dir:                    filepath.Join(work, "cp-"+name),
-		ControllerManagerQPS:   qps,
-		ControllerManagerBurst: burst,
-		Logf:                   t.Logf,
-	})
+	opts.Dir, opts.Logf = filepath.Join(work, "cp-"+name), t.Logf
+	cp, err := controlplane.Start(ctx, cpBins, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{ControlPlane: cp, label: limitLabel(qps, burst)}
+	c := &cluster{ControlPlane: cp, label: limitLabel(opts.ControllerManagerQPS, opts.ControllerManagerBurst)}
 	t.Logf("control plane %s with the controller-manager's %s up in %s", cpBins.Version, c.label, time.Since(start).Round(time.Millisecond))
 	cfg := rest.CopyConfig(cp.AdminConfig)
 	cfg.QPS, cfg.Burst = -1, 0 // no client-side limit

@@ -32,7 +32,7 @@ func TestScaleUp(t *testing.T) {
 		t.Run(limit+" limit", func(t *testing.T) {
 			var c *cluster
 			if limit == "default" {
-				c = startCluster(t, "default", 0, 0)
+				c = startCluster(t, "default", controlplane.Options{})
 				defer c.stop()
 			} else {
 				c = sharedCluster(t)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -301,6 +302,14 @@ func (m *member) first(match func(logLine) bool) time.Time {
 		}
 	}
 	return time.Time{}
+}
+
+// servingStored is when certagent logged storing m's first serving
+// certificate, zero if it did not.
+func (m *member) servingStored() time.Time {
+	return m.first(func(l logLine) bool {
+		return l.Msg == "certificate stored" && l.Signer == certificatesv1.KubeletServingSignerName
+	})
 }
 
 // metricsAddr is the address certagent logged for /metrics, /healthz and /readyz.

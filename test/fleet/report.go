@@ -29,6 +29,7 @@ type Report struct {
 	ScaleUps   []*ScaleUp
 	Outage     *Outage
 	Waves      []*Wave
+	Overloads  []*Overload
 }
 
 // Dist is a distribution of per-node times, from the fleet's start.
@@ -51,6 +52,15 @@ func (d Dist) Quantile(q float64) time.Duration {
 	i := int(q*float64(len(d.Times))+0.999999) - 1
 	i = max(0, min(i, len(d.Times)-1))
 	return d.Times[i]
+}
+
+// Millis is d as "p50 / p99 / max" in milliseconds.
+func (d Dist) Millis() string {
+	if len(d.Times) == 0 {
+		return "—"
+	}
+	ms := func(q float64) float64 { return float64(d.Quantile(q)) / float64(time.Millisecond) }
+	return fmt.Sprintf("%.0f / %.0f / %.0f ms", ms(0.5), ms(0.99), ms(1))
 }
 
 func (d Dist) String() string {
@@ -110,6 +120,34 @@ type Outage struct {
 	CSRsAfter       int
 	CSRCreates      int // CSR creations in the audit log from the stop to 30 s after the return
 	RequestsAfter30 int // requests by the nodes from the return to 30 s after
+}
+
+// Overload is a scale-up against an API server whose concurrency is lowered,
+// with an ordinary user's reads running, under one API Priority and Fairness
+// configuration.
+type Overload struct {
+	Mode               string // "default APF" or "with certagent-flowcontrol.yaml"
+	N                  int
+	Inflight, Mutating int     // the API server's --max-requests-inflight, --max-mutating-requests-inflight
+	ProbeRate          float64 // the probe's requests per second
+	Done               Dist    // serving certificate stored (certagent's log)
+	ProbeIdle          Dist    // the probe's latency (answered 200) before the fleet started
+	ProbeDuring        Dist    // … from the fleet's start until the last node was done
+	ProbeRequests      int     // started in that window
+	Probe429           int     // … answered 429
+	ProbeErrors        int     // … not answered 200 or 429
+	// The fleet's requests per node by "verb resource" and its 429 answers
+	// per node (the audit log), from its start to 10 s after the last node.
+	Requests  map[string]float64
+	Throttled float64
+	Exact     bool // every node: 1 client + 1 serving CSR
+	// Attempts that failed into certagent's back-off ("attempt failed" in
+	// the nodes' logs; client-go's own retries of a 429 are not counted),
+	// and on how many nodes.
+	FailedAttempts, NodesFailed int
+	// The API server's API Priority and Fairness counters over the same
+	// window: requests rejected by priority level, dispatched by FlowSchema.
+	Rejected, Dispatched map[string]float64
 }
 
 // Wave is the first renewal of N nodes' certificates issued together.
@@ -194,6 +232,9 @@ func (r *Report) Markdown() string {
 		fmt.Fprintf(&b, "| every daemon's /healthz and /readyz 200 after its return | %s |\n", secs(o.Healthy))
 		fmt.Fprintf(&b, "| CSRs before / after; CSR creations from the stop to 30 s after the return | %d / %d; %d |\n\n", o.CSRsBefore, o.CSRsAfter, o.CSRCreates)
 	}
+	if len(r.Overloads) > 0 {
+		r.overloadTable(&b)
+	}
 	if len(r.Waves) > 0 {
 		b.WriteString("## Renewal wave: certificates of 10 minutes (`rotation.requestedDuration: 10m`) issued together\n\n")
 		b.WriteString("| policy | nodes | all issued by | first renewals (client + serving) | first … last renewal | peak renewals per 10 s |\n|---|---|---|---|---|---|\n")
@@ -207,22 +248,8 @@ func (r *Report) Markdown() string {
 
 func (r *Report) scaleUpTable(b *strings.Builder) {
 	cols := r.ScaleUps
-	fmt.Fprintf(b, "## Scale-up: %d nodes start at once\n\nThe controller-manager's client rate limit: QPS 20 is its default (burst 30), the other the raised one (burst twice the QPS).\n\n| |", r.N)
-	for _, s := range cols {
-		fmt.Fprintf(b, " %s, %s |", s.Path, shortLimit(s.LimitText))
-	}
-	b.WriteString("\n|---|")
-	for range cols {
-		b.WriteString("---|")
-	}
-	b.WriteString("\n")
-	row := func(label string, f func(*ScaleUp) string) {
-		fmt.Fprintf(b, "| %s |", label)
-		for _, s := range cols {
-			fmt.Fprintf(b, " %s |", f(s))
-		}
-		b.WriteString("\n")
-	}
+	fmt.Fprintf(b, "## Scale-up: %d nodes start at once\n\nThe controller-manager's client rate limit: QPS 20 is its default (burst 30), the other the raised one (burst twice the QPS).\n\n", r.N)
+	row := table(b, cols, func(s *ScaleUp) string { return s.Path + ", " + shortLimit(s.LimitText) })
 	certagentOnly := func(f func(*ScaleUp) string) func(*ScaleUp) string {
 		return func(s *ScaleUp) string {
 			if !strings.HasPrefix(s.Path, "certagent") {
@@ -305,6 +332,71 @@ func (r *Report) ratioTable(b *strings.Builder) {
 	b.WriteString("certagent ÷ the kubelet's path under the same limit (below 1: certagent is faster or cheaper). \"certagent\" also obtains the serving certificate; \"client only\" does the kubelet's work:\n\n")
 	b.WriteString("| certagent | controller-manager | kubelet.conf written, p50 / p99 / max | requests with the bootstrap token | all API requests | kube-apiserver CPU | node process CPU |\n|---|---|---|---|---|---|---|\n")
 	b.WriteString(strings.Join(rows, "\n") + "\n\n")
+}
+
+func (r *Report) overloadTable(b *strings.Builder) {
+	cols := r.Overloads
+	o := cols[0]
+	fmt.Fprintf(b, "## Overload: %d nodes at once against an API server lowered to %d + %d concurrent requests\n\n", o.N, o.Inflight, o.Mutating)
+	fmt.Fprintf(b, "`--max-requests-inflight %d --max-mutating-requests-inflight %d` (defaults 400 and 200): with API Priority and Fairness their sum is the seats all priority levels share, lowered so that this machine's fleet overloads it. "+
+		"A user `%s` (not system:masters: global-default, like an ordinary user) reads `%s` %g times a second without client-side retries. "+
+		"Both ran on one control plane, in the order of the columns (the shipped configuration deleted after its run; TestOverload).\n\n", o.Inflight, o.Mutating, probeUser, probePath, o.ProbeRate)
+	row := table(b, cols, func(c *Overload) string { return c.Mode })
+	row("serving certificate stored, p50 / p99 / max", func(c *Overload) string { return c.Done.String() })
+	row("CSRs per node, client + serving", func(c *Overload) string {
+		if c.Exact {
+			return "1 + 1 (every node)"
+		}
+		return "NOT 1 + 1 on every node"
+	})
+	row("probe latency before the fleet, p50 / p99 / max", func(c *Overload) string { return c.ProbeIdle.Millis() })
+	row("probe latency during the scale-up, p50 / p99 / max", func(c *Overload) string { return c.ProbeDuring.Millis() })
+	row("probe requests during the scale-up: answered 429 / failed otherwise", func(c *Overload) string {
+		return fmt.Sprintf("%d: %d / %d", c.ProbeRequests, c.Probe429, c.ProbeErrors)
+	})
+	row("the fleet's API requests per node", func(c *Overload) string { return num(sum(c.Requests)) })
+	row("the fleet's requests answered 429, per node (in all)", func(c *Overload) string {
+		return fmt.Sprintf("%s (%.0f)", num(c.Throttled), c.Throttled*float64(c.N))
+	})
+	row("attempts that failed into certagent's back-off (nodes)", func(c *Overload) string {
+		return fmt.Sprintf("%d (%d)", c.FailedAttempts, c.NodesFailed)
+	})
+	row("APF rejections by priority level (reason)", func(c *Overload) string { return countsText(c.Rejected) })
+	row("dispatched by certagent's FlowSchemas", func(c *Overload) string {
+		return countsText(map[string]float64{"bootstrap": c.Dispatched["certagent-bootstrap"], "node-certificates": c.Dispatched["certagent-node-certificates"]})
+	})
+	b.WriteString("\n")
+}
+
+// table writes the header of a markdown table with a column per element of
+// cols, headed by heading, and returns what writes a row: a label, then f of
+// each column.
+func table[T any](b *strings.Builder, cols []T, heading func(T) string) (row func(label string, f func(T) string)) {
+	b.WriteString("| |")
+	for _, c := range cols {
+		fmt.Fprintf(b, " %s |", heading(c))
+	}
+	b.WriteString("\n|---|" + strings.Repeat("---|", len(cols)) + "\n")
+	return func(label string, f func(T) string) {
+		fmt.Fprintf(b, "| %s |", label)
+		for _, c := range cols {
+			fmt.Fprintf(b, " %s |", f(c))
+		}
+		b.WriteString("\n")
+	}
+}
+
+// countsText is "a 3, b 1" (sorted), "0" if empty.
+func countsText(m map[string]float64) string {
+	var parts []string
+	for k, v := range m {
+		parts = append(parts, fmt.Sprintf("%s %s", k, num(v)))
+	}
+	if len(parts) == 0 {
+		return "0"
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
 }
 
 // shortLimit is "QPS 20" for "default limit (QPS 20, burst 30)".

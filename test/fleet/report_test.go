@@ -84,3 +84,35 @@ func TestMarkdownRatios(t *testing.T) {
 		}
 	}
 }
+
+func TestMarkdownOverload(t *testing.T) {
+	ms := func(v ...int) Dist {
+		var ts []time.Duration
+		for _, x := range v {
+			ts = append(ts, time.Duration(x)*time.Millisecond)
+		}
+		return NewDist(ts)
+	}
+	r := &Report{N: 2, Overloads: []*Overload{
+		{Mode: apfShipped, N: 2, Inflight: 20, Mutating: 10, ProbeRate: 10, Done: ms(1000, 2000), ProbeIdle: ms(2, 3), ProbeDuring: ms(4, 9),
+			ProbeRequests: 30, Requests: map[string]float64{"create certificatesigningrequests": 2}, Throttled: 0.5, Exact: true,
+			Dispatched: map[string]float64{"certagent-bootstrap": 4, "certagent-node-certificates": 6}},
+		{Mode: apfDefault, N: 2, Inflight: 20, Mutating: 10, ProbeRate: 10, Done: ms(1000, 3000), ProbeIdle: ms(2, 3), ProbeDuring: ms(40, 900),
+			ProbeRequests: 31, Probe429: 2, Requests: map[string]float64{"create certificatesigningrequests": 2}, Throttled: 1, Exact: true,
+			Rejected: map[string]float64{"global-default (queue-full)": 3}, FailedAttempts: 2, NodesFailed: 1},
+	}}
+	md := r.Markdown()
+	for _, want := range []string{
+		"lowered to 20 + 10 concurrent requests",
+		"| probe latency during the scale-up, p50 / p99 / max | 4 / 9 / 9 ms | 40 / 900 / 900 ms |",
+		"| probe requests during the scale-up: answered 429 / failed otherwise | 30: 0 / 0 | 31: 2 / 0 |",
+		"| the fleet's requests answered 429, per node (in all) | 0.5 (1) | 1 (2) |",
+		"| APF rejections by priority level (reason) | 0 | global-default (queue-full) 3 |",
+		"| attempts that failed into certagent's back-off (nodes) | 0 (0) | 2 (1) |",
+		"| dispatched by certagent's FlowSchemas | bootstrap 4, node-certificates 6 | bootstrap 0, node-certificates 0 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+}

@@ -68,9 +68,7 @@ func scaleUp(t *testing.T, c *cluster, limit, variant string) {
 		if !serving {
 			continue
 		}
-		sv := m.first(func(l logLine) bool {
-			return l.Msg == "certificate stored" && l.Signer == certificatesv1.KubeletServingSignerName
-		})
+		sv := m.servingStored()
 		if sv.IsZero() {
 			t.Fatalf("%s: no serving %q line in its log:\n%s", m.name, "certificate stored", tailFile(m.log, 20))
 		}
