@@ -46,6 +46,7 @@ type member struct {
 type fleet struct {
 	kind    string
 	prefix  string // node names are <prefix>-0001…
+	niced   bool   // processes run at nice 19 (the overload comparison)
 	c       *cluster
 	members []*member
 	start   time.Time // just before the first process was started
@@ -84,12 +85,16 @@ func newFleet(t *testing.T, c *cluster, kind, prefix string, n int, extra string
 
 // argv is the command line of m's process.
 func (f *fleet) argv(m *member) []string {
-	if f.kind == kubeletPath {
-		return []string{bins["kubelet"], "--kubeconfig", m.kubeconf, "--bootstrap-kubeconfig", m.boot,
-			"--cert-dir", m.certDir, "--node-name", m.name, "--timeout", "1h"}
+	var argv []string
+	if f.niced {
+		argv = []string{"nice", "-n", "19"} // nice execs the program: same PID
 	}
-	return []string{bins["certagent"], "run", "--config", m.cfg, "--node-name", m.name, "--log-format", "json",
-		"--bootstrap-kubeconfig", m.boot, "--kubeconfig", m.kubeconf, "--cert-dir", m.certDir}
+	if f.kind == kubeletPath {
+		return append(argv, bins["kubelet"], "--kubeconfig", m.kubeconf, "--bootstrap-kubeconfig", m.boot,
+			"--cert-dir", m.certDir, "--node-name", m.name, "--timeout", "1h")
+	}
+	return append(argv, bins["certagent"], "run", "--config", m.cfg, "--node-name", m.name, "--log-format", "json",
+		"--bootstrap-kubeconfig", m.boot, "--kubeconfig", m.kubeconf, "--cert-dir", m.certDir)
 }
 
 // run starts every member's process, as fast as one thread can fork them.

@@ -148,6 +148,10 @@ type Overload struct {
 	// The API server's API Priority and Fairness counters over the same
 	// window: requests rejected by priority level, dispatched by FlowSchema.
 	Rejected, Dispatched map[string]float64
+	// QueueWait is the mean time the requests of a priority level that were
+	// executed waited in its queues over the window (APF's own figure:
+	// what the level's users wait for a seat, not the request's work).
+	QueueWait map[string]time.Duration
 }
 
 // Wave is the first renewal of N nodes' certificates issued together.
@@ -361,6 +365,17 @@ func (r *Report) overloadTable(b *strings.Builder) {
 	row("attempts that failed into certagent's back-off (nodes)", func(c *Overload) string {
 		return fmt.Sprintf("%d (%d)", c.FailedAttempts, c.NodesFailed)
 	})
+	row("mean APF queue wait: global-default / system / certagent-node-certificates", func(c *Overload) string {
+		var parts []string
+		for _, l := range []string{"global-default", "system", "certagent-node-certificates"} {
+			if w, ok := c.QueueWait[l]; ok {
+				parts = append(parts, fmt.Sprintf("%.1f ms", float64(w)/float64(time.Millisecond)))
+			} else {
+				parts = append(parts, "—")
+			}
+		}
+		return strings.Join(parts, " / ")
+	})
 	row("APF rejections by priority level (reason)", func(c *Overload) string { return countsText(c.Rejected) })
 	row("dispatched by certagent's FlowSchemas", func(c *Overload) string {
 		return countsText(map[string]float64{"bootstrap": c.Dispatched["certagent-bootstrap"], "node-certificates": c.Dispatched["certagent-node-certificates"]})
@@ -384,6 +399,16 @@ func table[T any](b *strings.Builder, cols []T, heading func(T) string) (row fun
 		}
 		b.WriteString("\n")
 	}
+}
+
+// waitText is "level 1.2 ms, …" (sorted).
+func waitText(m map[string]time.Duration) string {
+	var parts []string
+	for k, v := range m {
+		parts = append(parts, fmt.Sprintf("%s %.1f ms", k, float64(v)/float64(time.Millisecond)))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
 }
 
 // countsText is "a 3, b 1" (sorted), "0" if empty.

@@ -99,7 +99,8 @@ func TestMarkdownOverload(t *testing.T) {
 			Dispatched: map[string]float64{"certagent-bootstrap": 4, "certagent-node-certificates": 6}},
 		{Mode: apfDefault, N: 2, Inflight: 20, Mutating: 10, ProbeRate: 10, Done: ms(1000, 3000), ProbeIdle: ms(2, 3), ProbeDuring: ms(40, 900),
 			ProbeRequests: 31, Probe429: 2, Requests: map[string]float64{"create certificatesigningrequests": 2}, Throttled: 1, Exact: true,
-			Rejected: map[string]float64{"global-default (queue-full)": 3}, FailedAttempts: 2, NodesFailed: 1},
+			Rejected: map[string]float64{"global-default (queue-full)": 3}, FailedAttempts: 2, NodesFailed: 1,
+			QueueWait: map[string]time.Duration{"global-default": 1500 * time.Microsecond, "system": 2 * time.Millisecond}},
 	}}
 	md := r.Markdown()
 	for _, want := range []string{
@@ -108,6 +109,7 @@ func TestMarkdownOverload(t *testing.T) {
 		"| probe requests during the scale-up: answered 429 / failed otherwise | 30: 0 / 0 | 31: 2 / 0 |",
 		"| the fleet's requests answered 429, per node (in all) | 0.5 (1) | 1 (2) |",
 		"| APF rejections by priority level (reason) | 0 | global-default (queue-full) 3 |",
+		"| mean APF queue wait: global-default / system / certagent-node-certificates | — / — / — | 1.5 ms / 2.0 ms / — |",
 		"| attempts that failed into certagent's back-off (nodes) | 0 (0) | 2 (1) |",
 		"| dispatched by certagent's FlowSchemas | bootstrap 4, node-certificates 6 | bootstrap 0, node-certificates 0 |",
 	} {
