@@ -118,7 +118,7 @@ func overloadRun(t *testing.T, c *cluster, probeCfg *rest.Config, mode string, n
 	if mode == apfShipped {
 		prefix = "apfs"
 	}
-	rejected0, dispatched0, wait0 := apfCounts(t, c)
+	rejected0, dispatched0, wait0, seats := apfCounts(t, c)
 	p := startProbe(t, probeCfg, *flagProbeRate)
 	defer p.halt()
 	time.Sleep(overloadIdle)
@@ -142,7 +142,7 @@ func overloadRun(t *testing.T, c *cluster, probeCfg *rest.Config, mode string, n
 	p.halt()
 	end := last.Add(10 * time.Second) // trailing requests (Events) included
 	time.Sleep(time.Until(end))
-	rejected1, dispatched1, wait1 := apfCounts(t, c)
+	rejected1, dispatched1, wait1, _ := apfCounts(t, c)
 
 	o := &Overload{Mode: mode, N: n, Inflight: *flagInflight, Mutating: *flagMutating, ProbeRate: *flagProbeRate, Done: NewDist(done)}
 	o.ProbeIdle, _, _, _ = p.stats(f.start.Add(-overloadIdle), f.start)
@@ -150,8 +150,12 @@ func overloadRun(t *testing.T, c *cluster, probeCfg *rest.Config, mode string, n
 	o.Requests, _, o.Throttled = f.requests(t, f.start, end)
 	o.Rejected, o.Dispatched = diffCounts(rejected1, rejected0), diffCounts(dispatched1, dispatched0)
 	waits := diffCounts(wait1, wait0)
+	o.Seats = map[string]float64{}
 	o.QueueWait = map[string]time.Duration{}
 	for _, level := range []string{"global-default", "system", "certagent-node-certificates"} {
+		if v, ok := seats[level]; ok {
+			o.Seats[level] = v
+		}
 		if n := waits[level+"_count"]; n > 0 {
 			o.QueueWait[level] = time.Duration(waits[level+"_sum"] / n * float64(time.Second))
 		}
@@ -200,7 +204,7 @@ func overloadRun(t *testing.T, c *cluster, probeCfg *rest.Config, mode string, n
 	t.Logf("  the fleet: %s API requests per node, %s answered 429 per node (%d in all); CSRs 1 + 1 on every node: %v",
 		num(sum(o.Requests)), num(o.Throttled), int(o.Throttled*float64(n)+0.5), o.Exact)
 	t.Logf("  attempts that failed into certagent's back-off: %d on %d nodes", o.FailedAttempts, o.NodesFailed)
-	t.Logf("  mean APF queue wait by priority level: %s", waitText(o.QueueWait))
+	t.Logf("  seats: %s; mean APF queue wait by priority level: %s", countsText(o.Seats), waitText(o.QueueWait))
 	t.Logf("  APF rejections by priority level: %s; dispatched by FlowSchema: %s", countsText(o.Rejected), countsText(o.Dispatched))
 
 	if o.ProbeRequests == 0 || o.ProbeErrors > 0 {
@@ -415,27 +419,21 @@ func (p *probe) firstError() error {
 
 var metricLabel = regexp.MustCompile(`(\w+)="([^"]*)"`)
 
-// apfCounts reads the API server's API Priority and Fairness counters
+// apfCounts reads the API server's API Priority and Fairness figures
 // (/metrics, as the admin): requests rejected by priority level (and
-// reason: queue-full, time-out, …), dispatched by FlowSchema, and the time
+// reason: queue-full, time-out, …), dispatched by FlowSchema, the time
 // requests waited in queues by priority level ("<level>_sum" in seconds and
-// "<level>_count").
-func apfCounts(t *testing.T, c *cluster) (rejected, dispatched, wait map[string]float64) {
+// "<level>_count"), and the seats each level has ("<level>").
+func apfCounts(t *testing.T, c *cluster) (rejected, dispatched, wait, seats map[string]float64) {
 	t.Helper()
 	data, err := c.client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
 	if err != nil {
 		t.Fatalf("reading the API server's metrics: %v", err)
 	}
-	rejected, dispatched, wait = map[string]float64{}, map[string]float64{}, map[string]float64{}
+	rejected, dispatched, wait, seats = map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}
 	for _, line := range strings.Split(string(data), "\n") {
 		name, rest, ok := strings.Cut(line, "{")
-		if !ok {
-			continue
-		}
-		switch name {
-		case "apiserver_flowcontrol_rejected_requests_total", "apiserver_flowcontrol_dispatched_requests_total",
-			"apiserver_flowcontrol_request_wait_duration_seconds_sum", "apiserver_flowcontrol_request_wait_duration_seconds_count":
-		default:
+		if !ok || !strings.HasPrefix(name, "apiserver_flowcontrol_") {
 			continue
 		}
 		labels, value, ok := strings.Cut(rest, "} ")
@@ -452,15 +450,16 @@ func apfCounts(t *testing.T, c *cluster) (rejected, dispatched, wait map[string]
 			rejected[l["priority_level"]+" ("+l["reason"]+")"] += v
 		case "apiserver_flowcontrol_dispatched_requests_total":
 			dispatched[l["flow_schema"]] += v
-		default:
-			// The time requests waited in a queue, by priority level
-			// (those that went on to execute): sum and count.
+		case "apiserver_flowcontrol_request_wait_duration_seconds_sum", "apiserver_flowcontrol_request_wait_duration_seconds_count":
+			// Only the requests that went on to execute.
 			if l["execute"] == "true" {
 				wait[l["priority_level"]+strings.TrimPrefix(name, "apiserver_flowcontrol_request_wait_duration_seconds")] += v
 			}
+		case "apiserver_flowcontrol_nominal_limit_seats":
+			seats[l["priority_level"]] = v
 		}
 	}
-	return rejected, dispatched, wait
+	return rejected, dispatched, wait, seats
 }
 
 // diffCounts is after - before, leaving out what did not change.

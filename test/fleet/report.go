@@ -152,6 +152,7 @@ type Overload struct {
 	// executed waited in its queues over the window (APF's own figure:
 	// what the level's users wait for a seat, not the request's work).
 	QueueWait map[string]time.Duration
+	Seats     map[string]float64 // the same levels' nominal seats (apiserver_flowcontrol_nominal_limit_seats)
 }
 
 // Wave is the first renewal of N nodes' certificates issued together.
@@ -365,17 +366,27 @@ func (r *Report) overloadTable(b *strings.Builder) {
 	row("attempts that failed into certagent's back-off (nodes)", func(c *Overload) string {
 		return fmt.Sprintf("%d (%d)", c.FailedAttempts, c.NodesFailed)
 	})
-	row("mean APF queue wait: global-default / system / certagent-node-certificates", func(c *Overload) string {
-		var parts []string
-		for _, l := range []string{"global-default", "system", "certagent-node-certificates"} {
-			if w, ok := c.QueueWait[l]; ok {
-				parts = append(parts, fmt.Sprintf("%.1f ms", float64(w)/float64(time.Millisecond)))
-			} else {
-				parts = append(parts, "—")
+	levels := func(f func(c *Overload, level string) string) func(*Overload) string {
+		return func(c *Overload) string {
+			var parts []string
+			for _, l := range []string{"global-default", "system", "certagent-node-certificates"} {
+				parts = append(parts, f(c, l))
 			}
+			return strings.Join(parts, " / ")
 		}
-		return strings.Join(parts, " / ")
-	})
+	}
+	row("seats: global-default / system / certagent-node-certificates", levels(func(c *Overload, l string) string {
+		if v, ok := c.Seats[l]; ok {
+			return num(v)
+		}
+		return "—"
+	}))
+	row("mean APF queue wait: global-default / system / certagent-node-certificates", levels(func(c *Overload, l string) string {
+		if w, ok := c.QueueWait[l]; ok {
+			return fmt.Sprintf("%.1f ms", float64(w)/float64(time.Millisecond))
+		}
+		return "—"
+	}))
 	row("APF rejections by priority level (reason)", func(c *Overload) string { return countsText(c.Rejected) })
 	row("dispatched by certagent's FlowSchemas", func(c *Overload) string {
 		return countsText(map[string]float64{"bootstrap": c.Dispatched["certagent-bootstrap"], "node-certificates": c.Dispatched["certagent-node-certificates"]})
