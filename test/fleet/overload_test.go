@@ -153,8 +153,9 @@ func overloadRun(t *testing.T, c *cluster, probeCfg *rest.Config, mode string, n
 	o.Seats = map[string]float64{}
 	o.QueueWait = map[string]time.Duration{}
 	for _, level := range []string{"global-default", "system", "certagent-node-certificates"} {
-		if v, ok := seats[level]; ok {
-			o.Seats[level] = v
+		// The gauge of a deleted level lingers: only levels that exist.
+		if _, err := c.client.FlowcontrolV1().PriorityLevelConfigurations().Get(context.Background(), level, metav1.GetOptions{}); err == nil {
+			o.Seats[level] = seats[level]
 		}
 		if n := waits[level+"_count"]; n > 0 {
 			o.QueueWait[level] = time.Duration(waits[level+"_sum"] / n * float64(time.Second))
