@@ -5,6 +5,8 @@ package fleet
 // share), the renewal waves, and last the outage, because restarting the
 // API server leaves the controller-manager's watches to reconnect with a
 // back-off of up to a minute, which would delay the next fleet's CSRs.
+// TestOverload (overload_test.go) runs after them on a control plane of its
+// own, and stops the shared one first.
 
 import (
 	"context"

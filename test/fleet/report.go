@@ -1,8 +1,10 @@
 // Package fleet runs fleets of real certagent daemons (and, to compare, the
 // kubelet's own client bootstrap) against one real control plane: a scale-up
 // of N nodes at once with the controller-manager's default and a raised
-// client rate limit, an API server outage under N running daemons, and the
-// renewal wave of N nodes whose certificates were issued together. The tests
+// client rate limit, an API server outage under N running daemons, the
+// renewal wave of N nodes whose certificates were issued together, and a
+// scale-up that overloads an API server with lowered concurrency, with and
+// without the shipped API Priority and Fairness configuration. The tests
 // assert what must hold (every node ends with its certificates, one client
 // and one serving CSR per node, no CSR from an outage); this file writes what
 // they measured: a markdown table (fleet.md) and the data of the plot
