@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/transport"
 )
 
 // CSRClient is the part of the CertificateSigningRequest API certagent uses.
@@ -64,6 +65,8 @@ func restClientFor(rc *rest.Config, gv schema.GroupVersion) (*rest.RESTClient, e
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "certagent"
 	}
+	// First, so that it sees client-go's own transport.
+	cfg.WrapTransport = transport.Wrappers(trackTransport, cfg.WrapTransport)
 	return rest.RESTClientFor(cfg)
 }
 
