@@ -38,6 +38,9 @@ type Options struct {
 	// NewEventClient builds the client Events are written with, from the
 	// node's credential; nil: no Events (the CLI passes bootstrap.NewEventClient).
 	NewEventClient func(*rest.Config) (bootstrap.EventClient, error)
+	// Trim returns memory to the OS; Run calls it once the daemon has
+	// settled (footprint.go). nil: never (the CLI's daemon passes TrimMemory).
+	Trim func()
 }
 
 // WatchFunc watches dirs until ctx ends, sending on the returned channel after changes.
@@ -68,6 +71,7 @@ type Agent struct {
 	// bootstrapRemoved is the bootstrap kubeconfig the client step removed,
 	// until recordOutcome has told it in an Event.
 	bootstrapRemoved string
+	trim             *trimmer // nil: no memory trimming (all but the daemon)
 }
 
 // New builds an agent from a validated configuration.
@@ -197,6 +201,7 @@ func (a *Agent) onWaiting(kind bootstrap.Kind, name string) {
 	}
 	if name != "" {
 		a.publishStatus() // "waiting for approval of …": a person may be needed
+		a.trim.settled()  // and that may take days
 	}
 }
 

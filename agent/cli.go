@@ -243,6 +243,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		opts.Notifier = nopNotifier{}
 	} else {
 		opts.NewEventClient = bootstrap.NewEventClient // Events on the Node (docs/metrics.md)
+		opts.Trim = TrimMemory(log)                    // idle RSS (docs/metrics.md, "Memory")
 	}
 	a, err := New(cfg, opts)
 	if err != nil {

@@ -100,6 +100,10 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (Co
 		}
 	}
 
+	if a.opts.Trim != nil {
+		a.trim = &trimmer{delay: trimDelay, trim: a.opts.Trim} // before the workers that use it start
+		defer a.trim.stop()
+	}
 	workers, err := a.startWorkers(ctx, jumps)
 	if err != nil {
 		return err

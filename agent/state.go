@@ -104,6 +104,9 @@ func (a *Agent) observe(kind bootstrap.Kind, o rotate.Outcome) {
 	if kind == bootstrap.Client {
 		a.markReadyIf(o)
 	}
+	if o.Next.Sub(now) >= time.Minute {
+		a.trim.settled() // nothing to do for a while
+	}
 }
 
 // recordOutcome turns a step's outcome into an Event on the Node, if it is

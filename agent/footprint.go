@@ -1,0 +1,191 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"reflect"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/certagent/certagent/bootstrap"
+)
+
+// A daemon on every node pays its memory once per node, and an idle
+// certagent needs little of what its start-up and its last bootstrap or
+// renewal touched: client-go, TLS, JSON, x509, the CSR code. Three things stay
+// with the process after such a burst (docs/metrics.md, "Memory"):
+//
+//   - the connections to the API server, which client-go keeps open and
+//     pinged for 90 s, with their buffers and goroutines;
+//   - heap pages the garbage collector has freed but the runtime keeps for
+//     later (it returns them to the OS only slowly, over minutes);
+//   - the pages of the binary's code and read-only data that the burst
+//     mapped (the kernel maps up to 64 KiB around each page a fault reads):
+//     about 10 MiB of certagent's 16 MB after start-up alone, most of them
+//     not run again until the next renewal.
+//
+// So once the daemon settles (a step done and the next one a minute or more
+// away, or a CSR posted and waiting for approval) it trims: it closes the
+// idle connections, returns the free heap (debug.FreeOSMemory) and unmaps the
+// binary's read-only pages (madvise MADV_DONTNEED). Those pages stay in the
+// page cache, clean: what the idle daemon runs again (timers, the garbage
+// collector, /metrics) faults back in from there, the rest is left to the
+// kernel to reclaim like any cached file. Nothing else changes: the next
+// renewal dials again and faults the code it needs back in (minor faults,
+// or reads from disk if the kernel reclaimed the pages meanwhile).
+//
+// Writable mappings are never touched: MADV_DONTNEED would throw away the
+// process's writes to its data and heap.
+
+// trimDelay is how long the daemon must stay settled before it trims: one
+// trim after a bootstrap that posts the client CSR, stores it and posts the
+// serving CSR within a second.
+const trimDelay = 2 * time.Second
+
+// closeSettle is how long the connections closed by a trim get to finish.
+const closeSettle = 200 * time.Millisecond
+
+// trimmer runs trim once the calls to settled have stopped for delay.
+type trimmer struct {
+	delay time.Duration
+	trim  func()
+
+	mu    sync.Mutex
+	timer *time.Timer
+}
+
+// settled says the daemon has just finished a burst of work. The trim runs on
+// its own goroutine after delay (real time: it changes no behaviour, so it
+// needs no injected clock).
+func (t *trimmer) settled() {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.timer == nil {
+		t.timer = time.AfterFunc(t.delay, t.trim)
+		return
+	}
+	t.timer.Reset(t.delay)
+}
+
+// stop cancels a pending trim.
+func (t *trimmer) stop() {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.timer != nil {
+		t.timer.Stop()
+	}
+}
+
+// trimMemory returns the free heap to the OS and unmaps the binary's
+// read-only pages; it returns the bytes of mappings it advised and the first
+// error (the heap is returned whatever happens to the mappings).
+func trimMemory() (transports int, image int64, err error) {
+	transports = bootstrap.CloseIdleConnections()
+	// Their goroutines send TLS close_notify and exit on their own: let them
+	// finish, so that the code they run is dropped as well.
+	time.Sleep(closeSettle)
+	// The first collection finds what the burst and those connections left
+	// (their finalizers and cleanups then run, touching their code); the one
+	// in FreeOSMemory frees that too. Each shrinks the goroutines' stacks by
+	// up to half: the bootstrap grew some (TLS handshakes, JSON) that idle
+	// needs little of.
+	runtime.GC()
+	time.Sleep(closeSettle)
+	debug.FreeOSMemory()
+	image, err = dropReadOnlyImage()
+	return transports, image, err
+}
+
+// dropReadOnlyImage unmaps (MADV_DONTNEED) the pages of the executable's
+// mappings that cannot be written: its code and read-only data. The
+// executable is found as the file mapped at this function's own code, by
+// device and inode, so a binary replaced on disk by a package upgrade (the
+// path then ends in " (deleted)") is still found, and nothing else is.
+func dropReadOnlyImage() (int64, error) {
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		return 0, err
+	}
+	ranges := readOnlyImage(maps, uint64(reflect.ValueOf(dropReadOnlyImage).Pointer()))
+	var total int64
+	for _, r := range ranges {
+		if _, _, errno := syscall.Syscall(syscall.SYS_MADVISE, uintptr(r.start), uintptr(r.end-r.start), syscall.MADV_DONTNEED); errno != 0 {
+			return total, errno
+		}
+		total += int64(r.end - r.start)
+	}
+	return total, nil
+}
+
+type addrRange struct{ start, end uint64 }
+
+// readOnlyImage parses /proc/self/maps: the mappings without write permission
+// of the file whose mapping holds pc.
+func readOnlyImage(maps []byte, pc uint64) []addrRange {
+	type mapping struct {
+		r        addrRange
+		perms    string
+		fileID   string // device and inode
+		hasInode bool
+	}
+	var all []mapping
+	var self string
+	sc := bufio.NewScanner(bytes.NewReader(maps))
+	for sc.Scan() {
+		// start-end perms offset dev inode [path]
+		f := bytes.Fields(sc.Bytes())
+		if len(f) < 5 {
+			continue
+		}
+		se := bytes.SplitN(f[0], []byte("-"), 2)
+		if len(se) != 2 {
+			continue
+		}
+		start, err1 := strconv.ParseUint(string(se[0]), 16, 64)
+		end, err2 := strconv.ParseUint(string(se[1]), 16, 64)
+		if err1 != nil || err2 != nil || end <= start {
+			continue
+		}
+		m := mapping{r: addrRange{start, end}, perms: string(f[1]), fileID: string(f[3]) + " " + string(f[4]), hasInode: string(f[4]) != "0"}
+		all = append(all, m)
+		if m.hasInode && pc >= start && pc < end {
+			self = m.fileID
+		}
+	}
+	if self == "" {
+		return nil
+	}
+	var out []addrRange
+	for _, m := range all {
+		if m.fileID == self && len(m.perms) == 4 && m.perms[1] == '-' && m.perms[3] == 'p' {
+			out = append(out, m.r)
+		}
+	}
+	return out
+}
+
+// TrimMemory is the daemon's trim (Options.Trim), logged at debug level.
+func TrimMemory(log *zap.Logger) func() {
+	return func() {
+		transports, image, err := trimMemory()
+		log := log.With(zap.Int("transports", transports), zap.Int64("image_bytes", image))
+		if err != nil {
+			log.Debug("returning memory to the OS", zap.Error(err))
+			return
+		}
+		log.Debug("returned memory to the OS")
+	}
+}

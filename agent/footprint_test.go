@@ -1,0 +1,156 @@
+package agent
+
+import (
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+func TestReadOnlyImage(t *testing.T) {
+	const maps = `00400000-00b68000 r-xp 00000000 fe:00 10160441                           /usr/bin/certagent
+00b68000-012af000 r--p 00768000 fe:00 10160441                           /usr/bin/certagent
+012af000-0132e000 rw-p 00eaf000 fe:00 10160441                           /usr/bin/certagent
+0132e000-03374000 rw-p 00000000 00:00 0
+7f5352e60000-7f5353000000 rw-p 00000000 00:00 0
+7f5399a00000-7f5399a10000 r--p 00000000 fe:00 777                        /etc/ld.so.cache
+7f5399b25000-7f5399b27000 r-xp 00000000 00:00 0                          [vdso]
+`
+	deleted := strings.ReplaceAll(maps, "/usr/bin/certagent", "/usr/bin/certagent (deleted)")
+	tests := []struct {
+		name string
+		maps string
+		pc   uint64
+		want []addrRange
+	}{
+		{"code and read-only data of the binary, never its data", maps, 0x400100,
+			[]addrRange{{0x400000, 0xb68000}, {0xb68000, 0x12af000}}},
+		{"a binary replaced on disk (a package upgrade)", deleted, 0xb00000,
+			[]addrRange{{0x400000, 0xb68000}, {0xb68000, 0x12af000}}},
+		{"pc in an anonymous mapping: nothing", maps, 0x7f5352e60010, nil},
+		{"pc in no mapping: nothing", maps, 0x10, nil},
+		{"unparsable lines are skipped", "garbage\n" + maps + "x-y r-xp 0 fe:00 1 /z\n", 0x400100,
+			[]addrRange{{0x400000, 0xb68000}, {0xb68000, 0x12af000}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := readOnlyImage([]byte(tc.maps), tc.pc); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("readOnlyImage = %x, want %x", got, tc.want)
+			}
+		})
+	}
+}
+
+// written is data the test writes before the trim and reads after it: a trim
+// must leave the binary's writable mappings alone.
+var written = []int{1, 2, 3}
+
+func TestTrimMemoryUnmapsTheBinaryButKeepsItsData(t *testing.T) {
+	written[1] = 42
+	before := procSelfStatusKiB(t, "RssFile")
+	transports, image, err := trimMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := procSelfStatusKiB(t, "RssFile")
+	t.Logf("trimMemory: %d transports, %d MiB of mappings advised; RssFile %d -> %d KiB", transports, image>>20, before, after)
+	if image == 0 {
+		t.Fatal("no read-only mapping of the test binary found")
+	}
+	if after >= before {
+		t.Errorf("RssFile %d KiB after the trim, %d before: nothing was unmapped", after, before)
+	}
+	if written[1] != 42 || written[2] != 3 {
+		t.Errorf("data changed by the trim: %v", written)
+	}
+	// The code still runs: it faults back in from the page cache.
+	if got := strconv.Itoa(written[1]); got != "42" {
+		t.Errorf("strconv.Itoa = %q", got)
+	}
+}
+
+func TestTrimmerRunsOnceAfterABurst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var trims atomic.Int32
+		tr := &trimmer{delay: trimDelay, trim: func() { trims.Add(1) }}
+		for range 5 { // a bootstrap: steps a second apart
+			tr.settled()
+			time.Sleep(time.Second)
+		}
+		if n := trims.Load(); n != 0 {
+			t.Fatalf("%d trims during the burst, want none", n)
+		}
+		time.Sleep(trimDelay)
+		synctest.Wait()
+		if n := trims.Load(); n != 1 {
+			t.Fatalf("%d trims after the burst, want 1", n)
+		}
+		tr.settled()
+		tr.stop()
+		time.Sleep(2 * trimDelay)
+		synctest.Wait()
+		if n := trims.Load(); n != 1 {
+			t.Errorf("a stopped trimmer trimmed: %d trims", n)
+		}
+	})
+	var none *trimmer // the agent outside the daemon has none
+	none.settled()
+	none.stop()
+}
+
+func procSelfStatusKiB(t *testing.T, field string) int64 {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, field+":") {
+			v, err := strconv.ParseInt(strings.Fields(l)[1], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("no %s in /proc/self/status", field)
+	return 0
+}
+
+// TestDaemonTrimsOnceSettled: a bootstrap (client and serving certificate,
+// steps in a burst) is followed by one trim once the daemon has nothing to
+// do; a renewal by another; a quiet day by none.
+func TestDaemonTrimsOnceSettled(t *testing.T) {
+	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
+		var trims atomic.Int32
+		f.opts.Trim = func() { trims.Add(1) }
+		f.start()
+		if f.clientCSRs() != 1 || f.servingCSRs() != 1 {
+			t.Fatalf("after start: %d client and %d serving CSRs, want 1 and 1", f.clientCSRs(), f.servingCSRs())
+		}
+		time.Sleep(trimDelay) // bubble time: the trimmer's timer
+		synctest.Wait()
+		if n := trims.Load(); n != 1 {
+			t.Fatalf("%d trims after the bootstrap, want 1", n)
+		}
+		f.advance(22*time.Hour + 50*time.Minute) // before the deadline: nothing happens
+		time.Sleep(trimDelay)
+		synctest.Wait()
+		if n := trims.Load(); n != 1 {
+			t.Fatalf("%d trims while idle, want still 1", n)
+		}
+		f.advance(20 * time.Minute) // both renewed
+		time.Sleep(trimDelay)
+		synctest.Wait()
+		if f.clientCSRs() != 2 || f.servingCSRs() != 2 {
+			t.Fatalf("%d client and %d serving CSRs, want 2 and 2", f.clientCSRs(), f.servingCSRs())
+		}
+		if n := trims.Load(); n < 2 || n > 3 {
+			t.Fatalf("%d trims after the renewals, want 2 or 3 (one per burst)", n)
+		}
+	})
+}
