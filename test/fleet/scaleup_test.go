@@ -20,6 +20,10 @@ import (
 // controller-manager's default limit (three of its writes per node).
 const scaleUpTimeout = 15 * time.Minute
 
+// idleRSSLimitMiB is what an idle daemon may keep resident on average
+// (issue 11: a daemon on every node pays its memory once per node).
+const idleRSSLimitMiB = 10
+
 // The fleets a scale-up compares: certagent as it runs (client and serving
 // certificate), certagent with serving.enabled: false (the same work as
 // the kubelet's path), and the kubelet's LoadClientCert.
@@ -125,6 +129,10 @@ func scaleUp(t *testing.T, c *cluster, limit, variant string) {
 		}
 		if len(pids) > 0 {
 			s.IdleRSSMeanMiB, s.IdleRSSMaxMiB = float64(total)/float64(len(pids))/1024, float64(most)/1024
+		}
+		if s.IdleRSSMeanMiB > idleRSSLimitMiB {
+			t.Errorf("idle daemons hold %.1f MiB RSS on average (max %.1f), want at most %d MiB (docs/metrics.md, \"Memory\")",
+				s.IdleRSSMeanMiB, s.IdleRSSMaxMiB, idleRSSLimitMiB)
 		}
 	}
 	f.stop()
