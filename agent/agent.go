@@ -108,6 +108,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	a.cfg, a.b, a.policy = cfg, b, policyOf(cfg)
 	if opts.NewEventClient != nil {
 		a.events = newEventRecorder(a.log.Named("events"), a.clock, cfg.NodeName, a.nodeEventClient(opts.NewEventClient))
+		a.events.wrote = func() { a.trim.settled() } // a ServingCSRPending comes 15 s after the burst
 	}
 	return a, nil
 }

@@ -73,6 +73,9 @@ type eventRecorder struct {
 	node   string
 	client func() (bootstrap.EventClient, error)
 	queue  chan nodeEvent
+	// wrote, if set, hears that run tried to write an Event (the daemon
+	// trims its memory once such work is over).
+	wrote func()
 
 	// owned by run
 	tokens float64
@@ -124,6 +127,9 @@ func (r *eventRecorder) run(ctx context.Context) {
 			}
 			if err := r.write(ctx, e); err != nil {
 				r.log.Debug("event not written", zap.String("reason", e.reason), zap.Error(err))
+			}
+			if r.wrote != nil {
+				r.wrote()
 			}
 		}
 	}

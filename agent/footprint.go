@@ -32,7 +32,7 @@ import (
 //     not run again until the next renewal.
 //
 // So once the daemon settles (a step done and the next one a minute or more
-// away, or a CSR posted and waiting for approval) it trims: it closes the
+// away, a CSR posted and waiting for approval, an Event written) it trims: it closes the
 // idle connections, returns the free heap (debug.FreeOSMemory) and unmaps the
 // binary's read-only pages (madvise MADV_DONTNEED). Those pages stay in the
 // page cache, clean: what the idle daemon runs again (timers, the garbage

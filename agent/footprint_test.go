@@ -9,6 +9,10 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"k8s.io/client-go/rest"
+
+	"github.com/certagent/certagent/bootstrap"
 )
 
 func TestReadOnlyImage(t *testing.T) {
@@ -151,6 +155,34 @@ func TestDaemonTrimsOnceSettled(t *testing.T) {
 		}
 		if n := trims.Load(); n < 2 || n > 3 {
 			t.Fatalf("%d trims after the renewals, want 2 or 3 (one per burst)", n)
+		}
+	})
+}
+
+// TestDaemonTrimsAfterALateEvent: a serving CSR nobody approves gets its
+// ServingCSRPending Event 15 s after the burst, with a connection of its
+// own; the daemon trims again after it.
+func TestDaemonTrimsAfterALateEvent(t *testing.T) {
+	sink := &fakeEvents{}
+	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
+		var trims atomic.Int32
+		f.opts.Trim = func() { trims.Add(1) }
+		f.opts.NewEventClient = func(*rest.Config) (bootstrap.EventClient, error) { return sink, nil }
+		f.pending.Store(true)
+		f.start()
+		time.Sleep(trimDelay)
+		synctest.Wait()
+		if n := trims.Load(); n != 1 {
+			t.Fatalf("%d trims while the serving CSR waits, want 1", n)
+		}
+		f.advanceIn(servingPendingAfter, time.Second)
+		if sink.find(ReasonServingCSRPending) == nil {
+			t.Fatalf("no %s Event; got %v", ReasonServingCSRPending, sink.reasons())
+		}
+		time.Sleep(trimDelay)
+		synctest.Wait()
+		if n := trims.Load(); n != 2 {
+			t.Fatalf("%d trims after the late Event, want 2", n)
 		}
 	})
 }

@@ -58,6 +58,10 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (Co
 			return fmt.Errorf("creating %s: %w", d, err)
 		}
 	}
+	if a.opts.Trim != nil {
+		a.trim = &trimmer{delay: trimDelay, trim: a.opts.Trim} // before the goroutines that use it start
+		defer a.trim.stop()
+	}
 	var bg sync.WaitGroup // goroutines that end with ctx
 	defer bg.Wait()
 	bgCtx, stopBG := context.WithCancel(ctx)
@@ -100,10 +104,6 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (Co
 		}
 	}
 
-	if a.opts.Trim != nil {
-		a.trim = &trimmer{delay: trimDelay, trim: a.opts.Trim} // before the workers that use it start
-		defer a.trim.stop()
-	}
 	workers, err := a.startWorkers(ctx, jumps)
 	if err != nil {
 		return err
