@@ -42,7 +42,10 @@ import (
 // or reads from disk if the kernel reclaimed the pages meanwhile).
 //
 // Writable mappings are never touched: MADV_DONTNEED would throw away the
-// process's writes to its data and heap.
+// process's writes to its data and heap. Nor is a read-only mapping that holds
+// private copies of pages (Anonymous > 0 in smaps): a position-independent or
+// dynamically linked build has its relocations written into read-only data
+// (RELRO) that the file does not hold.
 
 // trimDelay is how long the daemon must stay settled before it trims: one
 // trim after a bootstrap that posts the client CSR, stores it and posts the
@@ -115,7 +118,7 @@ func trimMemory() (transports int, image int64, err error) {
 // device and inode, so a binary replaced on disk by a package upgrade (the
 // path then ends in " (deleted)") is still found, and nothing else is.
 func dropReadOnlyImage() (int64, error) {
-	maps, err := os.ReadFile("/proc/self/maps")
+	maps, err := os.ReadFile("/proc/self/smaps")
 	if err != nil {
 		return 0, err
 	}
@@ -132,21 +135,27 @@ func dropReadOnlyImage() (int64, error) {
 
 type addrRange struct{ start, end uint64 }
 
-// readOnlyImage parses /proc/self/maps: the mappings without write permission
-// of the file whose mapping holds pc.
+// readOnlyImage parses /proc/self/smaps (or maps): the mappings without write
+// permission and without private copies of pages (smaps' Anonymous) of the
+// file whose mapping holds pc.
 func readOnlyImage(maps []byte, pc uint64) []addrRange {
 	type mapping struct {
 		r        addrRange
 		perms    string
 		fileID   string // device and inode
 		hasInode bool
+		anonKiB  uint64 // smaps: pages copied into the process (written, relocated)
 	}
 	var all []mapping
 	var self string
 	sc := bufio.NewScanner(bytes.NewReader(maps))
 	for sc.Scan() {
-		// start-end perms offset dev inode [path]
+		// start-end perms offset dev inode [path], then in smaps "Key: n kB"
 		f := bytes.Fields(sc.Bytes())
+		if len(f) == 3 && string(f[0]) == "Anonymous:" && len(all) > 0 {
+			all[len(all)-1].anonKiB, _ = strconv.ParseUint(string(f[1]), 10, 64)
+			continue
+		}
 		if len(f) < 5 {
 			continue
 		}
@@ -170,7 +179,7 @@ func readOnlyImage(maps []byte, pc uint64) []addrRange {
 	}
 	var out []addrRange
 	for _, m := range all {
-		if m.fileID == self && len(m.perms) == 4 && m.perms[1] == '-' && m.perms[3] == 'p' {
+		if m.fileID == self && len(m.perms) == 4 && m.perms[1] == '-' && m.perms[3] == 'p' && m.anonKiB == 0 {
 			out = append(out, m.r)
 		}
 	}

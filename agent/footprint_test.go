@@ -15,6 +15,21 @@ import (
 	"github.com/certagent/certagent/bootstrap"
 )
 
+// smapsRelro is /proc/self/smaps of a position-independent build: its
+// read-only data holds relocated pages the file does not.
+const smapsRelro = `00400000-00b68000 r-xp 00000000 fe:00 10160441                           /usr/bin/certagent
+Size:               7584 kB
+Rss:                5120 kB
+Anonymous:             0 kB
+VmFlags: rd ex mr mw me dw sd
+00b68000-012af000 r--p 00768000 fe:00 10160441                           /usr/bin/certagent
+Size:               7452 kB
+Anonymous:           312 kB
+VmFlags: rd mr mw me dw ac sd
+012af000-0132e000 rw-p 00eaf000 fe:00 10160441                           /usr/bin/certagent
+Anonymous:           200 kB
+`
+
 func TestReadOnlyImage(t *testing.T) {
 	const maps = `00400000-00b68000 r-xp 00000000 fe:00 10160441                           /usr/bin/certagent
 00b68000-012af000 r--p 00768000 fe:00 10160441                           /usr/bin/certagent
@@ -37,6 +52,8 @@ func TestReadOnlyImage(t *testing.T) {
 			[]addrRange{{0x400000, 0xb68000}, {0xb68000, 0x12af000}}},
 		{"pc in an anonymous mapping: nothing", maps, 0x7f5352e60010, nil},
 		{"pc in no mapping: nothing", maps, 0x10, nil},
+		{"smaps: a read-only mapping holding private copies (relocations) is kept", smapsRelro, 0x400100,
+			[]addrRange{{0x400000, 0xb68000}}},
 		{"unparsable lines are skipped", "garbage\n" + maps + "x-y r-xp 0 fe:00 1 /z\n", 0x400100,
 			[]addrRange{{0x400000, 0xb68000}, {0xb68000, 0x12af000}}},
 	}
