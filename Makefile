@@ -99,7 +99,7 @@ e2e-deps: rules-deps ## Install (apt-get, as root) what the end-to-end suite nee
 	@command -v strace >/dev/null || { echo "installing strace"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace; }
 	@command -v containerd >/dev/null && command -v runc >/dev/null && test -x /usr/lib/cni/bridge || { echo "installing containerd, runc, containernetworking-plugins"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containerd runc containernetworking-plugins; }
 
-e2e: build e2e-deps ## End-to-end tests against a real kube-apiserver, controller-manager and etcd (built and cached on first use)
+e2e: build e2e-deps ## End-to-end tests against a real kube-apiserver, controller-manager and etcd, and the real kubelet on containerd (built and cached on first use; as root)
 	cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) $(GO) test $(E2E_FLAGS) ./controlplane/ ./noderuntime/ ./e2e/
 
 test: deps vet tidy-check vuln rules unit sim-short e2e compat-oldest fleet-short package-check node ## Every test suite (what CI runs; as root: the package checks and the node suite need it)
@@ -137,7 +137,7 @@ define fleet-run
 	gnuplot -e "dir='$(3)'; n=$(1); qps=$(FLEET_QPS); out='$(3)/fleet.png'" test/fleet/fleet.gp
 endef
 
-fleet: build fleet-deps ## FLEET_N (500) real certagent daemons on one control plane: scale-up vs the kubelet's bootstrap, an API server outage, renewal waves, overload with and without packaging/flowcontrol; bin/fleet/fleet.md, docs/fleet.png (about 21 min, as root)
+fleet: build fleet-deps ## FLEET_N (500) real certagent daemons on one control plane: scale-up vs the kubelet's bootstrap, an API server outage, renewal waves, overload with and without packaging/flowcontrol; bin/fleet/fleet.md, docs/fleet.png (21 min before the overload comparison was added, not re-timed since; as root)
 	$(call fleet-run,$(FLEET_N),1,$(CURDIR)/bin/fleet)
 	cp bin/fleet/fleet.png docs/fleet.png
 	@cat bin/fleet/fleet.md
@@ -152,7 +152,7 @@ fleet-overload: build ## Only the fleet's overload comparison: FLEET_OVERLOAD_N 
 		$(GO) test -count=1 -timeout 60m -v -run '^TestOverload$$' ./fleet/ -args -fleet.qps=$(FLEET_QPS) $(FLEET_OVERLOAD_ARGS) 2>&1 | tee $(CURDIR)/bin/fleet-overload/test.log
 	@cat bin/fleet-overload/fleet.md
 
-bench: ## Benchmarks: certagent vs the kubelet's bootstrap, approval-to-disk latency, idle cost over a minute
+bench: ## Benchmarks: certagent vs the kubelet's bootstrap (whole process, and traced phase by phase), approval-to-disk latency, idle cost over a minute
 	cd test && $(GO) test -run '^$$' -bench 'BenchmarkClientBootstrap$$' -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/
 	cd test && $(GO) test -run '^$$' -bench 'BenchmarkClientBootstrapPhases$$' -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/
 	cd test && $(GO) test -run '^$$' -bench BenchmarkApprovalToDisk -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/
