@@ -16,15 +16,6 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-// probeUser is an ordinary user (not system:masters, so not exempt): API
-// Priority and Fairness puts it in global-default, where bootstrap tokens land
-// unless certagent's FlowSchema takes them.
-const probeUser = "ops-probe"
-
-// probePath is what the probe asks for: a small read, as an operator's
-// kubectl get would.
-const probePath = "/api/v1/namespaces/kube-system"
-
 // probeConfig makes probeUser, allowed to get namespaces and nothing else.
 func probeConfig(t *testing.T, c *cluster) *rest.Config {
 	t.Helper()

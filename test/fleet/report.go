@@ -484,3 +484,12 @@ func ratioOf(a, b float64) string {
 	}
 	return fmt.Sprintf("%.2f", a/b)
 }
+
+// probeUser is an ordinary user (not system:masters, so not exempt): API
+// Priority and Fairness puts it in global-default, where bootstrap tokens land
+// unless certagent's FlowSchema takes them.
+const probeUser = "ops-probe"
+
+// probePath is what the probe asks for: a small read, as an operator's
+// kubectl get would.
+const probePath = "/api/v1/namespaces/kube-system"
