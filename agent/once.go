@@ -78,9 +78,7 @@ func (a *Agent) gaveUp(ctx context.Context, kind bootstrap.Kind, last error) err
 		return ctx.Err()
 	}
 	timeout := a.config().Timeout.Duration
-	a.mu.Lock()
-	name := a.state(kind).waitingCSR
-	a.mu.Unlock()
+	name := a.waitingFor(kind)
 	if name != "" && kind == bootstrap.Serving {
 		return fmt.Errorf("gave up after %s: the serving CSR %s is still waiting for approval (kubectl certificate approve %s); run again to keep waiting for the same request", timeout, name, name)
 	}
