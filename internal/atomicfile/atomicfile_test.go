@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestWriteFileModeAndContent(t *testing.T) {
@@ -148,5 +149,108 @@ func TestModeIsSetBeforeTheFirstByte(t *testing.T) {
 		if seen != perm || size != 0 {
 			t.Fatalf("before the first byte the temporary file had mode %v and %d bytes, want %v and 0", seen, size, perm)
 		}
+	}
+}
+
+// TestStageThenCommit: a staged file is written and synced beside its path,
+// which stays as it was until Commit; Abort leaves it as it was too.
+func TestStageThenCommit(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "kubelet.conf")
+	if err := WriteFile(p, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Stage(p, []byte("new"), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(p); string(got) != "old" {
+		t.Fatalf("after Stage %s holds %q, want the old content", p, got)
+	}
+	if err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(p); string(got) != "new" {
+		t.Fatalf("after Commit %s holds %q, want the new content", p, got)
+	}
+	assertNoTemp(t, dir)
+
+	s, err = Stage(p, []byte("newer"), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Abort()
+	if got, _ := os.ReadFile(p); string(got) != "new" {
+		t.Fatalf("after Abort %s holds %q, want what it held", p, got)
+	}
+	assertNoTemp(t, dir)
+
+	failAt = func(step string) error {
+		if step == "rename" {
+			return syscall.EIO
+		}
+		return nil
+	}
+	defer func() { failAt = nil }()
+	if s, err = Stage(p, []byte("newest"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Commit failing at rename returned %v", err)
+	}
+	if got, _ := os.ReadFile(p); string(got) != "new" {
+		t.Fatalf("after a failed Commit %s holds %q, want what it held", p, got)
+	}
+	assertNoTemp(t, dir)
+}
+
+// TestWriteFileIntoANewDirectoryWaitsForIt: MkdirAll returns before the
+// parents of the directories it made are synced, and a file written into
+// them is not reported durable (WriteFile does not return) until they are;
+// a parent sync that failed is tried again, and its error reported.
+func TestWriteFileIntoANewDirectoryWaitsForIt(t *testing.T) {
+	base := t.TempDir()
+	newDir := filepath.Join(base, "a", "pki")
+	release := make(chan struct{})
+	failParent := false
+	failAt = func(step string) error {
+		if step == "syncdir "+filepath.Join(base, "a") { // the sync that makes pki durable
+			<-release
+			if failParent {
+				return syscall.EIO
+			}
+		}
+		return nil
+	}
+	defer func() { failAt = nil }()
+	if err := MkdirAll(newDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- WriteFile(filepath.Join(newDir, "pending.key"), []byte("k"), 0o600) }()
+	select {
+	case err := <-done:
+		t.Fatalf("WriteFile returned (%v) before the new directory was synced into its parent", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// The same with a parent sync that fails: SyncDir tries it again.
+	newDir = filepath.Join(base, "a", "pki2")
+	release = make(chan struct{})
+	close(release)
+	failParent = true
+	if err := MkdirAll(newDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFile(filepath.Join(newDir, "pending.key"), []byte("k"), 0o600); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("WriteFile into a directory whose parent cannot be synced returned %v, want the sync's error", err)
+	}
+	failParent = false
+	if err := WriteFile(filepath.Join(newDir, "pending.key"), []byte("k"), 0o600); err != nil {
+		t.Fatalf("once the parent syncs: %v", err)
 	}
 }
