@@ -2,7 +2,9 @@ package bootstrap
 
 import (
 	"context"
+	"encoding/pem"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -63,7 +65,8 @@ func TestEarlyProofProvesOnlyTheProvenFiles(t *testing.T) {
 	}
 	otherPEM, _ := os.ReadFile(CurrentPath(other.cfg.CertDir, Client))
 	proof := func(data []byte, err error) *earlyProof {
-		p := &earlyProof{certPEM: data, keyPEM: data, done: make(chan error, 1)}
+		block, _ := pem.Decode(data)
+		p := &earlyProof{cert: block.Bytes, done: make(chan error, 1)}
 		p.done <- err
 		return p
 	}
@@ -87,5 +90,46 @@ func TestEarlyProofProvesOnlyTheProvenFiles(t *testing.T) {
 		if got := c.p.provesFiles(context.Background(), node, c.boot); got != c.want {
 			t.Errorf("%s: provesFiles = %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// TestLoadNodeReadsWhatWasWrittenWithoutParsingIt: kubelet.conf written by
+// a bootstrap is parsed while it is committed, and LoadNode takes that
+// parse for the file holding exactly those bytes; a file changed since is
+// parsed afresh.
+func TestLoadNodeReadsWhatWasWrittenWithoutParsingIt(t *testing.T) {
+	f := newFixture(t)
+	f.autoApprove()
+	b := f.bootstrapper()
+	if _, err := b.EnsureClient(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	written := b.written.rc
+	b.mu.Unlock()
+	b.node = nodeCache{} // as a restarted LoadNode would find it
+	node, err := b.LoadNode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if written == nil || node.Config != written {
+		t.Fatal("LoadNode parsed kubelet.conf again instead of taking the parse of what was written")
+	}
+	data, err := os.ReadFile(f.cfg.KubeconfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := strings.Replace(string(data), "namespace: default", "namespace: kube-system", 1)
+	if changed == string(data) {
+		t.Fatal("kubelet.conf has no namespace to change")
+	}
+	if err := os.WriteFile(f.cfg.KubeconfigPath, []byte(changed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if node, err = b.LoadNode(); err != nil {
+		t.Fatal(err)
+	}
+	if node.Config == written {
+		t.Fatal("LoadNode took the parse of what was written for a file that changed since")
 	}
 }

@@ -3,6 +3,7 @@ package bootstrap
 import (
 	"context"
 	"crypto"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -35,6 +36,7 @@ var ErrNeedClient = errors.New("waiting for a client certificate the API server 
 // in place. A bootstrap kubeconfig left next to a working kubelet.conf is
 // deleted.
 func (b *Bootstrapper) EnsureClient(ctx context.Context, renew bool) (StepResult, error) {
+	defer b.settle(Client)
 	node, err := b.LoadNode()
 	if err != nil {
 		b.setIdentity(node, err)
@@ -91,24 +93,59 @@ func (b *Bootstrapper) bootstrap(ctx context.Context, reason error) (StepResult,
 	b.warnIfReadable(b.cfg.BootstrapKubeconfigPath)
 	b.log.Info("bootstrapping the client certificate", zap.String("reason", reason.Error()),
 		zap.String("bootstrap_kubeconfig", b.cfg.BootstrapKubeconfigPath), zap.String("server", boot.Host))
+	// kubelet.conf's content is encoded while the CSR is posted and signed,
+	// and written and synced under a temporary name while the certificate is
+	// stored: it is put in place once the certificate is (never before: it
+	// must not reference a certificate that a crash could lose).
+	conf := b.prepareKubeletKubeconfig(boot)
+	type staging struct {
+		s   *stagedKubeconfig
+		err error
+	}
+	var staged chan staging
+	stage := func() {
+		if staged != nil {
+			return
+		}
+		staged = make(chan staging, 1)
+		go func() {
+			s, err := b.stageKubeletKubeconfig(<-conf)
+			staged <- staging{s, err}
+		}()
+	}
 	var out StepResult
 	var early *earlyProof
+	defer func() { early.release() }()
 	if leaf := b.storedUsable(Client, boot); leaf != nil {
 		// A bootstrap interrupted after storing the certificate: finish it
 		// with that certificate instead of asking for another.
 		b.log.Info("finishing an interrupted bootstrap with the client certificate already stored", zap.String("path", CurrentPath(b.cfg.CertDir, Client)))
 		out.Leaf = leaf
+		stage()
 	} else {
 		// The API server is asked whether it accepts the new certificate
-		// while it and kubelet.conf are written and synced.
-		leaf, err := b.obtainThen(ctx, Client, Credential{Config: boot, Path: b.cfg.BootstrapKubeconfigPath, Bootstrap: true},
-			func(certPEM, keyPEM []byte) { early = b.startProof(ctx, boot, certPEM, keyPEM) })
+		// while it and kubelet.conf are written and synced; the proof's
+		// connection is dialed once the CSR is approved.
+		leaf, err := b.obtainThen(ctx, Client, Credential{Config: boot, Path: b.cfg.BootstrapKubeconfigPath, Bootstrap: true}, obtainHooks{
+			approved: func() { early.release(); early = b.prepareProof(ctx, boot) },
+			verified: func(certPEM, keyPEM []byte, pair *tls.Certificate) {
+				early = b.startProof(ctx, early, boot, certPEM, keyPEM, pair)
+				stage()
+			},
+		})
 		if err != nil {
+			if staged != nil {
+				(<-staged).s.abort()
+			}
 			return StepResult{}, err
 		}
 		out = StepResult{Leaf: leaf, Stored: true}
 	}
-	if err := writeKubeletKubeconfig(b.cfg.KubeconfigPath, boot, CurrentPath(b.cfg.CertDir, Client)); err != nil {
+	st := <-staged
+	if st.err != nil {
+		return out, st.err
+	}
+	if err := st.s.commit(); err != nil {
 		return out, err
 	}
 	failpoint.Inject("client.kubeconfig-written")
@@ -139,7 +176,7 @@ func (b *Bootstrapper) renewClient(ctx context.Context, node *Node) (StepResult,
 	current := CurrentPath(b.cfg.CertDir, Client)
 	if node.Config.CertFile != current || node.Config.KeyFile != current {
 		b.log.Info("rewriting kubelet.conf to reference the renewed certificate", zap.String("kubeconfig", b.cfg.KubeconfigPath))
-		if err := writeKubeletKubeconfig(b.cfg.KubeconfigPath, node.Config, current); err != nil {
+		if err := b.writeKubeletKubeconfig(b.encodeKubeletKubeconfig(node.Config)); err != nil {
 			return out, err
 		}
 	}
@@ -300,6 +337,7 @@ func (b *Bootstrapper) AcceptedNode() (*Node, error) {
 // when renew is set. It needs a client certificate the API server accepts
 // (ErrNeedClient otherwise).
 func (b *Bootstrapper) EnsureServing(ctx context.Context, renew bool) (StepResult, error) {
+	defer b.settle(Serving)
 	cur, _ := currentLeaf(b.cfg.CertDir, Serving) // what is in place, for the outcome
 	node, err := b.AcceptedNode()
 	if err != nil {

@@ -1,6 +1,7 @@
 package bootstrap
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -95,7 +96,12 @@ func (b *Bootstrapper) LoadNode() (*Node, error) {
 		if raw, err = os.ReadFile(b.cfg.KubeconfigPath); err != nil {
 			return nil, err
 		}
-		if rc, err = LoadKubeletKubeconfig(b.cfg.KubeconfigPath); err != nil {
+		b.mu.Lock()
+		written := b.written
+		b.mu.Unlock()
+		if written.rc != nil && bytes.Equal(raw, written.data) {
+			rc = written.rc // what this process wrote, parsed already
+		} else if rc, err = parseKubeletKubeconfig(b.cfg.KubeconfigPath, raw); err != nil {
 			return nil, err
 		}
 		cached = nodeCache{key: key, rc: rc, raw: raw}

@@ -75,12 +75,28 @@ func restConfigFrom(path string, cfg *clientcmdapi.Config, allowInsecure bool) (
 // LoadKubeletKubeconfig reads kubelet.conf (or any kubeconfig) without the
 // bootstrap-only checks. A missing file wraps os.ErrNotExist.
 func LoadKubeletKubeconfig(path string) (*rest.Config, error) {
-	if _, err := os.Stat(path); err != nil {
+	data, err := os.ReadFile(path)
+	if err != nil {
 		return nil, err
 	}
-	cfg, err := clientcmd.LoadFromFile(path)
+	return parseKubeletKubeconfig(path, data)
+}
+
+// parseKubeletKubeconfig is LoadKubeletKubeconfig of a file at path holding data.
+func parseKubeletKubeconfig(path string, data []byte) (*rest.Config, error) {
+	cfg, err := clientcmd.Load(data)
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig %s is not a valid kubeconfig: %w", path, err)
+	}
+	// As clientcmd.LoadFromFile does.
+	for _, c := range cfg.Clusters {
+		c.LocationOfOrigin = path
+	}
+	for _, u := range cfg.AuthInfos {
+		u.LocationOfOrigin = path
+	}
+	for _, c := range cfg.Contexts {
+		c.LocationOfOrigin = path
 	}
 	resolvePaths(cfg, filepath.Dir(path))
 	return restConfigFrom(path, cfg, true)
@@ -130,22 +146,32 @@ func clientCertificate(rc *rest.Config) ([]byte, *x509.Certificate, error) {
 	return data, certs[0], nil
 }
 
-// writeKubeletKubeconfig writes kubelet.conf the way the kubelet does after
-// bootstrapping (cluster default-cluster, user default-auth, context
-// default-context) with the server and CA as the bootstrap kubeconfig had them
-// and the client certificate and key referenced through the current link,
-// never embedded, so renewals need no rewrite.
-func writeKubeletKubeconfig(path string, boot *rest.Config, pemPath string) error {
-	cluster := &clientcmdapi.Cluster{Server: boot.Host, InsecureSkipTLSVerify: boot.Insecure}
-	if boot.CAFile != "" {
-		abs, err := filepath.Abs(boot.CAFile)
+// kubeletKubeconfig is kubelet.conf as certagent writes it: its bytes (or
+// why there are none), and once written those bytes parsed as LoadNode
+// parses the file.
+type kubeletKubeconfig struct {
+	data []byte
+	rc   *rest.Config
+	err  error
+}
+
+// encodeKubeletKubeconfig encodes kubelet.conf the way the kubelet writes it
+// after bootstrapping (cluster default-cluster, user default-auth, context
+// default-context) with the server and CA of base (the bootstrap kubeconfig,
+// or kubelet.conf as it was) and the client certificate and key referenced
+// through the current link, never embedded, so renewals need no rewrite.
+func (b *Bootstrapper) encodeKubeletKubeconfig(base *rest.Config) kubeletKubeconfig {
+	cluster := &clientcmdapi.Cluster{Server: base.Host, InsecureSkipTLSVerify: base.Insecure}
+	if base.CAFile != "" {
+		abs, err := filepath.Abs(base.CAFile)
 		if err != nil {
-			return fmt.Errorf("resolving CA path: %w", err)
+			return kubeletKubeconfig{err: fmt.Errorf("resolving CA path: %w", err)}
 		}
 		cluster.CertificateAuthority = abs
 	} else {
-		cluster.CertificateAuthorityData = boot.CAData
+		cluster.CertificateAuthorityData = base.CAData
 	}
+	pemPath := CurrentPath(b.cfg.CertDir, Client)
 	cfg := clientcmdapi.Config{
 		Clusters:       map[string]*clientcmdapi.Cluster{"default-cluster": cluster},
 		AuthInfos:      map[string]*clientcmdapi.AuthInfo{"default-auth": {ClientCertificate: pemPath, ClientKey: pemPath}},
@@ -154,24 +180,85 @@ func writeKubeletKubeconfig(path string, boot *rest.Config, pemPath string) erro
 	}
 	data, err := clientcmd.Write(cfg)
 	if err != nil {
-		return fmt.Errorf("encoding kubeconfig: %w", err)
+		return kubeletKubeconfig{err: fmt.Errorf("encoding kubeconfig: %w", err)}
 	}
-	// A kubelet.conf that is a symlink (to a shared volume, say) is written
-	// through: the link stays and its target is replaced atomically.
-	target, err := linkTarget(path)
+	return kubeletKubeconfig{data: data}
+}
+
+// prepareKubeletKubeconfig runs encodeKubeletKubeconfig on its own goroutine.
+func (b *Bootstrapper) prepareKubeletKubeconfig(base *rest.Config) <-chan kubeletKubeconfig {
+	out := make(chan kubeletKubeconfig, 1)
+	go func() { out <- b.encodeKubeletKubeconfig(base) }()
+	return out
+}
+
+// writeKubeletKubeconfig writes kubelet.conf atomically.
+func (b *Bootstrapper) writeKubeletKubeconfig(k kubeletKubeconfig) error {
+	s, err := b.stageKubeletKubeconfig(k)
 	if err != nil {
 		return err
 	}
+	return s.commit()
+}
+
+// stagedKubeconfig is kubelet.conf written and synced under a temporary
+// name, for commit to put in place.
+type stagedKubeconfig struct {
+	b      *Bootstrapper
+	k      kubeletKubeconfig
+	staged *atomicfile.Staged
+}
+
+// stageKubeletKubeconfig writes k beside kubelet.conf (through a symlink:
+// the link stays and its target is replaced) and syncs it; kubelet.conf is
+// untouched until commit.
+func (b *Bootstrapper) stageKubeletKubeconfig(k kubeletKubeconfig) (*stagedKubeconfig, error) {
+	if k.err != nil {
+		return nil, k.err
+	}
+	target, err := linkTarget(b.cfg.KubeconfigPath)
+	if err != nil {
+		return nil, err
+	}
 	if err := CheckDirSafe(filepath.Dir(target)); err != nil {
-		return err
+		return nil, err
 	}
 	if err := atomicfile.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-		return fmt.Errorf("creating directory for %s: %w", target, err)
+		return nil, fmt.Errorf("creating directory for %s: %w", target, err)
 	}
-	if err := atomicfile.WriteFile(target, data, 0o600); err != nil {
-		return fmt.Errorf("writing kubeconfig %s: %w", target, err)
+	staged, err := atomicfile.Stage(target, k.data, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("writing kubeconfig %s: %w", target, err)
+	}
+	return &stagedKubeconfig{b: b, k: k, staged: staged}, nil
+}
+
+// commit puts the staged kubelet.conf in place. Its content is parsed
+// meanwhile (parsing checks that the certificate it references exists, so
+// not before the certificate is stored), and LoadNode then reads the file
+// without parsing it again.
+func (s *stagedKubeconfig) commit() error {
+	parsed := make(chan kubeletKubeconfig, 1)
+	go func() {
+		rc, err := parseKubeletKubeconfig(s.b.cfg.KubeconfigPath, s.k.data)
+		parsed <- kubeletKubeconfig{data: s.k.data, rc: rc, err: err}
+	}()
+	if err := s.staged.Commit(); err != nil {
+		return fmt.Errorf("writing kubeconfig: %w", err)
+	}
+	if p := <-parsed; p.err == nil { // else LoadNode parses the file and says what is wrong
+		s.b.mu.Lock()
+		s.b.written = p
+		s.b.mu.Unlock()
 	}
 	return nil
+}
+
+// abort removes the staged file; kubelet.conf stays as it was.
+func (s *stagedKubeconfig) abort() {
+	if s != nil {
+		s.staged.Abort()
+	}
 }
 
 // linkTarget is the file path names: path itself, or what its chain of

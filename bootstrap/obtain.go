@@ -3,7 +3,9 @@ package bootstrap
 import (
 	"context"
 	"crypto"
+	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 
@@ -18,22 +20,45 @@ import (
 // cancelled wait continues with the same CSR. When our pending CSR asks for
 // names the node no longer has, it makes one new request with a new key.
 func (b *Bootstrapper) Obtain(ctx context.Context, kind Kind, cred Credential) (*x509.Certificate, error) {
-	return b.obtainThen(ctx, kind, cred, nil)
+	defer b.settle(kind)
+	return b.obtainThen(ctx, kind, cred, obtainHooks{})
 }
 
-// obtainThen is Obtain; verified, if set, hears the issued certificate and
-// its key once they are verified, just before they are stored.
-func (b *Bootstrapper) obtainThen(ctx context.Context, kind Kind, cred Credential, verified func(certPEM, keyPEM []byte)) (*x509.Certificate, error) {
-	leaf, err := b.obtain(ctx, kind, cred, verified)
+// settle waits for what a request of kind left running: the removal of its
+// stored certificate's pending key. Every exported step calls it before it
+// returns, so no request of kind starts while the last one's removal is
+// under way.
+func (b *Bootstrapper) settle(kind Kind) {
+	b.mu.Lock()
+	done := b.discarding[kind]
+	delete(b.discarding, kind)
+	b.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
+// obtainHooks hear how a request goes (a bootstrap's early proof); each may be nil.
+type obtainHooks struct {
+	// approved: the CSR is approved and not issued yet: the signer is at work.
+	approved func()
+	// verified: the issued certificate and its key, verified, just before
+	// they are stored; pair holds them parsed.
+	verified func(certPEM, keyPEM []byte, pair *tls.Certificate)
+}
+
+// obtainThen is Obtain, with hooks.
+func (b *Bootstrapper) obtainThen(ctx context.Context, kind Kind, cred Credential, hooks obtainHooks) (*x509.Certificate, error) {
+	leaf, err := b.obtain(ctx, kind, cred, hooks)
 	if errors.Is(err, errStaleRequest) {
 		b.log.Info("our pending CSR asks for other names than the node has now; posting a new one", zap.String("certificate", string(kind)), zap.Error(err))
-		leaf, err = b.obtain(ctx, kind, cred, verified)
+		leaf, err = b.obtain(ctx, kind, cred, hooks)
 	}
 	return leaf, err
 }
 
 // obtain is one request: pending key, CSR, wait, verification, store.
-func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential, verified func(certPEM, keyPEM []byte)) (leaf *x509.Certificate, err error) {
+func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential, hooks obtainHooks) (leaf *x509.Certificate, err error) {
 	log := b.log.With(zap.String("certificate", string(kind)))
 	roots, err := caPool(cred.Config, b.cfg.IssuerCAFile)
 	if err != nil {
@@ -45,6 +70,11 @@ func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential, v
 	if err := EnsureCertDir(b.cfg.CertDir); err != nil {
 		return nil, err
 	}
+	if cred.Bootstrap && b.realAPI {
+		// The token's connection is dialed while the key is made and synced (warm.go).
+		w := warmUp(ctx, cred.Config)
+		defer w.release()
+	}
 	key, keyPEM, fresh, err := b.pendingKey(kind)
 	if err != nil {
 		return nil, err
@@ -52,12 +82,31 @@ func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential, v
 	// The key's fate, decided in this one place from how the attempt ended.
 	posted := false
 	defer func() {
-		if keyFate(err, fresh, posted) == discardKey {
+		if keyFate(err, fresh, posted) != discardKey {
+			return
+		}
+		discard := func() {
 			if derr := discardPendingKey(b.cfg.CertDir, kind); derr != nil {
 				log.Warn("discarding the pending key", zap.Error(derr))
 			}
 			failpoint.Inject("obtain.key-discarded")
 		}
+		if err != nil {
+			discard()
+			return
+		}
+		// Stored: the key lives in the certificate file now, and its removal
+		// (a slow unlink where the file system discards freed blocks) need
+		// not hold up kubelet.conf and the proof; the step waits for it
+		// before it returns (settle).
+		done := make(chan struct{})
+		b.mu.Lock()
+		b.discarding[kind] = done
+		b.mu.Unlock()
+		go func() {
+			defer close(done)
+			discard()
+		}()
 	}()
 	failpoint.Inject("obtain.key-ready")
 	req := b.request(kind)
@@ -85,7 +134,7 @@ func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential, v
 		log.Info("waiting for the CSR to be approved and issued")
 	}
 	b.waiting(kind, csr.Name)
-	certPEM, err := waitForCertificate(ctx, b.cfg.Clock, client, csr)
+	certPEM, err := waitForCertificate(ctx, b.cfg.Clock, client, csr, hooks.approved)
 	b.waiting(kind, "")
 	if err != nil {
 		return nil, explainAPIError(err, fmt.Sprintf("waiting for the %s certificate", kind), cred, b.cfg.BootstrapKubeconfigPath)
@@ -101,8 +150,8 @@ func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential, v
 			return nil, err
 		}
 	}
-	if verified != nil {
-		verified(certPEM, keyPEM)
+	if hooks.verified != nil {
+		hooks.verified(certPEM, keyPEM, &tls.Certificate{Certificate: chainDER(certPEM), PrivateKey: key, Leaf: leaf})
 	}
 	path, err := storeCertificate(b.cfg.CertDir, kind, certPEM, keyPEM, now)
 	if err != nil {
@@ -194,4 +243,18 @@ func keyFate(err error, fresh, posted bool) fate {
 		return discardKey // the create never took effect: the server holds no CSR for this key
 	}
 	return keepKey
+}
+
+// chainDER is the DER of each certificate in a PEM chain.
+func chainDER(chainPEM []byte) [][]byte {
+	var out [][]byte
+	for rest := chainPEM; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			return out
+		}
+		if block.Type == "CERTIFICATE" {
+			out = append(out, block.Bytes)
+		}
+	}
 }

@@ -50,11 +50,15 @@ func init() {
 
 func restClientFor(rc *rest.Config, gv schema.GroupVersion) (*rest.RESTClient, error) {
 	cfg := rest.CopyConfig(rc)
-	// Read the certificate, key and CA now: client-go caches transports by
-	// kubeconfig, and one cached for a file path would keep presenting the
-	// certificate that was there when it was made (a renewed or re-bootstrapped
-	// kubelet.conf would be "proven" with the old one, or refused).
-	if err := rest.LoadTLSFiles(cfg); err != nil {
+	if t := warmTransport(rc); t != nil {
+		// A connection was dialed ahead for this very configuration
+		// (warm.go): its transport holds the TLS settings.
+		cfg.Transport, cfg.TLSClientConfig = t, rest.TLSClientConfig{}
+	} else if err := rest.LoadTLSFiles(cfg); err != nil {
+		// Read the certificate, key and CA now: client-go caches transports by
+		// kubeconfig, and one cached for a file path would keep presenting the
+		// certificate that was there when it was made (a renewed or re-bootstrapped
+		// kubelet.conf would be "proven" with the old one, or refused).
 		return nil, fmt.Errorf("reading the kubeconfig's certificate, key or CA: %w", err)
 	}
 	cfg.CAFile, cfg.CertFile, cfg.KeyFile = "", "", ""
@@ -129,6 +133,9 @@ func selfSubjectReview(ctx context.Context, rc *rest.Config) (*authenticationv1.
 		return nil, fmt.Errorf("building client: %w", err)
 	}
 	out := &authenticationv1.SelfSubjectReview{}
-	err = c.Post().Timeout(RequestTimeout).Resource("selfsubjectreviews").Body(&authenticationv1.SelfSubjectReview{}).Do(ctx).Into(out)
+	err = c.Post().Timeout(RequestTimeout).Resource("selfsubjectreviews").Body(selfSubjectReviewBody).Do(ctx).Into(out)
 	return out, err
 }
+
+// selfSubjectReviewBody is an empty SelfSubjectReview, encoded once.
+var selfSubjectReviewBody = []byte(`{"kind":"SelfSubjectReview","apiVersion":"authentication.k8s.io/v1"}`)
