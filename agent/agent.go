@@ -41,6 +41,14 @@ type Options struct {
 	// Trim returns memory to the OS; Run calls it once the daemon has
 	// settled (footprint.go). nil: never (the CLI's daemon passes TrimMemory).
 	Trim func()
+	// TrimImage unmaps again the binary's pages that idle work (a scrape, a
+	// garbage collection) faulted back in; Run calls it once that work is
+	// over. nil: never (the CLI's daemon passes TrimImage).
+	TrimImage func()
+	// OnEachGC has f called after every garbage collection until stop is
+	// called (TrimImage's cue); default onEachGC. Tests in a synctest bubble
+	// replace it: a finalizer runs outside the bubble.
+	OnEachGC func(f func()) (stop func())
 }
 
 // WatchFunc watches dirs until ctx ends, sending on the returned channel after changes.
@@ -95,6 +103,9 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	}
 	if opts.RunHook == nil {
 		opts.RunHook = execHook
+	}
+	if opts.OnEachGC == nil {
+		opts.OnEachGC = onEachGC
 	}
 	a := &Agent{
 		opts: opts, log: opts.Logger, clock: opts.Clock, rand: opts.Rand, notifier: opts.Notifier,

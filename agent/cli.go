@@ -244,6 +244,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	} else {
 		opts.NewEventClient = bootstrap.NewEventClient // Events on the Node (docs/metrics.md)
 		opts.Trim = TrimMemory(log)                    // idle RSS (docs/metrics.md, "Memory")
+		opts.TrimImage = TrimImage
 	}
 	a, err := New(cfg, opts)
 	if err != nil {

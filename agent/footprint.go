@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,13 +56,17 @@ const trimDelay = 2 * time.Second
 // closeSettle is how long the connections closed by a trim get to finish.
 const closeSettle = 200 * time.Millisecond
 
-// trimmer runs trim once the calls to settled have stopped for delay.
+// trimmer runs trim once the calls to settled have stopped for delay, and
+// image (if set) once the calls to touched have.
 type trimmer struct {
 	delay time.Duration
 	trim  func()
+	image func()
 
-	mu    sync.Mutex
-	timer *time.Timer
+	mu         sync.Mutex
+	timer      *time.Timer
+	imageTimer *time.Timer
+	stopped    bool
 }
 
 // settled says the daemon has just finished a burst of work. The trim runs on
@@ -80,16 +85,65 @@ func (t *trimmer) settled() {
 	t.timer.Reset(t.delay)
 }
 
-// stop cancels a pending trim.
+// touched says that idle work (a scrape, a garbage collection) has run code
+// the daemon will not need again for a while: the binary's read-only pages
+// are unmapped again once it has been quiet for delay.
+func (t *trimmer) touched() {
+	if t == nil || t.image == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped {
+		return
+	}
+	if t.imageTimer == nil {
+		t.imageTimer = time.AfterFunc(t.delay, t.image)
+		return
+	}
+	t.imageTimer.Reset(t.delay)
+}
+
+// stop cancels a pending trim; no more are scheduled.
 func (t *trimmer) stop() {
 	if t == nil {
 		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.stopped = true
 	if t.timer != nil {
 		t.timer.Stop()
 	}
+	if t.imageTimer != nil {
+		t.imageTimer.Stop()
+	}
+}
+
+// onEachGC calls f after every garbage collection cycle until stop is called:
+// a finalizer on an object nothing references runs after each cycle that
+// finds it unreachable, and sets itself again.
+func onEachGC(f func()) (stop func()) {
+	var stopped atomic.Bool
+	type sentinel struct{ _ [16]byte } // not a tiny allocation: its own finalizer
+	var fin func(*sentinel)
+	fin = func(s *sentinel) {
+		if stopped.Load() {
+			return
+		}
+		f()
+		runtime.SetFinalizer(s, fin)
+	}
+	runtime.SetFinalizer(&sentinel{}, fin)
+	return func() { stopped.Store(true) }
+}
+
+// imageRanges are the binary's read-only mappings, found by the last full
+// trim: they do not change while the process runs, and the light trim after
+// idle work advises them without reading /proc/self/smaps again.
+var imageRanges struct {
+	sync.Mutex
+	r []addrRange
 }
 
 // trimMemory returns the free heap to the OS and unmaps the binary's
@@ -123,6 +177,13 @@ func dropReadOnlyImage() (int64, error) {
 		return 0, err
 	}
 	ranges := readOnlyImage(maps, uint64(reflect.ValueOf(dropReadOnlyImage).Pointer()))
+	imageRanges.Lock()
+	imageRanges.r = ranges
+	imageRanges.Unlock()
+	return adviseDontNeed(ranges)
+}
+
+func adviseDontNeed(ranges []addrRange) (int64, error) {
 	var total int64
 	for _, r := range ranges {
 		if _, _, errno := syscall.Syscall(syscall.SYS_MADVISE, uintptr(r.start), uintptr(r.end-r.start), syscall.MADV_DONTNEED); errno != 0 {
@@ -131,6 +192,17 @@ func dropReadOnlyImage() (int64, error) {
 		total += int64(r.end - r.start)
 	}
 	return total, nil
+}
+
+// TrimImage is the daemon's light trim after idle work (Options.TrimImage):
+// it unmaps again the read-only pages of the binary the last full trim found,
+// which a scrape or a garbage collection faulted back in. Nothing else: no
+// collection, no allocation, no reading of /proc.
+func TrimImage() {
+	imageRanges.Lock()
+	ranges := imageRanges.r
+	imageRanges.Unlock()
+	_, _ = adviseDontNeed(ranges)
 }
 
 type addrRange struct{ start, end uint64 }

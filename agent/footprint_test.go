@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"fmt"
 	"os"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -200,6 +202,119 @@ func TestDaemonTrimsAfterALateEvent(t *testing.T) {
 		synctest.Wait()
 		if n := trims.Load(); n != 2 {
 			t.Fatalf("%d trims after the late Event, want 2", n)
+		}
+	})
+}
+
+// TestTrimImageUnmapsWhatTheLastTrimFound: after a full trim, code run again
+// faults pages of the binary back in; TrimImage unmaps them again, from the
+// ranges the full trim found (no /proc read, no collection).
+func TestTrimImageUnmapsWhatTheLastTrimFound(t *testing.T) {
+	if _, _, err := trimMemory(); err != nil {
+		t.Fatal(err)
+	}
+	// Fault code back in: run what a scrape runs.
+	var e expo
+	for i := range 200 {
+		e.buf.WriteString(strconv.Itoa(i))
+	}
+	_ = fmt.Sprint(e.buf.Len(), time.Now())
+	runtime.GC()
+	before := procSelfStatusKiB(t, "RssFile")
+	TrimImage()
+	after := procSelfStatusKiB(t, "RssFile")
+	t.Logf("TrimImage: RssFile %d -> %d KiB", before, after)
+	if after >= before {
+		t.Errorf("RssFile %d KiB after TrimImage, %d before: nothing was unmapped", after, before)
+	}
+}
+
+// TestTrimmerUnmapsTheImageAfterIdleWork: idle work (touched) is followed by
+// one image trim once it has been quiet for the delay; a stopped trimmer
+// schedules none.
+func TestTrimmerUnmapsTheImageAfterIdleWork(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var trims, images atomic.Int32
+		tr := &trimmer{delay: trimDelay, trim: func() { trims.Add(1) }, image: func() { images.Add(1) }}
+		for range 3 { // a scrape's requests
+			tr.touched()
+			time.Sleep(100 * time.Millisecond)
+		}
+		time.Sleep(trimDelay)
+		synctest.Wait()
+		if n := images.Load(); n != 1 || trims.Load() != 0 {
+			t.Fatalf("%d image trims and %d full trims after idle work, want 1 and 0", n, trims.Load())
+		}
+		tr.stop()
+		tr.touched()
+		time.Sleep(2 * trimDelay)
+		synctest.Wait()
+		if n := images.Load(); n != 1 {
+			t.Errorf("a stopped trimmer trimmed: %d image trims", n)
+		}
+	})
+	var none *trimmer
+	none.touched()
+}
+
+// TestOnEachGCHearsEveryCollection: the callback runs after each garbage
+// collection until it is stopped.
+func TestOnEachGCHearsEveryCollection(t *testing.T) {
+	var n atomic.Int32
+	stop := onEachGC(func() { n.Add(1) })
+	for i := int32(1); i <= 3; i++ {
+		for deadline := time.Now().Add(5 * time.Second); n.Load() < i; time.Sleep(time.Millisecond) {
+			runtime.GC()
+			if time.Now().After(deadline) {
+				t.Fatalf("%d calls after collections, want %d", n.Load(), i)
+			}
+		}
+	}
+	stop()
+	got := n.Load()
+	for range 3 {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n.Load() > got+1 { // one may already have been under way
+		t.Errorf("%d calls after stop, want at most 1", n.Load()-got)
+	}
+}
+
+// TestDaemonTrimsTheImageAfterAScrape: the daemon unmaps the binary's pages
+// again after a scrape of /metrics and after a garbage collection, not
+// otherwise while idle.
+func TestDaemonTrimsTheImageAfterAScrape(t *testing.T) {
+	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
+		var images atomic.Int32
+		var gc func() // what the daemon gave to hear collections
+		f.opts.Trim = func() {}
+		f.opts.TrimImage = func() { images.Add(1) }
+		f.opts.OnEachGC = func(fn func()) func() { gc = fn; return func() { gc = nil } }
+		f.start()
+		time.Sleep(2 * trimDelay)
+		synctest.Wait()
+		base := images.Load()
+		f.advance(time.Hour) // idle, nothing scraped, no collection
+		time.Sleep(2 * trimDelay)
+		synctest.Wait()
+		if n := images.Load(); n != base {
+			t.Fatalf("%d image trims while idle and unscraped, want none", n-base)
+		}
+		scrape(t, f.agent)
+		time.Sleep(2 * trimDelay)
+		synctest.Wait()
+		if n := images.Load(); n != base+1 {
+			t.Fatalf("%d image trims after a scrape, want 1", n-base)
+		}
+		if gc == nil {
+			t.Fatal("the daemon does not listen for garbage collections")
+		}
+		gc()
+		time.Sleep(2 * trimDelay)
+		synctest.Wait()
+		if n := images.Load(); n != base+2 {
+			t.Fatalf("%d image trims after a collection, want 1", n-base-1)
 		}
 	})
 }

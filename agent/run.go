@@ -59,8 +59,11 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (Co
 		}
 	}
 	if a.opts.Trim != nil {
-		a.trim = &trimmer{delay: trimDelay, trim: a.opts.Trim} // before the goroutines that use it start
+		a.trim = &trimmer{delay: trimDelay, trim: a.opts.Trim, image: a.opts.TrimImage} // before the goroutines that use it start
 		defer a.trim.stop()
+		if a.opts.TrimImage != nil {
+			defer a.opts.OnEachGC(a.trim.touched)()
+		}
 	}
 	var bg sync.WaitGroup // goroutines that end with ctx
 	defer bg.Wait()
