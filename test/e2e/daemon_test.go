@@ -190,9 +190,11 @@ func TestDaemonKillDuringRenewalReusesCSR(t *testing.T) {
 		}
 	}
 	cancel()
-	// The renewal comes 10 s after issue and stays pending without the approver.
+	// The renewal comes a minute after issue (renewBefore 9m of a lifetime of
+	// 10m plus the signer's 5 minutes of backdating) and stays pending
+	// without the approver.
 	var pending certificatesv1.CertificateSigningRequest
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
 		var found bool
 		for _, c := range n.csrs(certificatesv1.KubeletServingSignerName) {
 			if len(c.Status.Conditions) == 0 {

@@ -143,6 +143,7 @@ func TestOutage(t *testing.T) {
 	f := newFleet(t, c, certagentPath, "out", n, "")
 	f.run(t)
 	f.waitAll(t, "their certificates", scaleUpTimeout, hasServing)
+	bootstrapped := time.Now()
 	addrs := map[*member]string{}
 	for _, m := range f.members {
 		if addrs[m] = m.metricsAddr(); addrs[m] == "" {
@@ -195,14 +196,25 @@ func TestOutage(t *testing.T) {
 	}
 	o.CSRCreates = len(creates)
 	o.CSRsAfter = len(f.fleetCSRs(t))
+	// Minutes after the bootstrap, every daemon asked for /healthz and
+	// /readyz a minute ago, the runtime's forced collection (every 2
+	// minutes) past: what an idle daemon keeps resident, not only right
+	// after its trim.
+	o.Since = time.Since(bootstrapped)
+	o.RSSMeanMiB, o.RSSMaxMiB = f.rss(t)
 	report.Outage = o
 
 	t.Logf("API server down %s under %d daemons; /readyz 200 during it on %d", secs(o.Down), n, o.ReadyDuring)
 	t.Logf("  requests by the nodes in the first 10 s after it returned: %d%s; in the first 30 s: %d", o.FirstTen, kinds(o.FirstTenByKind), o.RequestsAfter30)
 	t.Logf("  every daemon healthy (/healthz and /readyz 200) %s after it returned", secs(o.Healthy))
 	t.Logf("  CSRs before %d, after %d; CSR creations from the stop to 30 s after the return: %d", o.CSRsBefore, o.CSRsAfter, o.CSRCreates)
+	t.Logf("  daemon RSS %s after the bootstrap: mean %.1f MiB, max %.1f MiB", secs(o.Since), o.RSSMeanMiB, o.RSSMaxMiB)
 	if o.CSRsAfter != o.CSRsBefore || o.CSRCreates != 0 {
 		t.Errorf("the outage created CSRs: %d before, %d after, %d creations", o.CSRsBefore, o.CSRsAfter, o.CSRCreates)
+	}
+	if o.RSSMeanMiB > idleRSSLimitMiB {
+		t.Errorf("daemons idle for %s hold %.1f MiB RSS on average (max %.1f), want at most %d MiB (docs/metrics.md, \"Memory\")",
+			secs(o.Since), o.RSSMeanMiB, o.RSSMaxMiB, idleRSSLimitMiB)
 	}
 	if err := f.parallel(checkServing); err != nil {
 		t.Error(err)

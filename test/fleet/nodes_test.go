@@ -191,6 +191,28 @@ func (f *fleet) pids() []int {
 	return out
 }
 
+// rss is the mean and the largest VmRSS of the fleet's daemons now, in MiB;
+// every one must still be running.
+func (f *fleet) rss(t *testing.T) (mean, most float64) {
+	t.Helper()
+	pids := f.pids()
+	if len(pids) != len(f.members) {
+		t.Errorf("%d of %d daemons still running", len(pids), len(f.members))
+	}
+	var total, top int64
+	for _, pid := range pids {
+		kib, err := statusKiB(pid, "VmRSS")
+		if err != nil {
+			t.Fatal(err)
+		}
+		total, top = total+kib, max(top, kib)
+	}
+	if len(pids) == 0 {
+		return 0, 0
+	}
+	return float64(total) / float64(len(pids)) / 1024, float64(top) / 1024
+}
+
 // cpuSeconds is the CPU time of every process of the fleet so far: those
 // that exited and those still running.
 func (f *fleet) cpuSeconds() float64 {

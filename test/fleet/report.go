@@ -122,6 +122,10 @@ type Outage struct {
 	CSRsAfter       int
 	CSRCreates      int // CSR creations in the audit log from the stop to 30 s after the return
 	RequestsAfter30 int // requests by the nodes from the return to 30 s after
+	// Since is how long after the bootstrap the daemons' RSS was read
+	// (probed, and a forced collection past); RSSMeanMiB and RSSMaxMiB are it.
+	Since                 time.Duration
+	RSSMeanMiB, RSSMaxMiB float64
 }
 
 // Overload is a scale-up against an API server whose concurrency is lowered,
@@ -237,7 +241,8 @@ func (r *Report) Markdown() string {
 		fmt.Fprintf(&b, "| requests by the nodes in the first 10 s after its return | %d%s |\n", o.FirstTen, kinds(o.FirstTenByKind))
 		fmt.Fprintf(&b, "| requests by the nodes in the first 30 s after its return | %d |\n", o.RequestsAfter30)
 		fmt.Fprintf(&b, "| every daemon's /healthz and /readyz 200 after its return | %s |\n", secs(o.Healthy))
-		fmt.Fprintf(&b, "| CSRs before / after; CSR creations from the stop to 30 s after the return | %d / %d; %d |\n\n", o.CSRsBefore, o.CSRsAfter, o.CSRCreates)
+		fmt.Fprintf(&b, "| CSRs before / after; CSR creations from the stop to 30 s after the return | %d / %d; %d |\n", o.CSRsBefore, o.CSRsAfter, o.CSRCreates)
+		fmt.Fprintf(&b, "| daemon RSS %s after the bootstrap (probed; a forced collection past), mean / max | %.1f / %.1f MiB |\n\n", secs(o.Since), o.RSSMeanMiB, o.RSSMaxMiB)
 	}
 	if len(r.Overloads) > 0 {
 		r.overloadTable(&b)

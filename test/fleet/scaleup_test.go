@@ -115,21 +115,7 @@ func scaleUp(t *testing.T, c *cluster, limit, variant string) {
 	if serving {
 		// Idle: 30 s after the last node was done.
 		time.Sleep(time.Until(last.Add(30 * time.Second)))
-		var total, most int64
-		pids := f.pids()
-		if len(pids) != n {
-			t.Errorf("%d of %d certagent daemons still running", len(pids), n)
-		}
-		for _, pid := range pids {
-			kib, err := statusKiB(pid, "VmRSS")
-			if err != nil {
-				t.Fatal(err)
-			}
-			total, most = total+kib, max(most, kib)
-		}
-		if len(pids) > 0 {
-			s.IdleRSSMeanMiB, s.IdleRSSMaxMiB = float64(total)/float64(len(pids))/1024, float64(most)/1024
-		}
+		s.IdleRSSMeanMiB, s.IdleRSSMaxMiB = f.rss(t)
 		if s.IdleRSSMeanMiB > idleRSSLimitMiB {
 			t.Errorf("idle daemons hold %.1f MiB RSS on average (max %.1f), want at most %d MiB (docs/metrics.md, \"Memory\")",
 				s.IdleRSSMeanMiB, s.IdleRSSMaxMiB, idleRSSLimitMiB)
