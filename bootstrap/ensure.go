@@ -93,11 +93,10 @@ func (b *Bootstrapper) bootstrap(ctx context.Context, reason error) (StepResult,
 	b.warnIfReadable(b.cfg.BootstrapKubeconfigPath)
 	b.log.Info("bootstrapping the client certificate", zap.String("reason", reason.Error()),
 		zap.String("bootstrap_kubeconfig", b.cfg.BootstrapKubeconfigPath), zap.String("server", boot.Host))
-	// kubelet.conf's content is encoded while the CSR is posted and signed,
-	// and written and synced under a temporary name while the certificate is
-	// stored: it is put in place once the certificate is (never before: it
-	// must not reference a certificate that a crash could lose).
-	conf := b.prepareKubeletKubeconfig(boot)
+	// kubelet.conf is encoded, written and synced under a temporary name
+	// while the CSR is signed (or the certificate stored), and put in place
+	// once the certificate is stored (never before: it must not reference a
+	// certificate that a crash could lose).
 	type staging struct {
 		s   *stagedKubeconfig
 		err error
@@ -109,7 +108,7 @@ func (b *Bootstrapper) bootstrap(ctx context.Context, reason error) (StepResult,
 		}
 		staged = make(chan staging, 1)
 		go func() {
-			s, err := b.stageKubeletKubeconfig(<-conf)
+			s, err := b.stageKubeletKubeconfig(b.encodeKubeletKubeconfig(boot))
 			staged <- staging{s, err}
 		}()
 	}
@@ -127,7 +126,11 @@ func (b *Bootstrapper) bootstrap(ctx context.Context, reason error) (StepResult,
 		// while it and kubelet.conf are written and synced; the proof's
 		// connection is dialed once the CSR is approved.
 		leaf, err := b.obtainThen(ctx, Client, Credential{Config: boot, Path: b.cfg.BootstrapKubeconfigPath, Bootstrap: true}, obtainHooks{
-			approved: func() { early.release(); early = b.prepareProof(ctx, boot) },
+			approved: func() {
+				early.release()
+				early = b.prepareProof(ctx, boot)
+				stage()
+			},
 			verified: func(certPEM, keyPEM []byte, pair *tls.Certificate) {
 				early = b.startProof(ctx, early, boot, certPEM, keyPEM, pair)
 				stage()

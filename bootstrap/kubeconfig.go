@@ -185,13 +185,6 @@ func (b *Bootstrapper) encodeKubeletKubeconfig(base *rest.Config) kubeletKubecon
 	return kubeletKubeconfig{data: data}
 }
 
-// prepareKubeletKubeconfig runs encodeKubeletKubeconfig on its own goroutine.
-func (b *Bootstrapper) prepareKubeletKubeconfig(base *rest.Config) <-chan kubeletKubeconfig {
-	out := make(chan kubeletKubeconfig, 1)
-	go func() { out <- b.encodeKubeletKubeconfig(base) }()
-	return out
-}
-
 // writeKubeletKubeconfig writes kubelet.conf atomically.
 func (b *Bootstrapper) writeKubeletKubeconfig(k kubeletKubeconfig) error {
 	s, err := b.stageKubeletKubeconfig(k)
