@@ -97,21 +97,7 @@ func (b *Bootstrapper) bootstrap(ctx context.Context, reason error) (StepResult,
 	// while the CSR is signed (or the certificate stored), and put in place
 	// once the certificate is stored (never before: it must not reference a
 	// certificate that a crash could lose).
-	type staging struct {
-		s   *stagedKubeconfig
-		err error
-	}
-	var staged chan staging
-	stage := func() {
-		if staged != nil {
-			return
-		}
-		staged = make(chan staging, 1)
-		go func() {
-			s, err := b.stageKubeletKubeconfig(b.encodeKubeletKubeconfig(boot))
-			staged <- staging{s, err}
-		}()
-	}
+	conf := &kubeconfigStaging{b: b, base: boot}
 	var out StepResult
 	var early *earlyProof
 	defer func() { early.release() }()
@@ -120,7 +106,6 @@ func (b *Bootstrapper) bootstrap(ctx context.Context, reason error) (StepResult,
 		// with that certificate instead of asking for another.
 		b.log.Info("finishing an interrupted bootstrap with the client certificate already stored", zap.String("path", CurrentPath(b.cfg.CertDir, Client)))
 		out.Leaf = leaf
-		stage()
 	} else {
 		// The API server is asked whether it accepts the new certificate
 		// while it and kubelet.conf are written and synced; the proof's
@@ -129,26 +114,20 @@ func (b *Bootstrapper) bootstrap(ctx context.Context, reason error) (StepResult,
 			approved: func() {
 				early.release()
 				early = b.prepareProof(ctx, boot)
-				stage()
+				conf.start()
 			},
 			verified: func(certPEM, keyPEM []byte, pair *tls.Certificate) {
 				early = b.startProof(ctx, early, boot, certPEM, keyPEM, pair)
-				stage()
+				conf.start()
 			},
 		})
 		if err != nil {
-			if staged != nil {
-				(<-staged).s.abort()
-			}
+			conf.abort()
 			return StepResult{}, err
 		}
 		out = StepResult{Leaf: leaf, Stored: true}
 	}
-	st := <-staged
-	if st.err != nil {
-		return out, st.err
-	}
-	if err := st.s.commit(); err != nil {
+	if err := conf.commit(); err != nil {
 		return out, err
 	}
 	failpoint.Inject("client.kubeconfig-written")

@@ -254,6 +254,49 @@ func (s *stagedKubeconfig) abort() {
 	}
 }
 
+// kubeconfigStaging encodes and stages kubelet.conf for the server and CA
+// of base on a goroutine of its own (started once, by start), for a
+// bootstrap to commit once its certificate is stored.
+type kubeconfigStaging struct {
+	b    *Bootstrapper
+	base *rest.Config
+	done chan staging // nil until start
+}
+
+type staging struct {
+	s   *stagedKubeconfig
+	err error
+}
+
+func (k *kubeconfigStaging) start() {
+	if k.done != nil {
+		return
+	}
+	k.done = make(chan staging, 1)
+	go func() {
+		s, err := k.b.stageKubeletKubeconfig(k.b.encodeKubeletKubeconfig(k.base))
+		k.done <- staging{s, err}
+	}()
+}
+
+// commit puts the staged kubelet.conf in place (starting the staging if
+// nothing did).
+func (k *kubeconfigStaging) commit() error {
+	k.start()
+	st := <-k.done
+	if st.err != nil {
+		return st.err
+	}
+	return st.s.commit()
+}
+
+// abort removes what was staged, if anything.
+func (k *kubeconfigStaging) abort() {
+	if k.done != nil {
+		(<-k.done).s.abort()
+	}
+}
+
 // linkTarget is the file path names: path itself, or what its chain of
 // symlinks ends at (which may not exist yet).
 func linkTarget(path string) (string, error) {
