@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"runtime"
 	"strconv"
@@ -317,4 +319,50 @@ func TestDaemonTrimsTheImageAfterAScrape(t *testing.T) {
 			t.Fatalf("%d image trims after a collection, want 1", n-base-1)
 		}
 	})
+}
+
+// TestStaticExecutable: only a 64-bit little-endian ET_EXEC without a
+// PT_INTERP program header is static (its read-only mappings cannot hold
+// relocated copies, so /proc/self/maps finds them); anything else is read
+// from smaps.
+func TestStaticExecutable(t *testing.T) {
+	elf := func(etype uint16, phdrs ...uint32) []byte {
+		const phentsize = 56
+		b := make([]byte, 64+phentsize*len(phdrs))
+		copy(b, "\x7fELF")
+		b[4], b[5] = 2, 1 // ELFCLASS64, little-endian
+		binary.LittleEndian.PutUint16(b[16:], etype)
+		binary.LittleEndian.PutUint64(b[32:], 64) // e_phoff
+		binary.LittleEndian.PutUint16(b[54:], phentsize)
+		binary.LittleEndian.PutUint16(b[56:], uint16(len(phdrs)))
+		for i, p := range phdrs {
+			binary.LittleEndian.PutUint32(b[64+i*phentsize:], p)
+		}
+		return b
+	}
+	const ptLoad, ptInterp, etExec, etDyn = 1, 3, 2, 3
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want bool
+	}{
+		{"static executable", elf(etExec, ptLoad, ptLoad), true},
+		{"dynamically linked executable", elf(etExec, ptInterp, ptLoad), false},
+		{"position-independent", elf(etDyn, ptLoad), false},
+		{"32-bit", func() []byte { b := elf(etExec, ptLoad); b[4] = 1; return b }(), false},
+		{"not ELF", []byte("#!/bin/sh\necho hello\n"), false},
+		{"truncated program headers", elf(etExec, ptLoad)[:80], false},
+	} {
+		p := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-"))
+		if err := os.WriteFile(p, tc.data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if got := staticExecutable(p); got != tc.want {
+			t.Errorf("%s: staticExecutable = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if staticExecutable(filepath.Join(dir, "missing")) {
+		t.Error("a missing file is static")
+	}
 }
