@@ -6,7 +6,7 @@
 //
 // Usage (from the test module):
 //
-//	go run ./cmd/devcluster [-dir DIR] [-auto-approve=false] [-signing-duration 24h]
+//	go run ./cmd/devcluster [-dir DIR] [-auto-approve=false] [-signing-duration 24h] [-kcm-qps 500]
 //	go run ./cmd/devcluster -build-only
 package main
 
@@ -29,15 +29,16 @@ func main() {
 	autoApprove := flag.Bool("auto-approve", true, "bootstrap token in kubeadm's auto-approved group (false: client CSRs stay Pending until approved)")
 	signing := flag.Duration("signing-duration", 24*time.Hour, "kube-controller-manager --cluster-signing-duration")
 	buildOnly := flag.Bool("build-only", false, "only build (or find cached) control-plane binaries, then exit")
+	kcmQPS := flag.Float64("kcm-qps", 0, "kube-controller-manager --kube-api-qps (0: its default, 20), burst twice that")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 
-	if err := run(*dir, *autoApprove, *signing, *buildOnly); err != nil {
+	if err := run(*dir, *autoApprove, *signing, *buildOnly, float32(*kcmQPS)); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(dir string, autoApprove bool, signing time.Duration, buildOnly bool) error {
+func run(dir string, autoApprove bool, signing time.Duration, buildOnly bool, kcmQPS float32) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -62,7 +63,8 @@ func run(dir string, autoApprove bool, signing time.Duration, buildOnly bool) er
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
 
-	cp, err := controlplane.Start(ctx, bins, controlplane.Options{Dir: dir, SigningDuration: signing, Logf: log.Printf})
+	cp, err := controlplane.Start(ctx, bins, controlplane.Options{Dir: dir, SigningDuration: signing, Logf: log.Printf,
+		ControllerManagerQPS: kcmQPS, ControllerManagerBurst: int(2 * kcmQPS)})
 	if err != nil {
 		return err
 	}
