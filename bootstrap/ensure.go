@@ -36,7 +36,7 @@ var ErrNeedClient = errors.New("waiting for a client certificate the API server 
 // in place. A bootstrap kubeconfig left next to a working kubelet.conf is
 // deleted.
 func (b *Bootstrapper) EnsureClient(ctx context.Context, renew bool) (StepResult, error) {
-	defer b.settle(Client)
+	defer b.settle(ctx, Client)
 	node, err := b.LoadNode()
 	if err != nil {
 		b.setIdentity(node, err)
@@ -122,12 +122,12 @@ func (b *Bootstrapper) bootstrap(ctx context.Context, reason error) (StepResult,
 			},
 		})
 		if err != nil {
-			conf.abort()
+			conf.abort(ctx)
 			return StepResult{}, err
 		}
 		out = StepResult{Leaf: leaf, Stored: true}
 	}
-	if err := conf.commit(); err != nil {
+	if err := conf.commit(ctx); err != nil {
 		return out, err
 	}
 	failpoint.Inject("client.kubeconfig-written")
@@ -319,7 +319,7 @@ func (b *Bootstrapper) AcceptedNode() (*Node, error) {
 // when renew is set. It needs a client certificate the API server accepts
 // (ErrNeedClient otherwise).
 func (b *Bootstrapper) EnsureServing(ctx context.Context, renew bool) (StepResult, error) {
-	defer b.settle(Serving)
+	defer b.settle(ctx, Serving)
 	cur, _ := currentLeaf(b.cfg.CertDir, Serving) // what is in place, for the outcome
 	node, err := b.AcceptedNode()
 	if err != nil {

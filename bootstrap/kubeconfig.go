@@ -1,6 +1,7 @@
 package bootstrap
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -274,26 +275,44 @@ func (k *kubeconfigStaging) start() {
 	}
 	k.done = make(chan staging, 1)
 	go func() {
+		// Sent even if the goroutine ends early (runtime.Goexit: the
+		// simulator's kill at a failpoint), so an abort waiting for it ends.
+		st := staging{err: errors.New("kubelet.conf's staging ended before it was written")}
+		defer func() { k.done <- st }()
 		s, err := k.b.stageKubeletKubeconfig(k.b.encodeKubeletKubeconfig(k.base))
-		k.done <- staging{s, err}
+		st = staging{s, err}
 	}()
 }
 
 // commit puts the staged kubelet.conf in place (starting the staging if
-// nothing did).
-func (k *kubeconfigStaging) commit() error {
+// nothing did). A cancelled ctx (the daemon stopping) ends the wait for the
+// staging: kubelet.conf stays as it was and the staged file is removed once
+// written.
+func (k *kubeconfigStaging) commit(ctx context.Context) error {
 	k.start()
-	st := <-k.done
-	if st.err != nil {
-		return st.err
+	select {
+	case st := <-k.done:
+		if st.err != nil {
+			return st.err
+		}
+		return st.s.commit()
+	case <-ctx.Done():
+		k.abort(ctx)
+		return fmt.Errorf("writing kubeconfig: %w", context.Cause(ctx))
 	}
-	return st.s.commit()
 }
 
-// abort removes what was staged, if anything.
-func (k *kubeconfigStaging) abort() {
-	if k.done != nil {
-		(<-k.done).s.abort()
+// abort removes what was staged, if anything: at once if the staging is
+// done, else when it is (on a goroutine of its own once ctx is cancelled).
+func (k *kubeconfigStaging) abort(ctx context.Context) {
+	if k.done == nil {
+		return
+	}
+	select {
+	case st := <-k.done:
+		st.s.abort()
+	case <-ctx.Done():
+		go func() { (<-k.done).s.abort() }()
 	}
 }
 

@@ -20,21 +20,27 @@ import (
 // cancelled wait continues with the same CSR. When our pending CSR asks for
 // names the node no longer has, it makes one new request with a new key.
 func (b *Bootstrapper) Obtain(ctx context.Context, kind Kind, cred Credential) (*x509.Certificate, error) {
-	defer b.settle(kind)
+	defer b.settle(ctx, kind)
 	return b.obtainThen(ctx, kind, cred, obtainHooks{})
 }
 
 // settle waits for what a request of kind left running: the removal of its
 // stored certificate's pending key. Every exported step calls it before it
 // returns, so no request of kind starts while the last one's removal is
-// under way.
-func (b *Bootstrapper) settle(kind Kind) {
+// under way. A step whose ctx is cancelled (the daemon stopping) does not
+// wait: the removal finishes on its own, or a crash leaves the key, which
+// the next request discards or reuses as it would any pending key.
+func (b *Bootstrapper) settle(ctx context.Context, kind Kind) {
 	b.mu.Lock()
 	done := b.discarding[kind]
 	delete(b.discarding, kind)
 	b.mu.Unlock()
-	if done != nil {
-		<-done
+	if done == nil {
+		return
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
 	}
 }
 
