@@ -211,7 +211,8 @@ func readOnlyImageRanges() ([]addrRange, error) {
 // staticExecutable reports whether the ELF file at path is a 64-bit
 // little-endian executable of type ET_EXEC (not position-independent) with
 // no PT_INTERP program header (no dynamic loader). Anything it cannot read
-// is not.
+// is not. It reads the two headers by hand: debug/elf would parse every
+// section and link itself, and what it brings, into the daemon.
 func staticExecutable(path string) bool {
 	f, err := os.Open(path)
 	if err != nil {
@@ -255,7 +256,7 @@ func adviseDontNeed(ranges []addrRange) (int64, error) {
 }
 
 // TrimImage is the daemon's light trim after idle work (Options.TrimImage):
-// it unmaps again the read-only pages of the binary the last full trim found,
+// it unmaps again the read-only pages of the binary the first full trim found,
 // which a scrape or a garbage collection faulted back in. Nothing else: no
 // collection, no allocation, no reading of /proc.
 func TrimImage() {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -95,6 +96,22 @@ func TestTrimMemoryUnmapsTheBinaryButKeepsItsData(t *testing.T) {
 	// The code still runs: it faults back in from the page cache.
 	if got := strconv.Itoa(written[1]); got != "42" {
 		t.Errorf("strconv.Itoa = %q", got)
+	}
+}
+
+// TestTrimDoesNotCollect: the trim leaves the garbage to the collector's own
+// next run (docs/metrics.md, "Memory"): with automatic collections off, the
+// count of completed collections is the same after trimMemory as before.
+func TestTrimDoesNotCollect(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if _, _, err := trimMemory(); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if after.NumGC != before.NumGC || after.NumForcedGC != before.NumForcedGC {
+		t.Errorf("trimMemory collected: NumGC %d -> %d, NumForcedGC %d -> %d", before.NumGC, after.NumGC, before.NumForcedGC, after.NumForcedGC)
 	}
 }
 
