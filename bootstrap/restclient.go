@@ -65,7 +65,13 @@ func restClientFor(rc *rest.Config, gv schema.GroupVersion) (*rest.RESTClient, e
 	cfg.GroupVersion = &gv
 	cfg.APIPath = "/apis"
 	cfg.NegotiatedSerializer = codecs.WithoutConversion()
-	cfg.ContentType = runtime.ContentTypeJSON
+	// Protobuf both ways, as the kubelet's own API client: generated code
+	// encodes and decodes it on both ends. JSON made a short-lived
+	// bootstrap build reflection codecs for each type it sent or read (a
+	// tenth of its CPU, profiled) and costs the API server more per request.
+	// A server that answers JSON is still understood.
+	cfg.ContentType = runtime.ContentTypeProtobuf
+	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "certagent"
 	}
@@ -133,9 +139,6 @@ func selfSubjectReview(ctx context.Context, rc *rest.Config) (*authenticationv1.
 		return nil, fmt.Errorf("building client: %w", err)
 	}
 	out := &authenticationv1.SelfSubjectReview{}
-	err = c.Post().Timeout(RequestTimeout).Resource("selfsubjectreviews").Body(selfSubjectReviewBody).Do(ctx).Into(out)
+	err = c.Post().Timeout(RequestTimeout).Resource("selfsubjectreviews").Body(&authenticationv1.SelfSubjectReview{}).Do(ctx).Into(out)
 	return out, err
 }
-
-// selfSubjectReviewBody is an empty SelfSubjectReview, encoded once.
-var selfSubjectReviewBody = []byte(`{"kind":"SelfSubjectReview","apiVersion":"authentication.k8s.io/v1"}`)
