@@ -249,3 +249,63 @@ func TestEventRecordNeverBlocks(t *testing.T) {
 	var nilRecorder *eventRecorder
 	nilRecorder.record(nodeEvent{reason: "x"}) // Events off
 }
+
+// TestIssuedEventDelay: the Event of a certificate issued at once is written
+// at once; after a long wait it is held back a random part of twice the wait,
+// never more than issuedEventMaxDelay.
+func TestIssuedEventDelay(t *testing.T) {
+	for _, c := range []struct {
+		waited time.Duration
+		u      float64
+		want   time.Duration
+	}{
+		{0, 0.99, 0},
+		{-time.Second, 0.5, 0}, // a clock stepped back during the wait
+		{20 * time.Millisecond, 0.5, 20 * time.Millisecond},
+		{20 * time.Millisecond, 0.99, 39600 * time.Microsecond},
+		{5 * time.Second, 0, 0},
+		{5 * time.Second, 0.5, 5 * time.Second},
+		{12 * time.Second, 0.75, 18 * time.Second},
+		{time.Minute, 0.5, issuedEventMaxDelay / 2},
+		{time.Hour, 0.999, 29970 * time.Millisecond},
+	} {
+		if got := issuedEventDelay(c.waited, c.u); got != c.want {
+			t.Errorf("issuedEventDelay(%s, %g) = %s, want %s", c.waited, c.u, got, c.want)
+		}
+	}
+}
+
+// TestIssuedEventHeldBackAfterALongWait: in the daemon, the client
+// certificate (issued at once) is told at once, and the serving certificate,
+// approved after 20 s, 15 s after it was stored (random draw 0.5 of twice
+// the wait, capped at 30 s); a ServingCSRPending Event is never held back.
+func TestIssuedEventHeldBackAfterALongWait(t *testing.T) {
+	sink := &fakeEvents{}
+	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
+		f.opts.NewEventClient = func(*rest.Config) (bootstrap.EventClient, error) { return sink, nil }
+		f.opts.Rand = func() float64 { return 0.5 }
+		f.pending.Store(true)
+		f.start()
+		f.advanceIn(time.Second, 100*time.Millisecond)
+		if got, want := sink.reasons(), []string{ReasonCertificateIssued}; !slices.Equal(got, want) {
+			t.Fatalf("Events after the client certificate: %v, want %v", got, want)
+		}
+		f.advanceIn(19*time.Second, 100*time.Millisecond)
+		if got, want := sink.reasons(), []string{ReasonCertificateIssued, ReasonServingCSRPending}; !slices.Equal(got, want) {
+			t.Fatalf("Events while the serving CSR waits 20 s: %v, want %v", got, want)
+		}
+		f.approveServing()
+		if f.current(bootstrap.Serving) == nil {
+			t.Fatal("the serving certificate was not stored once approved")
+		}
+		f.advanceIn(14*time.Second, 100*time.Millisecond)
+		if n := len(sink.reasons()); n != 2 {
+			t.Fatalf("the serving certificate's Event was written %s after it was stored, want 15 s: %v", 14*time.Second, sink.reasons())
+		}
+		f.advanceIn(2*time.Second, 100*time.Millisecond)
+		want := []string{ReasonCertificateIssued, ReasonServingCSRPending, ReasonCertificateIssued}
+		if got := sink.reasons(); !slices.Equal(got, want) {
+			t.Fatalf("Events 16 s after the serving certificate was stored: %v, want %v", got, want)
+		}
+	})
+}

@@ -16,10 +16,12 @@ import (
 // certState is what the agent knows about one of the two certificates; it
 // feeds the systemd STATUS line and the metrics.
 type certState struct {
-	notAfter    time.Time // of the stored certificate; zero if none
-	deadline    time.Time // when it is renewed (rotate.Policy.NextRenewal)
-	waitingCSR  string    // CSR being waited on, if any
-	lastErr     error     // last failure, cleared by a success
+	notAfter    time.Time     // of the stored certificate; zero if none
+	deadline    time.Time     // when it is renewed (rotate.Policy.NextRenewal)
+	waitingCSR  string        // CSR being waited on, if any
+	waitStart   time.Time     // when the wait for waitingCSR began
+	waited      time.Duration // how long the last wait for a CSR lasted
+	lastErr     error         // last failure, cleared by a success
 	class       rotate.Class
 	retryAt     time.Time // when the next attempt after lastErr is due
 	attempts    uint64    // requests made (bootstrap or renewal)
@@ -131,7 +133,11 @@ func (a *Agent) recordOutcome(kind bootstrap.Kind, o rotate.Outcome) {
 			note += "; " + removedNote // one write for the whole bootstrap
 			removed = ""
 		}
-		a.events.record(nodeEvent{typ: corev1.EventTypeNormal, reason: reason, action: action, kind: kind, note: note})
+		a.mu.Lock()
+		waited := a.state(kind).waited
+		a.mu.Unlock()
+		a.events.record(nodeEvent{typ: corev1.EventTypeNormal, reason: reason, action: action, kind: kind, note: note,
+			after: issuedEventDelay(waited, a.rand())})
 	case isDenied(o.Err):
 		a.events.record(nodeEvent{typ: corev1.EventTypeWarning, reason: ReasonCSRDenied, action: "RequestCertificate", kind: kind,
 			note: fmt.Sprintf("%s certificate: %v", name, o.Err)})

@@ -21,6 +21,11 @@ var (
 	flagWave = flag.Bool("fleet.wave", os.Getenv("FLEET_WAVE") == "1", "also run the renewal waves (about 13 minutes whatever N; default $FLEET_WAVE=1)")
 	flagOut  = flag.String("fleet.out", os.Getenv("FLEET_OUT"), "directory for fleet.md and the plot's data (default $FLEET_OUT; none if empty)")
 	flagQPS  = flag.Float64("fleet.qps", 500, "the raised controller-manager --kube-api-qps (--kube-api-burst twice that)")
+	// For comparisons run by hand: which limits and fleets TestScaleUp runs, in order (a fleet may repeat,
+	// e.g. -fleet.limits=raised -fleet.variants=kubelet,client,client,kubelet to see what the order does).
+	flagLimits   = flag.String("fleet.limits", "default,raised", "the controller-manager limits TestScaleUp runs: default, raised")
+	flagVariants = flag.String("fleet.variants", "certagent,client,kubelet", "the fleets TestScaleUp runs under each limit, in order: certagent, client (certagent, client only), kubelet")
+	flagRounds   = flag.Int("fleet.rounds", envInt("FLEET_ROUNDS", 1), "times the like-for-like pair (client only, kubelet) runs under each limit, alternating (default $FLEET_ROUNDS, else 1)")
 )
 
 var (

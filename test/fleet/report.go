@@ -13,6 +13,7 @@ package fleet
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -77,6 +78,7 @@ type ScaleUp struct {
 	Limit     string // "default" or "raised"
 	LimitText string // the controller-manager's limit, in words
 	Path      string // "certagent", "certagent, client only" or "kubelet"
+	Round     int    // 1 for the first run of Path under Limit, 2 for the next…
 	N         int
 	Spawn     time.Duration // starting every process took
 	Written   Dist          // kubelet.conf on disk (its mtime): the like-for-like client time
@@ -182,7 +184,11 @@ func (r *Report) Write(dir string) error {
 		return err
 	}
 	for _, s := range r.ScaleUps {
-		if err := writeCurve(filepath.Join(dir, fmt.Sprintf("scaleup-%s-%s.dat", s.Limit, s.slug())), s.Written); err != nil {
+		round := "" // the plot shows the first round; later ones are kept beside it
+		if s.Round > 1 {
+			round = fmt.Sprintf("-%d", s.Round)
+		}
+		if err := writeCurve(filepath.Join(dir, fmt.Sprintf("scaleup-%s-%s%s.dat", s.Limit, s.slug(), round)), s.Written); err != nil {
 			return err
 		}
 		if len(s.Serving.Times) > 0 {
@@ -261,7 +267,7 @@ func (r *Report) Markdown() string {
 func (r *Report) scaleUpTable(b *strings.Builder) {
 	cols := r.ScaleUps
 	fmt.Fprintf(b, "## Scale-up: %d nodes start at once\n\nThe controller-manager's client rate limit: QPS 20 is its default (burst 30), the other the raised one (burst twice the QPS).\n\n", r.N)
-	row := table(b, cols, func(s *ScaleUp) string { return s.Path + ", " + shortLimit(s.LimitText) })
+	row := table(b, cols, func(s *ScaleUp) string { return s.Path + ", " + shortLimit(s.LimitText) + r.roundText(s) })
 	certagentOnly := func(f func(*ScaleUp) string) func(*ScaleUp) string {
 		return func(s *ScaleUp) string {
 			if !strings.HasPrefix(s.Path, "certagent") {
@@ -317,29 +323,91 @@ func (r *Report) scaleUpTable(b *strings.Builder) {
 	b.WriteString("\n")
 }
 
+// roundText is " #2" for the second run of s's path under its limit, ""
+// when the path ran once.
+func (r *Report) roundText(s *ScaleUp) string {
+	for _, o := range r.ScaleUps {
+		if o.Limit == s.Limit && o.Path == s.Path && o.Round > 1 {
+			return fmt.Sprintf(" #%d", max(s.Round, 1))
+		}
+	}
+	return ""
+}
+
+// scaleUpRatios are certagent ÷ the kubelet of one pair of fleets (or the
+// medians of several): kubelet.conf on disk at p50, p99 and max, requests
+// with the bootstrap token, all requests, API server CPU, node process CPU.
+type scaleUpRatios [7]float64
+
+func ratiosOf(c, k *ScaleUp) scaleUpRatios {
+	q := func(p float64) float64 { return c.Written.Quantile(p).Seconds() / k.Written.Quantile(p).Seconds() }
+	return scaleUpRatios{q(0.5), q(0.99), q(1), c.TokenRequests / k.TokenRequests, sum(c.Requests) / sum(k.Requests),
+		c.APIServerCPU / k.APIServerCPU, c.NodeCPU / k.NodeCPU}
+}
+
+func (x scaleUpRatios) row(path, limit string) string {
+	f := func(v float64) string {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return "—"
+		}
+		return fmt.Sprintf("%.2f", v)
+	}
+	return fmt.Sprintf("| %s | %s | %s / %s / %s | %s | %s | %s | %s |", path, limit, f(x[0]), f(x[1]), f(x[2]), f(x[3]), f(x[4]), f(x[5]), f(x[6]))
+}
+
+// medianRatios is, for each ratio, its median over pairs.
+func medianRatios(pairs []scaleUpRatios) scaleUpRatios {
+	var out scaleUpRatios
+	for i := range out {
+		vs := make([]float64, len(pairs))
+		for j, p := range pairs {
+			vs[j] = p[i]
+		}
+		sort.Float64s(vs)
+		if n := len(vs); n%2 == 1 {
+			out[i] = vs[n/2]
+		} else {
+			out[i] = (vs[n/2-1] + vs[n/2]) / 2
+		}
+	}
+	return out
+}
+
 // ratioTable compares each certagent fleet with the kubelet's path under the
-// same limit: kubelet.conf on disk (the same step for both), the requests
-// made with the bootstrap token (the client certificate's), all requests,
-// the API server's and the node processes' CPU per node.
+// same limit, round with round (the pair ran one after the other): kubelet.conf
+// on disk (the same step for both), the requests made with the bootstrap token
+// (the client certificate's), all requests, the API server's and the node
+// processes' CPU per node; and, where the pair ran several times, the median
+// of each ratio over the rounds.
 func (r *Report) ratioTable(b *strings.Builder) {
 	var rows []string
+	pairs := map[string][]scaleUpRatios{} // by path and limit text
+	var order []string
 	for _, c := range r.ScaleUps {
 		if !strings.HasPrefix(c.Path, "certagent") {
 			continue
 		}
 		for _, k := range r.ScaleUps {
-			if k.Path != "kubelet" || k.Limit != c.Limit {
+			if k.Path != "kubelet" || k.Limit != c.Limit || max(k.Round, 1) != max(c.Round, 1) {
 				continue
 			}
-			ratio := func(q float64) string {
-				return ratioOf(c.Written.Quantile(q).Seconds(), k.Written.Quantile(q).Seconds())
+			x := ratiosOf(c, k)
+			rows = append(rows, x.row(c.Path+r.roundText(c), c.LimitText))
+			key := c.Path + "|" + c.LimitText
+			if pairs[key] == nil {
+				order = append(order, key)
 			}
-			rows = append(rows, fmt.Sprintf("| %s | %s | %s / %s / %s | %s | %s | %s | %s |", c.Path, c.LimitText, ratio(0.5), ratio(0.99), ratio(1),
-				ratioOf(c.TokenRequests, k.TokenRequests), ratioOf(sum(c.Requests), sum(k.Requests)), ratioOf(c.APIServerCPU, k.APIServerCPU), ratioOf(c.NodeCPU, k.NodeCPU)))
+			pairs[key] = append(pairs[key], x)
 		}
 	}
 	if len(rows) == 0 {
 		return
+	}
+	for _, key := range order {
+		if n := len(pairs[key]); n > 1 {
+			path, limit, _ := strings.Cut(key, "|")
+			rows = append(rows, medianRatios(pairs[key]).row(fmt.Sprintf("**%s, median of %d rounds**", path, n), limit))
+		}
 	}
 	b.WriteString("certagent ÷ the kubelet's path under the same limit (below 1: certagent is faster or cheaper). \"certagent\" also obtains the serving certificate; \"client only\" does the kubelet's work:\n\n")
 	b.WriteString("| certagent | controller-manager | kubelet.conf written, p50 / p99 / max | requests with the bootstrap token | all API requests | kube-apiserver CPU | node process CPU |\n|---|---|---|---|---|---|---|\n")
@@ -481,13 +549,6 @@ func num(v float64) string {
 		s = "0"
 	}
 	return s
-}
-
-func ratioOf(a, b float64) string {
-	if b == 0 {
-		return "—"
-	}
-	return fmt.Sprintf("%.2f", a/b)
 }
 
 // probeUser is an ordinary user (not system:masters, so not exempt): API

@@ -64,13 +64,7 @@ func TestNum(t *testing.T) {
 }
 
 func TestMarkdownRatios(t *testing.T) {
-	d := func(s ...float64) Dist {
-		var ts []time.Duration
-		for _, x := range s {
-			ts = append(ts, time.Duration(x*float64(time.Second)))
-		}
-		return NewDist(ts)
-	}
+	d := secondsDist
 	r := &Report{N: 2, ScaleUps: []*ScaleUp{
 		{Limit: "default", LimitText: "default", Path: "certagent", N: 2, Written: d(1, 2), Serving: d(2, 3),
 			Requests: map[string]float64{"create certificatesigningrequests": 2}, TokenRequests: 2, APIServerCPU: 0.05, Exact: true, ClientCSRs: 1, ServingCSRs: 1},
@@ -78,11 +72,7 @@ func TestMarkdownRatios(t *testing.T) {
 			Requests: map[string]float64{"create certificatesigningrequests": 1, "get /healthz": 1}, TokenRequests: 4, APIServerCPU: 0.1, Exact: true, ClientCSRs: 1},
 	}}
 	md := r.Markdown()
-	for _, want := range []string{"| certagent | default | 0.50 / 0.50 / 0.50 | 0.50 | 1.00 | 0.50 | — |", "| &nbsp;&nbsp;get /healthz | 0 | 1 |", "1 + 1 (every node)"} {
-		if !strings.Contains(md, want) {
-			t.Errorf("markdown lacks %q:\n%s", want, md)
-		}
-	}
+	markdownHas(t, md, "| certagent | default | 0.50 / 0.50 / 0.50 | 0.50 | 1.00 | 0.50 | — |", "| &nbsp;&nbsp;get /healthz | 0 | 1 |", "1 + 1 (every node)")
 }
 
 func TestMarkdownOverload(t *testing.T) {
@@ -103,7 +93,7 @@ func TestMarkdownOverload(t *testing.T) {
 			QueueWait: map[string]time.Duration{"global-default": 1500 * time.Microsecond, "system": 2 * time.Millisecond}},
 	}}
 	md := r.Markdown()
-	for _, want := range []string{
+	markdownHas(t, md,
 		"lowered to 20 + 10 concurrent requests",
 		"| probe latency during the scale-up, p50 / p99 / max | 4 / 9 / 9 ms | 40 / 900 / 900 ms |",
 		"| probe requests during the scale-up: answered 429 / failed otherwise | 30: 0 / 0 | 31: 2 / 0 |",
@@ -112,9 +102,50 @@ func TestMarkdownOverload(t *testing.T) {
 		"| mean APF queue wait: global-default / system / certagent-node-certificates | — / — / — | 1.5 ms / 2.0 ms / — |",
 		"| attempts that failed into certagent's back-off (nodes) | 0 (0) | 2 (1) |",
 		"| dispatched by certagent's FlowSchemas | bootstrap 4, node-certificates 6 | bootstrap 0, node-certificates 0 |",
-	} {
+	)
+}
+
+// TestMarkdownRounds: fleets that ran several rounds are told apart in the
+// headings, compared round with round, and summed up by the median of each
+// ratio.
+func TestMarkdownRounds(t *testing.T) {
+	secs := secondsDist
+	fleet := func(path string, round int, written Dist, cpu float64) *ScaleUp {
+		return &ScaleUp{Limit: "raised", LimitText: "raised limit (QPS 500, burst 1000)", Path: path, Round: round, N: 2, Written: written,
+			Requests: map[string]float64{"create certificatesigningrequests": 1}, TokenRequests: 1, APIServerCPU: cpu, NodeCPU: cpu}
+	}
+	r := &Report{N: 2, ScaleUps: []*ScaleUp{
+		fleet(variantClientOnly, 1, secs(8, 10), 0.015), fleet(variantKubelet, 1, secs(10, 10), 0.010),
+		fleet(variantClientOnly, 2, secs(9, 12), 0.012), fleet(variantKubelet, 2, secs(9, 10), 0.012),
+		fleet(variantClientOnly, 3, secs(6, 9), 0.018), fleet(variantKubelet, 3, secs(8, 12), 0.012),
+	}}
+	md := r.Markdown()
+	markdownHas(t, md,
+		"| certagent, client only, QPS 500 #1 | kubelet, QPS 500 #1 | certagent, client only, QPS 500 #2 |",
+		"| certagent, client only #1 | raised limit (QPS 500, burst 1000) | 0.80 / 1.00 / 1.00 | 1.00 | 1.00 | 1.50 | 1.50 |",
+		"| certagent, client only #3 | raised limit (QPS 500, burst 1000) | 0.75 / 0.75 / 0.75 | 1.00 | 1.00 | 1.50 | 1.50 |",
+		"| **certagent, client only, median of 3 rounds** | raised limit (QPS 500, burst 1000) | 0.80 / 1.00 / 1.00 | 1.00 | 1.00 | 1.50 | 1.50 |",
+	)
+	if strings.Contains(md, "#1 | raised limit (QPS 500, burst 1000) | 0.90") {
+		t.Errorf("round 1 compared with another round's kubelet:\n%s", md)
+	}
+}
+
+// markdownHas fails t for each of wants that md lacks.
+func markdownHas(t *testing.T, md string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
 	}
+}
+
+// secondsDist is the distribution of times given in seconds.
+func secondsDist(v ...float64) Dist {
+	var ts []time.Duration
+	for _, x := range v {
+		ts = append(ts, time.Duration(x*float64(time.Second)))
+	}
+	return NewDist(ts)
 }

@@ -34,8 +34,9 @@ const (
 )
 
 // scaleUp runs one fleet of N of the variant to completion, checks it and
-// records its figures.
-func scaleUp(t *testing.T, c *cluster, limit, variant string) {
+// records its figures; place (in the order of fleets) keeps a repeated
+// variant's nodes apart, and round counts the variant's runs under limit.
+func scaleUp(t *testing.T, c *cluster, limit, variant string, place, round int) {
 	n := *flagN
 	kind, prefix, extra := certagentPath, "ca", ""
 	switch variant {
@@ -45,7 +46,7 @@ func scaleUp(t *testing.T, c *cluster, limit, variant string) {
 		kind, prefix = kubeletPath, "kl"
 	}
 	serving := variant == variantFull
-	f := newFleet(t, c, kind, prefix+"-"+limit, n, extra)
+	f := newFleet(t, c, kind, fmt.Sprintf("%s-%s%d", prefix, limit, place), n, extra)
 	apiserver, kcm := startMeter(t, c.APIServerPID()), startMeter(t, c.ControllerManagerPID())
 	f.run(t)
 	done := hasKubeconfig
@@ -54,7 +55,7 @@ func scaleUp(t *testing.T, c *cluster, limit, variant string) {
 	}
 	f.waitAll(t, "their certificates", scaleUpTimeout, done)
 
-	s := &ScaleUp{Limit: limit, LimitText: c.label, Path: variant, N: n, Spawn: f.spawned.Sub(f.start)}
+	s := &ScaleUp{Limit: limit, LimitText: c.label, Path: variant, Round: round, N: n, Spawn: f.spawned.Sub(f.start)}
 	var written, proven, served []time.Duration
 	var last time.Time
 	for _, m := range f.members {
@@ -81,8 +82,16 @@ func scaleUp(t *testing.T, c *cluster, limit, variant string) {
 	s.Written, s.Proven, s.Serving = NewDist(written), NewDist(proven), NewDist(served)
 
 	// The window the figures cover: the fleet's start to 10 s after the last
-	// node was done (trailing requests such as Events included).
+	// node was done, or to the last of certagent's Events if that is later
+	// (a node that waited long holds its CertificateIssued back).
 	end := last.Add(10 * time.Second)
+	if kind == certagentPath {
+		want := n
+		if serving {
+			want = 2 * n
+		}
+		end = later(end, f.eventsWritten(t, want, last.Add(eventsWithin)).Add(time.Second))
+	}
 	time.Sleep(time.Until(end))
 	apiserver.stop(t)
 	kcm.stop(t)
@@ -113,8 +122,9 @@ func scaleUp(t *testing.T, c *cluster, limit, variant string) {
 	}
 
 	if serving {
-		// Idle: 30 s after the last node was done.
-		time.Sleep(time.Until(last.Add(30 * time.Second)))
+		// Idle: 30 s after the last node was done, and 10 s after the
+		// fleet's last Event (a daemon trims 2 s after its last work).
+		time.Sleep(time.Until(later(last.Add(30*time.Second), end.Add(10*time.Second))))
 		s.IdleRSSMeanMiB, s.IdleRSSMaxMiB = f.rss(t)
 		if s.IdleRSSMeanMiB > idleRSSLimitMiB {
 			t.Errorf("idle daemons hold %.1f MiB RSS on average (max %.1f), want at most %d MiB (docs/metrics.md, \"Memory\")",
@@ -192,6 +202,37 @@ func (f *fleet) requests(t *testing.T, from, to time.Time) (byKind map[string]fl
 		}
 	}
 	return byKind, token, throttled
+}
+
+// eventsWithin bounds how long after the last node was done its Events may
+// come: certagent holds a CertificateIssued back at most 30 s
+// (agent.issuedEventMaxDelay), and under load a write takes a while.
+const eventsWithin = time.Minute
+
+// eventsWritten waits until f's nodes have created want Events (or until
+// deadline, which fails the test) and returns when the API server received
+// the last of them.
+func (f *fleet) eventsWritten(t *testing.T, want int, deadline time.Time) time.Time {
+	t.Helper()
+	for {
+		evs, err := f.c.AuditEvents(f.start, time.Now().Add(time.Minute), func(ev controlplane.AuditEvent) bool {
+			return f.isFleetUser(ev) && ev.Verb == "create" && ev.ObjectRef != nil && ev.ObjectRef.Resource == "events"
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) >= want {
+			var at time.Time
+			for _, ev := range evs {
+				at = later(at, ev.RequestReceivedTimestamp)
+			}
+			return at
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d Events created by the fleet's nodes by %s, want %d", len(evs), deadline.Format(time.TimeOnly), want)
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 // requestKey is "verb resource[/subresource]", or "verb /path" for a
