@@ -64,6 +64,9 @@ type trimmer struct {
 	delay time.Duration
 	trim  func()
 	image func()
+	// held, if set, says the burst is not over (an Event held back): the
+	// trim waits for the next call to settled.
+	held func() bool
 
 	mu         sync.Mutex
 	timer      *time.Timer
@@ -81,10 +84,17 @@ func (t *trimmer) settled() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.timer == nil {
-		t.timer = time.AfterFunc(t.delay, t.trim)
+		t.timer = time.AfterFunc(t.delay, t.fire)
 		return
 	}
 	t.timer.Reset(t.delay)
+}
+
+func (t *trimmer) fire() {
+	if t.held != nil && t.held() {
+		return
+	}
+	t.trim()
 }
 
 // touched says that idle work (a scrape, a garbage collection) has run code

@@ -383,3 +383,41 @@ func TestStaticExecutable(t *testing.T) {
 		t.Error("a missing file is static")
 	}
 }
+
+// TestDaemonTrimsAfterAHeldBackEvent: a serving certificate approved after
+// 20 s has its CertificateIssued held back (15 s here); the daemon does not
+// trim in between (the trim would close the connection the Event needs and
+// unmap the code that writes it, both back at once) but once it is written.
+func TestDaemonTrimsAfterAHeldBackEvent(t *testing.T) {
+	sink := &fakeEvents{}
+	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
+		var trims atomic.Int32
+		f.opts.Trim = func() { trims.Add(1) }
+		f.opts.NewEventClient = func(*rest.Config) (bootstrap.EventClient, error) { return sink, nil }
+		f.opts.Rand = func() float64 { return 0.5 }
+		f.pending.Store(true)
+		f.start()
+		f.advanceIn(20*time.Second, time.Second) // the ServingCSRPending Event at 15 s
+		time.Sleep(trimDelay)
+		synctest.Wait()
+		before := trims.Load() // after the client certificate, after the late Event
+		f.approveServing()
+		for range 5 { // 10 s of the hold, the trim's delay five times over
+			f.advanceIn(2*time.Second, time.Second)
+			time.Sleep(trimDelay)
+			synctest.Wait()
+		}
+		if n := trims.Load(); n != before {
+			t.Fatalf("%d trims while the serving certificate's Event was held back, want none", n-before)
+		}
+		f.advanceIn(6*time.Second, time.Second)
+		if n := len(sink.reasons()); n != 3 {
+			t.Fatalf("%d Events 16 s after the serving certificate, want 3: %v", n, sink.reasons())
+		}
+		time.Sleep(trimDelay)
+		synctest.Wait()
+		if n := trims.Load(); n != before+1 {
+			t.Fatalf("%d trims after the held-back Event was written, want 1", n-before)
+		}
+	})
+}

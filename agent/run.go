@@ -59,7 +59,7 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (Co
 		}
 	}
 	if a.opts.Trim != nil {
-		a.trim = &trimmer{delay: trimDelay, trim: a.opts.Trim, image: a.opts.TrimImage} // before the goroutines that use it start
+		a.trim = &trimmer{delay: trimDelay, trim: a.opts.Trim, image: a.opts.TrimImage, held: a.events.holding} // before the goroutines that use it start
 		defer a.trim.stop()
 		if a.opts.TrimImage != nil {
 			defer a.opts.OnEachGC(a.trim.touched)()

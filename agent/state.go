@@ -137,7 +137,7 @@ func (a *Agent) recordOutcome(kind bootstrap.Kind, o rotate.Outcome) {
 		waited := a.state(kind).waited
 		a.mu.Unlock()
 		a.events.record(nodeEvent{typ: corev1.EventTypeNormal, reason: reason, action: action, kind: kind, note: note,
-			after: issuedEventDelay(waited, a.rand())})
+			after: issuedEventDelay(waited, a.rand()), settling: true})
 	case isDenied(o.Err):
 		a.events.record(nodeEvent{typ: corev1.EventTypeWarning, reason: ReasonCSRDenied, action: "RequestCertificate", kind: kind,
 			note: fmt.Sprintf("%s certificate: %v", name, o.Err)})
