@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -26,6 +27,7 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/certagent/certagent/test/controlplane"
 )
@@ -186,7 +188,12 @@ func (h *hostileServer) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (h *hostileServer) create(w http.ResponseWriter, r *http.Request) {
 	var in certificatesv1.CertificateSigningRequest
-	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+	body, err := io.ReadAll(r.Body)
+	if err == nil {
+		// Whatever the client posted, as an API server would: certagent posts protobuf.
+		_, _, err = scheme.Codecs.UniversalDeserializer().Decode(body, nil, &in)
+	}
+	if err != nil {
 		h.fail("decoding the posted CSR: %v", err)
 		h.status(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error())
 		return
