@@ -186,7 +186,10 @@ func TestOutage(t *testing.T) {
 	if left := waitHealthy(f, addrs, time.Minute); left > 0 {
 		t.Fatalf("%d daemons not healthy before the outage", left)
 	}
-	time.Sleep(10 * time.Second) // let the bootstrap's Events and watches end
+	// Let the bootstrap's Events (a node that waited long holds its
+	// CertificateIssued back) and watches end.
+	events := f.eventsWritten(t, 2*n, time.Now().Add(eventsWithin))
+	time.Sleep(time.Until(later(bootstrapped.Add(10*time.Second), events.Add(2*time.Second))))
 	before := len(f.fleetCSRs(t))
 
 	o := &Outage{N: n, CSRsBefore: before}
