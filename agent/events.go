@@ -54,7 +54,7 @@ const (
 )
 
 // issuedEventDelay is how long the Event telling that a certificate was
-// stored is held back, for a CSR that waited waited to be issued; u is
+// stored is held back, for a CSR that was issued after waiting waited; u is
 // uniform in [0, 1). A node whose CSR was issued at once writes it at once
 // (twice 20 ms at most); one that waited long is most likely one of many
 // joining or renewing together on a busy control plane (a scale-up, a
