@@ -120,6 +120,11 @@ func (r *eventRecorder) record(e nodeEvent) {
 	if e.settling {
 		r.held.Add(1)
 	}
+	r.enqueue(e)
+}
+
+// enqueue hands e to run; a full queue drops it (and ends its hold).
+func (r *eventRecorder) enqueue(e nodeEvent) {
 	select {
 	case r.queue <- e:
 	default:
@@ -138,12 +143,7 @@ func (r *eventRecorder) later(ctx context.Context, e nodeEvent) {
 	}
 	if e.still == nil || e.still() {
 		e.after, e.still = 0, nil
-		select {
-		case r.queue <- e: // still held until written
-		default:
-			r.log.Debug("event dropped: queue full", zap.String("reason", e.reason))
-			r.release(e)
-		}
+		r.enqueue(e) // still held until written
 		return
 	}
 	r.release(e)

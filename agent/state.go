@@ -134,7 +134,9 @@ func (a *Agent) recordOutcome(kind bootstrap.Kind, o rotate.Outcome) {
 			removed = ""
 		}
 		a.mu.Lock()
-		waited := a.state(kind).waited
+		st := a.state(kind)
+		waited := st.waited
+		st.waited = 0 // a later step that stores without waiting (an interrupted bootstrap finished) did not wait
 		a.mu.Unlock()
 		a.events.record(nodeEvent{typ: corev1.EventTypeNormal, reason: reason, action: action, kind: kind, note: note,
 			after: issuedEventDelay(waited, a.rand()), settling: true})
