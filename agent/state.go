@@ -206,11 +206,19 @@ func (a *Agent) describe(kind bootstrap.Kind, now time.Time) string {
 	if !s.notAfter.IsZero() && now.Before(s.notAfter) {
 		valid = "valid until " + stamp(s.notAfter) + ", "
 	}
+	var other *bootstrap.OtherNodeError
 	switch {
 	case s.waitingCSR != "" && kind == bootstrap.Serving:
 		return fmt.Sprintf("waiting for approval of %s (kubectl certificate approve %s)", s.waitingCSR, s.waitingCSR)
 	case s.waitingCSR != "":
 		return fmt.Sprintf("%swaiting for %s to be approved and issued (kubectl certificate approve %s)", prefix, s.waitingCSR, s.waitingCSR)
+	case errors.As(s.lastErr, &other):
+		keep := ""
+		if old := other.OldName(); old != "" {
+			keep = ", or set nodeName: " + old
+		}
+		return fmt.Sprintf("%s is %s's, not this node's (%s): drop a bootstrap kubeconfig at %s to bootstrap as this node%s",
+			a.cfg.Kubeconfig, other.User, other.Want, a.cfg.BootstrapKubeconfig, keep)
 	case errors.Is(s.lastErr, bootstrap.ErrNoCredentials):
 		return fmt.Sprintf("waiting for a bootstrap kubeconfig at %s (no valid %s)", a.cfg.BootstrapKubeconfig, a.cfg.Kubeconfig)
 	case errors.Is(s.lastErr, bootstrap.ErrIdentityRejected):

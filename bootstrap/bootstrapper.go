@@ -67,14 +67,10 @@ type Config struct {
 type Bootstrapper struct {
 	cfg Config
 	log *zap.Logger
-	// realAPI: the CSR client and the identity check are the real ones (not a
-	// test's fakes), so connections may be dialed ahead for them (warm.go).
-	realAPI bool
 
 	mu       sync.Mutex
 	identity identityRecord
-	node     nodeCache         // the last kubelet.conf parsed
-	written  kubeletKubeconfig // the last kubelet.conf written, parsed
+	node     nodeCache // the last kubelet.conf parsed
 	usable   map[Kind]usableCache
 	// discarding is closed when the pending key of kind, whose certificate was stored, is removed.
 	discarding map[Kind]chan struct{}
@@ -105,14 +101,13 @@ func New(cfg Config) (*Bootstrapper, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	realAPI := cfg.NewCSRClient == nil && cfg.CheckIdentity == nil
 	if cfg.NewCSRClient == nil {
 		cfg.NewCSRClient = NewCSRClient
 	}
 	if cfg.CheckIdentity == nil {
 		cfg.CheckIdentity = CheckIdentity
 	}
-	return &Bootstrapper{cfg: cfg, log: cfg.Logger, realAPI: realAPI, discarding: map[Kind]chan struct{}{}}, nil
+	return &Bootstrapper{cfg: cfg, log: cfg.Logger, discarding: map[Kind]chan struct{}{}}, nil
 }
 
 // Recover finishes what a crash interrupted: it removes temporary files left

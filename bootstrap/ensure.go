@@ -3,7 +3,6 @@ package bootstrap
 import (
 	"context"
 	"crypto"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -85,59 +84,42 @@ func (b *Bootstrapper) bootstrap(ctx context.Context, reason error) (StepResult,
 	}
 	boot, err := LoadBootstrapKubeconfig(b.cfg.BootstrapKubeconfigPath, b.cfg.AllowInsecureBootstrap)
 	if errors.Is(err, os.ErrNotExist) {
-		return StepResult{}, fmt.Errorf("%w: %v, and there is no bootstrap kubeconfig at %s: write a bootstrap-token kubeconfig there (see the README)", ErrNoCredentials, reason, b.cfg.BootstrapKubeconfigPath)
+		return StepResult{}, fmt.Errorf("%w: %w, and there is no bootstrap kubeconfig at %s: write a bootstrap-token kubeconfig there (see the README)", ErrNoCredentials, reason, b.cfg.BootstrapKubeconfigPath)
 	}
 	if err != nil {
 		return StepResult{}, err
 	}
 	b.warnIfReadable(b.cfg.BootstrapKubeconfigPath)
 	b.log.Info("bootstrapping the client certificate", zap.String("reason", reason.Error()),
-		zap.String("bootstrap_kubeconfig", b.cfg.BootstrapKubeconfigPath), zap.String("server", boot.Host))
-	// kubelet.conf is encoded, written and synced under a temporary name
-	// while the CSR is signed (or the certificate stored), and put in place
-	// once the certificate is stored (never before: it must not reference a
-	// certificate that a crash could lose).
-	conf := &kubeconfigStaging{b: b, base: boot}
+		zap.String("bootstrap_kubeconfig", b.cfg.BootstrapKubeconfigPath), zap.String("server", boot.Config.Host))
 	var out StepResult
-	var early *earlyProof
-	defer func() { early.release() }()
-	if leaf := b.storedUsable(Client, boot); leaf != nil {
+	// A certificate the API server refused is not used again.
+	if leaf := b.storedUsable(Client, boot.Config); leaf != nil && !rejectsCredential(reason) {
 		// A bootstrap interrupted after storing the certificate: finish it
 		// with that certificate instead of asking for another.
 		b.log.Info("finishing an interrupted bootstrap with the client certificate already stored", zap.String("path", CurrentPath(b.cfg.CertDir, Client)))
 		out.Leaf = leaf
 	} else {
-		// The API server is asked whether it accepts the new certificate
-		// while it and kubelet.conf are written and synced; the proof's
-		// connection is dialed once the CSR is approved.
-		leaf, err := b.obtainThen(ctx, Client, Credential{Config: boot, Path: b.cfg.BootstrapKubeconfigPath, Bootstrap: true}, obtainHooks{
-			approved: func() {
-				early.release()
-				early = b.prepareProof(ctx, boot)
-				conf.start()
-			},
-			verified: func(certPEM, keyPEM []byte, pair *tls.Certificate) {
-				early = b.startProof(ctx, early, boot, certPEM, keyPEM, pair)
-				conf.start()
-			},
-		})
+		leaf, err := b.obtainCertificate(ctx, Client, Credential{Config: boot.Config, Path: boot.Path, Bootstrap: true})
 		if err != nil {
-			conf.abort(ctx)
 			return StepResult{}, err
 		}
 		out = StepResult{Leaf: leaf, Stored: true}
 	}
-	if err := conf.commit(ctx); err != nil {
+	// Only now: kubelet.conf must never reference a certificate that a crash
+	// could lose. It carries the bootstrap kubeconfig's connection settings.
+	if err := b.writeKubeletKubeconfig(boot.Cluster); err != nil {
 		return out, err
 	}
 	failpoint.Inject("client.kubeconfig-written")
+	// The proof that lets the bootstrap kubeconfig go is made with
+	// kubelet.conf as the kubelet will read it from disk, and nothing else:
+	// not the bootstrap kubeconfig's connection.
 	node, err := b.LoadNode()
 	if err != nil {
 		return out, fmt.Errorf("reading back %s: %w", b.cfg.KubeconfigPath, err)
 	}
-	if early.provesFiles(ctx, node, boot) {
-		b.setIdentity(node, nil)
-	} else if err := b.prove(ctx, node); err != nil {
+	if err := b.prove(ctx, node); err != nil {
 		return out, fmt.Errorf("%s was written but does not work yet, so the bootstrap kubeconfig is kept: %w", b.cfg.KubeconfigPath, err)
 	}
 	b.log.Info("kubelet.conf works", zap.String("kubeconfig", b.cfg.KubeconfigPath), zap.String("user", "system:node:"+b.cfg.NodeName))
@@ -158,7 +140,7 @@ func (b *Bootstrapper) renewClient(ctx context.Context, node *Node) (StepResult,
 	current := CurrentPath(b.cfg.CertDir, Client)
 	if node.Config.CertFile != current || node.Config.KeyFile != current {
 		b.log.Info("rewriting kubelet.conf to reference the renewed certificate", zap.String("kubeconfig", b.cfg.KubeconfigPath))
-		if err := b.writeKubeletKubeconfig(b.encodeKubeletKubeconfig(node.Config)); err != nil {
+		if err := b.writeKubeletKubeconfig(node.Cluster); err != nil {
 			return out, err
 		}
 	}
@@ -182,10 +164,21 @@ func (b *Bootstrapper) removeBootstrapIfPresent() {
 	}
 }
 
-// removeBootstrap deletes the bootstrap kubeconfig, and the file it points
-// to if it is a symlink: the token must not stay on disk.
+// removeBootstrap deletes the bootstrap kubeconfig, the file it points to
+// if it is a symlink, and the token file it names if it names one (a
+// regular file): the token must not stay on disk.
 func (b *Bootstrapper) removeBootstrap() error {
 	path := b.cfg.BootstrapKubeconfigPath
+	// First the token file it names, if any: a crash in between leaves the
+	// kubeconfig, whose removal is redone at the next start.
+	if tf := bootstrapTokenFile(path); tf != "" {
+		if ti, err := os.Lstat(tf); err == nil && ti.Mode().IsRegular() {
+			if err := os.Remove(tf); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("removing %s, the token file of the bootstrap kubeconfig %s: %w", tf, path, err)
+			}
+			b.log.Info("removed the bootstrap kubeconfig's token file", zap.String("path", tf))
+		}
+	}
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
 		if target, err := filepath.EvalSymlinks(path); err == nil {
 			if ti, err := os.Lstat(target); err == nil && ti.Mode().IsRegular() {

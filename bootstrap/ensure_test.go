@@ -51,6 +51,29 @@ func TestSymlinkedBootstrapKubeconfigIsRemovedWithItsTarget(t *testing.T) {
 	}
 }
 
+// TestBootstrapTokenFileIsRemovedWithTheKubeconfig: a bootstrap kubeconfig
+// that reads its token from a file (tokenFile, relative to the kubeconfig)
+// leaves no token behind once kubelet.conf works; a token file is kept
+// while the bootstrap kubeconfig is.
+func TestBootstrapTokenFileIsRemovedWithTheKubeconfig(t *testing.T) {
+	for _, proofOK := range []bool{true, false} {
+		f := newFixture(t)
+		f.autoApprove()
+		if !proofOK {
+			f.identity = errors.New("unreachable")
+		}
+		token := writeFile(t, f.dir, "token", "abcdef.0123456789abcdef\n")
+		writeFile(t, f.dir, "bootstrap-kubelet.conf", strings.Replace(goodKubeconfig, "token: abcdef.0123456789abcdef", "tokenFile: token", 1))
+		_, err := f.bootstrapper().EnsureClient(context.Background(), false)
+		if (err == nil) != proofOK {
+			t.Fatalf("EnsureClient: %v", err)
+		}
+		if exists(token) == proofOK || exists(f.cfg.BootstrapKubeconfigPath) == proofOK {
+			t.Fatalf("proof succeeded %v: token file left %v, bootstrap kubeconfig left %v", proofOK, exists(token), exists(f.cfg.BootstrapKubeconfigPath))
+		}
+	}
+}
+
 // TestSymlinkedKubeletConfIsWrittenThrough: a kubelet.conf that is a link
 // stays a link; its target gets the new content.
 func TestSymlinkedKubeletConfIsWrittenThrough(t *testing.T) {
@@ -144,7 +167,7 @@ func TestWaitBacksOffWhileWatchesKeepFailing(t *testing.T) {
 		c := &closingWatcher{csr: &certificatesv1.CertificateSigningRequest{ObjectMeta: metav1.ObjectMeta{Name: "n", UID: "u", ResourceVersion: "7"}}}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { _, err := waitForCertificate(ctx, clk, c, c.csr, nil); done <- err }()
+		go func() { _, err := waitForCertificate(ctx, clk, c, c.csr); done <- err }()
 		synctest.Wait()
 		for range 5 * 60 * 10 { // five minutes in 100 ms steps
 			clk.Step(100 * time.Millisecond)
@@ -193,53 +216,5 @@ func TestSlowClockDoesNotLoopOnNewCertificates(t *testing.T) {
 	}
 	if n := f.creates.Load(); n != 2 {
 		t.Fatalf("%d CSRs with a clock 6 minutes slow, want 2 (one of each)", n)
-	}
-}
-
-// eventWatcher is a CSR client whose one watch delivers events.
-type eventWatcher struct {
-	CSRClient
-	events []*certificatesv1.CertificateSigningRequest
-}
-
-func (c *eventWatcher) Watch(context.Context, metav1.ListOptions) (watch.Interface, error) {
-	w := watch.NewFakeWithChanSize(len(c.events), false)
-	for _, e := range c.events {
-		w.Modify(e)
-	}
-	return w, nil
-}
-
-// TestWaitTellsOfTheApprovalBeforeTheCertificate: the wait calls approved
-// once, when it sees the CSR approved and not yet signed (the early proof
-// then dials), and not for a CSR approved and signed at once.
-func TestWaitTellsOfTheApprovalBeforeTheCertificate(t *testing.T) {
-	csr := func(approved bool, cert string) *certificatesv1.CertificateSigningRequest {
-		c := &certificatesv1.CertificateSigningRequest{ObjectMeta: metav1.ObjectMeta{Name: "n", UID: "u", ResourceVersion: "7"}}
-		if approved {
-			c.Status.Conditions = []certificatesv1.CertificateSigningRequestCondition{{Type: certificatesv1.CertificateApproved, Status: "True"}}
-		}
-		c.Status.Certificate = []byte(cert)
-		return c
-	}
-	for _, tc := range []struct {
-		name   string
-		events []*certificatesv1.CertificateSigningRequest
-		want   int
-	}{
-		{"approved, then signed", []*certificatesv1.CertificateSigningRequest{csr(true, ""), csr(true, ""), csr(true, "cert")}, 1},
-		{"approved and signed at once", []*certificatesv1.CertificateSigningRequest{csr(true, "cert")}, 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var calls int
-			c := &eventWatcher{events: tc.events}
-			got, err := waitForCertificate(context.Background(), clocktesting.NewFakeClock(time.Now()), c, csr(false, ""), func() { calls++ })
-			if err != nil || string(got) != "cert" {
-				t.Fatalf("wait = %q, %v", got, err)
-			}
-			if calls != tc.want {
-				t.Fatalf("approved called %d times, want %d", calls, tc.want)
-			}
-		})
 	}
 }

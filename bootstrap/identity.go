@@ -1,7 +1,6 @@
 package bootstrap
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -15,6 +14,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 // CheckIdentity asks the API server who rc authenticates as (a
@@ -26,8 +26,11 @@ func CheckIdentity(ctx context.Context, rc *rest.Config, node string) error {
 	}
 	info := review.Status.UserInfo
 	want := "system:node:" + node
-	if info.Username != want || !slices.Contains(info.Groups, "system:nodes") {
-		return fmt.Errorf("kubelet.conf authenticates as %q in groups %v, want %q in system:nodes", info.Username, info.Groups, want)
+	switch {
+	case info.Username != want:
+		return fmt.Errorf("the API server says who kubelet.conf is: %w", &OtherNodeError{User: info.Username, Want: want})
+	case !slices.Contains(info.Groups, "system:nodes"):
+		return fmt.Errorf("kubelet.conf authenticates as %q in groups %v, not in system:nodes", info.Username, info.Groups)
 	}
 	return nil
 }
@@ -58,11 +61,17 @@ type identityRecord struct {
 // bootstrap kubeconfig to start over with.
 var ErrIdentityRejected = errors.New("the API server rejects kubelet.conf")
 
+// ErrOtherNode: kubelet.conf is another node's (the node was renamed, or the
+// file copied from another node): as unusable as a rejected one.
+var ErrOtherNode = errors.New("kubelet.conf is not this node's")
+
 // Node is the node's own credential: kubelet.conf with a client certificate
 // that is valid now.
 type Node struct {
 	Config *rest.Config
-	Leaf   *x509.Certificate
+	// Cluster is kubelet.conf's cluster entry (how the node reaches the API server).
+	Cluster *clientcmdapi.Cluster
+	Leaf    *x509.Certificate
 	// fingerprint covers kubelet.conf and the certificate and CA it uses.
 	fingerprint string
 }
@@ -78,11 +87,13 @@ type Credential struct {
 
 func (n *Node) credential(path string) Credential { return Credential{Config: n.Config, Path: path} }
 
-// LoadNode reads kubelet.conf and requires a client certificate that is
-// valid now. A missing kubelet.conf wraps os.ErrNotExist. Files that have not
-// changed since the last call (same inode, size and modification time) are
-// not read again: kubelet.conf is parsed when it changes, the certificate it
-// references when that changes (a renewal changes only the certificate).
+// LoadNode reads kubelet.conf as the kubelet does (loadAsKubelet) and
+// requires a client certificate for this node that is valid now. A missing
+// kubelet.conf wraps os.ErrNotExist; a certificate of another node wraps
+// ErrOtherNode. Files that have not changed since the last call (same
+// inode, size and modification time) are not read again: kubelet.conf is
+// parsed when it changes, the certificate it references when that changes
+// (a renewal changes only the certificate).
 func (b *Bootstrapper) LoadNode() (*Node, error) {
 	key, err := filesKey(b.cfg.KubeconfigPath)
 	if err != nil {
@@ -91,21 +102,18 @@ func (b *Bootstrapper) LoadNode() (*Node, error) {
 	b.mu.Lock()
 	cached := b.node
 	b.mu.Unlock()
-	rc, raw := cached.rc, cached.raw
-	if rc == nil || cached.key != key {
-		if raw, err = os.ReadFile(b.cfg.KubeconfigPath); err != nil {
+	if cached.kc == nil || cached.key != key {
+		kc, err := loadAsKubelet(b.cfg.KubeconfigPath)
+		if err != nil {
 			return nil, err
 		}
-		b.mu.Lock()
-		written := b.written
-		b.mu.Unlock()
-		if written.rc != nil && bytes.Equal(raw, written.data) {
-			rc = written.rc // what this process wrote, parsed already
-		} else if rc, err = parseKubeletKubeconfig(b.cfg.KubeconfigPath, raw); err != nil {
+		raw, err := os.ReadFile(b.cfg.KubeconfigPath)
+		if err != nil {
 			return nil, err
 		}
-		cached = nodeCache{key: key, rc: rc, raw: raw}
+		cached = nodeCache{key: key, kc: kc, raw: raw}
 	}
+	rc := cached.kc.Config
 	deps, err := filesKey(rc.CertFile, rc.CAFile)
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig %s: %w", b.cfg.KubeconfigPath, err)
@@ -117,29 +125,66 @@ func (b *Bootstrapper) LoadNode() (*Node, error) {
 			return nil, fmt.Errorf("kubeconfig %s: %w", b.cfg.KubeconfigPath, err)
 		}
 		h := sha256.New()
-		for _, part := range [][]byte{raw, certPEM, rc.CAData, []byte(rc.CAFile)} {
+		for _, part := range [][]byte{cached.raw, certPEM, rc.CAData, []byte(rc.CAFile)} {
 			fmt.Fprintf(h, "%d:", len(part))
 			h.Write(part)
 		}
-		node = &Node{Config: rc, Leaf: leaf, fingerprint: fmt.Sprintf("%x", h.Sum(nil))}
+		node = &Node{Config: rc, Cluster: cached.kc.Cluster, Leaf: leaf, fingerprint: fmt.Sprintf("%x", h.Sum(nil))}
 		cached.deps, cached.node = deps, node
 	}
 	b.mu.Lock()
 	b.node = cached
 	b.mu.Unlock()
+	unusable := &Node{Config: node.Config, Cluster: node.Cluster, Leaf: node.Leaf}
+	if err := b.thisNode(node.Leaf.Subject.CommonName); err != nil {
+		return unusable, fmt.Errorf("the client certificate of %s: %w", b.cfg.KubeconfigPath, err)
+	}
 	if !b.usableNow(node.Leaf) {
-		return &Node{Config: node.Config, Leaf: node.Leaf}, fmt.Errorf("the client certificate of %s is valid from %s to %s, not now", b.cfg.KubeconfigPath,
+		return unusable, fmt.Errorf("the client certificate of %s is valid from %s to %s, not now", b.cfg.KubeconfigPath,
 			node.Leaf.NotBefore.UTC().Format(time.RFC3339), node.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return node, nil
 }
 
+// thisNode checks that user (a certificate's CN, or who the API server
+// says a credential is) is this node.
+func (b *Bootstrapper) thisNode(user string) error {
+	if want := "system:node:" + b.cfg.NodeName; user != want {
+		return &OtherNodeError{User: user, Want: want}
+	}
+	return nil
+}
+
+// OtherNodeError: kubelet.conf authenticates as User, not as this node (Want).
+type OtherNodeError struct{ User, Want string }
+
+func (e *OtherNodeError) Error() string {
+	advice := ""
+	if old := e.OldName(); old != "" {
+		advice = fmt.Sprintf("; to keep the name %s instead, set nodeName: %s in the certagent config", old, old)
+	}
+	return fmt.Sprintf("%v: it is for %q, this node is %q (nodeName, or the host name); a bootstrap kubeconfig gets it a certificate of its own%s",
+		ErrOtherNode, e.User, e.Want, advice)
+}
+
+// OldName is the node name kubelet.conf is for ("" if it is not a node's).
+func (e *OtherNodeError) OldName() string {
+	old, _ := strings.CutPrefix(e.User, "system:node:")
+	if old == e.User {
+		return ""
+	}
+	return old
+}
+
+func (e *OtherNodeError) Is(target error) bool { return target == ErrOtherNode }
+
+
 // nodeCache is the last parsed kubelet.conf and the stat of the files it came from.
 type nodeCache struct {
-	key  string       // of kubelet.conf
-	rc   *rest.Config // kubelet.conf parsed
-	raw  []byte       // kubelet.conf's bytes
-	deps string       // of the certificate and CA files it references
+	key  string      // of kubelet.conf
+	kc   *Kubeconfig // kubelet.conf parsed
+	raw  []byte      // kubelet.conf's bytes
+	deps string      // of the certificate and CA files it references
 	node *Node
 }
 
@@ -226,7 +271,7 @@ func rejectsCredential(err error) bool {
 	var ua x509.UnknownAuthorityError
 	var hn x509.HostnameError
 	var ci x509.CertificateInvalidError
-	return apierrors.IsUnauthorized(err) || errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci)
+	return apierrors.IsUnauthorized(err) || errors.Is(err, ErrOtherNode) || errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci)
 }
 
 // Adopt takes over what old knew about kubelet.conf (after a reload), so a

@@ -48,8 +48,8 @@ func FuzzBootstrapKubeconfig(f *testing.F) {
 			name string
 			fn   func() (*rest.Config, error)
 		}{
-			{"LoadBootstrapKubeconfig(secure)", func() (*rest.Config, error) { return LoadBootstrapKubeconfig(p, false) }},
-			{"LoadBootstrapKubeconfig(insecure)", func() (*rest.Config, error) { return LoadBootstrapKubeconfig(p, true) }},
+			{"LoadBootstrapKubeconfig(secure)", func() (*rest.Config, error) { return bootstrapConfig(LoadBootstrapKubeconfig(p, false)) }},
+			{"LoadBootstrapKubeconfig(insecure)", func() (*rest.Config, error) { return bootstrapConfig(LoadBootstrapKubeconfig(p, true)) }},
 			{"LoadKubeletKubeconfig", func() (*rest.Config, error) { return LoadKubeletKubeconfig(p) }},
 		} {
 			rc, err := load.fn()
@@ -64,4 +64,12 @@ func FuzzBootstrapKubeconfig(f *testing.F) {
 			}
 		}
 	})
+}
+
+// bootstrapConfig is the client configuration of a loaded kubeconfig.
+func bootstrapConfig(k *Kubeconfig, err error) (*rest.Config, error) {
+	if err != nil {
+		return nil, err
+	}
+	return k.Config, nil
 }

@@ -1,15 +1,10 @@
 package bootstrap
 
 import (
-	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/certagent/certagent/internal/atomicfile"
 )
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -61,7 +56,7 @@ func TestLoadBootstrapKubeconfig(t *testing.T) {
 			dir := t.TempDir()
 			writeFile(t, dir, "ca.crt", string(ca.certPEM))
 			p := writeFile(t, dir, "bootstrap.conf", tc.content)
-			rc, err := LoadBootstrapKubeconfig(p, tc.insecure)
+			rc, err := bootstrapConfig(LoadBootstrapKubeconfig(p, tc.insecure))
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
@@ -88,43 +83,4 @@ func TestLoadBootstrapKubeconfig(t *testing.T) {
 			t.Fatalf("error = %v", err)
 		}
 	})
-}
-
-// A stopping daemon does not wait for kubelet.conf's staging: commit returns
-// at once with the context's error, kubelet.conf stays as it was, and the
-// staged file is removed once the staging finishes.
-func TestKubeconfigStagingCommitEndsWithTheContext(t *testing.T) {
-	dir := t.TempDir()
-	target := filepath.Join(dir, "kubelet.conf")
-	if err := os.WriteFile(target, []byte("old"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	k := &kubeconfigStaging{done: make(chan staging, 1)} // a staging still at work
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := k.commit(ctx); !errors.Is(err, context.Canceled) {
-		t.Fatalf("commit with a cancelled context: %v, want context.Canceled", err)
-	}
-	staged, err := atomicfile.Stage(target, []byte("new"), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k.done <- staging{s: &stagedKubeconfig{staged: staged}} // the staging finishes
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		entries, err := os.ReadDir(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(entries) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the staged file was not removed: %v", entries)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if got, _ := os.ReadFile(target); string(got) != "old" {
-		t.Fatalf("kubelet.conf = %q, want it unchanged", got)
-	}
 }

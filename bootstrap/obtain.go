@@ -3,9 +3,7 @@ package bootstrap
 import (
 	"context"
 	"crypto"
-	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 
@@ -21,7 +19,17 @@ import (
 // names the node no longer has, it makes one new request with a new key.
 func (b *Bootstrapper) Obtain(ctx context.Context, kind Kind, cred Credential) (*x509.Certificate, error) {
 	defer b.settle(ctx, kind)
-	return b.obtainThen(ctx, kind, cred, obtainHooks{})
+	return b.obtainCertificate(ctx, kind, cred)
+}
+
+// obtainCertificate is Obtain without the wait for the pending key's removal.
+func (b *Bootstrapper) obtainCertificate(ctx context.Context, kind Kind, cred Credential) (*x509.Certificate, error) {
+	leaf, err := b.obtain(ctx, kind, cred)
+	if errors.Is(err, errStaleRequest) {
+		b.log.Info("our pending CSR asks for other names than the node has now; posting a new one", zap.String("certificate", string(kind)), zap.Error(err))
+		leaf, err = b.obtain(ctx, kind, cred)
+	}
+	return leaf, err
 }
 
 // settle waits for what a request of kind left running: the removal of its
@@ -44,27 +52,8 @@ func (b *Bootstrapper) settle(ctx context.Context, kind Kind) {
 	}
 }
 
-// obtainHooks hear how a request goes (a bootstrap's early proof); each may be nil.
-type obtainHooks struct {
-	// approved: the CSR is approved and not issued yet: the signer is at work.
-	approved func()
-	// verified: the issued certificate and its key, verified, just before
-	// they are stored; pair holds them parsed.
-	verified func(certPEM, keyPEM []byte, pair *tls.Certificate)
-}
-
-// obtainThen is Obtain, with hooks.
-func (b *Bootstrapper) obtainThen(ctx context.Context, kind Kind, cred Credential, hooks obtainHooks) (*x509.Certificate, error) {
-	leaf, err := b.obtain(ctx, kind, cred, hooks)
-	if errors.Is(err, errStaleRequest) {
-		b.log.Info("our pending CSR asks for other names than the node has now; posting a new one", zap.String("certificate", string(kind)), zap.Error(err))
-		leaf, err = b.obtain(ctx, kind, cred, hooks)
-	}
-	return leaf, err
-}
-
 // obtain is one request: pending key, CSR, wait, verification, store.
-func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential, hooks obtainHooks) (leaf *x509.Certificate, err error) {
+func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential) (leaf *x509.Certificate, err error) {
 	log := b.log.With(zap.String("certificate", string(kind)))
 	roots, err := caPool(cred.Config, b.cfg.IssuerCAFile)
 	if err != nil {
@@ -75,11 +64,6 @@ func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential, h
 	}
 	if err := EnsureCertDir(b.cfg.CertDir); err != nil {
 		return nil, err
-	}
-	if cred.Bootstrap && b.realAPI {
-		// The token's connection is dialed while the key is made and synced (warm.go).
-		w := warmUp(ctx, cred.Config)
-		defer w.release()
 	}
 	key, keyPEM, fresh, err := b.pendingKey(kind)
 	if err != nil {
@@ -140,7 +124,7 @@ func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential, h
 		log.Info("waiting for the CSR to be approved and issued")
 	}
 	b.waiting(kind, csr.Name)
-	certPEM, err := waitForCertificate(ctx, b.cfg.Clock, client, csr, hooks.approved)
+	certPEM, err := waitForCertificate(ctx, b.cfg.Clock, client, csr)
 	b.waiting(kind, "")
 	if err != nil {
 		return nil, explainAPIError(err, fmt.Sprintf("waiting for the %s certificate", kind), cred, b.cfg.BootstrapKubeconfigPath)
@@ -155,9 +139,6 @@ func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential, h
 		if err := b.cfg.BeforeStore(kind); err != nil {
 			return nil, err
 		}
-	}
-	if hooks.verified != nil {
-		hooks.verified(certPEM, keyPEM, &tls.Certificate{Certificate: chainDER(certPEM), PrivateKey: key, Leaf: leaf})
 	}
 	path, err := storeCertificate(b.cfg.CertDir, kind, certPEM, keyPEM, now)
 	if err != nil {
@@ -249,18 +230,4 @@ func keyFate(err error, fresh, posted bool) fate {
 		return discardKey // the create never took effect: the server holds no CSR for this key
 	}
 	return keepKey
-}
-
-// chainDER is the DER of each certificate in a PEM chain.
-func chainDER(chainPEM []byte) [][]byte {
-	var out [][]byte
-	for rest := chainPEM; ; {
-		var block *pem.Block
-		if block, rest = pem.Decode(rest); block == nil {
-			return out
-		}
-		if block.Type == "CERTIFICATE" {
-			out = append(out, block.Bytes)
-		}
-	}
 }

@@ -50,11 +50,7 @@ func init() {
 
 func restClientFor(rc *rest.Config, gv schema.GroupVersion) (*rest.RESTClient, error) {
 	cfg := rest.CopyConfig(rc)
-	if t := warmTransport(rc); t != nil {
-		// A connection was dialed ahead for this very configuration
-		// (warm.go): its transport holds the TLS settings.
-		cfg.Transport, cfg.TLSClientConfig = t, rest.TLSClientConfig{}
-	} else if err := rest.LoadTLSFiles(cfg); err != nil {
+	if err := rest.LoadTLSFiles(cfg); err != nil {
 		// Read the certificate, key and CA now: client-go caches transports by
 		// kubeconfig, and one cached for a file path would keep presenting the
 		// certificate that was there when it was made (a renewed or re-bootstrapped

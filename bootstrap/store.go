@@ -5,12 +5,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/certagent/certagent/internal/failpoint"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/certagent/certagent/internal/failpoint"
 
 	"github.com/certagent/certagent/internal/atomicfile"
 )

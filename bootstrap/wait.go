@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -27,18 +26,10 @@ import (
 //
 // seen is the object as last read (from Create or Get): the first watch
 // starts at its resource version, which saves a list round trip.
-// approved, if set, is called once when the CSR is seen approved but not yet
-// issued (the signer is at work).
-func waitForCertificate(ctx context.Context, clk clock.Clock, client CSRClient, seen *certificatesv1.CertificateSigningRequest, approved func()) ([]byte, error) {
+func waitForCertificate(ctx context.Context, clk clock.Clock, client CSRClient, seen *certificatesv1.CertificateSigningRequest) ([]byte, error) {
 	name, uid := seen.Name, seen.UID
-	if approved != nil {
-		approved = sync.OnceFunc(approved)
-	}
 	if certPEM, done, err := issued(seen, uid); done || err != nil {
 		return certPEM, err
-	}
-	if approved != nil && isApproved(seen) {
-		approved()
 	}
 	selector := fields.OneTermEqualSelector("metadata.name", name).String()
 	rv := seen.ResourceVersion
@@ -58,9 +49,6 @@ func waitForCertificate(ctx context.Context, clk clock.Clock, client CSRClient, 
 			if certPEM, done, err := issued(&list.Items[i], uid); done || err != nil {
 				return certPEM, err
 			}
-			if approved != nil && isApproved(&list.Items[i]) {
-				approved()
-			}
 			rv = list.ResourceVersion
 		}
 		wctx, cancel := context.WithTimeout(ctx, WatchTimeout+30*time.Second) // a server that stops talking
@@ -70,7 +58,7 @@ func waitForCertificate(ctx context.Context, clk clock.Clock, client CSRClient, 
 			cancel()
 			return nil, fmt.Errorf("watching CSR %s: %w", name, err)
 		}
-		res := consume(wctx, w, uid, name, approved)
+		res := consume(wctx, w, uid, name)
 		w.Stop()
 		cancel()
 		if res.err != nil && ctx.Err() == nil && errors.Is(res.err, context.DeadlineExceeded) {
@@ -118,8 +106,8 @@ type watchResult struct {
 }
 
 // consume reads watch events until the CSR is issued, can never be, or the
-// watch ends; approved (if set) hears an approval not issued yet.
-func consume(ctx context.Context, w watch.Interface, uid types.UID, name string, approved func()) watchResult {
+// watch ends.
+func consume(ctx context.Context, w watch.Interface, uid types.UID, name string) watchResult {
 	var r watchResult
 	for {
 		select {
@@ -148,9 +136,6 @@ func consume(ctx context.Context, w watch.Interface, uid types.UID, name string,
 				if certPEM, done, err := issued(csr, uid); done || err != nil {
 					r.cert, r.err = certPEM, err
 					return r
-				}
-				if approved != nil && isApproved(csr) {
-					approved()
 				}
 			}
 		}
@@ -198,13 +183,6 @@ func approvalManager(csr *certificatesv1.CertificateSigningRequest) string {
 		}
 	}
 	return who
-}
-
-// isApproved reports whether csr carries the Approved condition.
-func isApproved(csr *certificatesv1.CertificateSigningRequest) bool {
-	return slices.ContainsFunc(csr.Status.Conditions, func(c certificatesv1.CertificateSigningRequestCondition) bool {
-		return c.Type == certificatesv1.CertificateApproved
-	})
 }
 
 // Pending reports whether csr has no final condition yet.
