@@ -166,4 +166,3 @@ func waitListening(addr string, exited <-chan struct{}, timeout time.Duration) e
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
