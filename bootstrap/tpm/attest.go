@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/google/go-tpm/tpm2"
 	"go.uber.org/zap"
 
 	"github.com/certagent/certagent/protocol/attestation"
@@ -76,39 +75,29 @@ func (a *Attestor) Attest(ctx context.Context, csrPEM []byte) ([]byte, error) {
 	if verr != nil {
 		return nil, fmt.Errorf("attesting: %s", verr.Message)
 	}
-	t, err := open(a.cfg.TPMPath)
+	d, err := OpenDevice(a.cfg.TPMPath)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = t.Close() }()
-	e, err := loadEK(t)
-	if err != nil {
-		return nil, err
-	}
-	defer e.flush(t)
-	ak, err := createAK(t)
-	if err != nil {
-		return nil, err
-	}
-	defer ak.flush(t)
+	defer func() { _ = d.Close() }()
 
-	log := a.log.With(zap.String("ek_hash", attestation.EKHash(e.pkix)), zap.String("node", a.cfg.NodeName))
+	log := a.log.With(zap.String("ek_hash", attestation.EKHash(d.EKPublic())), zap.String("node", a.cfg.NodeName))
 	ch, err := a.client.begin(ctx, &attestation.BeginRequest{
 		NodeName:      a.cfg.NodeName,
-		EKPublic:      e.pkix,
-		EKCertificate: e.cert,
-		AKPublic:      tpm2.Marshal(ak.public),
+		EKPublic:      d.EKPublic(),
+		EKCertificate: d.EKCertificate(),
+		AKPublic:      d.AKPublic(),
 		CSR:           string(csrPEM),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("beginning attestation: %w", err)
 	}
 	log.Debug("attestation begun", zap.Time("expires", ch.Expires))
-	secret, err := activate(t, e, ak, ch.Credential, ch.EncryptedSecret)
+	secret, err := d.ActivateCredential(ch.Credential, ch.EncryptedSecret)
 	if err != nil {
 		return nil, err
 	}
-	attest, sig, err := quote(t, ak, attestation.QualifyingData(ch.Nonce, csrDER))
+	attest, sig, err := d.Quote(attestation.QualifyingData(ch.Nonce, csrDER))
 	if err != nil {
 		return nil, err
 	}
