@@ -1,7 +1,6 @@
 package attestor
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"encoding/binary"
 
@@ -26,12 +25,9 @@ func parseAK(b []byte) (*ak, *attestation.Error) {
 		return nil, attestation.Refuse(attestation.ReasonBadAK, "akPublic is not a TPM2B_PUBLIC")
 	}
 	area := b[2:]
-	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](area)
+	pub, err := unmarshalCanonical[tpm2.TPMTPublic](area)
 	if err != nil {
-		return nil, attestation.Refuse(attestation.ReasonBadAK, "akPublic does not parse: %v", err)
-	}
-	if !bytes.Equal(tpm2.Marshal(*pub), area) {
-		return nil, attestation.Refuse(attestation.ReasonBadAK, "akPublic is not canonically encoded")
+		return nil, attestation.Refuse(attestation.ReasonBadAK, "akPublic is not a TPMT_PUBLIC: %v", err)
 	}
 	if rerr := checkAKAttributes(pub); rerr != nil {
 		return nil, rerr

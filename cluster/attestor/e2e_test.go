@@ -14,10 +14,12 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -451,3 +453,22 @@ func (r *recorder) has(reason attestation.Reason) bool {
 	return false
 }
 
+func TestAttestReportsAFailedIssueAsRetryable(t *testing.T) {
+	ca := swtpm.NewTestCA(t, "vendor")
+	e := newEnv(t, nil)
+	d := swtpm.StartTest(t, ca)
+	e.enrol(d, "node-a")
+	e.issuer.fail = errors.New("apiserver: connection refused")
+
+	_, err := e.node(d, "node-a").Attest(context.Background(), csrFor(t, "system:node:node-a"))
+	r, ok := tpm.Refusal(err)
+	if !ok || r.Reason != attestation.ReasonIssueFailed || !r.Reason.Retryable() {
+		t.Fatalf("got %v, want a retryable %s", err, attestation.ReasonIssueFailed)
+	}
+	if strings.Contains(r.Message, "connection refused") {
+		t.Errorf("the node is told the service's internals: %q", r.Message)
+	}
+	if e.logs.FilterField(zap.Error(e.issuer.fail)).Len() != 1 {
+		t.Errorf("the cause is not in the service's log: %v", e.logs.All())
+	}
+}

@@ -114,17 +114,21 @@ func (st *sessionStore) markUsed(id string, now time.Time) {
 	st.forgetQueue = append(st.forgetQueue, tombstone{id, at})
 }
 
-// sweep moves expired sessions to the expired set and forgets tombstones
-// older than ttl.
+// sweep moves expired sessions to the expired set and forgets tombstones a
+// ttl after the session expired or was used.
 func (st *sessionStore) sweep(now time.Time) {
 	for len(st.openQueue) > 0 && !now.Before(st.openQueue[0].at) {
 		id := st.openQueue[0].id
 		st.openQueue = st.openQueue[1:]
 		if s, ok := st.open[id]; ok {
 			st.closeOpen(s)
-			at := now.Add(st.ttl)
-			st.expired[id] = at
-			st.forgetQueue = append(st.forgetQueue, tombstone{id, at})
+			// Remembered as expired until a ttl after its expiry. (Swept
+			// late, its tombstone may sit behind later ones in the queue:
+			// that only delays forgetting it.)
+			if at := s.expires.Add(st.ttl); now.Before(at) {
+				st.expired[id] = at
+				st.forgetQueue = append(st.forgetQueue, tombstone{id, at})
+			}
 		}
 	}
 	for len(st.forgetQueue) > 0 && !now.Before(st.forgetQueue[0].at) {
