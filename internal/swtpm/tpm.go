@@ -32,6 +32,7 @@ type TPM struct {
 	// Addr is host:port of the command channel while running.
 	Addr string
 
+	ca   *CA // the manufacturer of its EK certificates
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -59,7 +60,7 @@ func Manufacture(dir string, ca *CA) (*TPM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("manufacturing TPM in %s: %w\n%s", dir, err, out)
 	}
-	return &TPM{Dir: dir}, nil
+	return &TPM{Dir: dir, ca: ca}, nil
 }
 
 // Path is the TPM's address in the form certagent's tpm package opens
