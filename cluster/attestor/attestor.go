@@ -122,7 +122,7 @@ func (a *Attestor) begin(ctx context.Context, req *attestation.BeginRequest) (*a
 		o.refusal = rerr
 		return nil, o
 	}
-	o.ekHash = attestation.EKHash(req.EKPublic)
+	o.ekHash = attestation.EKHash(ekPKIX(ek)) // of the key, whatever DER the node sent
 	cert, rerr := parseEKCert(req.EKCertificate)
 	if rerr == nil {
 		rerr = checkEKCertMatches(cert, ek)

@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/asn1"
+	"fmt"
 	"slices"
 	"time"
 
@@ -28,6 +29,15 @@ func parseEKPublic(der []byte) (*rsa.PublicKey, *attestation.Error) {
 		return nil, attestation.Refuse(attestation.ReasonBadRequest, "ekPublic is RSA %d bits, exponent %d; only the default RSA 2048 EK (exponent 65537) is supported", rsaPub.N.BitLen(), rsaPub.E)
 	}
 	return rsaPub, nil
+}
+
+// ekPKIX is the canonical PKIX DER of an EK, what attestation.EKHash is of.
+func ekPKIX(ek *rsa.PublicKey) []byte {
+	der, err := x509.MarshalPKIXPublicKey(ek)
+	if err != nil {
+		panic(fmt.Sprintf("marshalling an RSA public key: %v", err)) // cannot fail for a parsed RSA key
+	}
+	return der
 }
 
 // parseEKCert parses the EK certificate, if one was sent.
