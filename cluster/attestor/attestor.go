@@ -117,12 +117,12 @@ func (a *Attestor) begin(ctx context.Context, req *attestation.BeginRequest) (*a
 	if o.refusal = req.Validate(); o.refusal != nil {
 		return nil, o
 	}
-	ek, rerr := parseEKPublic(req.EKPublic)
+	ek, ekDER, rerr := parseEKPublic(req.EKPublic)
 	if rerr != nil {
 		o.refusal = rerr
 		return nil, o
 	}
-	o.ekHash = attestation.EKHash(ekPKIX(ek)) // of the key, whatever DER the node sent
+	o.ekHash = attestation.EKHash(ekDER)
 	cert, rerr := parseEKCert(req.EKCertificate)
 	if rerr == nil {
 		rerr = checkEKCertMatches(cert, ek)

@@ -5,7 +5,6 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/asn1"
-	"fmt"
 	"slices"
 	"time"
 
@@ -15,29 +14,25 @@ import (
 // parseEKPublic reads the EK public key the node sent: PKIX DER of an RSA
 // 2048 key with exponent 65537, the TCG default EK template (the only EK the
 // service can address a credential to: it rebuilds the EK's public area from
-// that template).
-func parseEKPublic(der []byte) (*rsa.PublicKey, *attestation.Error) {
+// that template). It also returns the key's canonical PKIX DER, which the
+// EK hash is of (whatever DER encoding the node sent).
+func parseEKPublic(der []byte) (*rsa.PublicKey, []byte, *attestation.Error) {
 	pub, err := x509.ParsePKIXPublicKey(der)
 	if err != nil {
-		return nil, attestation.Refuse(attestation.ReasonBadRequest, "ekPublic is not a PKIX public key: %v", err)
+		return nil, nil, attestation.Refuse(attestation.ReasonBadRequest, "ekPublic is not a PKIX public key: %v", err)
 	}
 	rsaPub, ok := pub.(*rsa.PublicKey)
 	if !ok {
-		return nil, attestation.Refuse(attestation.ReasonBadRequest, "ekPublic is a %T; only the RSA 2048 EK is supported", pub)
+		return nil, nil, attestation.Refuse(attestation.ReasonBadRequest, "ekPublic is a %T; only the RSA 2048 EK is supported", pub)
 	}
 	if rsaPub.N.BitLen() != 2048 || rsaPub.E != 65537 {
-		return nil, attestation.Refuse(attestation.ReasonBadRequest, "ekPublic is RSA %d bits, exponent %d; only the default RSA 2048 EK (exponent 65537) is supported", rsaPub.N.BitLen(), rsaPub.E)
+		return nil, nil, attestation.Refuse(attestation.ReasonBadRequest, "ekPublic is RSA %d bits, exponent %d; only the default RSA 2048 EK (exponent 65537) is supported", rsaPub.N.BitLen(), rsaPub.E)
 	}
-	return rsaPub, nil
-}
-
-// ekPKIX is the canonical PKIX DER of an EK, what attestation.EKHash is of.
-func ekPKIX(ek *rsa.PublicKey) []byte {
-	der, err := x509.MarshalPKIXPublicKey(ek)
+	canonical, err := x509.MarshalPKIXPublicKey(rsaPub)
 	if err != nil {
-		panic(fmt.Sprintf("marshalling an RSA public key: %v", err)) // cannot fail for a parsed RSA key
+		return nil, nil, attestation.Refuse(attestation.ReasonBadRequest, "ekPublic does not re-encode: %v", err)
 	}
-	return der
+	return rsaPub, canonical, nil
 }
 
 // parseEKCert parses the EK certificate, if one was sent.

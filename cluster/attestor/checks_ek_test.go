@@ -38,8 +38,11 @@ func TestParseEKPublic(t *testing.T) {
 		{"not PKIX", []byte("not a key"), attestation.ReasonBadRequest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, got := parseEKPublic(tc.der)
+			_, canonical, got := parseEKPublic(tc.der)
 			wantReason(t, got, tc.want)
+			if got == nil && string(canonical) != string(tc.der) {
+				t.Error("the canonical encoding of a canonical key differs")
+			}
 		})
 	}
 }
