@@ -204,6 +204,10 @@ func (a *Attestor) finish(ctx context.Context, req *attestation.FinishRequest) (
 	if o.refusal = checkQuoteData(req.Attest, attestation.QualifyingData(s.nonce, s.csrDER)); o.refusal != nil {
 		return nil, o
 	}
+	if rerr, err := a.recheckEnrollment(ctx, s); rerr != nil {
+		o.refusal, o.cause = rerr, err
+		return nil, o
+	}
 	chain, err := a.issuer.Issue(ctx, IssueRequest{NodeName: s.node, EKHash: s.ekHash, CSRPEM: s.csrPEM, CSR: s.csr})
 	if err != nil {
 		o.refusal, o.cause = attestation.Refuse(attestation.ReasonIssueFailed, "the attestation passed but issuing the certificate failed; begin again later"), err
@@ -213,4 +217,15 @@ func (a *Attestor) finish(ctx context.Context, req *attestation.FinishRequest) (
 		return nil, o
 	}
 	return &attestation.FinishResponse{CertificateChain: string(chain)}, o
+}
+
+// recheckEnrollment: the EK is still enrolled for the session's node when
+// the certificate is about to be issued, so withdrawing an enrolment takes
+// effect even on an exchange already begun.
+func (a *Attestor) recheckEnrollment(ctx context.Context, s *session) (*attestation.Error, error) {
+	name, rerr, err := lookupEnrolledName(ctx, a.enrolled, s.ekHash)
+	if rerr != nil {
+		return rerr, err
+	}
+	return checkNameMatches(name, s.node), nil
 }

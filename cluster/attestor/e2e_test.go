@@ -472,3 +472,15 @@ func TestAttestReportsAFailedIssueAsRetryable(t *testing.T) {
 		t.Errorf("the cause is not in the service's log: %v", e.logs.All())
 	}
 }
+
+func TestAttestRefusesAnEnrolmentWithdrawnMidExchange(t *testing.T) {
+	ca := swtpm.NewTestCA(t, "vendor")
+	e := newEnv(t, nil)
+	d := swtpm.StartTest(t, ca)
+	e.enrol(d, "node-a")
+	// The operator deletes the enrolment between the node's begin and finish.
+	e.onPath[attestation.FinishPath] = func() { clear(e.enrolled) }
+
+	_, err := e.node(d, "node-a").Attest(context.Background(), csrFor(t, "system:node:node-a"))
+	e.wantRefused(err, attestation.ReasonUnknownEK)
+}
