@@ -4,6 +4,16 @@
 //
 // It is test support: nothing in the node or cluster binaries imports it.
 // A missing swtpm is an error, never a skip: `make tpm-deps` installs it.
+//
+// In a test (each call makes a new TPM, killed at t's cleanup):
+//
+//	ca := swtpm.NewTestCA(t, "vendor")   // the TPM maker: ca.Roots(), ca.Intermediates()
+//	node := swtpm.StartTest(t, ca)       // manufactured (new EK + certificates) and running
+//	tpm.Enrollment(node.Path())          // "tcp://127.0.0.1:P", what certagent opens
+//	node.Restart()                       // a power cycle: transient state gone, seeds kept
+//
+// Outside a test (a demo, a fleet): NewCA, Manufacture, Start and Stop. swtpm
+// serves one connection at a time: close one before opening the next.
 package swtpm
 
 import (
