@@ -40,7 +40,7 @@ K8S_MINORS    := $(shell ls test/k8s | grep '^v1\.' | sort -t. -k2,2nr)
 COMPAT_MINORS ?= $(K8S_MINORS)
 COMPAT_TESTS  := ^(TestBootstrapClientAndServing|TestDaemonRenewsBothCertificates|TestRestartWhilePendingReusesCSR|TestDeniedClientCSR|TestDeniedServingCSR)$$
 
-.PHONY: help build unit e2e e2e-deps node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short vuln compat compat-oldest rules rules-deps fleet fleet-short fleet-overload fleet-deps
+.PHONY: help build tpm-deps unit e2e e2e-deps node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short vuln compat compat-oldest rules rules-deps fleet fleet-short fleet-overload fleet-deps
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -79,7 +79,10 @@ vuln: ## govulncheck (pinned in test/tools/govulncheck) against the offline data
 	cd packaging/tools && $(GOVULNCHECK) -db file://$(VULNDB) github.com/goreleaser/nfpm/v2/cmd/nfpm
 	@echo "test module (reported, not gating):"; cd test && $(GOVULNCHECK) -db file://$(VULNDB) ./... | grep -E '^(Vulnerability #|Your code|No vulnerabilities|  [A-Z])' || true
 
-unit: ## Unit tests with the race detector
+tpm-deps: ## Install (apt-get, as root) the software TPM the attestation tests run: swtpm, swtpm-tools (swtpm_setup, swtpm_localca), tpm2-tools
+	@command -v swtpm >/dev/null && command -v swtpm_setup >/dev/null && command -v swtpm_localca >/dev/null && command -v tpm2_nvread >/dev/null || { echo "installing swtpm, swtpm-tools, tpm2-tools"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends swtpm swtpm-tools tpm2-tools; }
+
+unit: tpm-deps ## Unit tests with the race detector (the attestation tests with a real software TPM each)
 	$(GO) test -race -count=1 ./...
 
 sim: ## Simulate SIM_SEEDS nodes (default 1000) for a year each against a faulty control plane; SEED=n replays one with its log
