@@ -245,3 +245,77 @@ func TestRenamedNodeBootstrapsAgain(t *testing.T) {
 		t.Fatal("bootstrap kubeconfig left")
 	}
 }
+
+// forward relays TCP connections from the IPv6 loopback to target.
+func forward(t *testing.T, target string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Fatalf("listening on the IPv6 loopback: %v", err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				done := make(chan struct{}, 2)
+				go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
+				go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
+				<-done
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestBootstrapOverIPv6: an API server reached at an IPv6 literal
+// (https://[::1]:port, its certificate checked against tls-server-name)
+// gives a kubelet.conf that reaches it the same way.
+func TestBootstrapOverIPv6(t *testing.T) {
+	u, err := url.Parse(cp.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := forward(t, u.Host)
+	n := newNode(t, controlplane.TokenOptions{AutoApprove: true})
+	n.writeConfig("serving:\n  enabled: false\n")
+	cfg := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: v6
+  cluster: {server: "https://%s", tls-server-name: localhost, certificate-authority: %s}
+users:
+- name: bootstrap
+  user: {token: %s}
+contexts:
+- name: v6
+  context: {cluster: v6, user: bootstrap}
+current-context: v6
+`, addr, cp.CAFile, n.token)
+	if err := os.WriteFile(n.bootstrap, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := n.runOnce(); code != 0 {
+		t.Fatalf("run --once exit %d:\n%s", code, out)
+	}
+	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: n.kubeconf}, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.Host != "https://"+addr {
+		t.Fatalf("kubelet.conf server %q, want https://%s", rc.Host, addr)
+	}
+	if got, err := n.whoAmI(); err != nil || got != "system:node:"+n.name {
+		t.Fatalf("kubelet.conf authenticates as %q (%v)", got, err)
+	}
+}
