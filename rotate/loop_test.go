@@ -144,23 +144,50 @@ func TestLoopRenewsWithinAMinuteOfResume(t *testing.T) {
 }
 
 // TestLoopClockStepBackDoesNotRenewEarly: an NTP step back leaves the
-// monotonic timer early by the wall clock's measure; the loop re-checks and
-// waits for the wall-clock deadline.
+// monotonic timer early by the wall clock's measure. Whether or not the jump
+// detector has announced the step yet (it looks once a minute, so a step
+// just before the timer fires is not announced), the loop does nothing
+// before the wall-clock deadline: when its timer fires it re-checks the wall
+// clock and sleeps on, without a step; at the deadline it renews.
 func TestLoopClockStepBackDoesNotRenewEarly(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		ctx, cancel := context.WithCancel(t.Context())
-		defer cancel()
-		e := newLoopEnv(t, ctx, 24*time.Hour, func(c *LoopConfig) { c.Policy = func() Policy { return Policy{RenewBefore: time.Hour} } })
-		e.clk.JumpWall(-2 * time.Hour)
-		e.advance(23*time.Hour + time.Minute) // the original timer has fired; the wall clock is 2 h short
-		if _, renews := e.task.counts(); renews != 1 {
-			t.Fatalf("renewed %d times before the wall-clock deadline", renews-1)
-		}
-		e.advance(2*time.Hour + time.Minute)
-		if _, renews := e.task.counts(); renews != 2 {
-			t.Fatalf("not renewed at the wall-clock deadline")
-		}
-	})
+	for _, tc := range []struct {
+		name      string
+		announced bool
+	}{
+		{"announced by the jump detector", true},
+		{"not yet announced when the timer fires", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx, cancel := context.WithCancel(t.Context())
+				defer cancel()
+				e := newLoopEnv(t, ctx, 24*time.Hour, func(c *LoopConfig) {
+					c.Policy = func() Policy { return Policy{RenewBefore: time.Hour} }
+					if !tc.announced {
+						c.Jumps = nil
+					}
+				})
+				deadline := e.clk.Now().Round(0).Add(23 * time.Hour)
+				e.clk.JumpWall(-2 * time.Hour)
+				e.advance(23*time.Hour + time.Minute) // the first timer's time has passed; the wall clock is 2 h short
+				// A loop that trusted its timer would step here: finding
+				// nothing due, it would not renew, but it would do a step's
+				// work (and, in a back-off, an attempt) before its time.
+				if steps, renews := e.task.counts(); steps != 1 || renews != 1 {
+					t.Fatalf("%d steps (%d renewals) before the wall-clock deadline, want none", steps-1, renews-1)
+				}
+				e.advance(2*time.Hour + time.Minute)
+				if steps, renews := e.task.counts(); steps != 3 || renews != 2 {
+					t.Fatalf("by the wall-clock deadline: %d steps, %d certificates; want the step that found it due and the renewal", steps, renews)
+				}
+				e.mu.Lock()
+				defer e.mu.Unlock()
+				if at := e.at[len(e.at)-1]; at.Before(deadline) || at.After(deadline.Add(time.Minute)) {
+					t.Fatalf("renewed at %s, want within a minute after the wall-clock deadline %s", at, deadline)
+				}
+			})
+		})
+	}
 }
 
 // TestLoopNoStormWhateverThePolicy: renewBefore longer than the lifetime (a
