@@ -65,8 +65,9 @@ type LoopConfig struct {
 	Jumps Jumps
 	// Rand returns uniform numbers in [0, 1) for back-off jitter.
 	Rand func() float64
-	// Poll bounds a Blocked wait: the step is retried at least this often
-	// even without a kick (default 5 minutes).
+	// Poll is how often a Blocked step is retried even without a kick, on
+	// average: each wait is drawn from [0.5, 1.5) of it (PollDelay; default
+	// 5 minutes).
 	Poll time.Duration
 	// Inputs fingerprints the files a person may drop or replace: during a
 	// back-off, only a kick that comes with a change of them (or Force) cuts
@@ -189,7 +190,7 @@ func (l *Loop) Run(ctx context.Context) {
 			}
 		case Blocked:
 			failures = 0
-			out.Next = now.Add(c.Poll).Round(0)
+			out.Next = now.Add(PollDelay(c.Poll, c.Rand())).Round(0)
 		default:
 			failures++
 			b := DefaultBackoff
