@@ -31,6 +31,22 @@ var DefaultBackoff = Backoff{Initial: time.Second, Max: 2 * time.Minute, Factor:
 // only makes noise and new CSR objects. 5 minutes doubling up to 1 hour.
 var PermanentBackoff = Backoff{Initial: 5 * time.Minute, Max: time.Hour, Factor: 2, Jitter: BackoffJitter}
 
+// NodeFaultBackoff is for a node that failed its own step (NodeFault): a
+// full, read-only or failing disk, no file descriptor left. Nothing tells
+// certagent when that clears (an operator frees space, a log is rotated), so
+// it looks again soon: 2 seconds doubling up to 30, so that the step runs
+// again at most 45 s (the cap's highest draw) after the node recovered, within
+// a minute, as the kubelet's certificate manager retries within 32 s. Not
+// sooner: a fault of this kind lasts minutes or hours, and each retry is
+// counted, may look up the pending CSR (two requests, if the disk filled
+// while it was issued) and, for a bootstrap, dials the API server first.
+var NodeFaultBackoff = Backoff{Initial: 2 * time.Second, Max: 30 * time.Second, Factor: 2, Jitter: BackoffJitter}
+
+// Longest is the longest wait b draws: its cap's highest draw.
+func (b Backoff) Longest() time.Duration {
+	return time.Duration(float64(b.Max) * (1 + b.Jitter))
+}
+
 // Delay is the wait after the failures-th consecutive failure (1-based):
 // the nominal delay (Initial, times Factor per further failure, at most Max)
 // times 1 - Jitter + 2*Jitter*rnd; rnd is uniform in [0, 1). The result is

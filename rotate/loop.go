@@ -20,9 +20,14 @@ const (
 	// Transient: worth retrying soon (API server unreachable, overloaded,
 	// restarting): DefaultBackoff.
 	Transient
-	// NeedsPerson: a denied CSR, a rejected token, a refused certificate, a
-	// full disk: PermanentBackoff.
+	// NeedsPerson: a denied CSR, a rejected token, a refused certificate:
+	// PermanentBackoff.
 	NeedsPerson
+	// NodeFault: the node itself failed the step (its disk full, over quota,
+	// read-only or failing; no file descriptor left), which clears without
+	// anyone telling the loop: NodeFaultBackoff, so that the step succeeds
+	// within a minute of the node's recovery.
+	NodeFault
 )
 
 // Task obtains one certificate. Step makes sure a usable certificate is
@@ -194,8 +199,11 @@ func (l *Loop) Run(ctx context.Context) {
 		default:
 			failures++
 			b := DefaultBackoff
-			if out.Class == NeedsPerson {
+			switch out.Class {
+			case NeedsPerson:
 				b = PermanentBackoff
+			case NodeFault:
+				b = NodeFaultBackoff
 			}
 			delay := b.After(failures, c.RetryAfter(err), c.Rand())
 			delay = CapToExpiry(delay, now.Round(0), cur.NotAfter)

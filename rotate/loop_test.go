@@ -49,7 +49,10 @@ func (f *fakeTask) counts() (steps, renews int) {
 	return f.steps, f.renews
 }
 
-var errDenied = errors.New("denied")
+var (
+	errDenied   = errors.New("denied")
+	errDiskFull = errors.New("no space left on device")
+)
 
 func classifyFake(err error) Class {
 	switch {
@@ -57,6 +60,8 @@ func classifyFake(err error) Class {
 		return Done
 	case errors.Is(err, errDenied):
 		return NeedsPerson
+	case errors.Is(err, errDiskFull):
+		return NodeFault
 	}
 	return Transient
 }
@@ -249,6 +254,67 @@ func TestLoopBackoffNeverPassesExpiry(t *testing.T) {
 			t.Fatalf("the last attempt before expiry was %s before it", left)
 		}
 	})
+}
+
+// TestLoopRetriesANodeFaultWithinAMinute: a renewal that fails because the
+// node's disk is full is retried every 45 s at most (whatever the jitter
+// draws: the lowest, the middle and the highest), for hours, without a
+// person: once space is freed, at a moment nothing announces, the
+// certificate is renewed within a minute. The clock moves a second at a
+// time, so the times measured are the loop's own.
+func TestLoopRetriesANodeFaultWithinAMinute(t *testing.T) {
+	for _, draw := range []float64{0, 0.5, 0.999999} {
+		t.Run(fmt.Sprint("draw ", draw), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx, cancel := context.WithCancel(t.Context())
+				defer cancel()
+				e := newLoopEnv(t, ctx, 24*time.Hour, func(c *LoopConfig) {
+					c.Policy = func() Policy { return Policy{RenewBefore: 20 * time.Hour} } // due after 4 h
+					c.Rand = func() float64 { return draw }
+				})
+				e.task.mu.Lock()
+				e.task.failing = errDiskFull
+				e.task.mu.Unlock()
+				seconds := func(d time.Duration) {
+					for range int(d / time.Second) {
+						e.clk.Step(time.Second)
+						synctest.Wait()
+					}
+				}
+				seconds(4*time.Hour + 3*time.Hour + 17*time.Second) // due after 4 h, then 3 h of a full disk
+				e.mu.Lock()
+				var attempts []time.Time
+				for i, o := range e.outs {
+					if o.Class == NodeFault {
+						attempts = append(attempts, e.at[i])
+					}
+				}
+				e.mu.Unlock()
+				if n := len(attempts); n < int(3*time.Hour/(45*time.Second)) || n > int(3*time.Hour/time.Second) {
+					t.Fatalf("%d failed attempts in 3 hours of a full disk, want one every 45 s at most", n)
+				}
+				for i := 1; i < len(attempts); i++ {
+					if gap := attempts[i].Sub(attempts[i-1]); gap > 45*time.Second {
+						t.Fatalf("attempts %d and %d of a full disk %s apart, want 45 s at most", i, i+1, gap)
+					}
+				}
+				if _, renews := e.task.counts(); renews != 1 {
+					t.Fatalf("%d certificates while the disk was full", renews)
+				}
+				freed := e.clk.Now().Round(0)
+				e.task.mu.Lock()
+				e.task.failing = nil // space freed; nothing tells the loop
+				e.task.mu.Unlock()
+				seconds(time.Minute)
+				if _, renews := e.task.counts(); renews != 2 {
+					t.Fatalf("not renewed within a minute after space was freed (last attempt %s before)", freed.Sub(attempts[len(attempts)-1]))
+				}
+				e.mu.Lock()
+				defer e.mu.Unlock()
+				t.Logf("%d attempts in 3 hours; renewed %s after space was freed", len(attempts), e.at[len(e.at)-1].Sub(freed))
+			})
+		})
+	}
 }
 
 // TestLoopBackoffIgnoresKicksWithoutInputChange: during a back-off the
