@@ -38,8 +38,9 @@ var PermanentBackoff = Backoff{Initial: 5 * time.Minute, Max: time.Hour, Factor:
 // again at most 45 s (the cap's highest draw) after the node recovered, within
 // a minute, as the kubelet's certificate manager retries within 32 s. Not
 // sooner: a fault of this kind lasts minutes or hours, and each retry is
-// counted, may look up the pending CSR (two requests, if the disk filled
-// while it was issued) and, for a bootstrap, dials the API server first.
+// counted and may look up the pending CSR (two requests, if the disk filled
+// while it was issued; a full disk usually fails the pending key's write
+// first, before any request).
 var NodeFaultBackoff = Backoff{Initial: 2 * time.Second, Max: 30 * time.Second, Factor: 2, Jitter: BackoffJitter}
 
 // Longest is the longest wait b draws: its cap's highest draw.
