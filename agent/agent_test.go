@@ -99,7 +99,7 @@ current-context: x
 	cfg := DefaultConfig()
 	cfg.NodeName, cfg.CertDir, cfg.Kubeconfig, cfg.BootstrapKubeconfig = "node-a", filepath.Join(dir, "pki"), filepath.Join(dir, "kubelet.conf"), boot
 	cfg.Serving.Enabled = new(bool)
-	a, err := New(cfg, Options{Clock: clk, Rand: func() float64 { return 0 }, Bootstrap: func(bc *bootstrap.Config) {
+	a, err := New(cfg, Options{Clock: clk, Rand: func() float64 { return 0.5 }, Bootstrap: func(bc *bootstrap.Config) {
 		bc.NewCSRClient = func(*rest.Config) (bootstrap.CSRClient, error) {
 			return client.CertificatesV1().CertificateSigningRequests(), nil
 		}
@@ -111,9 +111,11 @@ current-context: x
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.RunOnce(context.Background(), false) }()
-	// The agent must wait exactly 1s, then 2s (jitter 0) on its clock: a step
-	// just short of the back-off releases nothing.
-	for _, backoff := range []time.Duration{time.Second, 2 * time.Second} {
+	// The agent must wait on its clock exactly 1.25 s (the server's
+	// Retry-After of 1 s, a quarter up its [1, 1.5) band with the draw 0.5,
+	// above the 1-s back-off's middle draw), then 2 s (the back-off's middle
+	// draw, above the Retry-After): a step just short of it releases nothing.
+	for _, backoff := range []time.Duration{1250 * time.Millisecond, 2 * time.Second} {
 		waitFor(t, clk.HasWaiters)
 		before := attempts.Load()
 		clk.Step(backoff - time.Millisecond)

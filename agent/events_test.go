@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -240,14 +241,42 @@ func TestEventsAreRateLimitedAndAggregated(t *testing.T) {
 }
 
 // TestEventRecordNeverBlocks: with nobody writing, record drops instead of
-// holding up a worker.
+// holding up a worker: ten queues' worth of events are recorded without
+// blocking (the bubble sees a blocked send at once, no timeout needed), the
+// queue holds the first eventQueue and the rest are dropped; with Events
+// off (a nil recorder) record does nothing.
 func TestEventRecordNeverBlocks(t *testing.T) {
-	r := newEventRecorder(zap.NewNop(), clocktesting.NewFakeClock(time.Now()), "n", nil)
-	for i := 0; i < 10*eventQueue; i++ {
-		r.record(nodeEvent{reason: "x"})
-	}
-	var nilRecorder *eventRecorder
-	nilRecorder.record(nodeEvent{reason: "x"}) // Events off
+	synctest.Test(t, func(t *testing.T) {
+		r := newEventRecorder(zap.NewNop(), clocktesting.NewFakeClock(time.Now()), "n", nil)
+		var nilRecorder *eventRecorder
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := 0; i < 10*eventQueue; i++ {
+				r.record(nodeEvent{reason: "x", note: strconv.Itoa(i)})
+			}
+			nilRecorder.record(nodeEvent{reason: "x"}) // Events off
+		}()
+		synctest.Wait() // until the recording goroutine ends or blocks for good
+		select {
+		case <-done:
+		default:
+			t.Error("record blocked with the queue full and nobody writing")
+			for { // let it finish, so that the bubble can end
+				select {
+				case <-r.queue:
+				case <-done:
+					return
+				}
+			}
+		}
+		if n := len(r.queue); n != eventQueue {
+			t.Fatalf("%d events queued after %d recorded, want the queue full (%d)", n, 10*eventQueue, eventQueue)
+		}
+		if first := <-r.queue; first.note != "0" {
+			t.Fatalf("the queue's first event is %q: the earliest events must be kept, the overflow dropped", first.note)
+		}
+	})
 }
 
 // TestIssuedEventDelay: the Event of a certificate issued at once is written

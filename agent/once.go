@@ -16,7 +16,9 @@ import (
 
 // RunOnce obtains whatever is missing or due (everything with force) and
 // returns; transient failures are retried with back-off until the configured
-// timeout, the others end it at once. It must hold the certificate
+// timeout, the others end it at once, a fault of the node itself (a full or
+// read-only disk) too: whoever runs a one-shot waits for its answer, and the
+// daemon is what retries those. It must hold the certificate
 // directory's lock (OneShot takes it).
 func (a *Agent) RunOnce(ctx context.Context, force bool) error {
 	cfg := a.config()
@@ -46,7 +48,7 @@ func (a *Agent) RunOnce(ctx context.Context, force bool) error {
 	return nil
 }
 
-// retry steps t until it succeeds, fails in a way that needs a person, or ctx ends.
+// retry steps t until it succeeds, fails in a way that is not transient, or ctx ends.
 func (a *Agent) retry(ctx context.Context, kind bootstrap.Kind, t rotate.Task, renew bool) (rotate.Result, error) {
 	for failures := 0; ; {
 		res, err := t.Step(ctx, renew)

@@ -66,18 +66,33 @@ func (a *Agent) noteCertificate(kind bootstrap.Kind, c rotate.Cert) {
 func (a *Agent) observe(kind bootstrap.Kind, o rotate.Outcome) {
 	now := a.clock.Now()
 	log := a.log.With(zap.String("certificate", string(kind)))
-	var blockedBefore string
+	var blockedBefore, faultBefore string
 	a.mu.Lock()
 	if s := a.state(kind); s.class == rotate.Blocked && s.lastErr != nil {
 		blockedBefore = s.lastErr.Error()
+	} else if s.class == rotate.NodeFault {
+		faultBefore = nodeFaultOf(s.lastErr)
 	}
 	a.mu.Unlock()
+	// A fault of the node (a full disk) is retried every few seconds: it is
+	// told once, when it begins or changes, and its retries only at debug.
+	faultNow := nodeFaultOf(o.Err)
+	repeatedFault := o.Class == rotate.NodeFault && faultNow == faultBefore
 	switch {
 	case o.Class == rotate.Blocked && o.Err.Error() != blockedBefore:
 		log.Info("waiting", zap.Error(o.Err))
 	case o.Class == rotate.Transient || o.Class == rotate.NeedsPerson:
 		log.Warn("attempt failed", zap.Error(o.Err), zap.Time("retry_at", o.Next), zap.Int("failures", o.Failure),
 			zap.Bool("needs_a_person", o.Class == rotate.NeedsPerson))
+	case o.Class == rotate.NodeFault && !repeatedFault:
+		f, _ := bootstrap.NodeFaultOf(o.Err)
+		log.Warn("waiting for the node", zap.String("condition", faultNow), zap.String("what_to_do", f.Advice()),
+			zap.Duration("retrying_every_at_most", rotate.NodeFaultBackoff.Longest()), zap.Time("retry_at", o.Next), zap.Error(o.Err))
+	case o.Class == rotate.NodeFault:
+		log.Debug("attempt failed", zap.Error(o.Err), zap.Time("retry_at", o.Next), zap.Int("failures", o.Failure))
+	}
+	if faultBefore != "" && o.Class != rotate.NodeFault {
+		log.Info("no longer waiting for the node", zap.String("condition", faultBefore))
 	}
 	a.update(kind, func(s *certState) {
 		s.class = o.Class
@@ -102,7 +117,7 @@ func (a *Agent) observe(kind bootstrap.Kind, o rotate.Outcome) {
 		}
 	})
 	a.publishStatus()
-	a.recordOutcome(kind, o)
+	a.recordOutcome(kind, o, repeatedFault)
 	if kind == bootstrap.Client {
 		a.markReadyIf(o)
 	}
@@ -112,8 +127,10 @@ func (a *Agent) observe(kind bootstrap.Kind, o rotate.Outcome) {
 }
 
 // recordOutcome turns a step's outcome into an Event on the Node, if it is
-// one a person should see from kubectl.
-func (a *Agent) recordOutcome(kind bootstrap.Kind, o rotate.Outcome) {
+// one a person should see from kubectl: not a retry that failed as the last
+// one did for a fault of the node (repeatedFault), which comes every few
+// seconds.
+func (a *Agent) recordOutcome(kind bootstrap.Kind, o rotate.Outcome, repeatedFault bool) {
 	name := certName(kind)
 	removed := ""
 	if kind == bootstrap.Client {
@@ -143,7 +160,7 @@ func (a *Agent) recordOutcome(kind bootstrap.Kind, o rotate.Outcome) {
 	case isDenied(o.Err):
 		a.events.record(nodeEvent{typ: corev1.EventTypeWarning, reason: ReasonCSRDenied, action: "RequestCertificate", kind: kind,
 			note: fmt.Sprintf("%s certificate: %v", name, o.Err)})
-	case o.Class == rotate.Transient || o.Class == rotate.NeedsPerson:
+	case o.Class == rotate.Transient || o.Class == rotate.NeedsPerson || (o.Class == rotate.NodeFault && !repeatedFault):
 		a.events.record(nodeEvent{typ: corev1.EventTypeWarning, reason: ReasonRenewalFailing, action: "RequestCertificate", kind: kind,
 			note: fmt.Sprintf("%s certificate: attempt %d failed, next at %s: %v", name, o.Failure, stamp(o.Next), o.Err)})
 	}
@@ -225,6 +242,10 @@ func (a *Agent) describe(kind bootstrap.Kind, now time.Time) string {
 		return fmt.Sprintf("%srejected by the API server (%s); drop a bootstrap kubeconfig at %s to bootstrap again", prefix, firstLine(causeOf(a.identity.Err), 120), a.cfg.BootstrapKubeconfig)
 	case errors.Is(s.lastErr, bootstrap.ErrNeedClient):
 		return "waiting for a client certificate the API server accepts"
+	case s.class == rotate.NodeFault && s.lastErr != nil:
+		f, _ := bootstrap.NodeFaultOf(s.lastErr)
+		return fmt.Sprintf("%s%s%s: retrying every %s at most (next %s); %s", prefix, valid, f, rotate.NodeFaultBackoff.Longest(),
+			s.retryAt.UTC().Format("15:04:05Z"), f.Advice())
 	case s.lastErr != nil:
 		return fmt.Sprintf("%s%sretrying at %s after: %s", prefix, valid, s.retryAt.UTC().Format("15:04:05Z"), firstLine(s.lastErr.Error(), 160))
 	case s.notAfter.IsZero():
@@ -269,6 +290,14 @@ func (a *Agent) publishStatus() {
 	if changed {
 		a.notifier.Status(line)
 	}
+}
+
+// nodeFaultOf describes err's fault of the node, "" if it is none.
+func nodeFaultOf(err error) string {
+	if f, ok := bootstrap.NodeFaultOf(err); ok {
+		return f.String()
+	}
+	return ""
 }
 
 // isDenied: err is a CSR of ours that was denied.

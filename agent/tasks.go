@@ -77,8 +77,16 @@ func classify(err error) rotate.Class {
 		return rotate.Done
 	case errors.Is(err, bootstrap.ErrNoCredentials), errors.Is(err, bootstrap.ErrNeedClient), errors.Is(err, bootstrap.ErrIdentityRejected), errors.Is(err, errServingOff):
 		return rotate.Blocked // until a file is dropped or the client certificate is accepted
+	case isNodeFault(err):
+		return rotate.NodeFault // a full, read-only or failing disk: retried soon, no person needed
 	case bootstrap.IsTransient(err):
 		return rotate.Transient
 	}
 	return rotate.NeedsPerson
+}
+
+// isNodeFault: err is a fault of the node itself (bootstrap.NodeFaultOf).
+func isNodeFault(err error) bool {
+	_, ok := bootstrap.NodeFaultOf(err)
+	return ok
 }

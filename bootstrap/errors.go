@@ -61,7 +61,8 @@ var ErrNoCredentials = errors.New("no credentials")
 // IsTransient reports whether err is worth retrying unchanged: the API server
 // unreachable, overloaded or restarting, or a CSR deleted under us.
 // Rejected credentials, missing permissions, TLS trust failures and bad files
-// are not: they need a person.
+// are not: they need a person; nor are faults of the node's own disk or file
+// descriptors (NodeFaultOf).
 func IsTransient(err error) bool {
 	if err == nil {
 		return false
@@ -73,8 +74,9 @@ func IsTransient(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
-	// Local files (a full or read-only disk, permissions): a person must act.
-	// Checked first because syscall.Errno also looks like a net.Error.
+	// Local files are not: a full, read-only or failing disk is a NodeFault
+	// (retried on a schedule of its own), permissions need a person. Checked
+	// first because syscall.Errno also looks like a net.Error.
 	var pathErr *fs.PathError
 	var linkErr *os.LinkError
 	if errors.As(err, &pathErr) || errors.As(err, &linkErr) {

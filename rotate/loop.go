@@ -20,9 +20,14 @@ const (
 	// Transient: worth retrying soon (API server unreachable, overloaded,
 	// restarting): DefaultBackoff.
 	Transient
-	// NeedsPerson: a denied CSR, a rejected token, a refused certificate, a
-	// full disk: PermanentBackoff.
+	// NeedsPerson: a denied CSR, a rejected token, a refused certificate:
+	// PermanentBackoff.
 	NeedsPerson
+	// NodeFault: the node itself failed the step (its disk full, over quota,
+	// read-only or failing; no file descriptor left), which clears without
+	// anyone telling the loop: NodeFaultBackoff, so that the step succeeds
+	// within a minute of the node's recovery.
+	NodeFault
 )
 
 // Task obtains one certificate. Step makes sure a usable certificate is
@@ -65,8 +70,9 @@ type LoopConfig struct {
 	Jumps Jumps
 	// Rand returns uniform numbers in [0, 1) for back-off jitter.
 	Rand func() float64
-	// Poll bounds a Blocked wait: the step is retried at least this often
-	// even without a kick (default 5 minutes).
+	// Poll is how often a Blocked step is retried even without a kick, on
+	// average: each wait is drawn from [0.5, 1.5) of it (PollDelay; default
+	// 5 minutes).
 	Poll time.Duration
 	// Inputs fingerprints the files a person may drop or replace: during a
 	// back-off, only a kick that comes with a change of them (or Force) cuts
@@ -189,12 +195,15 @@ func (l *Loop) Run(ctx context.Context) {
 			}
 		case Blocked:
 			failures = 0
-			out.Next = now.Add(c.Poll).Round(0)
+			out.Next = now.Add(PollDelay(c.Poll, c.Rand())).Round(0)
 		default:
 			failures++
 			b := DefaultBackoff
-			if out.Class == NeedsPerson {
+			switch out.Class {
+			case NeedsPerson:
 				b = PermanentBackoff
+			case NodeFault:
+				b = NodeFaultBackoff
 			}
 			delay := b.After(failures, c.RetryAfter(err), c.Rand())
 			delay = CapToExpiry(delay, now.Round(0), cur.NotAfter)

@@ -49,7 +49,10 @@ func (f *fakeTask) counts() (steps, renews int) {
 	return f.steps, f.renews
 }
 
-var errDenied = errors.New("denied")
+var (
+	errDenied   = errors.New("denied")
+	errDiskFull = errors.New("no space left on device")
+)
 
 func classifyFake(err error) Class {
 	switch {
@@ -57,6 +60,8 @@ func classifyFake(err error) Class {
 		return Done
 	case errors.Is(err, errDenied):
 		return NeedsPerson
+	case errors.Is(err, errDiskFull):
+		return NodeFault
 	}
 	return Transient
 }
@@ -144,23 +149,50 @@ func TestLoopRenewsWithinAMinuteOfResume(t *testing.T) {
 }
 
 // TestLoopClockStepBackDoesNotRenewEarly: an NTP step back leaves the
-// monotonic timer early by the wall clock's measure; the loop re-checks and
-// waits for the wall-clock deadline.
+// monotonic timer early by the wall clock's measure. Whether or not the jump
+// detector has announced the step yet (it looks once a minute, so a step
+// just before the timer fires is not announced), the loop does nothing
+// before the wall-clock deadline: when its timer fires it re-checks the wall
+// clock and sleeps on, without a step; at the deadline it renews.
 func TestLoopClockStepBackDoesNotRenewEarly(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		ctx, cancel := context.WithCancel(t.Context())
-		defer cancel()
-		e := newLoopEnv(t, ctx, 24*time.Hour, func(c *LoopConfig) { c.Policy = func() Policy { return Policy{RenewBefore: time.Hour} } })
-		e.clk.JumpWall(-2 * time.Hour)
-		e.advance(23*time.Hour + time.Minute) // the original timer has fired; the wall clock is 2 h short
-		if _, renews := e.task.counts(); renews != 1 {
-			t.Fatalf("renewed %d times before the wall-clock deadline", renews-1)
-		}
-		e.advance(2*time.Hour + time.Minute)
-		if _, renews := e.task.counts(); renews != 2 {
-			t.Fatalf("not renewed at the wall-clock deadline")
-		}
-	})
+	for _, tc := range []struct {
+		name      string
+		announced bool
+	}{
+		{"announced by the jump detector", true},
+		{"not yet announced when the timer fires", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx, cancel := context.WithCancel(t.Context())
+				defer cancel()
+				e := newLoopEnv(t, ctx, 24*time.Hour, func(c *LoopConfig) {
+					c.Policy = func() Policy { return Policy{RenewBefore: time.Hour} }
+					if !tc.announced {
+						c.Jumps = nil
+					}
+				})
+				deadline := e.clk.Now().Round(0).Add(23 * time.Hour)
+				e.clk.JumpWall(-2 * time.Hour)
+				e.advance(23*time.Hour + time.Minute) // the first timer's time has passed; the wall clock is 2 h short
+				// A loop that trusted its timer would step here: finding
+				// nothing due, it would not renew, but it would do a step's
+				// work (and, in a back-off, an attempt) before its time.
+				if steps, renews := e.task.counts(); steps != 1 || renews != 1 {
+					t.Fatalf("%d steps (%d renewals) before the wall-clock deadline, want none", steps-1, renews-1)
+				}
+				e.advance(2*time.Hour + time.Minute)
+				if steps, renews := e.task.counts(); steps != 3 || renews != 2 {
+					t.Fatalf("by the wall-clock deadline: %d steps, %d certificates; want the step that found it due and the renewal", steps, renews)
+				}
+				e.mu.Lock()
+				defer e.mu.Unlock()
+				if at := e.at[len(e.at)-1]; at.Before(deadline) || at.After(deadline.Add(time.Minute)) {
+					t.Fatalf("renewed at %s, want within a minute after the wall-clock deadline %s", at, deadline)
+				}
+			})
+		})
+	}
 }
 
 // TestLoopNoStormWhateverThePolicy: renewBefore longer than the lifetime (a
@@ -224,6 +256,67 @@ func TestLoopBackoffNeverPassesExpiry(t *testing.T) {
 	})
 }
 
+// TestLoopRetriesANodeFaultWithinAMinute: a renewal that fails because the
+// node's disk is full is retried every 45 s at most (whatever the jitter
+// draws: the lowest, the middle and the highest), for hours, without a
+// person: once space is freed, at a moment nothing announces, the
+// certificate is renewed within a minute. The clock moves a second at a
+// time, so the times measured are the loop's own.
+func TestLoopRetriesANodeFaultWithinAMinute(t *testing.T) {
+	for _, draw := range []float64{0, 0.5, 0.999999} {
+		t.Run(fmt.Sprint("draw ", draw), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx, cancel := context.WithCancel(t.Context())
+				defer cancel()
+				e := newLoopEnv(t, ctx, 24*time.Hour, func(c *LoopConfig) {
+					c.Policy = func() Policy { return Policy{RenewBefore: 20 * time.Hour} } // due after 4 h
+					c.Rand = func() float64 { return draw }
+				})
+				e.task.mu.Lock()
+				e.task.failing = errDiskFull
+				e.task.mu.Unlock()
+				seconds := func(d time.Duration) {
+					for range int(d / time.Second) {
+						e.clk.Step(time.Second)
+						synctest.Wait()
+					}
+				}
+				seconds(4*time.Hour + 3*time.Hour + 17*time.Second) // due after 4 h, then 3 h of a full disk
+				e.mu.Lock()
+				var attempts []time.Time
+				for i, o := range e.outs {
+					if o.Class == NodeFault {
+						attempts = append(attempts, e.at[i])
+					}
+				}
+				e.mu.Unlock()
+				if n := len(attempts); n < int(3*time.Hour/(45*time.Second)) || n > int(3*time.Hour/time.Second) {
+					t.Fatalf("%d failed attempts in 3 hours of a full disk, want one every 45 s at most", n)
+				}
+				for i := 1; i < len(attempts); i++ {
+					if gap := attempts[i].Sub(attempts[i-1]); gap > 45*time.Second {
+						t.Fatalf("attempts %d and %d of a full disk %s apart, want 45 s at most", i, i+1, gap)
+					}
+				}
+				if _, renews := e.task.counts(); renews != 1 {
+					t.Fatalf("%d certificates while the disk was full", renews)
+				}
+				freed := e.clk.Now().Round(0)
+				e.task.mu.Lock()
+				e.task.failing = nil // space freed; nothing tells the loop
+				e.task.mu.Unlock()
+				seconds(time.Minute)
+				if _, renews := e.task.counts(); renews != 2 {
+					t.Fatalf("not renewed within a minute after space was freed (last attempt %s before)", freed.Sub(attempts[len(attempts)-1]))
+				}
+				e.mu.Lock()
+				defer e.mu.Unlock()
+				t.Logf("%d attempts in 3 hours; renewed %s after space was freed", len(attempts), e.at[len(e.at)-1].Sub(freed))
+			})
+		})
+	}
+}
+
 // TestLoopBackoffIgnoresKicksWithoutInputChange: during a back-off the
 // agent's own writes (file events) must not trigger a retry; a person
 // dropping a new file (the inputs change) or forcing does.
@@ -283,8 +376,8 @@ func TestLoopRequest(t *testing.T) {
 }
 
 // TestLoopHonoursRetryAfter: a 429 with Retry-After waits at least as long
-// as the server asked, even when the back-off would be shorter, plus the
-// back-off's jitter (here the largest draw: 20 % more).
+// as the server asked, even when the back-off would be shorter, drawn from
+// [1, 1.5) of it (here the largest draw: 50 % more).
 func TestLoopHonoursRetryAfter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
@@ -307,8 +400,8 @@ func TestLoopHonoursRetryAfter(t *testing.T) {
 		e.mu.Lock()
 		last := e.outs[len(e.outs)-1]
 		e.mu.Unlock()
-		if wait := last.Next.Sub(e.clk.Now().Round(0)); wait < 47*time.Second || wait > 48*time.Second {
-			t.Fatalf("retry in %s after Retry-After: 40 with the largest jitter, want 47–48 s", wait)
+		if wait := last.Next.Sub(e.clk.Now().Round(0)); wait < 59*time.Second || wait > 60*time.Second {
+			t.Fatalf("retry in %s after Retry-After: 40 with the largest jitter, want 59–60 s", wait)
 		}
 	})
 }

@@ -121,7 +121,8 @@ func TestCapToExpiry(t *testing.T) {
 
 // TestBackoffSchedules pins the documented schedules (docs/config.md):
 // transient failures from 1 s doubling to 2 minutes, failures that need a
-// person from 5 minutes doubling to 1 hour, each plus up to 20 % jitter.
+// person from 5 minutes doubling to 1 hour, each drawn from [0.5, 1.5) of
+// that nominal delay (the middle draw is the nominal delay).
 func TestBackoffSchedules(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -133,11 +134,14 @@ func TestBackoffSchedules(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for i, want := range tc.want {
-				if got := tc.b.Delay(i+1, 0); got != want {
-					t.Errorf("failure %d: %s, want %s", i+1, got, want)
+				if got := tc.b.Delay(i+1, 0.5); got != want {
+					t.Errorf("failure %d, middle draw: %s, want %s", i+1, got, want)
 				}
-				if got, max := tc.b.Delay(i+1, 0.999999), time.Duration(float64(want)*1.2); got > max || got < want {
-					t.Errorf("failure %d with full jitter: %s, want within [%s, %s]", i+1, got, want, max)
+				if got := tc.b.Delay(i+1, 0); got != want/2 {
+					t.Errorf("failure %d, lowest draw: %s, want %s", i+1, got, want/2)
+				}
+				if got, lo, hi := tc.b.Delay(i+1, 0.999999), want*3/2-want/1000, want*3/2; got < lo || got >= hi {
+					t.Errorf("failure %d, highest draw: %s, want just under %s", i+1, got, hi)
 				}
 			}
 		})
@@ -152,27 +156,36 @@ func TestBackoff(t *testing.T) {
 		rnd      float64
 		want     time.Duration
 	}{
-		{"first", 1, 0, time.Second},
-		{"zero treated as first", 0, 0, time.Second},
-		{"second", 2, 0, 2 * time.Second},
-		{"fifth", 5, 0, 16 * time.Second},
-		{"capped", 6, 0, 30 * time.Second},
-		{"capped far out", 1000, 0, 30 * time.Second},
-		{"jitter adds up to half", 1, 0.5, 1250 * time.Millisecond},
-		{"cap plus jitter", 1000, 0.999, time.Duration(float64(30*time.Second) * (1 + 0.5*0.999))},
+		{"first, middle draw", 1, 0.5, time.Second},
+		{"zero treated as first", 0, 0.5, time.Second},
+		{"second", 2, 0.5, 2 * time.Second},
+		{"fifth", 5, 0.5, 16 * time.Second},
+		{"capped", 6, 0.5, 30 * time.Second},
+		{"capped far out", 1000, 0.5, 30 * time.Second},
+		{"lowest draw: half", 1, 0, 500 * time.Millisecond},
+		{"a quarter up the band", 1, 0.25, 750 * time.Millisecond},
+		{"cap, highest draw", 1000, 0.999, time.Duration(float64(30*time.Second) * (0.5 + 0.999))},
+		{"draw below 0 is clamped", 1, -3, 500 * time.Millisecond},
+		{"draw of 1 or more is clamped below 1.5", 1, 7, 1499999 * time.Microsecond},
+		{"no jitter", 3, 0.9, 4 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := b.Delay(tc.failures, tc.rnd); got != tc.want {
+			b := b
+			if tc.name == "no jitter" {
+				b.Jitter = 0
+			}
+			if got := b.Delay(tc.failures, tc.rnd); !near(got, tc.want) {
 				t.Fatalf("Delay(%d, %v) = %s, want %s", tc.failures, tc.rnd, got, tc.want)
 			}
 		})
 	}
 }
 
-// TestBackoffAfterRetryAfter: a Retry-After is a floor that gets the same
-// jitter as the back-off, so a fleet the API server turned away together
-// (API Priority and Fairness gives them one Retry-After) does not return
-// together; without one, After is Delay.
+// TestBackoffAfterRetryAfter: a Retry-After is a floor, drawn from
+// [1, 1.5) of it, so that a fleet the API server turned away together (API
+// Priority and Fairness gives them one Retry-After) does not return
+// together and no node returns sooner than asked; without one, After is
+// Delay.
 func TestBackoffAfterRetryAfter(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
@@ -182,10 +195,11 @@ func TestBackoffAfterRetryAfter(t *testing.T) {
 		want       time.Duration
 	}{
 		{"no Retry-After: the back-off", 3, 0, 0.5, DefaultBackoff.Delay(3, 0.5)},
-		{"Retry-After above the back-off, no jitter drawn", 1, 32 * time.Second, 0, 32 * time.Second},
-		{"Retry-After above the back-off, half the jitter", 1, 32 * time.Second, 0.5, time.Duration(float64(32*time.Second) * 1.1)},
-		{"Retry-After above the back-off, nearly full jitter", 1, 32 * time.Second, 0.999, time.Duration(float64(32*time.Second) * (1 + 0.2*0.999))},
+		{"Retry-After above the back-off, lowest draw: exactly it", 1, 32 * time.Second, 0, 32 * time.Second},
+		{"Retry-After above the back-off, middle draw", 1, 32 * time.Second, 0.5, 40 * time.Second},
+		{"Retry-After above the back-off, highest draw", 1, 32 * time.Second, 0.999, time.Duration(float64(32*time.Second) * (1 + 0.5*0.999))},
 		{"back-off above Retry-After", 7, time.Second, 0.5, DefaultBackoff.Delay(7, 0.5)},
+		{"back-off's lowest draw below Retry-After: Retry-After", 7, 40 * time.Second, 0, 40 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := DefaultBackoff.After(tc.failures, tc.retryAfter, tc.rnd)
@@ -198,9 +212,34 @@ func TestBackoffAfterRetryAfter(t *testing.T) {
 		})
 	}
 	// Across a fleet (rnd uniform), the retries after one Retry-After spread
-	// over a fifth of it.
+	// over half of it, none sooner.
 	lo, hi := DefaultBackoff.After(1, 10*time.Second, 0), DefaultBackoff.After(1, 10*time.Second, 0.999999)
-	if lo != 10*time.Second || hi < 11990*time.Millisecond {
-		t.Fatalf("retries after Retry-After: 10 span %s … %s, want 10 s … 12 s", lo, hi)
+	if lo != 10*time.Second || hi < 14990*time.Millisecond || hi >= 15*time.Second {
+		t.Fatalf("retries after Retry-After: 10 span %s … %s, want 10 s … 15 s", lo, hi)
 	}
 }
+
+// TestPollDelay: a Blocked loop looks again after Poll drawn from
+// [0.5, 1.5) of it: the middle draw is Poll itself.
+func TestPollDelay(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		rnd  float64
+		want time.Duration
+	}{
+		{"lowest draw: half", 0, 150 * time.Second},
+		{"middle draw: the poll", 0.5, 5 * time.Minute},
+		{"highest draw: just under one and a half", 0.999999, 7*time.Minute + 29999700*time.Microsecond},
+		{"draw below 0 is clamped", -1, 150 * time.Second},
+		{"draw of 1 or more is clamped", 1, 7*time.Minute + 29999700*time.Microsecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := PollDelay(5*time.Minute, tc.rnd); !near(got, tc.want) {
+				t.Fatalf("PollDelay(5m, %v) = %s, want %s", tc.rnd, got, tc.want)
+			}
+		})
+	}
+}
+
+// near: equal to within a microsecond (floating point rounding).
+func near(a, b time.Duration) bool { return a-b < time.Microsecond && b-a < time.Microsecond }

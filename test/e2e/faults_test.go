@@ -75,7 +75,7 @@ func TestFullOrReadOnlyCertDir(t *testing.T) {
 				t.Fatalf("renew into a %s directory exited 0:\n%s", tc.name, p.out.String())
 			}
 			if took := time.Since(start); took > 10*time.Second {
-				t.Errorf("took %s: a local file error needs a person, it must not be retried until the timeout", took)
+				t.Errorf("took %s: a one-shot reports a local file error at once (the daemon is what retries it), it must not retry until the timeout", took)
 			}
 			if !strings.Contains(p.out.String(), tc.want) {
 				t.Errorf("output lacks %q:\n%s", tc.want, p.out.String())
