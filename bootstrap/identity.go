@@ -178,7 +178,6 @@ func (e *OtherNodeError) OldName() string {
 
 func (e *OtherNodeError) Is(target error) bool { return target == ErrOtherNode }
 
-
 // nodeCache is the last parsed kubelet.conf and the stat of the files it came from.
 type nodeCache struct {
 	key  string      // of kubelet.conf
