@@ -86,3 +86,76 @@ func definedTests(t *testing.T, root string) map[string]bool {
 	}
 	return defined
 }
+
+// mdLink is a Markdown link's target: a path, an anchor, or both.
+var mdLink = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+
+// TestDocsLinksResolve: every relative link in README.md and docs/*.md
+// names a file or directory of the repository, and a link to a heading of a
+// Markdown file (file.md#heading, or #heading) names a heading it has, so
+// that moving text between documents leaves no link pointing nowhere.
+func TestDocsLinksResolve(t *testing.T) {
+	docs, err := filepath.Glob("docs/*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs = append([]string{"README.md"}, docs...)
+	checked := 0
+	for _, doc := range docs {
+		data, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range mdLink.FindAllStringSubmatch(string(data), -1) {
+			target := m[1]
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			path, anchor, _ := strings.Cut(target, "#")
+			file := doc
+			if path != "" {
+				file = filepath.Join(filepath.Dir(doc), path)
+				if _, err := os.Stat(file); err != nil {
+					t.Errorf("%s links to %s, which does not exist", doc, target)
+					continue
+				}
+			}
+			checked++
+			if anchor != "" && strings.HasSuffix(file, ".md") && !hasHeading(t, file, anchor) {
+				t.Errorf("%s links to %s: %s has no such heading", doc, target, file)
+			}
+		}
+	}
+	if checked < 30 {
+		t.Fatalf("checked only %d links: the pattern is broken", checked)
+	}
+}
+
+// hasHeading reports whether the Markdown file has a heading whose GitHub
+// anchor is anchor (lower case, punctuation dropped, spaces as hyphens).
+func hasHeading(t *testing.T, file, anchor string) bool {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		title, ok := strings.CutPrefix(strings.TrimLeft(line, "#"), " ")
+		if !ok || !strings.HasPrefix(line, "#") {
+			continue
+		}
+		var b strings.Builder
+		for _, r := range strings.ToLower(title) {
+			switch {
+			case r == ' ':
+				b.WriteRune('-')
+			case r == '-' || r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r > 127:
+				b.WriteRune(r)
+			}
+		}
+		if b.String() == anchor {
+			return true
+		}
+	}
+	return false
+}
