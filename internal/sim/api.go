@@ -104,6 +104,11 @@ type API struct {
 	throttle   time.Duration // > 0: every request answers 429 with this Retry-After
 	serverErrs bool          // every request answers 500
 	denyClient bool          // the client-CSR approver denies (a misconfigured approver)
+	// refuseCerts > 0: every client certificate is answered 401 (the API
+	// server lost the signer's CA from its --client-ca-file); tokens work.
+	refuseCerts int
+	// proofErrs > 0: SelfSubjectReviews answer 503; other requests work.
+	proofErrs int
 
 	// What the signer does.
 	signingDuration time.Duration
@@ -116,14 +121,21 @@ type API struct {
 
 	// Tallies for invariants and figures.
 	creates map[string][]time.Time // by signer
-	reused  int                    // creates of a name whose earlier object was deleted
+	// succeeded: client certificates (DER) some request authenticated with
+	// succeeded; proofFailed: those whose SelfSubjectReview failed because
+	// of refuseCerts or proofErrs while a bootstrap kubeconfig was on disk
+	// (the agent's proof before it may delete that).
+	succeeded, proofFailed map[string]bool
+
+	reused  int // creates of a name whose earlier object was deleted
 	deleted map[string]bool
 	failure string // the first invariant this API saw broken
 }
 
 func newAPI(w *World, signingDuration time.Duration) *API {
 	return &API{w: w, cluster: newCA(w.now(), 10*365*24*time.Hour), tokens: map[string]time.Time{}, objects: map[string]*csr{},
-		creates: map[string][]time.Time{}, deleted: map[string]bool{}, signingDuration: signingDuration}
+		creates: map[string][]time.Time{}, deleted: map[string]bool{}, signingDuration: signingDuration,
+		succeeded: map[string]bool{}, proofFailed: map[string]bool{}}
 }
 
 func (a *API) fail(format string, args ...any) {
@@ -134,8 +146,10 @@ func (a *API) fail(format string, args ...any) {
 
 // caller is who a credential authenticates as.
 type caller struct {
-	user string // "" if refused
-	err  error  // why refused
+	user string            // "" if refused
+	err  error             // why refused, as the API server answers
+	why  string            // why refused, in the simulation's words
+	leaf *x509.Certificate // the client certificate presented, if one was
 }
 
 // authenticate answers as the API server would for rc, at now.
@@ -146,12 +160,15 @@ func (a *API) authenticate(rc *rest.Config) caller {
 		caData, _ = os.ReadFile(rc.CAFile)
 	}
 	if !strings.Contains(string(caData), strings.TrimSpace(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.cluster.certs[0].Raw})))) {
-		return caller{err: &urlError{x509.UnknownAuthorityError{}}}
+		return caller{err: &urlError{x509.UnknownAuthorityError{}}, why: "it trusts another cluster's CA"}
 	}
 	if rc.BearerToken != "" {
 		exp, ok := a.tokens[rc.BearerToken]
-		if !ok || !a.w.now().Before(exp) {
-			return caller{err: apierrors.NewUnauthorized("Unauthorized")}
+		switch {
+		case !ok:
+			return caller{err: apierrors.NewUnauthorized("Unauthorized"), why: "bootstrap token unknown"}
+		case !a.w.now().Before(exp):
+			return caller{err: apierrors.NewUnauthorized("Unauthorized"), why: "bootstrap token expired"}
 		}
 		return caller{user: "system:bootstrap:" + strings.SplitN(rc.BearerToken, ".", 2)[0]}
 	}
@@ -169,7 +186,7 @@ func (a *API) authenticate(rc *rest.Config) caller {
 		}
 		certs, err := bootstrap.ParseCertificates(data)
 		if err != nil {
-			return caller{err: apierrors.NewUnauthorized("Unauthorized")}
+			return caller{err: apierrors.NewUnauthorized("Unauthorized"), why: "no client certificate"}
 		}
 		if a.leaves == nil || len(a.leaves) > 1000 {
 			a.leaves = map[string]*x509.Certificate{}
@@ -177,10 +194,33 @@ func (a *API) authenticate(rc *rest.Config) caller {
 		leaf = certs[0]
 		a.leaves[key] = leaf
 	}
-	if !a.trusted(leaf) || !bootstrap.ValidAt(leaf, a.w.now()) {
-		return caller{err: apierrors.NewUnauthorized("Unauthorized")}
+	unauthorized := func(why string) caller {
+		return caller{err: apierrors.NewUnauthorized("Unauthorized"), why: why, leaf: leaf}
 	}
-	return caller{user: leaf.Subject.CommonName}
+	switch now := a.w.now(); {
+	case !a.trusted(leaf):
+		return unauthorized("client certificate signed by another cluster's CA")
+	case !now.Before(leaf.NotAfter):
+		return unauthorized("client certificate expired")
+	case now.Before(leaf.NotBefore):
+		return unauthorized("client certificate not yet valid")
+	case a.refuseCerts > 0:
+		return unauthorized("client certificates refused")
+	}
+	return caller{user: leaf.Subject.CommonName, leaf: leaf}
+}
+
+// admit is what a request meets: the gate, then authentication. A
+// certificate that gets through is recorded in a.succeeded. a.mu is held.
+func (a *API) admit(rc *rest.Config) caller {
+	if err := a.gate(); err != nil {
+		return caller{err: err, why: "the API server cannot be reached"}
+	}
+	who := a.authenticate(rc)
+	if who.err == nil && who.leaf != nil {
+		a.succeeded[string(who.leaf.Raw)] = true
+	}
+	return who
 }
 
 // trusted reports whether the cluster CA signed leaf (remembered per
@@ -228,30 +268,60 @@ func (a *API) clientFor(rc *rest.Config) (bootstrap.CSRClient, error) {
 }
 
 // checkIdentity is a SelfSubjectReview.
+// The proof that kubelet.conf works before the bootstrap kubeconfig is
+// deleted is one of these; refuseCerts and proofErrs make it fail.
 func (a *API) checkIdentity(_ context.Context, rc *rest.Config, node string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err := a.gate(); err != nil {
 		return err
 	}
+	if a.proofErrs > 0 {
+		a.proofFailedBy(a.presented(rc))
+		return apierrors.NewServiceUnavailable("selfsubjectreviews: the authentication API is unavailable")
+	}
 	c := a.authenticate(rc)
 	if c.err != nil {
+		if a.refuseCerts > 0 {
+			a.proofFailedBy(c.leaf)
+		}
 		return c.err
 	}
 	if c.user != "system:node:"+node {
 		return fmt.Errorf("authenticates as %q", c.user)
 	}
+	if c.leaf != nil {
+		a.succeeded[string(c.leaf.Raw)] = true
+	}
 	return nil
+}
+
+// proofFailedBy records that a SelfSubjectReview with leaf failed because of
+// a fault of the scenario, if a bootstrap kubeconfig waits on it; a.mu is
+// held.
+func (a *API) proofFailedBy(leaf *x509.Certificate) {
+	if leaf == nil {
+		return
+	}
+	if _, err := os.Lstat(a.w.cfg.BootstrapKubeconfig); err == nil {
+		a.proofFailed[string(leaf.Raw)] = true
+	}
+}
+
+// presented is the client certificate rc presents (nil if none, or it does
+// not parse); a.mu is held.
+func (a *API) presented(rc *rest.Config) *x509.Certificate {
+	if rc.BearerToken != "" {
+		return nil
+	}
+	return a.authenticate(rc).leaf
 }
 
 func (c *client) Create(_ context.Context, in *certificatesv1.CertificateSigningRequest, _ metav1.CreateOptions) (*certificatesv1.CertificateSigningRequest, error) {
 	a := c.a
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := a.gate(); err != nil {
-		return nil, err
-	}
-	who := a.authenticate(c.rc)
+	who := a.admit(c.rc)
 	if who.err != nil {
 		return nil, who.err
 	}
@@ -295,10 +365,7 @@ func (c *client) Get(_ context.Context, name string, _ metav1.GetOptions) (*cert
 	a := c.a
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := a.gate(); err != nil {
-		return nil, err
-	}
-	if who := a.authenticate(c.rc); who.err != nil {
+	if who := a.admit(c.rc); who.err != nil {
 		return nil, who.err
 	}
 	o, ok := a.objects[name]
@@ -312,10 +379,7 @@ func (c *client) List(_ context.Context, opts metav1.ListOptions) (*certificates
 	a := c.a
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := a.gate(); err != nil {
-		return nil, err
-	}
-	if who := a.authenticate(c.rc); who.err != nil {
+	if who := a.admit(c.rc); who.err != nil {
 		return nil, who.err
 	}
 	name := strings.TrimPrefix(opts.FieldSelector, "metadata.name=")
@@ -330,10 +394,7 @@ func (c *client) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Inte
 	a := c.a
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := a.gate(); err != nil {
-		return nil, err
-	}
-	if who := a.authenticate(c.rc); who.err != nil {
+	if who := a.admit(c.rc); who.err != nil {
 		return nil, who.err
 	}
 	sw := &simWatcher{name: strings.TrimPrefix(opts.FieldSelector, "metadata.name="), ch: make(chan watch.Event, 16), a: a, stop: make(chan struct{})}

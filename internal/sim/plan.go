@@ -121,10 +121,23 @@ func (w *World) plan(span time.Duration) {
 	w.poisson("kubelet.conf deleted", 1, span, func(r *rand.Rand) {
 		_ = os.Remove(w.cfg.Kubeconfig)
 		w.setUnhealthy("no credentials")
-		w.after(logUniform(r, time.Minute, 24*time.Hour), "bootstrap kubeconfig dropped", func() {
-			w.dropBootstrapKubeconfig()
-			w.setHealthy("no credentials")
-		})
+		w.dropLater(logUniform(r, time.Minute, 24*time.Hour), "kubelet.conf deleted", false, func() { w.setHealthy("no credentials") })
+	})
+	// The API server refuses every client certificate for a spell (it was
+	// restarted with a --client-ca-file that lacks the signer's CA) while
+	// bootstrap tokens still work: kubelet.conf is refused, and a person
+	// who follows the advice drops a bootstrap kubeconfig during the spell.
+	// The agent bootstraps with it and the proof of the new kubelet.conf
+	// fails: it must keep the bootstrap kubeconfig (strand.go).
+	w.poisson("client certificates refused", 2, span, func(r *rand.Rand) {
+		d := logUniform(r, 10*time.Minute, 6*time.Hour)
+		lock(func() { a.refuseCerts++; w.setUnhealthy("client certificates refused") })()
+		w.dropLater(time.Duration(r.Float64()*0.8*float64(d)), "client certificates refused", false, nil)
+		w.after(d, "client certificates accepted again", lock(func() {
+			if a.refuseCerts--; a.refuseCerts == 0 {
+				w.setHealthy("client certificates refused")
+			}
+		}))
 	})
 	w.poisson("address change", 2, span, func(r *rand.Rand) {
 		ip := net.IPv4(10, 1, byte(r.IntN(256)), byte(1+r.IntN(250)))
@@ -149,10 +162,7 @@ func (w *World) plan(span time.Duration) {
 			a.closeAllWatches()
 			a.mu.Unlock()
 			w.setUnhealthy("cluster rebuilt")
-			w.after(logUniform(r, time.Minute, 2*24*time.Hour), "bootstrap kubeconfig dropped", func() {
-				w.dropBootstrapKubeconfig()
-				w.setHealthy("cluster rebuilt")
-			})
+			w.dropLater(logUniform(r, time.Minute, 2*24*time.Hour), "cluster rebuilt", false, func() { w.setHealthy("cluster rebuilt") })
 		})
 	}
 }
@@ -267,6 +277,9 @@ func Run(seed uint64, span time.Duration, base string, log *zap.Logger) (string,
 		time.Sleep(d)
 		synctest.Wait()
 		w.afterEvent()
+	}
+	if w.failure == "" {
+		w.finishStranding()
 	}
 	w.kill()
 	close(w.release) // frozen goroutines end

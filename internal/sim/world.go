@@ -64,6 +64,27 @@ type Stats struct {
 	Restarts, Kills         int // all restarts; those at a failpoint
 	Suspends, Outages       int
 	Events                  int
+
+	// Strandings (strand.go), by cause; StrandedAtEnd: still stranded when
+	// the span ended; LongestStranded: from a stranding's start to its end
+	// (a rescue's drop, mostly).
+	Strandings      int
+	StrandCauses    map[string]int
+	StrandedAtEnd   int
+	LongestStranded time.Duration
+	// Rescues: bootstrap kubeconfigs dropped onto a stranded node; Recovered:
+	// those that ended with kubelet.conf accepted and the bootstrap
+	// kubeconfig deleted, each after Recoveries[i] (from the drop);
+	// Restranded: those stranded again first (the token lapsed, the cluster
+	// was rebuilt). LongestWait: the most a recovery took once the node could
+	// work (the time judged against rescueBound).
+	Rescues, Recovered, Restranded int
+	Recoveries                     []time.Duration
+	LongestWait                    time.Duration
+	// BootProofsFailed: client certificates whose proof (a SelfSubjectReview)
+	// failed because of the scenario while a bootstrap kubeconfig was on
+	// disk, waiting on it.
+	BootProofsFailed int
 }
 
 // instance is one run of the agent (a process, between a start and a kill).
@@ -106,15 +127,16 @@ type World struct {
 	clientExpiry time.Time       // NotAfter of the client certificate on disk, as last checked
 	fp           string          // fingerprint of the watched directories
 	fileEventDue bool
-	rescueDue    bool // an operator will drop a bootstrap kubeconfig
-	// kubeconfigPresent: kubelet.conf existed at the last file check
-	kubeconfigPresent bool
-	checked           string // statKey of the files at the last check
-	pairChecked       map[bootstrap.Kind]string
-	kcMu              sync.Mutex
-	kc                *rest.Config // kubelet.conf parsed, for statKey kcKey
-	kcKey             string
-	minLifetime       time.Duration
+	strand       strandState // strand.go
+	rescue       *rescue     // the rescue in progress; nil if none
+	dropsDue     int         // bootstrap kubeconfigs a person will drop
+	bootToken    string      // the token of the last one dropped
+	checked      string      // statKey of the files at the last check
+	pairChecked  map[bootstrap.Kind]string
+	kcMu         sync.Mutex
+	kc           *rest.Config // kubelet.conf parsed, for statKey kcKey
+	kcKey        string
+	minLifetime  time.Duration
 
 	caRenewAt time.Duration // after the start
 	logger    *zap.Logger   // the agent's; a no-op unless debugging
@@ -125,6 +147,7 @@ type World struct {
 	failMu     sync.Mutex
 	failure    string
 	lastStatus string
+	removedAt  time.Time // when the agent last deleted the bootstrap kubeconfig
 	stats      Stats
 	trace      []*event // the last events, for a failure report
 	kinds      map[string]int
@@ -273,9 +296,12 @@ func (w *World) dropBootstrapKubeconfig() {
 	w.api.uid++
 	id := fmt.Sprintf("%06x", w.api.uid%0xffffff)
 	token := id + "." + fmt.Sprintf("%016x", w.seed^uint64(w.api.uid))[:16]
-	w.api.tokens[token] = w.now().Add(24 * time.Hour)
+	exp := w.now().Add(24 * time.Hour)
+	w.api.tokens[token] = exp
 	ca := base64.StdEncoding.EncodeToString(w.api.cluster.pem)
 	w.api.mu.Unlock()
+	w.bootToken = token
+	w.at(exp, "bootstrap token expires", func() {}) // watchStranding sees it lapse
 	kc := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters: [{name: c, cluster: {server: "https://sim:6443", certificate-authority-data: %s}}]
@@ -306,6 +332,13 @@ func (w *World) options() agent.Options {
 			bc.NewCSRClient = w.api.clientFor
 			bc.CheckIdentity = w.api.checkIdentity
 			bc.PrimaryIP = func() net.IP { return *w.ip.Load() }
+			removed, kubeconfig := bc.OnBootstrapRemoved, bc.KubeconfigPath
+			bc.OnBootstrapRemoved = func(path string) {
+				w.bootstrapRemoved(kubeconfig)
+				if removed != nil {
+					removed(path)
+				}
+			}
 		},
 	}
 }
@@ -452,6 +485,7 @@ func (w *World) setHealthy(cond string) {
 	if w.active[cond] {
 		delete(w.active, cond)
 		w.healthySince = w.now()
+		w.rescueWhenHealthy()
 	}
 }
 
@@ -478,7 +512,7 @@ func (w *World) fingerprint() string {
 }
 
 func (w *World) afterEvent() {
-	w.rescueIfStranded()
+	w.watchStranding()
 	if fp := w.fingerprint(); fp != w.fp {
 		w.fp = fp
 		w.checkFiles()
@@ -512,28 +546,6 @@ func (w *World) afterEvent() {
 	}
 }
 
-// rescueIfStranded: a node with neither a valid client certificate nor a
-// bootstrap kubeconfig (its certificate expired while it slept, say) needs a
-// person; one drops a bootstrap kubeconfig within a day.
-func (w *World) rescueIfStranded() {
-	if w.rescueDue || w.down {
-		return
-	}
-	if w.now().Before(w.clientExpiry) && w.kubeconfigPresent {
-		return
-	}
-	if _, err := os.Stat(w.cfg.BootstrapKubeconfig); err == nil {
-		return
-	}
-	w.rescueDue = true
-	w.setUnhealthy("stranded")
-	w.after(logUniform(w.rngFor("rescue", w.stats.Events), 10*time.Minute, 24*time.Hour), "bootstrap kubeconfig dropped", func() {
-		w.dropBootstrapKubeconfig()
-		w.rescueDue = false
-		w.setHealthy("stranded")
-	})
-}
-
 // checkFiles: kubelet.conf absent or loadable with a matching pair; every
 // -current.pem a complete pair; the client certificate's expiry watched.
 func (w *World) checkFiles() {
@@ -543,9 +555,7 @@ func (w *World) checkFiles() {
 		return // the same files as last time
 	}
 	w.checked = key
-	_, err := os.Lstat(w.cfg.Kubeconfig)
-	w.kubeconfigPresent = err == nil
-	if err == nil {
+	if _, err := os.Lstat(w.cfg.Kubeconfig); err == nil {
 		rc, err := w.kubeconfig(kcKey)
 		if err != nil {
 			w.fail("kubelet.conf does not load: %v", err)
@@ -621,7 +631,7 @@ func (w *World) checkExpiry(leaf *x509.Certificate) {
 	if err != nil || !pair.Leaf.Equal(leaf) {
 		return // renewed or replaced
 	}
-	if h := w.healthyFor(); h >= 10*time.Minute {
+	if h := w.healthyFor(); h >= expiryGrace {
 		w.fail("the client certificate expired (NotAfter %s) although the node could renew for the last %s", leaf.NotAfter.Format(time.RFC3339), h.Round(time.Second))
 	}
 }
@@ -667,6 +677,12 @@ func (w *World) afterCreate(o *csr) {
 		decide(time.Duration(r.Float64()*float64(5*time.Second)), false, "MisconfiguredApprover")
 	case o.obj.Spec.SignerName == certificatesv1.KubeAPIServerClientKubeletSignerName:
 		decide(time.Duration(r.Float64()*float64(5*time.Second)), true, "AutoApproved")
+		if strings.HasPrefix(o.obj.Spec.Username, "system:bootstrap:") && r.Float64() < 1.0/3 {
+			// A third of bootstraps meet a SelfSubjectReview API that fails
+			// from now on, for a while: the proof of the new kubelet.conf
+			// fails although the API server would accept it.
+			w.proofFailsFor(logUniform(r, time.Minute, 2*time.Hour))
+		}
 	default:
 		// A serving CSR: an approver (automatic, or a person) checks the
 		// requester and the names.
@@ -690,6 +706,27 @@ func (w *World) afterCreate(o *csr) {
 	// The cleaner's 24-hour rule for a CSR still pending then (a decision
 	// cancels it: the 1-hour rule for decided CSRs takes over).
 	o.pendingGC = w.after(24*time.Hour+time.Second, "csrcleaner", func() { a.mu.Lock(); a.collect(o); a.mu.Unlock() })
+}
+
+// proofFailsFor makes SelfSubjectReviews answer 503 for d, starting now
+// (an event: a.mu may be held by the caller).
+func (w *World) proofFailsFor(d time.Duration) {
+	a := w.api
+	w.after(0, "proof errors begin", func() {
+		a.mu.Lock()
+		a.proofErrs++
+		a.mu.Unlock()
+		w.setUnhealthy("proof fails")
+		w.after(d, "proof errors end", func() {
+			a.mu.Lock()
+			a.proofErrs--
+			n := a.proofErrs
+			a.mu.Unlock()
+			if n == 0 {
+				w.setHealthy("proof fails")
+			}
+		})
+	})
 }
 
 // afterWatch ends the watch at its timeout, or earlier as API servers
