@@ -24,7 +24,10 @@ import (
 //     down, a suspend, a scenario that took its credentials away), if the
 //     client certificate expired before the node had been able to renew for
 //     expiryGrace, or if the bootstrap token lapsed before the node had been
-//     able to use it for rescueBound. Any other stranding is a violation.
+//     able to use it for rescueBound. Any other stranding is a violation,
+//     and so is one that follows the agent's deletion of the bootstrap
+//     kubeconfig while kubelet.conf was not accepted, whatever else the
+//     world did meanwhile.
 //   - The agent deletes the bootstrap kubeconfig only while the API server
 //     accepts kubelet.conf and after a request made with kubelet.conf's
 //     certificate succeeded: its proof (bootstrapRemoved, judged at the
@@ -127,7 +130,17 @@ func (w *World) watchStranding() {
 		cause := credWhy
 		if prev.looked && prev.bootOK && !prev.credOK {
 			cause = bootWhy // what changed is the bootstrap kubeconfig
-			if bootWhy == "no bootstrap kubeconfig" {
+			w.failMu.Lock()
+			accepted := w.removedAccepted
+			w.failMu.Unlock()
+			switch {
+			case bootWhy != "no bootstrap kubeconfig":
+			case accepted:
+				// kubelet.conf was accepted when the agent deleted it:
+				// what stranded the node is what happened to kubelet.conf
+				// since.
+				cause = credWhy
+			default:
 				cause = "bootstrap kubeconfig deleted by the agent" // the simulation never deletes it
 			}
 		}
@@ -154,6 +167,12 @@ func (w *World) stranded(cause, credWhy string) {
 	why := fmt.Sprintf("seed %d: the node was stranded at %s (%s; kubelet.conf: %s) although it could work for the last %s (since %s)",
 		w.seed, now.Format(time.RFC3339), cause, credWhy, h.Round(time.Second), w.healthySince.Format(time.RFC3339))
 	switch {
+	case cause == "bootstrap kubeconfig deleted by the agent":
+		w.failMu.Lock()
+		at := w.removedAt
+		w.failMu.Unlock()
+		w.fail("seed %d: the node was stranded at %s: the agent deleted the bootstrap kubeconfig at %s while the API server did not accept kubelet.conf (%s)",
+			w.seed, now.Format(time.RFC3339), at.Format(time.RFC3339), credWhy)
 	case h == 0: // the world did it
 	case cause == "client certificate expired":
 		if h >= expiryGrace {
@@ -286,7 +305,7 @@ func (w *World) bootstrapRemoved(kubeconfig string) {
 	proven := who.leaf != nil && a.succeeded[string(who.leaf.Raw)]
 	a.mu.Unlock()
 	w.failMu.Lock()
-	w.removedAt = w.now()
+	w.removedAt, w.removedAccepted = w.now(), who.err == nil && who.user == "system:node:"+w.cfg.NodeName
 	w.failMu.Unlock()
 	switch {
 	case who.err != nil:

@@ -147,10 +147,13 @@ type World struct {
 	failMu     sync.Mutex
 	failure    string
 	lastStatus string
-	removedAt  time.Time // when the agent last deleted the bootstrap kubeconfig
-	stats      Stats
-	trace      []*event // the last events, for a failure report
-	kinds      map[string]int
+	// removedAt: when the agent last deleted the bootstrap kubeconfig;
+	// removedAccepted: the API server accepted kubelet.conf then.
+	removedAt       time.Time
+	removedAccepted bool
+	stats           Stats
+	trace           []*event // the last events, for a failure report
+	kinds           map[string]int
 }
 
 // rngFor is a random stream for one purpose, so that goroutine interleaving
