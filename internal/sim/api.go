@@ -127,6 +127,10 @@ type API struct {
 	// (the agent's proof before it may delete that).
 	succeeded, proofFailed map[string]bool
 
+	// instant and atInstant count the requests made at one true time.
+	instant   time.Time
+	atInstant int
+
 	reused  int // creates of a name whose earlier object was deleted
 	deleted map[string]bool
 	failure string // the first invariant this API saw broken
@@ -210,6 +214,32 @@ func (a *API) authenticate(rc *rest.Config) caller {
 	return caller{user: leaf.Subject.CommonName, leaf: leaf}
 }
 
+// stormLimit is how many requests at one instant of the simulated time make
+// a storm: an agent that loops without waiting (a step takes a handful).
+const stormLimit = 1000
+
+// arrive counts a request; a storm is a failure, and the goroutine that
+// makes the stormLimit-th request is frozen so that the simulation can go on
+// to report it (a loop that never waits would otherwise never let the
+// bubble's time move, and the test would end at its timeout). a.mu is not
+// held.
+func (a *API) arrive() {
+	a.mu.Lock()
+	now := a.w.now()
+	if !now.Equal(a.instant) {
+		a.instant, a.atInstant = now, 0
+	}
+	a.atInstant++
+	storm := a.atInstant >= stormLimit
+	if a.atInstant == stormLimit {
+		a.fail("seed %d: a request storm: %d requests at %s without the clock moving (the agent loops without waiting)", a.w.seed, stormLimit, now.Format(time.RFC3339))
+	}
+	a.mu.Unlock()
+	if storm {
+		a.w.freeze()
+	}
+}
+
 // admit is what a request meets: the gate, then authentication. A
 // certificate that gets through is recorded in a.succeeded. a.mu is held.
 func (a *API) admit(rc *rest.Config) caller {
@@ -271,6 +301,7 @@ func (a *API) clientFor(rc *rest.Config) (bootstrap.CSRClient, error) {
 // The proof that kubelet.conf works before the bootstrap kubeconfig is
 // deleted is one of these; refuseCerts and proofErrs make it fail.
 func (a *API) checkIdentity(_ context.Context, rc *rest.Config, node string) error {
+	a.arrive()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err := a.gate(); err != nil {
@@ -319,6 +350,7 @@ func (a *API) presented(rc *rest.Config) *x509.Certificate {
 
 func (c *client) Create(_ context.Context, in *certificatesv1.CertificateSigningRequest, _ metav1.CreateOptions) (*certificatesv1.CertificateSigningRequest, error) {
 	a := c.a
+	a.arrive()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	who := a.admit(c.rc)
@@ -363,6 +395,7 @@ func (c *client) Create(_ context.Context, in *certificatesv1.CertificateSigning
 
 func (c *client) Get(_ context.Context, name string, _ metav1.GetOptions) (*certificatesv1.CertificateSigningRequest, error) {
 	a := c.a
+	a.arrive()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if who := a.admit(c.rc); who.err != nil {
@@ -377,6 +410,7 @@ func (c *client) Get(_ context.Context, name string, _ metav1.GetOptions) (*cert
 
 func (c *client) List(_ context.Context, opts metav1.ListOptions) (*certificatesv1.CertificateSigningRequestList, error) {
 	a := c.a
+	a.arrive()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if who := a.admit(c.rc); who.err != nil {
@@ -392,6 +426,7 @@ func (c *client) List(_ context.Context, opts metav1.ListOptions) (*certificates
 
 func (c *client) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 	a := c.a
+	a.arrive()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if who := a.admit(c.rc); who.err != nil {

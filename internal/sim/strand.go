@@ -363,7 +363,15 @@ func (s Stats) strandings() string {
 		}
 		return rec[min(len(rec)-1, int(q*float64(len(rec))))].Round(time.Second)
 	}
-	return fmt.Sprintf("%d strandings (%s; longest %s), %d still stranded at the end; %d rescues: %d recovered (from the drop: median %s, p90 %s, max %s; at most %s once the node could work, bound %s), %d stranded again first; %d proofs of kubelet.conf failed with a bootstrap kubeconfig waiting on them (kept)",
-		s.Strandings, strings.Join(causes, ", "), s.LongestStranded.Round(time.Second), s.StrandedAtEnd, s.Rescues, s.Recovered,
-		at(0.5), at(0.9), at(1), s.LongestWait.Round(time.Second), rescueBound, s.Restranded, s.BootProofsFailed)
+	strandings := fmt.Sprintf("%d strandings", s.Strandings)
+	if s.Strandings > 0 {
+		strandings += fmt.Sprintf(" (%s; the longest %s)", strings.Join(causes, ", "), s.LongestStranded.Round(time.Second))
+	}
+	rescues := fmt.Sprintf("%d rescues: %d recovered", s.Rescues, s.Recovered)
+	if s.Recovered > 0 {
+		rescues += fmt.Sprintf(" (from the drop: median %s, p90 %s, max %s; at most %s once the node could work, bound %s)",
+			at(0.5), at(0.9), at(1), s.LongestWait.Round(time.Second), rescueBound)
+	}
+	return fmt.Sprintf("%s, %d still stranded at the end; %s, %d stranded again first; %d proofs of kubelet.conf failed with a bootstrap kubeconfig waiting on them (kept)",
+		strandings, s.StrandedAtEnd, rescues, s.Restranded, s.BootProofsFailed)
 }

@@ -412,6 +412,12 @@ func (w *World) failpointHandler(name string) {
 	if !dying {
 		return
 	}
+	w.freeze()
+}
+
+// freeze stops the calling goroutine for good (until the world ends) and
+// wakes the driver to notice.
+func (w *World) freeze() {
 	w.frozen.Add(1)
 	select { // the driver must notice at once: this is the kill
 	case w.wake <- struct{}{}:
