@@ -307,16 +307,18 @@ func (a *API) checkIdentity(_ context.Context, rc *rest.Config, node string) err
 	if err := a.gate(); err != nil {
 		return err
 	}
-	if a.proofErrs > 0 {
-		a.proofFailedBy(a.presented(rc))
-		return apierrors.NewServiceUnavailable("selfsubjectreviews: the authentication API is unavailable")
-	}
+	// TLS and authentication come first: a kubelet.conf the API server
+	// refuses is answered 401 (or fails the handshake), never 503.
 	c := a.authenticate(rc)
 	if c.err != nil {
 		if a.refuseCerts > 0 {
 			a.proofFailedBy(c.leaf)
 		}
 		return c.err
+	}
+	if a.proofErrs > 0 {
+		a.proofFailedBy(c.leaf)
+		return apierrors.NewServiceUnavailable("selfsubjectreviews: the authentication API is unavailable")
 	}
 	if c.user != "system:node:"+node {
 		return fmt.Errorf("authenticates as %q", c.user)
@@ -337,15 +339,6 @@ func (a *API) proofFailedBy(leaf *x509.Certificate) {
 	if _, err := os.Lstat(a.w.cfg.BootstrapKubeconfig); err == nil {
 		a.proofFailed[string(leaf.Raw)] = true
 	}
-}
-
-// presented is the client certificate rc presents (nil if none, or it does
-// not parse); a.mu is held.
-func (a *API) presented(rc *rest.Config) *x509.Certificate {
-	if rc.BearerToken != "" {
-		return nil
-	}
-	return a.authenticate(rc).leaf
 }
 
 func (c *client) Create(_ context.Context, in *certificatesv1.CertificateSigningRequest, _ metav1.CreateOptions) (*certificatesv1.CertificateSigningRequest, error) {
