@@ -1,11 +1,14 @@
 //go:build failpoints
 
-// Package sim is a deterministic, seeded simulation of one certagent node
-// over a year of virtual time: the real agent (packages agent, bootstrap and
-// rotate) against an in-memory control plane that signs, approves late or
-// never, denies, goes away, throttles, drops watches, garbage-collects CSRs
-// and clips certificates to its CA's expiry, on a clock whose wall time
-// jumps (suspends, NTP steps). See sim_test.go.
+// Package sim is a seeded simulation of one certagent node over a year of
+// virtual time: the real agent (packages agent, bootstrap and rotate) against
+// an in-memory control plane that signs, approves late or never, denies,
+// refuses client certificates, goes away, throttles, drops watches,
+// garbage-collects CSRs and clips certificates to its CA's expiry, on a clock
+// whose wall time jumps (suspends, NTP steps). A seed fixes the faults, their
+// times and every random draw; the interleaving of the agent's goroutines can
+// still change small details from run to run (an event more or fewer in
+// about half the seeds). See sim_test.go and strand.go.
 package sim
 
 import (
