@@ -14,6 +14,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/certagent/certagent/rotate"
 )
 
 var (
@@ -55,6 +57,9 @@ func TestSim(t *testing.T) {
 				list = append(list, *first+uint64(k))
 			}
 		}
+	}
+	if longest := rotate.PermanentBackoff.Longest(); longest+10*time.Minute > rescueBound {
+		t.Fatalf("the agent may rightly wait %s after a failure that needs a person (rotate.PermanentBackoff), too close to the %s a rescue is given (rescueBound in strand.go): revisit the bound", longest, rescueBound)
 	}
 	span := time.Duration(*years * float64(365*24*time.Hour))
 	start := time.Now()

@@ -45,11 +45,13 @@ const (
 	expiryGrace = 10 * time.Minute
 	// rescueBound: once the node can work, a rescue must be over within
 	// this. The longest the agent may rightly sleep once the cause of a
-	// failure is gone is rotate.PermanentBackoff's cap with its jitter, 72
-	// minutes (after its CSR was denied, or the API server refused the new
-	// kubelet.conf); the bootstrap itself takes seconds here (client CSRs
-	// are decided within 5 s). Two hours leave room for a wider jitter and
-	// still fail an agent that does not act on the bootstrap kubeconfig.
+	// failure is gone is rotate.PermanentBackoff.Longest(), its one-hour
+	// cap's highest draw, 90 minutes (after its CSR was denied, or the API
+	// server refused the new kubelet.conf); the bootstrap itself takes
+	// seconds here (client CSRs are decided within 5 s). Two hours leave half
+	// an hour for that and still fail an agent that does not act on the
+	// bootstrap kubeconfig. TestSim refuses to run if the back-off outgrows
+	// it.
 	rescueBound = 2 * time.Hour
 )
 
