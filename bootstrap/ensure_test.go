@@ -18,6 +18,7 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/cert"
 	clocktesting "k8s.io/utils/clock/testing"
 )
@@ -216,5 +217,38 @@ func TestSlowClockDoesNotLoopOnNewCertificates(t *testing.T) {
 	}
 	if n := f.creates.Load(); n != 2 {
 		t.Fatalf("%d CSRs with a clock 6 minutes slow, want 2 (one of each)", n)
+	}
+}
+
+// TestUndeletableBootstrapKubeconfigDoesNotLoop: a bootstrap kubeconfig that
+// cannot be removed (here a directory that is not empty; on a node a
+// read-only /etc/kubernetes) beside a working kubelet.conf is asked about
+// once per step, and the unchanged answer is no news: nothing tells the
+// agent's loops to step again at once (that was a loop without end, found
+// by the simulation).
+func TestUndeletableBootstrapKubeconfigDoesNotLoop(t *testing.T) {
+	f := newFixture(t)
+	f.autoApprove()
+	var news, checks atomic.Int32
+	f.cfg.OnIdentity = func(Identity) { news.Add(1) }
+	b := f.bootstrapper()
+	b.cfg.CheckIdentity = func(context.Context, *rest.Config, string) error { checks.Add(1); return nil }
+	if _, err := b.EnsureClient(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(f.cfg.BootstrapKubeconfigPath, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	before, beforeChecks := news.Load(), checks.Load()
+	for range 3 {
+		if _, err := b.EnsureClient(context.Background(), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := news.Load() - before; n != 0 {
+		t.Fatalf("%d identity changes announced for an unchanged kubelet.conf, want 0", n)
+	}
+	if n := checks.Load() - beforeChecks; n != 3 {
+		t.Fatalf("%d identity checks over 3 steps, want 3 (one each, before the token would go)", n)
 	}
 }

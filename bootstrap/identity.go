@@ -55,6 +55,9 @@ type Identity struct {
 type identityRecord struct {
 	Identity
 	fingerprint string
+	// recheck: what is known must be asked again (forget), though it has
+	// not changed until an answer says so.
+	recheck bool
 }
 
 // ErrIdentityRejected: the API server refuses kubelet.conf and there is no
@@ -238,7 +241,7 @@ func (b *Bootstrapper) setIdentity(node *Node, err error) {
 // forget drops what is known, so the next prove asks the API server.
 func (b *Bootstrapper) forget() {
 	b.mu.Lock()
-	b.identity.fingerprint = ""
+	b.identity.recheck = true
 	b.mu.Unlock()
 }
 
@@ -246,7 +249,7 @@ func (b *Bootstrapper) forget() {
 func (b *Bootstrapper) accepted(node *Node) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.identity.Accepted && b.identity.fingerprint == node.fingerprint
+	return b.identity.Accepted && !b.identity.recheck && b.identity.fingerprint == node.fingerprint
 }
 
 // prove makes sure the API server accepts node's kubelet.conf: a
