@@ -105,15 +105,15 @@ func New(cfg Config) (*Attestor, error) {
 
 // outcome is one call's result for the handler to log, count and answer.
 type outcome struct {
-	node, ekHash string
-	refusal      *attestation.Error
-	cause        error // for the log only: an internal failure's detail
+	node, claimed, ekHash string
+	refusal               *attestation.Error
+	cause                 error // for the log only: an internal failure's detail
 }
 
 // begin runs the checks a BeginRequest must pass, in checklist order, then
 // opens a session with a credential for the AK under the EK and a nonce.
 func (a *Attestor) begin(ctx context.Context, req *attestation.BeginRequest) (*attestation.BeginResponse, outcome) {
-	o := outcome{node: req.NodeName}
+	o := outcome{node: req.NodeName, claimed: req.NodeName}
 	if o.refusal = req.Validate(); o.refusal != nil {
 		return nil, o
 	}
@@ -155,7 +155,7 @@ func (a *Attestor) begin(ctx context.Context, req *attestation.BeginRequest) (*a
 		return nil, o
 	}
 
-	s := &session{ekHash: o.ekHash, node: name, ak: key, csrDER: csrDER, csrPEM: []byte(req.CSR), csr: csr}
+	s := &session{ekHash: o.ekHash, node: name, ak: key, csrDER: csrDER, csrPEM: []byte(req.CSR), csr: csr, expSecs: req.ExpirationSeconds}
 	id := make([]byte, 24)
 	s.secret, s.nonce = make([]byte, 32), make([]byte, 32)
 	for _, b := range [][]byte{id, s.secret, s.nonce} {
@@ -194,7 +194,7 @@ func (a *Attestor) finish(ctx context.Context, req *attestation.FinishRequest) (
 		o.refusal = rerr
 		return nil, o
 	}
-	o.node, o.ekHash = s.node, s.ekHash
+	o.node, o.claimed, o.ekHash = s.node, s.node, s.ekHash
 	if o.refusal = checkSecret(s.secret, req.Secret); o.refusal != nil {
 		return nil, o
 	}
@@ -208,7 +208,7 @@ func (a *Attestor) finish(ctx context.Context, req *attestation.FinishRequest) (
 		o.refusal, o.cause = rerr, err
 		return nil, o
 	}
-	chain, err := a.issuer.Issue(ctx, IssueRequest{NodeName: s.node, EKHash: s.ekHash, CSRPEM: s.csrPEM, CSR: s.csr})
+	chain, err := a.issuer.Issue(ctx, IssueRequest{NodeName: s.node, EKHash: s.ekHash, CSRPEM: s.csrPEM, CSR: s.csr, ExpirationSeconds: s.expSecs})
 	if err != nil {
 		o.refusal, o.cause = attestation.Refuse(attestation.ReasonIssueFailed, "the attestation passed but issuing the certificate failed; begin again later"), err
 		return nil, o

@@ -21,6 +21,7 @@ type session struct {
 	csrDER  []byte
 	csrPEM  []byte
 	csr     *x509.CertificateRequest
+	expSecs int32 // the lifetime asked for, 0 for the signer's default
 	expires time.Time
 }
 
