@@ -321,20 +321,30 @@ func TestCheckAdoptable(t *testing.T) {
 		ok     bool
 	}{
 		{"the same, pending", func(*certificatesv1.CertificateSigningRequest) {}, true},
-		{"the same, approved", func(c *certificatesv1.CertificateSigningRequest) { cond(c, certificatesv1.CertificateApproved, corev1.ConditionTrue) }, true},
+		{"the same, approved", func(c *certificatesv1.CertificateSigningRequest) {
+			cond(c, certificatesv1.CertificateApproved, corev1.ConditionTrue)
+		}, true},
 		{"the same, another requester", func(c *certificatesv1.CertificateSigningRequest) { c.Spec.Username = "someone" }, true},
-		{"a false Denied condition", func(c *certificatesv1.CertificateSigningRequest) { cond(c, certificatesv1.CertificateDenied, corev1.ConditionFalse) }, true},
+		{"a false Denied condition", func(c *certificatesv1.CertificateSigningRequest) {
+			cond(c, certificatesv1.CertificateDenied, corev1.ConditionFalse)
+		}, true},
 		{"another request", func(c *certificatesv1.CertificateSigningRequest) {
 			c.Spec.Request = desired(request(t, "node-a", 3600), 0).Spec.Request
 		}, false},
-		{"another signer", func(c *certificatesv1.CertificateSigningRequest) { c.Spec.SignerName = "kubernetes.io/kube-apiserver-client" }, false},
+		{"another signer", func(c *certificatesv1.CertificateSigningRequest) {
+			c.Spec.SignerName = "kubernetes.io/kube-apiserver-client"
+		}, false},
 		{"more usages", func(c *certificatesv1.CertificateSigningRequest) {
 			c.Spec.Usages = append(c.Spec.Usages, certificatesv1.UsageServerAuth)
 		}, false},
 		{"no lifetime", func(c *certificatesv1.CertificateSigningRequest) { c.Spec.ExpirationSeconds = nil }, false},
 		{"another lifetime", func(c *certificatesv1.CertificateSigningRequest) { v := int32(7200); c.Spec.ExpirationSeconds = &v }, false},
-		{"denied", func(c *certificatesv1.CertificateSigningRequest) { cond(c, certificatesv1.CertificateDenied, corev1.ConditionTrue) }, false},
-		{"failed", func(c *certificatesv1.CertificateSigningRequest) { cond(c, certificatesv1.CertificateFailed, corev1.ConditionTrue) }, false},
+		{"denied", func(c *certificatesv1.CertificateSigningRequest) {
+			cond(c, certificatesv1.CertificateDenied, corev1.ConditionTrue)
+		}, false},
+		{"failed", func(c *certificatesv1.CertificateSigningRequest) {
+			cond(c, certificatesv1.CertificateFailed, corev1.ConditionTrue)
+		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			existing := want.DeepCopy()
