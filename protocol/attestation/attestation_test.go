@@ -2,6 +2,7 @@ package attestation
 
 import (
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
@@ -230,5 +231,15 @@ func TestEKHashPatternMatchesValidateEKHash(t *testing.T) {
 		if got, want := re.MatchString(s), ValidateEKHash(s) == nil; got != want {
 			t.Errorf("%q: pattern %t, ValidateEKHash %t", s, got, want)
 		}
+	}
+}
+
+func TestServiceCAHash(t *testing.T) {
+	// The form kubeadm prints for --discovery-token-ca-cert-hash: the
+	// SHA-256 of the certificate's SubjectPublicKeyInfo, not of the
+	// certificate.
+	c := &x509.Certificate{RawSubjectPublicKeyInfo: []byte("abc"), Raw: []byte("whole certificate")}
+	if got, want := ServiceCAHash(c), "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"; got != want {
+		t.Errorf("ServiceCAHash = %s, want %s", got, want)
 	}
 }
