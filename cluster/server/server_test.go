@@ -87,10 +87,12 @@ func TestCheckCRD(t *testing.T) {
 	}
 }
 
-type fakeStore struct{ refs map[string][]corev1.ObjectReference }
+type fakeStore struct {
+	refs map[string][]corev1.ObjectReference
+}
 
 func (f fakeStore) References(h string) []corev1.ObjectReference { return f.refs[h] }
-func (f fakeStore) Counts() (int, int)                          { return len(f.refs), 0 }
+func (f fakeStore) Counts() (int, int)                           { return len(f.refs), 0 }
 
 func TestObserver(t *testing.T) {
 	enrolled := attestation.EKHash([]byte("a"))
