@@ -11,6 +11,9 @@ DIST      ?= dist
 NFPM      := $(GO) tool -modfile=$(CURDIR)/packaging/tools/go.mod nfpm
 LDFLAGS   := -s -w -X github.com/certagent/certagent/agent.Version=$(VERSION)
 BIN       := bin/certagent
+# The cluster-side attestation service (packaging/cluster runs it as a Deployment).
+CLUSTER_LDFLAGS := -s -w -X github.com/certagent/certagent/cluster/command.Version=$(VERSION)
+CLUSTER_BIN     := bin/certagent-cluster
 E2E_FLAGS ?= -count=1 -timeout 50m
 
 FUZZTIME  ?= 30s
@@ -54,8 +57,10 @@ deps: ## Download the Go modules of the product and the test modules
 	cd test/tools/kubelet && $(GO) mod download
 	cd packaging/tools && $(GO) mod download
 
-build: ## Build bin/certagent
+build: ## Build bin/certagent (the node agent) and bin/certagent-cluster (the attestation service); the node binary must not link the cluster side or Prometheus's client
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/certagent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(CLUSTER_LDFLAGS)' -o $(CLUSTER_BIN) ./cmd/certagent-cluster
+	@! $(GO) list -deps ./cmd/certagent | grep -E '^github.com/certagent/certagent/cluster/|^github.com/prometheus/client_golang' || { echo "cmd/certagent links the cluster side or client_golang"; exit 1; }
 
 vet: ## go vet and gofmt over every module; the test module's non-test code must build on its own (govulncheck loads it so)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
