@@ -189,12 +189,12 @@ func (a *Attestor) finish(ctx context.Context, req *attestation.FinishRequest) (
 	if o.refusal = req.Validate(); o.refusal != nil {
 		return nil, o
 	}
-	s, rerr := a.sessions.take(req.SessionID)
+	s, who, rerr := a.sessions.take(req.SessionID)
+	o.node, o.claimed, o.ekHash = who.node, who.node, who.ekHash
 	if rerr != nil {
 		o.refusal = rerr
 		return nil, o
 	}
-	o.node, o.claimed, o.ekHash = s.node, s.node, s.ekHash
 	if o.refusal = checkSecret(s.secret, req.Secret); o.refusal != nil {
 		return nil, o
 	}
