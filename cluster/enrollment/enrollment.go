@@ -1,6 +1,6 @@
 // Package enrollment is where the attestation service learns which TPM is
 // which node: it watches the TPMEnrollment custom resources (packaging/
-// cluster/crd.yaml; one per node, named after it) through a shared informer
+// cluster/10-crd.yaml; one per node, named after it) through a shared informer
 // and answers attestor.Enrollments from the informer's cache, indexed by the
 // EK hash, so a lookup costs the API server nothing.
 //

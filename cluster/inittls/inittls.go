@@ -28,7 +28,7 @@ import (
 	"github.com/certagent/certagent/protocol/attestation"
 )
 
-// Default Secret names (packaging/cluster/deployment.yaml mounts TLSSecret).
+// Default Secret names (packaging/cluster/30-deployment.yaml mounts TLSSecret).
 const (
 	TLSSecret = "certagent-cluster-tls"
 	CASecret  = "certagent-cluster-ca"

@@ -15,7 +15,7 @@ import (
 	"github.com/certagent/certagent/cluster/attestor"
 )
 
-// The permissions each call needs, as packaging/cluster/rbac.yaml grants
+// The permissions each call needs, as packaging/cluster/20-rbac.yaml grants
 // them, for the error a refused call returns.
 const (
 	needCreate  = "create on certificates.k8s.io certificatesigningrequests"
@@ -26,7 +26,7 @@ const (
 // withRBACHint says which permission a forbidden call lacked.
 func withRBACHint(err error, need string) error {
 	if apierrors.IsForbidden(err) {
-		return fmt.Errorf("%w; missing RBAC: the service account needs %s (packaging/cluster/rbac.yaml grants it)", err, need)
+		return fmt.Errorf("%w; missing RBAC: the service account needs %s (packaging/cluster/20-rbac.yaml grants it)", err, need)
 	}
 	return err
 }

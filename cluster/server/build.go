@@ -83,13 +83,13 @@ func build(ctx context.Context, cfg Config) (*service, error) {
 func checkCRD(client kubernetes.Interface) error {
 	list, err := client.Discovery().ServerResourcesForGroupVersion(attestation.EnrollmentAPIVersion)
 	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("the TPMEnrollment CustomResourceDefinition is not installed (%s is not served): kubectl apply -f packaging/cluster/crd.yaml", attestation.EnrollmentAPIVersion)
+		return fmt.Errorf("the TPMEnrollment CustomResourceDefinition is not installed (%s is not served): kubectl apply -f packaging/cluster/10-crd.yaml", attestation.EnrollmentAPIVersion)
 	}
 	if err != nil {
 		return fmt.Errorf("checking for the TPMEnrollment CustomResourceDefinition: %w", err)
 	}
 	if !slices.ContainsFunc(list.APIResources, func(r metav1.APIResource) bool { return r.Name == attestation.EnrollmentResource }) {
-		return fmt.Errorf("%s does not serve %s: kubectl apply -f packaging/cluster/crd.yaml", attestation.EnrollmentAPIVersion, attestation.EnrollmentResource)
+		return fmt.Errorf("%s does not serve %s: kubectl apply -f packaging/cluster/10-crd.yaml", attestation.EnrollmentAPIVersion, attestation.EnrollmentResource)
 	}
 	return nil
 }

@@ -14,7 +14,7 @@ import (
 )
 
 // permission is one thing the service does with the API, and why: exactly
-// what packaging/cluster/rbac.yaml grants (a test keeps the two in step).
+// what packaging/cluster/20-rbac.yaml grants (a test keeps the two in step).
 type permission struct {
 	attrs authorizationv1.ResourceAttributes
 	why   string
@@ -88,7 +88,7 @@ func checkPermissions(ctx context.Context, client kubernetes.Interface) error {
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("missing RBAC: the service account may not %s; apply packaging/cluster/rbac.yaml (and bind it to this service account)",
+		return fmt.Errorf("missing RBAC: the service account may not %s; apply packaging/cluster/20-rbac.yaml (and bind it to this service account)",
 			strings.Join(missing, "; nor "))
 	}
 	return nil

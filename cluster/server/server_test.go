@@ -54,7 +54,7 @@ func TestCheckPermissions(t *testing.T) {
 		"missing RBAC",
 		"approve on certificates.k8s.io signers kubernetes.io/kube-apiserver-client-kubelet",
 		"patch on events in namespace default",
-		"packaging/cluster/rbac.yaml",
+		"packaging/cluster/20-rbac.yaml",
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not say %q", err, want)
@@ -75,7 +75,7 @@ func TestCheckPermissions(t *testing.T) {
 
 func TestCheckCRD(t *testing.T) {
 	c := fake.NewClientset()
-	if err := checkCRD(c); err == nil || !strings.Contains(err.Error(), "packaging/cluster/crd.yaml") {
+	if err := checkCRD(c); err == nil || !strings.Contains(err.Error(), "packaging/cluster/10-crd.yaml") {
 		t.Errorf("no CRD: %v, want the command that installs it", err)
 	}
 	c.Discovery().(*fakediscovery.FakeDiscovery).Resources = []*metav1.APIResourceList{{

@@ -6,7 +6,7 @@ import (
 )
 
 // The enrolment record is a Kubernetes custom resource (its definition ships
-// in packaging/cluster/crd.yaml): cluster-scoped, named after the node, so
+// in packaging/cluster/10-crd.yaml): cluster-scoped, named after the node, so
 // the API server keeps one record per node name.
 const (
 	EnrollmentGroup      = "attestation.certagent.io"
@@ -71,7 +71,7 @@ func (e *TPMEnrollment) Validate() *Error {
 }
 
 // ValidateEKHash checks s is "sha256:" and 64 lower-case hex digits (the
-// pattern packaging/cluster/crd.yaml enforces).
+// pattern packaging/cluster/10-crd.yaml enforces).
 func ValidateEKHash(s string) *Error {
 	hexPart, ok := strings.CutPrefix(s, "sha256:")
 	if !ok || len(hexPart) != 64 || strings.ToLower(hexPart) != hexPart {
