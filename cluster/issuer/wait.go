@@ -73,7 +73,10 @@ func (w *waiter) wait(ctx context.Context, name string, uid types.UID) ([]byte, 
 			if done {
 				return cert, err
 			}
-			state = "approved, not signed"
+			state = "not approved"
+			if _, approved := condition(csr, certificatesv1.CertificateApproved); approved {
+				state = "approved, not signed"
+			}
 			if csr.UID != uid {
 				state = "replaced by another object of the same name, or the cache is behind"
 			}
