@@ -77,6 +77,46 @@ func TestAttestationServiceRestart(t *testing.T) {
 	})
 }
 
+// TestAttestationShutdownDrains: SIGTERM while a node's finish waits for
+// the signer: the service stops taking calls but answers the one in flight
+// (here, after its issue timeout, a retryable issue_failed, rather than a
+// cut connection), then exits 0.
+func TestAttestationShutdownDrains(t *testing.T) {
+	kubeconfig, err := serviceAccountKubeconfig(context.Background(), serviceAccount)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := startService(context.Background(), "drain", kubeconfig, freeAddr(), freeAddr(), "--issue-timeout", "4s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.stop()
+	n := newNode(t, "tpm-drain", vendor)
+	n.enrol(n.name)
+	if err := cp.StopControllerManager(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := cp.StartControllerManager(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	done := make(chan error, 1)
+	go func() { _, err := n.attest(s, 0); done <- err }()
+	waitCSR(t, n.name, func(c certificatesv1.CertificateSigningRequest) bool { return approvedCondition(c) != nil })
+	start := time.Now()
+	if code := s.stop(); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+	err = <-done
+	if r, ok := tpm.Refusal(err); !ok || r.Reason != attestation.ReasonIssueFailed || !r.Reason.Retryable() {
+		t.Errorf("the finish in flight got %v, want the service's answer, a retryable %s", err, attestation.ReasonIssueFailed)
+	}
+	if took := time.Since(start); took > 15*time.Second {
+		t.Errorf("stopping took %v", took)
+	}
+}
+
 // waitCSR waits until the service has made a CSR for node that ok accepts.
 func waitCSR(t *testing.T, node string, ok func(certificatesv1.CertificateSigningRequest) bool) certificatesv1.CertificateSigningRequest {
 	t.Helper()
