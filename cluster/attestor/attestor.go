@@ -3,6 +3,7 @@ package attestor
 import (
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -156,22 +157,29 @@ func (a *Attestor) begin(ctx context.Context, req *attestation.BeginRequest) (*a
 	}
 
 	s := &session{ekHash: o.ekHash, node: name, ak: key, csrDER: csrDER, csrPEM: []byte(req.CSR), csr: csr, expSecs: req.ExpirationSeconds}
+	rsp, refusal, err := a.challenge(s, ek)
+	o.refusal, o.cause = refusal, err
+	return rsp, o
+}
+
+// challenge opens session s: a random id, secret and nonce, the secret
+// wrapped in a credential only the TPM holding ek can activate, and only
+// for s's AK.
+func (a *Attestor) challenge(s *session, ek *rsa.PublicKey) (*attestation.BeginResponse, *attestation.Error, error) {
 	id := make([]byte, 24)
 	s.secret, s.nonce = make([]byte, 32), make([]byte, 32)
 	for _, b := range [][]byte{id, s.secret, s.nonce} {
 		if _, err := io.ReadFull(a.rand, b); err != nil {
-			o.refusal, o.cause = attestation.Refuse(attestation.ReasonInternal, "the service could not make a challenge; try again"), err
-			return nil, o
+			return nil, attestation.Refuse(attestation.ReasonInternal, "the service could not make a challenge; try again"), err
 		}
 	}
 	s.id = base64.RawURLEncoding.EncodeToString(id)
-	credential, encSecret, err := makeCredential(a.rand, ek, key.name, s.secret)
+	credential, encSecret, err := makeCredential(a.rand, ek, s.ak.name, s.secret)
 	if err != nil {
-		o.refusal, o.cause = attestation.Refuse(attestation.ReasonInternal, "the service could not make a credential for this EK; try again"), err
-		return nil, o
+		return nil, attestation.Refuse(attestation.ReasonInternal, "the service could not make a credential for this EK; try again"), err
 	}
-	if o.refusal = a.sessions.add(s); o.refusal != nil {
-		return nil, o
+	if refusal := a.sessions.add(s); refusal != nil {
+		return nil, refusal, nil
 	}
 	return &attestation.BeginResponse{
 		SessionID:       s.id,
@@ -179,7 +187,7 @@ func (a *Attestor) begin(ctx context.Context, req *attestation.BeginRequest) (*a
 		EncryptedSecret: encSecret,
 		Nonce:           s.nonce,
 		Expires:         s.expires,
-	}, o
+	}, nil, nil
 }
 
 // finish runs the checks a FinishRequest must pass against its session, in
