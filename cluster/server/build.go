@@ -109,7 +109,9 @@ func (s *service) buildAttestor(ctx context.Context, client kubernetes.Interface
 	}
 	s.informers = []cache.SharedIndexInformer{enrollInf, csrInf}
 	s.metrics = newMetrics(s.cfg.Version, store)
-	s.broadcaster = record.NewBroadcaster(record.WithContext(ctx))
+	// Not ended by ctx: Events of the exchanges drained after SIGTERM still
+	// go out; shutdown stops it after the drain.
+	s.broadcaster = record.NewBroadcaster(record.WithContext(context.WithoutCancel(ctx)))
 	s.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	recorder := s.broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "certagent-cluster"})
 	a, err := attestor.New(attestor.Config{

@@ -97,8 +97,8 @@ func unenrol(t *testing.T, name string) {
 	waitEnrollmentsSeen(t)
 }
 
-// waitEnrollmentsSeen waits until the shared service's cache holds as many
-// records as the API server.
+// waitEnrollmentsSeen waits until every running service's cache holds as
+// many records as the API server.
 func waitEnrollmentsSeen(t *testing.T) {
 	t.Helper()
 	var list struct {
@@ -107,12 +107,15 @@ func waitEnrollmentsSeen(t *testing.T) {
 	if err := json.Unmarshal([]byte(kubectl(t, "", "get", "tpmenrollments", "-o", "json")), &list); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if int(svc.metric(t, "certagent_attestation_enrollments")) == len(list.Items) {
-			return
+	for _, s := range runningServices() {
+		seen := false
+		for deadline := time.Now().Add(10 * time.Second); !seen && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			seen = int(s.metric(t, "certagent_attestation_enrollments")) == len(list.Items)
+		}
+		if !seen {
+			t.Fatalf("the cache of service %s does not hold the %d TPMEnrollments", s.name, len(list.Items))
 		}
 	}
-	t.Fatalf("the service's cache does not hold the %d TPMEnrollments", len(list.Items))
 }
 
 // attest runs certagent's node half against s for the node's CSR.

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -66,6 +67,20 @@ func mountTLSSecret(ctx context.Context, dir string) error {
 	return nil
 }
 
+// running are the services started and not stopped, by name.
+var running sync.Map
+
+func runningServices() []*service {
+	var out []*service
+	running.Range(func(_, v any) bool {
+		if s := v.(*service); !s.exited() {
+			out = append(out, s)
+		}
+		return true
+	})
+	return out
+}
+
 // service is one certagent-cluster serve process.
 type service struct {
 	name, url, health, logPath string
@@ -117,6 +132,7 @@ func (s *service) start() error {
 	}
 	s.done = make(chan struct{})
 	go func() { _ = s.cmd.Wait(); close(s.done) }()
+	running.Store(s.name, s)
 	return nil
 }
 
