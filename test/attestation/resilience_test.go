@@ -115,6 +115,7 @@ func TestAttestationShutdownDrains(t *testing.T) {
 	if took := time.Since(start); took > 15*time.Second {
 		t.Errorf("stopping took %v", took)
 	}
+	waitEvent(t, n.name, "Warning AttestationRefused", "issue_failed") // recorded during the drain
 }
 
 // waitCSR waits until the service has made a CSR for node that ok accepts.
