@@ -3,6 +3,7 @@ package enrollment
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/yaml"
 
 	"github.com/certagent/certagent/protocol/attestation"
 )
@@ -155,5 +157,50 @@ func TestNewNeedsTheIndex(t *testing.T) {
 	inf := cache.NewSharedIndexInformer(&cache.ListWatch{}, &unstructured.Unstructured{}, 0, cache.Indexers{})
 	if _, err := New(inf); err == nil {
 		t.Error("New accepted an informer without the EK hash index")
+	}
+}
+
+// TestCRDMatchesTheRecord: the CRD shipped validates the EK hash with the
+// pattern the shared record's validation uses, and names the group, version
+// and kind the service watches.
+func TestCRDMatchesTheRecord(t *testing.T) {
+	data, err := os.ReadFile("../../packaging/cluster/10-crd.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var crd struct {
+		Spec struct {
+			Group string `json:"group"`
+			Scope string `json:"scope"`
+			Names struct {
+				Plural string `json:"plural"`
+				Kind   string `json:"kind"`
+			} `json:"names"`
+			Versions []struct {
+				Name   string `json:"name"`
+				Schema struct {
+					OpenAPIV3Schema struct {
+						Properties struct {
+							Spec struct {
+								Properties map[string]struct {
+									Pattern string `json:"pattern"`
+								} `json:"properties"`
+							} `json:"spec"`
+						} `json:"properties"`
+					} `json:"openAPIV3Schema"`
+				} `json:"schema"`
+			} `json:"versions"`
+		} `json:"spec"`
+	}
+	if err := yaml.Unmarshal(data, &crd); err != nil {
+		t.Fatal(err)
+	}
+	s := crd.Spec
+	if s.Group != GVR.Group || s.Names.Plural != GVR.Resource || s.Names.Kind != attestation.EnrollmentKind || s.Scope != "Cluster" ||
+		len(s.Versions) != 1 || s.Versions[0].Name != GVR.Version {
+		t.Fatalf("the CRD is %+v, the service watches %v", s, GVR)
+	}
+	if got := s.Versions[0].Schema.OpenAPIV3Schema.Properties.Spec.Properties["ekPublicKeyHash"].Pattern; got != attestation.EKHashPattern {
+		t.Errorf("the CRD's ekPublicKeyHash pattern %q, want %q", got, attestation.EKHashPattern)
 	}
 }
