@@ -38,17 +38,10 @@ type Options struct {
 	// NewEventClient builds the client Events are written with, from the
 	// node's credential; nil: no Events (the CLI passes bootstrap.NewEventClient).
 	NewEventClient func(*rest.Config) (bootstrap.EventClient, error)
-	// Trim returns memory to the OS; Run calls it once the daemon has
-	// settled (footprint.go). nil: never (the CLI's daemon passes TrimMemory).
-	Trim func()
-	// TrimImage unmaps again the binary's pages that idle work (a scrape, a
-	// garbage collection) faulted back in; Run calls it once that work is
-	// over. nil: never (the CLI's daemon passes TrimImage).
-	TrimImage func()
-	// OnEachGC has f called after every garbage collection until stop is
-	// called (TrimImage's cue); default onEachGC. Tests in a synctest bubble
-	// replace it: a finalizer runs outside the bubble.
-	OnEachGC func(f func()) (stop func())
+	// CloseIdle closes the idle connections to the API server; Run calls it
+	// once the daemon has settled (idle.go). nil: never (the CLI's daemon
+	// passes bootstrap.CloseIdleConnections).
+	CloseIdle func()
 }
 
 // WatchFunc watches dirs until ctx ends, sending on the returned channel after changes.
@@ -79,7 +72,7 @@ type Agent struct {
 	// bootstrapRemoved is the bootstrap kubeconfig the client step removed,
 	// until recordOutcome has told it in an Event.
 	bootstrapRemoved string
-	trim             *trimmer // nil: no memory trimming (all but the daemon)
+	idle             *settler // nil: idle connections are left to time out (all but the daemon)
 }
 
 // New builds an agent from a validated configuration.
@@ -104,9 +97,6 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	if opts.RunHook == nil {
 		opts.RunHook = execHook
 	}
-	if opts.OnEachGC == nil {
-		opts.OnEachGC = onEachGC
-	}
 	a := &Agent{
 		opts: opts, log: opts.Logger, clock: opts.Clock, rand: opts.Rand, notifier: opts.Notifier,
 		states: map[bootstrap.Kind]*certState{},
@@ -119,7 +109,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	a.cfg, a.b, a.policy = cfg, b, policyOf(cfg)
 	if opts.NewEventClient != nil {
 		a.events = newEventRecorder(a.log.Named("events"), a.clock, cfg.NodeName, a.nodeEventClient(opts.NewEventClient))
-		a.events.wrote = func() { a.trim.settled() } // a ServingCSRPending comes 15 s after the burst
+		a.events.wrote = func() { a.idle.settled() } // a ServingCSRPending comes 15 s after the burst
 	}
 	return a, nil
 }
@@ -218,7 +208,7 @@ func (a *Agent) onWaiting(kind bootstrap.Kind, name string) {
 	}
 	if name != "" {
 		a.publishStatus() // "waiting for approval of …": a person may be needed
-		a.trim.settled()  // and that may take days
+		a.idle.settled()  // and that may take days
 	}
 }
 

@@ -242,9 +242,8 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	if *rf.once {
 		opts.Notifier = nopNotifier{}
 	} else {
-		opts.NewEventClient = bootstrap.NewEventClient // Events on the Node (docs/metrics.md)
-		opts.Trim = TrimMemory(log)                    // idle RSS (docs/metrics.md, "Memory")
-		opts.TrimImage = TrimImage
+		opts.NewEventClient = bootstrap.NewEventClient               // Events on the Node (docs/metrics.md)
+		opts.CloseIdle = func() { bootstrap.CloseIdleConnections() } // docs/metrics.md, "Memory"
 	}
 	a, err := New(cfg, opts)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -73,10 +72,6 @@ type nodeEvent struct {
 	// only if still (if set) says it still holds.
 	after time.Duration
 	still func() bool
-	// settling: the Event ends the burst of work that stored a certificate,
-	// so the daemon does not trim its memory (closing the connection the
-	// Event needs, unmapping the code that writes it) while it is held back.
-	settling bool
 }
 
 // eventSeries is an Event already written, and the repeats since.
@@ -95,10 +90,8 @@ type eventRecorder struct {
 	client func() (bootstrap.EventClient, error)
 	queue  chan nodeEvent
 	// wrote, if set, hears that run tried to write an Event (the daemon
-	// trims its memory once such work is over).
+	// closes its idle connections once such work is over).
 	wrote func()
-	// held counts settling Events held back and not yet written or dropped.
-	held atomic.Int32
 
 	// owned by run
 	tokens float64
@@ -116,20 +109,15 @@ func (r *eventRecorder) record(e nodeEvent) {
 	if r == nil {
 		return
 	}
-	e.settling = e.settling && e.after > 0 // one written at once holds nothing up
-	if e.settling {
-		r.held.Add(1)
-	}
 	r.enqueue(e)
 }
 
-// enqueue hands e to run; a full queue drops it (and ends its hold).
+// enqueue hands e to run; a full queue drops it.
 func (r *eventRecorder) enqueue(e nodeEvent) {
 	select {
 	case r.queue <- e:
 	default:
 		r.log.Debug("event dropped: queue full", zap.String("reason", e.reason))
-		r.release(e)
 	}
 }
 
@@ -137,27 +125,14 @@ func (r *eventRecorder) enqueue(e nodeEvent) {
 func (r *eventRecorder) later(ctx context.Context, e nodeEvent) {
 	select {
 	case <-ctx.Done():
-		r.release(e)
 		return
 	case <-r.clock.After(e.after):
 	}
 	if e.still == nil || e.still() {
 		e.after, e.still = 0, nil
-		r.enqueue(e) // still held until written
-		return
-	}
-	r.release(e)
-}
-
-// release ends e's hold, if it held anything, and says the work is over.
-func (r *eventRecorder) release(e nodeEvent) {
-	if e.settling && r.held.Add(-1) == 0 && r.wrote != nil {
-		r.wrote()
+		r.enqueue(e)
 	}
 }
-
-// holding reports whether a settling Event is held back.
-func (r *eventRecorder) holding() bool { return r != nil && r.held.Load() > 0 }
 
 // run writes queued events until ctx ends.
 func (r *eventRecorder) run(ctx context.Context) {
@@ -173,9 +148,6 @@ func (r *eventRecorder) run(ctx context.Context) {
 			}
 			if err := r.write(ctx, e); err != nil {
 				r.log.Debug("event not written", zap.String("reason", e.reason), zap.Error(err))
-			}
-			if e.settling {
-				r.held.Add(-1)
 			}
 			if r.wrote != nil {
 				r.wrote()

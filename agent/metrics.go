@@ -160,12 +160,7 @@ func (a *Agent) handler() http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	// A scrape runs code (net/http's server, the exposition) the idle daemon
-	// needs again only at the next one: unmap it again afterwards.
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mux.ServeHTTP(w, r)
-		a.trim.touched()
-	})
+	return mux
 }
 
 // serveHTTP listens on addr until ctx ends; the bound address is logged (addr

@@ -58,12 +58,9 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (Co
 			return fmt.Errorf("creating %s: %w", d, err)
 		}
 	}
-	if a.opts.Trim != nil {
-		a.trim = &trimmer{delay: trimDelay, trim: a.opts.Trim, image: a.opts.TrimImage, held: a.events.holding} // before the goroutines that use it start
-		defer a.trim.stop()
-		if a.opts.TrimImage != nil {
-			defer a.opts.OnEachGC(a.trim.touched)()
-		}
+	if a.opts.CloseIdle != nil {
+		a.idle = &settler{delay: settleDelay, fn: a.opts.CloseIdle} // before the goroutines that use it start
+		defer a.idle.stop()
 	}
 	var bg sync.WaitGroup // goroutines that end with ctx
 	defer bg.Wait()

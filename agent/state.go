@@ -122,7 +122,7 @@ func (a *Agent) observe(kind bootstrap.Kind, o rotate.Outcome) {
 		a.markReadyIf(o)
 	}
 	if o.Next.Sub(now) >= time.Minute {
-		a.trim.settled() // nothing to do for a while
+		a.idle.settled() // nothing to do for a while
 	}
 }
 
@@ -156,7 +156,7 @@ func (a *Agent) recordOutcome(kind bootstrap.Kind, o rotate.Outcome, repeatedFau
 		st.waited = 0 // a later step that stores without waiting (an interrupted bootstrap finished) did not wait
 		a.mu.Unlock()
 		a.events.record(nodeEvent{typ: corev1.EventTypeNormal, reason: reason, action: action, kind: kind, note: note,
-			after: issuedEventDelay(waited, a.rand()), settling: true})
+			after: issuedEventDelay(waited, a.rand())})
 	case isDenied(o.Err):
 		a.events.record(nodeEvent{typ: corev1.EventTypeWarning, reason: ReasonCSRDenied, action: "RequestCertificate", kind: kind,
 			note: fmt.Sprintf("%s certificate: %v", name, o.Err)})
