@@ -186,15 +186,10 @@ func (a *Agent) onWaiting(kind bootstrap.Kind, name string) {
 		w.live.Set(phase, a.clock.Now())
 	}
 	isNew := false
-	now := a.clock.Now()
 	a.update(kind, func(s *certState) {
 		if name != "" && s.waitingCSR != name {
 			s.attempts++
 			isNew = true
-			s.waitStart = now
-		}
-		if name == "" && s.waitingCSR != "" {
-			s.waited = now.Sub(s.waitStart)
 		}
 		s.waitingCSR = name
 	})

@@ -47,29 +47,15 @@ const (
 	// A serving CSR still waiting this long gets a ServingCSRPending Event;
 	// an approver that answers sooner leaves none.
 	servingPendingAfter = 15 * time.Second
-	// The most a CertificateIssued or CertificateRenewed Event is held back
-	// (issuedEventDelay).
-	issuedEventMaxDelay = 30 * time.Second
 )
-
-// issuedEventDelay is how long the Event telling that a certificate was
-// stored is held back, for a CSR that was issued after waiting waited; u is
-// uniform in [0, 1). A node whose CSR was issued at once writes it at once
-// (twice 20 ms at most); one that waited long is most likely one of many
-// joining or renewing together on a busy control plane (a scale-up, a
-// renewal wave), and writes it at a random moment within twice that wait
-// (at most issuedEventMaxDelay), so that the Events of the nodes already
-// done do not compete with the CSRs of those still waiting (make fleet).
-// Warnings are never held back.
-func issuedEventDelay(waited time.Duration, u float64) time.Duration {
-	return time.Duration(u * float64(min(2*max(waited, 0), issuedEventMaxDelay)))
-}
 
 type nodeEvent struct {
 	typ, reason, action, note string
 	kind                      bootstrap.Kind
-	// after, if set, holds the event back that long; it is written then
-	// only if still (if set) says it still holds.
+	// after, if set, is how long what the event tells must last before it
+	// is written (a serving CSR still waiting); it is written then only if
+	// still (if set) says it still holds. Every other Event is written when
+	// it happens.
 	after time.Duration
 	still func() bool
 }

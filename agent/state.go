@@ -16,12 +16,10 @@ import (
 // certState is what the agent knows about one of the two certificates; it
 // feeds the systemd STATUS line and the metrics.
 type certState struct {
-	notAfter    time.Time     // of the stored certificate; zero if none
-	deadline    time.Time     // when it is renewed (rotate.Policy.NextRenewal)
-	waitingCSR  string        // CSR being waited on, if any
-	waitStart   time.Time     // when the wait for waitingCSR began
-	waited      time.Duration // how long the last wait for a CSR lasted
-	lastErr     error         // last failure, cleared by a success
+	notAfter    time.Time // of the stored certificate; zero if none
+	deadline    time.Time // when it is renewed (rotate.Policy.NextRenewal)
+	waitingCSR  string    // CSR being waited on, if any
+	lastErr     error     // last failure, cleared by a success
 	class       rotate.Class
 	retryAt     time.Time // when the next attempt after lastErr is due
 	attempts    uint64    // requests made (bootstrap or renewal)
@@ -150,13 +148,7 @@ func (a *Agent) recordOutcome(kind bootstrap.Kind, o rotate.Outcome, repeatedFau
 			note += "; " + removedNote // one write for the whole bootstrap
 			removed = ""
 		}
-		a.mu.Lock()
-		st := a.state(kind)
-		waited := st.waited
-		st.waited = 0 // a later step that stores without waiting (an interrupted bootstrap finished) did not wait
-		a.mu.Unlock()
-		a.events.record(nodeEvent{typ: corev1.EventTypeNormal, reason: reason, action: action, kind: kind, note: note,
-			after: issuedEventDelay(waited, a.rand())})
+		a.events.record(nodeEvent{typ: corev1.EventTypeNormal, reason: reason, action: action, kind: kind, note: note})
 	case isDenied(o.Err):
 		a.events.record(nodeEvent{typ: corev1.EventTypeWarning, reason: ReasonCSRDenied, action: "RequestCertificate", kind: kind,
 			note: fmt.Sprintf("%s certificate: %v", name, o.Err)})

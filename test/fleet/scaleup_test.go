@@ -205,8 +205,8 @@ func (f *fleet) requests(t *testing.T, from, to time.Time) (byKind map[string]fl
 }
 
 // eventsWithin bounds how long after the last node was done its Events may
-// come: certagent holds a CertificateIssued back at most 30 s
-// (agent.issuedEventMaxDelay), and under load a write takes a while.
+// come: a node writes them when they happen, but under load a write takes a
+// while.
 const eventsWithin = time.Minute
 
 // eventsWritten waits until f's nodes have created want Events (or until
