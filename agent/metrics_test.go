@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"maps"
 	"math"
 	"strings"
 	"testing"
@@ -107,6 +108,16 @@ func TestMetricsKubeletCompatible(t *testing.T) {
 		if kb, err := procStatusField("VmRSS:"); err != nil || math.Abs(rss-float64(kb*1024)) > 0.2*float64(kb*1024) {
 			t.Errorf("process_resident_memory_bytes = %v, /proc/self/status says VmRSS %d kB (%v)", rss, kb, err)
 		}
+		// What of it is this process's own: anonymous memory, PSS, USS.
+		anon, _ := sample(t, fams, "certagent_process_anonymous_memory_bytes", "")
+		if kb, err := procStatusField("RssAnon:"); err != nil || math.Abs(anon-float64(kb*1024)) > 0.2*float64(kb*1024) {
+			t.Errorf("certagent_process_anonymous_memory_bytes = %v, /proc/self/status says RssAnon %d kB (%v)", anon, kb, err)
+		}
+		pss, _ := sample(t, fams, "certagent_process_proportional_memory_bytes", "")
+		uss, _ := sample(t, fams, "certagent_process_unique_memory_bytes", "")
+		if !(anon <= uss && uss <= pss && pss <= 1.2*rss) {
+			t.Errorf("anonymous %v, USS %v, PSS %v, RSS %v bytes: want anonymous <= USS <= PSS <= RSS", anon, uss, pss, rss)
+		}
 		start, _ := sample(t, fams, "process_start_time_seconds", "")
 		if s := float64(packageInit.Unix()); start > s+1 || start < s-60 {
 			t.Errorf("process_start_time_seconds = %v, the test binary initialised at %v", start, s)
@@ -158,6 +169,23 @@ func TestKubeletTTLSeconds(t *testing.T) {
 		if got := kubeletTTLSeconds(c.notAfter, now); got != c.want {
 			t.Errorf("%s: kubeletTTLSeconds = %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+func TestParseKBFields(t *testing.T) {
+	const rollup = `55d5c2006000-7fffc2d00000 ---p 00000000 00:00 0                          [rollup]
+Rss:                1736 kB
+Pss:                 354 kB
+Private_Clean:        48 kB
+Private_Dirty:       116 kB
+Anonymous:           116 kB
+VmFlags: rd wr
+Threads:	3
+`
+	got := parseKBFields([]byte(rollup))
+	want := map[string]uint64{"Rss": 1736, "Pss": 354, "Private_Clean": 48, "Private_Dirty": 116, "Anonymous": 116}
+	if !maps.Equal(got, want) {
+		t.Errorf("parseKBFields = %v, want %v", got, want)
 	}
 }
 

@@ -12,7 +12,11 @@ import (
 
 // The standard process_* and go_* series, with client_golang's names, types
 // and meaning (its process and Go collectors), read from /proc/self and
-// runtime/metrics at every scrape.
+// runtime/metrics at every scrape; and beside the resident memory, what of it
+// the node pays for this process alone (docs/metrics.md, "Memory"): its
+// anonymous memory, PSS and USS. Those three cost a read of
+// /proc/self/smaps_rollup per scrape (tens of microseconds: the kernel walks
+// the process's page tables).
 
 // userHZ is the unit of the CPU times in /proc/<pid>/stat (USER_HZ, 100 on
 // every Linux architecture; client_golang's procfs assumes the same).
@@ -67,6 +71,60 @@ func writeProcessMetrics(e *expo) {
 		e.family("go_threads", "Number of OS threads created.", "gauge")
 		e.sample("go_threads", float64(n))
 	}
+	writeMemoryMetrics(e)
+}
+
+// memorySeries are the memory series beside process_resident_memory_bytes,
+// each a field of /proc/self/smaps_rollup (kB) or a sum of them.
+var memorySeries = []struct {
+	name, help string
+	fields     []string
+}{
+	{"certagent_process_anonymous_memory_bytes",
+		"Resident anonymous memory in bytes (heap, stacks, runtime data): what the node pays for this process alone.",
+		[]string{"Anonymous"}},
+	{"certagent_process_proportional_memory_bytes",
+		"Proportional set size in bytes: resident memory with each page shared with other processes counted in shares.",
+		[]string{"Pss"}},
+	{"certagent_process_unique_memory_bytes",
+		"Unique set size in bytes: resident memory no other process maps.",
+		[]string{"Private_Clean", "Private_Dirty"}},
+}
+
+func writeMemoryMetrics(e *expo) {
+	data, err := os.ReadFile("/proc/self/smaps_rollup")
+	if err != nil {
+		return // a kernel before 4.14, or no /proc
+	}
+	kb := parseKBFields(data)
+	for _, m := range memorySeries {
+		var sum uint64
+		for _, f := range m.fields {
+			v, ok := kb[f]
+			if !ok {
+				return
+			}
+			sum += v
+		}
+		e.family(m.name, m.help, "gauge")
+		e.sample(m.name, float64(sum*1024))
+	}
+}
+
+// parseKBFields reads the "Name: N kB" lines of a /proc file.
+func parseKBFields(data []byte) map[string]uint64 {
+	out := map[string]uint64{}
+	for _, l := range strings.Split(string(data), "\n") {
+		name, rest, ok := strings.Cut(l, ":")
+		f := strings.Fields(rest)
+		if !ok || len(f) != 2 || f[1] != "kB" {
+			continue
+		}
+		if v, err := strconv.ParseUint(f[0], 10, 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out
 }
 
 type procStat struct{ utime, stime, starttime, vsize, rssPages uint64 }
