@@ -91,7 +91,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	}
 	if opts.Watch == nil {
 		opts.Watch = func(ctx context.Context, log *zap.Logger, dirs ...string) (<-chan struct{}, error) {
-			return rotate.WatchDirs(ctx, log, debounce, dirs...)
+			return rotate.WatchDirs(ctx, log, opts.Clock, debounce, dirs...)
 		}
 	}
 	if opts.RunHook == nil {
