@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
@@ -72,7 +73,9 @@ type Agent struct {
 	// bootstrapRemoved is the bootstrap kubeconfig the client step removed,
 	// until recordOutcome has told it in an Event.
 	bootstrapRemoved string
-	idle             *settler // nil: idle connections are left to time out (all but the daemon)
+	// controlTimeout is controlReadTimeout (tests shorten it).
+	controlTimeout time.Duration
+	idle           *settler // nil: idle connections are left to time out (all but the daemon)
 }
 
 // New builds an agent from a validated configuration.
@@ -99,8 +102,9 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	}
 	a := &Agent{
 		opts: opts, log: opts.Logger, clock: opts.Clock, rand: opts.Rand, notifier: opts.Notifier,
-		states: map[bootstrap.Kind]*certState{},
-		loops:  map[bootstrap.Kind]*worker{},
+		states:         map[bootstrap.Kind]*certState{},
+		loops:          map[bootstrap.Kind]*worker{},
+		controlTimeout: controlReadTimeout,
 	}
 	b, err := a.newBootstrapper(cfg)
 	if err != nil {
