@@ -9,7 +9,6 @@ import (
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 
 	"github.com/certagent/certagent/bootstrap"
@@ -37,12 +36,13 @@ type Options struct {
 	// Bootstrap overrides parts of the bootstrap configuration (tests inject clients).
 	Bootstrap func(*bootstrap.Config)
 	// NewEventClient builds the client Events are written with, from the
-	// node's credential; nil: no Events (the CLI passes bootstrap.NewEventClient).
-	NewEventClient func(*rest.Config) (bootstrap.EventClient, error)
-	// CloseIdle closes the idle connections to the API server; Run calls it
-	// once the daemon has settled (idle.go). nil: never (the CLI's daemon
-	// passes bootstrap.CloseIdleConnections).
-	CloseIdle func()
+	// node's credential, when one is written; nil: no Events (the CLI's
+	// daemon passes (*bootstrap.Bootstrapper).NodeEventClient).
+	NewEventClient func(*bootstrap.Bootstrapper) (bootstrap.EventClient, error)
+	// CloseIdle closes the bootstrapper's idle connections to the API
+	// server; Run calls it once the daemon has settled (idle.go). nil: never
+	// (the CLI's daemon passes closeIdleConnections).
+	CloseIdle func(*bootstrap.Bootstrapper)
 }
 
 // WatchFunc watches dirs until ctx ends, sending on the returned channel after changes.
@@ -112,7 +112,8 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	}
 	a.cfg, a.b, a.policy = cfg, b, policyOf(cfg)
 	if opts.NewEventClient != nil {
-		a.events = newEventRecorder(a.log.Named("events"), a.clock, cfg.NodeName, a.nodeEventClient(opts.NewEventClient))
+		a.events = newEventRecorder(a.log.Named("events"), a.clock, cfg.NodeName,
+			func() (bootstrap.EventClient, error) { return opts.NewEventClient(a.bootstrapper()) })
 		a.events.wrote = func() { a.idle.settled() } // a ServingCSRPending comes 15 s after the burst
 	}
 	return a, nil

@@ -242,8 +242,8 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	if *rf.once {
 		opts.Notifier = nopNotifier{}
 	} else {
-		opts.NewEventClient = bootstrap.NewEventClient               // Events on the Node (docs/metrics.md)
-		opts.CloseIdle = func() { bootstrap.CloseIdleConnections() } // docs/metrics.md, "Memory"
+		opts.NewEventClient = (*bootstrap.Bootstrapper).NodeEventClient // Events on the Node (docs/metrics.md)
+		opts.CloseIdle = closeIdleConnections                           // docs/metrics.md, "Memory"
 	}
 	a, err := New(cfg, opts)
 	if err != nil {

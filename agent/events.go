@@ -11,7 +11,6 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 
 	"github.com/certagent/certagent/bootstrap"
@@ -225,17 +224,6 @@ func truncateNote(s string) string {
 		return s
 	}
 	return s[:max-3] + "..."
-}
-
-// nodeEventClient builds an EventClient from kubelet.conf as it is now.
-func (a *Agent) nodeEventClient(newClient func(*rest.Config) (bootstrap.EventClient, error)) func() (bootstrap.EventClient, error) {
-	return func() (bootstrap.EventClient, error) {
-		node, err := a.bootstrapper().LoadNode()
-		if err != nil {
-			return nil, fmt.Errorf("no node credential for events: %w", err)
-		}
-		return newClient(node.Config)
-	}
 }
 
 // certName is how Events name a certificate.

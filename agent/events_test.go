@@ -79,14 +79,14 @@ func TestEventsOnTheNode(t *testing.T) {
 	sink := &fakeEvents{}
 	var creds []string
 	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
-		f.opts.NewEventClient = func(rc *rest.Config) (bootstrap.EventClient, error) {
+		f.eventsTo(func(rc *rest.Config) (bootstrap.EventClient, error) {
 			leaf, err := bootstrap.ClientCertificate(rc)
 			if err != nil {
 				return nil, err
 			}
 			creds = append(creds, leaf.Subject.CommonName)
 			return sink, nil
-		}
+		})
 		f.pending.Store(true)
 		f.start()
 		if sink.find(ReasonServingCSRPending) != nil {
@@ -161,7 +161,7 @@ func TestEventsOnTheNode(t *testing.T) {
 func TestBootstrapWritesTwoEvents(t *testing.T) {
 	sink := &fakeEvents{}
 	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
-		f.opts.NewEventClient = func(*rest.Config) (bootstrap.EventClient, error) { return sink, nil }
+		f.eventsTo(func(*rest.Config) (bootstrap.EventClient, error) { return sink, nil })
 		f.start()
 		f.advanceIn(2*servingPendingAfter, time.Second)
 		got := sink.reasons()
@@ -288,7 +288,7 @@ func TestEventRecordNeverBlocks(t *testing.T) {
 func TestIssuedEventWrittenWhenItHappens(t *testing.T) {
 	sink := &fakeEvents{}
 	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
-		f.opts.NewEventClient = func(*rest.Config) (bootstrap.EventClient, error) { return sink, nil }
+		f.eventsTo(func(*rest.Config) (bootstrap.EventClient, error) { return sink, nil })
 		f.opts.Rand = func() float64 { return 0.5 }
 		f.pending.Store(true)
 		f.start()

@@ -97,11 +97,14 @@ type daemonFixture struct {
 	// identity answers CheckIdentity; default: the client certificate must
 	// come from the signer's CA (a rebuilt cluster rejects the old one).
 	identity func(rc *rest.Config) error
-	load     func() (Config, error)
-	agent    *Agent
-	cancel   context.CancelFunc
-	done     chan error
-	reload   chan struct{}
+	// newEventClient, if set (eventsTo), is the bootstrapper's Event client
+	// for the node's credential.
+	newEventClient func(*rest.Config) (bootstrap.EventClient, error)
+	load           func() (Config, error)
+	agent          *Agent
+	cancel         context.CancelFunc
+	done           chan error
+	reload         chan struct{}
 }
 
 // newDaemonFixture must be called inside synctest.Test.
@@ -154,8 +157,16 @@ func newDaemonFixture(t *testing.T, mutate func(*Config)) *daemonFixture {
 			}
 			bc.CheckIdentity = func(_ context.Context, rc *rest.Config, _ string) error { return f.identity(rc) }
 			bc.PrimaryIP = func() net.IP { return net.ParseIP("10.0.0.7") }
+			bc.NewEventClient = f.newEventClient
 		}}
 	return f
+}
+
+// eventsTo has the daemon write Events, as the CLI's does, with the Event
+// client newClient builds from the node's credential.
+func (f *daemonFixture) eventsTo(newClient func(*rest.Config) (bootstrap.EventClient, error)) {
+	f.opts.NewEventClient = (*bootstrap.Bootstrapper).NodeEventClient
+	f.newEventClient = newClient
 }
 
 // newCluster replaces the cluster CA (a rebuilt cluster).

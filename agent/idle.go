@@ -3,6 +3,8 @@ package agent
 import (
 	"sync"
 	"time"
+
+	"github.com/certagent/certagent/bootstrap"
 )
 
 // Once a burst of work is over (a bootstrap, a renewal, a late Event) the
@@ -11,6 +13,9 @@ import (
 // with their buffers, goroutines and TLS state; an idle daemon needs none of
 // them for months, and its next renewal dials again (docs/metrics.md,
 // "Memory"). A watch in progress keeps its connection.
+
+// closeIdleConnections is the daemon's Options.CloseIdle.
+func closeIdleConnections(b *bootstrap.Bootstrapper) { b.CloseIdleConnections() }
 
 // settleDelay is how long the daemon must stay settled before it closes its
 // idle connections: once after a bootstrap that posts the client CSR, stores

@@ -47,7 +47,7 @@ func TestSettlerRunsOnceAfterABurst(t *testing.T) {
 func TestDaemonClosesIdleConnectionsOnceSettled(t *testing.T) {
 	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
 		var closes atomic.Int32
-		f.opts.CloseIdle = func() { closes.Add(1) }
+		f.opts.CloseIdle = func(*bootstrap.Bootstrapper) { closes.Add(1) }
 		f.start()
 		if f.clientCSRs() != 1 || f.servingCSRs() != 1 {
 			t.Fatalf("after start: %d client and %d serving CSRs, want 1 and 1", f.clientCSRs(), f.servingCSRs())
@@ -82,8 +82,8 @@ func TestDaemonClosesIdleConnectionsAfterALateEvent(t *testing.T) {
 	sink := &fakeEvents{}
 	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
 		var closes atomic.Int32
-		f.opts.CloseIdle = func() { closes.Add(1) }
-		f.opts.NewEventClient = func(*rest.Config) (bootstrap.EventClient, error) { return sink, nil }
+		f.opts.CloseIdle = func(*bootstrap.Bootstrapper) { closes.Add(1) }
+		f.eventsTo(func(*rest.Config) (bootstrap.EventClient, error) { return sink, nil })
 		f.pending.Store(true)
 		f.start()
 		time.Sleep(settleDelay)

@@ -35,7 +35,7 @@ func TestDaemonRecoversFromAFullDiskWithinAMinute(t *testing.T) {
 		c.Rotation.RenewBefore = Duration{20 * time.Hour} // due 4 h after issue, 20 h before expiry
 		c.Serving.Enabled = new(bool)
 	}, func(t *testing.T, f *daemonFixture) {
-		f.opts.NewEventClient = func(*rest.Config) (bootstrap.EventClient, error) { return sink, nil }
+		f.eventsTo(func(*rest.Config) (bootstrap.EventClient, error) { return sink, nil })
 		f.opts.Rand = func() float64 { return 0.999999 }
 		inner := f.opts.Bootstrap
 		f.opts.Bootstrap = func(bc *bootstrap.Config) {

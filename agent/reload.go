@@ -55,10 +55,12 @@ func (a *Agent) reload(load func() (Config, error)) {
 		a.log.Error("reload: keeping the running configuration", zap.Error(err))
 		return
 	}
-	b.Adopt(a.bootstrapper())
+	oldB := a.bootstrapper()
+	b.Adopt(oldB)
 	a.mu.Lock()
 	a.cfg, a.b, a.policy = cfg, b, policyOf(cfg)
 	a.mu.Unlock()
+	oldB.CloseIdleConnections() // the new one dials its own
 	a.log.Info("reload: configuration applied", zap.Strings("changed", changed))
 	if level, err := parseLogLevel(cfg.LogLevel); err == nil { // Validate accepted it
 		setLogLevel(a.log, level) // from here on, including the lines below

@@ -59,7 +59,7 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (Co
 		}
 	}
 	if a.opts.CloseIdle != nil {
-		a.idle = &settler{delay: settleDelay, fn: a.opts.CloseIdle} // before the goroutines that use it start
+		a.idle = &settler{delay: settleDelay, fn: func() { a.opts.CloseIdle(a.bootstrapper()) }} // before the goroutines that use it start
 		defer a.idle.stop()
 	}
 	var bg sync.WaitGroup // goroutines that end with ctx

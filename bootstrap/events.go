@@ -2,7 +2,6 @@ package bootstrap
 
 import (
 	"context"
-	"fmt"
 
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,15 +18,6 @@ type EventClient interface {
 }
 
 type eventClient struct{ c *rest.RESTClient }
-
-// NewEventClient returns an EventClient for the credential rc.
-func NewEventClient(rc *rest.Config) (EventClient, error) {
-	c, err := restClientFor(rc, eventsv1.SchemeGroupVersion)
-	if err != nil {
-		return nil, fmt.Errorf("building events client: %w", err)
-	}
-	return &eventClient{c: c}, nil
-}
 
 func (c *eventClient) Create(ctx context.Context, e *eventsv1.Event) (*eventsv1.Event, error) {
 	out := &eventsv1.Event{}

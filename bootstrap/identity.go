@@ -17,10 +17,15 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
-// CheckIdentity asks the API server who rc authenticates as (a
-// SelfSubjectReview) and requires system:node:<node> in group system:nodes.
-func CheckIdentity(ctx context.Context, rc *rest.Config, node string) error {
-	review, err := selfSubjectReview(ctx, rc)
+// checkIdentity asks the API server who rc, the node's credential,
+// authenticates as (a SelfSubjectReview) and requires system:node:<node> in
+// group system:nodes.
+func (b *Bootstrapper) checkIdentity(ctx context.Context, rc *rest.Config, node string) error {
+	api, err := b.cfg.Clients.ForNode(rc)
+	if err != nil {
+		return fmt.Errorf("asking the API server who kubelet.conf authenticates as: %w", err)
+	}
+	review, err := api.SelfSubjectReview(ctx)
 	if err != nil {
 		return fmt.Errorf("asking the API server who kubelet.conf authenticates as: %w", err)
 	}

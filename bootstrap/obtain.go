@@ -100,7 +100,7 @@ func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential) (
 	}()
 	failpoint.Inject("obtain.key-ready")
 	req := b.request(kind)
-	client, err := b.cfg.NewCSRClient(cred.Config)
+	client, err := b.csrClient(cred)
 	if err != nil {
 		return nil, fmt.Errorf("building client for %s: %w", cred.Path, err)
 	}

@@ -2,7 +2,7 @@ package bootstrap
 
 import (
 	"context"
-	"fmt"
+	"net/http"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/transport"
 )
 
 // CSRClient is the part of the CertificateSigningRequest API certagent uses.
@@ -48,16 +47,10 @@ func init() {
 	metav1.AddToGroupVersion(scheme, schema.GroupVersion{Version: "v1"})
 }
 
-func restClientFor(rc *rest.Config, gv schema.GroupVersion) (*rest.RESTClient, error) {
+// restClientFor is a client of the API group gv over hc, the HTTP client of
+// the credential rc (Clients).
+func restClientFor(rc *rest.Config, hc *http.Client, gv schema.GroupVersion) (*rest.RESTClient, error) {
 	cfg := rest.CopyConfig(rc)
-	if err := rest.LoadTLSFiles(cfg); err != nil {
-		// Read the certificate, key and CA now: client-go caches transports by
-		// kubeconfig, and one cached for a file path would keep presenting the
-		// certificate that was there when it was made (a renewed or re-bootstrapped
-		// kubelet.conf would be "proven" with the old one, or refused).
-		return nil, fmt.Errorf("reading the kubeconfig's certificate, key or CA: %w", err)
-	}
-	cfg.CAFile, cfg.CertFile, cfg.KeyFile = "", "", ""
 	cfg.GroupVersion = &gv
 	cfg.APIPath = "/apis"
 	cfg.NegotiatedSerializer = codecs.WithoutConversion()
@@ -68,25 +61,11 @@ func restClientFor(rc *rest.Config, gv schema.GroupVersion) (*rest.RESTClient, e
 	// A server that answers JSON is still understood.
 	cfg.ContentType = runtime.ContentTypeProtobuf
 	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
-	if cfg.UserAgent == "" {
-		cfg.UserAgent = "certagent"
-	}
-	// First, so that it sees client-go's own transport.
-	cfg.WrapTransport = transport.Wrappers(trackTransport, cfg.WrapTransport)
-	return rest.RESTClientFor(cfg)
+	return rest.RESTClientForConfigAndClient(cfg, hc)
 }
 
 // csrClient implements CSRClient over REST.
 type csrClient struct{ c *rest.RESTClient }
-
-// NewCSRClient returns a CSRClient for the credential rc.
-func NewCSRClient(rc *rest.Config) (CSRClient, error) {
-	c, err := restClientFor(rc, certificatesv1.SchemeGroupVersion)
-	if err != nil {
-		return nil, fmt.Errorf("building CSR client: %w", err)
-	}
-	return &csrClient{c: c}, nil
-}
 
 const csrResource = "certificatesigningrequests"
 
@@ -126,15 +105,4 @@ func (c *csrClient) Watch(ctx context.Context, opts metav1.ListOptions) (watch.I
 		opts.TimeoutSeconds = &secs
 	}
 	return c.c.Get().Resource(csrResource).VersionedParams(&opts, parameterCdc).Watch(ctx)
-}
-
-// selfSubjectReview asks who rc authenticates as.
-func selfSubjectReview(ctx context.Context, rc *rest.Config) (*authenticationv1.SelfSubjectReview, error) {
-	c, err := restClientFor(rc, authenticationv1.SchemeGroupVersion)
-	if err != nil {
-		return nil, fmt.Errorf("building client: %w", err)
-	}
-	out := &authenticationv1.SelfSubjectReview{}
-	err = c.Post().Timeout(RequestTimeout).Resource("selfsubjectreviews").Body(&authenticationv1.SelfSubjectReview{}).Do(ctx).Into(out)
-	return out, err
 }

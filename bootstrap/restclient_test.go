@@ -52,9 +52,14 @@ func TestRequestsPresentTheCertificateOnDiskNow(t *testing.T) {
 	}
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 	rc := &rest.Config{Host: srv.URL, TLSClientConfig: rest.TLSClientConfig{CAData: caPEM, CertFile: certPath, KeyFile: certPath}}
+	clients := NewClients()
 	for _, cn := range []string{"first", "second"} {
 		write(cn)
-		if _, err := selfSubjectReview(context.Background(), rc); err != nil {
+		api, err := clients.ForNode(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := api.SelfSubjectReview(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
