@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/certagent/certagent/bootstrap"
 )
 
@@ -204,29 +206,99 @@ func (c *commonFlags) loadValid() (loaded, error) {
 	return l, nil
 }
 
+// start is the start-up every command that acts shares (run, renew,
+// wait, status): it parses args and loads the configuration, validated as
+// run validates it when check is set (status shows the files whatever the
+// configuration says). On failure it has printed why, and code is the exit
+// status: 2.
+func (c *commonFlags) start(args []string, check bool) (cfg Config, code int) {
+	if err := c.parse(args); err != nil {
+		return cfg, 2 // the flag package said why
+	}
+	var err error
+	if check {
+		var l loaded
+		l, err = c.loadValid()
+		cfg = l.cfg
+	} else {
+		cfg, err = c.load()
+	}
+	if err != nil {
+		fmt.Fprintf(c.fs.Output(), "certagent: %v\n", err)
+		return cfg, 2
+	}
+	return cfg, 0
+}
+
+// logger is the command's logger in format at cfg's level (Validate
+// accepted it); on failure it has printed why, and code is 2.
+func (c *commonFlags) logger(format string, cfg Config) (log *zap.Logger, code int) {
+	level, _ := parseLogLevel(cfg.LogLevel)
+	log, err := newLogger(format, level, c.fs.Output())
+	if err != nil {
+		fmt.Fprintf(c.fs.Output(), "certagent: %v\n", err)
+		return nil, 2
+	}
+	return log, 0
+}
+
+// runAgent builds an agent from cfg and opts and runs fn with it under the
+// root context, which SIGTERM and SIGINT cancel: installed first, so that a
+// signal during start-up still stops the command cleanly. It returns the
+// exit status: 1 with the error printed if the agent cannot be built or fn
+// fails, 0 otherwise.
+func runAgent(stderr io.Writer, cfg Config, opts Options, fn func(context.Context, *Agent) error) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	a, err := New(cfg, opts)
+	if err == nil {
+		err = fn(ctx, a)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "certagent: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
 func runCommand(args []string, stdout, stderr io.Writer) int {
 	c := newCommonFlags("run", stderr)
 	rf := c.addRunFlags()
-	if err := c.parse(args); err != nil {
-		return 2
+	cfg, code := c.start(args, true)
+	if code != 0 {
+		return code
 	}
-	l, err := c.loadValid()
-	if err != nil {
-		fmt.Fprintf(stderr, "certagent: %v\n", err)
-		return 2
-	}
-	cfg := l.cfg
-	level, _ := parseLogLevel(cfg.LogLevel) // Validate accepted it
-	log, err := newLogger(*rf.logFormat, level, stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "certagent: %v\n", err)
-		return 2
+	log, code := c.logger(*rf.logFormat, cfg)
+	if code != 0 {
+		return code
 	}
 	defer func() { _ = log.Sync() }()
+	reload := sighup()
+	opts := Options{Logger: log}
+	if *rf.once {
+		opts.Notifier = nopNotifier{}
+		return runAgent(stderr, cfg, opts, func(ctx context.Context, a *Agent) error {
+			return stopped(a.OneShot(ctx, false, stdout))
+		})
+	}
+	opts.NewEventClient = (*bootstrap.Bootstrapper).NodeEventClient // Events on the Node (docs/metrics.md)
+	opts.CloseIdle = closeIdleConnections                           // docs/metrics.md, "Memory"
+	return runAgent(stderr, cfg, opts, func(ctx context.Context, a *Agent) error {
+		return stopped(a.Run(ctx, reload, c.load))
+	})
+}
 
-	// Signals first: a SIGTERM during start-up still stops us cleanly.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
+// stopped is err, except that a command stopped by a signal succeeded.
+func stopped(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// sighup delivers SIGHUP (systemctl reload), one pending at most; a
+// one-shot ignores it.
+func sighup() <-chan struct{} {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	reload := make(chan struct{}, 1)
@@ -238,31 +310,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}()
-	opts := Options{Logger: log}
-	if *rf.once {
-		opts.Notifier = nopNotifier{}
-	} else {
-		opts.NewEventClient = (*bootstrap.Bootstrapper).NodeEventClient // Events on the Node (docs/metrics.md)
-		opts.CloseIdle = closeIdleConnections                           // docs/metrics.md, "Memory"
-	}
-	a, err := New(cfg, opts)
-	if err != nil {
-		fmt.Fprintf(stderr, "certagent: %v\n", err)
-		return 1
-	}
-	if *rf.once {
-		err = a.OneShot(ctx, false, stdout)
-	} else {
-		err = a.Run(ctx, reload, c.load)
-	}
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			return 0
-		}
-		fmt.Fprintf(stderr, "certagent: %v\n", err)
-		return 1
-	}
-	return 0
+	return reload
 }
 
 // sinceRound formats a duration for people: whole seconds, minutes or days.
@@ -281,38 +329,21 @@ func renewCommand(args []string, stdout, stderr io.Writer) int {
 	c := newCommonFlags("renew", stderr)
 	force := c.fs.Bool("force", false, "renew both certificates even if not due")
 	timeout := c.fs.Duration("timeout", 0, "give up after this long (default 10m, or timeout in the config)")
+	c.overrides = append(c.overrides, override{flag: "timeout", key: "timeout", apply: func(cfg *Config) {
+		if *timeout > 0 {
+			cfg.Timeout = Duration{*timeout}
+		}
+	}})
 	c.addLogLevelFlag()
-	if err := c.parse(args); err != nil {
-		return 2
+	cfg, code := c.start(args, true)
+	if code != 0 {
+		return code
 	}
-	cfg, err := c.load()
-	if err != nil {
-		fmt.Fprintf(stderr, "certagent: %v\n", err)
-		return 2
+	log, code := c.logger("console", cfg)
+	if code != 0 {
+		return code
 	}
-	if *timeout > 0 {
-		cfg.Timeout = Duration{*timeout}
-	}
-	if err := cfg.Validate(); err != nil {
-		fmt.Fprintf(stderr, "certagent: invalid configuration: %v\n", err)
-		return 2
-	}
-	level, _ := parseLogLevel(cfg.LogLevel) // Validate accepted it
-	log, err := newLogger("console", level, stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "certagent: %v\n", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	a, err := New(cfg, Options{Logger: log, Notifier: nopNotifier{}})
-	if err != nil {
-		fmt.Fprintf(stderr, "certagent: %v\n", err)
-		return 1
-	}
-	if err := a.OneShot(ctx, *force, stdout); err != nil {
-		fmt.Fprintf(stderr, "certagent: %v\n", err)
-		return 1
-	}
-	return 0
+	return runAgent(stderr, cfg, Options{Logger: log, Notifier: nopNotifier{}}, func(ctx context.Context, a *Agent) error {
+		return a.OneShot(ctx, *force, stdout)
+	})
 }

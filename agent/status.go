@@ -155,13 +155,9 @@ func presence(ok bool) string {
 func statusCommand(args []string, stdout, stderr io.Writer) int {
 	c := newCommonFlags("status", stderr)
 	output := c.fs.String("o", "text", "output format: text or json")
-	if err := c.parse(args); err != nil {
-		return 2
-	}
-	cfg, err := c.load()
-	if err != nil {
-		fmt.Fprintf(stderr, "certagent: %v\n", err)
-		return 2
+	cfg, code := c.start(args, false)
+	if code != 0 {
+		return code
 	}
 	now := time.Now()
 	st := ReadStatus(cfg, now)

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"k8s.io/utils/clock"
@@ -27,32 +25,18 @@ func waitCommand(args []string, stdout, stderr io.Writer) int {
 	c := newCommonFlags("wait", stderr)
 	timeout := c.fs.Duration("timeout", 0, "give up after this long, exit 1 (default: wait as long as it takes)")
 	c.addServingFlag("also wait for the serving certificate (default: unless serving.enabled is false)")
-	if err := c.parse(args); err != nil {
-		return 2
+	cfg, code := c.start(args, true)
+	if code != 0 {
+		return code
 	}
-	l, err := c.loadValid()
-	if err != nil {
-		fmt.Fprintf(stderr, "certagent: %v\n", err)
-		return 2
-	}
-	cfg := l.cfg
-	a, err := New(cfg, Options{Notifier: nopNotifier{}})
-	if err != nil {
-		fmt.Fprintf(stderr, "certagent: %v\n", err)
-		return 1
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if *timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *timeout)
-		defer cancel()
-	}
-	if err := a.waitForKubelet(ctx, clock.RealClock{}, cfg.ServingEnabled(), stdout, stderr); err != nil {
-		fmt.Fprintf(stderr, "certagent: %v\n", err)
-		return 1
-	}
-	return 0
+	return runAgent(stderr, cfg, Options{Notifier: nopNotifier{}}, func(ctx context.Context, a *Agent) error {
+		if *timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, *timeout)
+			defer cancel()
+		}
+		return a.waitForKubelet(ctx, clock.RealClock{}, cfg.ServingEnabled(), stdout, stderr)
+	})
 }
 
 // waitForKubelet returns once the kubelet can start (KubeletReady), saying so
