@@ -113,22 +113,6 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestFlagsOverrideConfig(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "config.yaml")
-	_ = os.WriteFile(p, []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\nnodeName: from-file\ncertDir: /file/pki\n"), 0o600)
-	c := newCommonFlags("run", os.Stderr)
-	if err := c.fs.Parse([]string{"--config", p, "--cert-dir", "/flag/pki"}); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := c.load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.CertDir != "/flag/pki" || cfg.NodeName != "from-file" {
-		t.Fatalf("certDir %q nodeName %q: flags must override only what they set", cfg.CertDir, cfg.NodeName)
-	}
-}
-
 func TestLoadConfigDropIns(t *testing.T) {
 	dir := t.TempDir()
 	main := filepath.Join(dir, "config.yaml")
@@ -153,18 +137,5 @@ func TestLoadConfigDropIns(t *testing.T) {
 	_ = os.WriteFile(filepath.Join(dir, "config.d", "30-bad.yaml"), []byte(hdr+"nodename: typo\n"), 0o600)
 	if _, err := LoadConfig(main, false); err == nil || !strings.Contains(err.Error(), "30-bad.yaml") || !strings.Contains(err.Error(), `unknown field "nodename"`) {
 		t.Fatalf("bad drop-in: %v", err)
-	}
-}
-
-func TestUnexpectedArgumentsAreRejected(t *testing.T) {
-	for _, args := range [][]string{
-		{"run", "--once", "renew"},
-		{"renew", "--force", "extra"},
-		{"status", "-o", "json", "now"},
-	} {
-		var out strings.Builder
-		if code := Main(args, &out, &out); code != 2 || !strings.Contains(out.String(), "unexpected argument") {
-			t.Errorf("%v: exit %d, output %q; want exit 2 naming the argument", args, code, out.String())
-		}
 	}
 }

@@ -8,19 +8,6 @@ import (
 	"strings"
 )
 
-// Origins of values that come from neither a file nor a flag.
-const (
-	originDefault  = "default"
-	originHostName = "host name"
-)
-
-// configEntry is one setting of the effective configuration.
-type configEntry struct {
-	Key    string          `json:"-"`
-	Value  json.RawMessage `json:"value"`
-	Origin string          `json:"origin"`
-}
-
 // effective lists every setting of l's configuration, in docs/config.md's
 // order, with where its value came from: the default, the last file that
 // set it (even to the default value), the flag, or the host name.
@@ -37,15 +24,7 @@ func (l loaded) effective() []configEntry {
 	if l.hostName {
 		origin["nodeName"] = originHostName
 	}
-	out := make([]configEntry, 0, len(configSettings))
-	for _, s := range configSettings {
-		o := origin[s.key]
-		if o == "" {
-			o = originDefault
-		}
-		out = append(out, configEntry{Key: s.key, Value: s.value(l.cfg), Origin: o})
-	}
-	return out
+	return effective(l.cfg, origin)
 }
 
 // configCommand is `certagent config`: the effective configuration with the

@@ -9,21 +9,6 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// parseLogLevel reads --log-level and logLevel; "" means the default, info.
-func parseLogLevel(s string) (zapcore.Level, error) {
-	switch s {
-	case "debug":
-		return zapcore.DebugLevel, nil
-	case "info", "":
-		return zapcore.InfoLevel, nil
-	case "warn":
-		return zapcore.WarnLevel, nil
-	case "error":
-		return zapcore.ErrorLevel, nil
-	}
-	return zapcore.InfoLevel, fmt.Errorf("unknown log level %q: use debug, info, warn or error", s)
-}
-
 // checkLogFormat accepts the values of --log-format.
 func checkLogFormat(format string) error {
 	switch format {

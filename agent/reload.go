@@ -1,11 +1,7 @@
 package agent
 
 import (
-	"encoding/json"
-	"fmt"
-	"reflect"
 	"slices"
-	"sort"
 
 	"go.uber.org/zap"
 )
@@ -67,43 +63,4 @@ func (a *Agent) reload(load func() (Config, error)) {
 	}
 	a.publishStatus()
 	a.kickAll() // each loop looks again: due now, or names no longer covered?
-}
-
-// changedKeys lists the settings (as dotted paths, at most two levels deep)
-// whose values differ between a and b.
-func changedKeys(a, b Config) []string {
-	fa, fb := flatten(a), flatten(b)
-	var out []string
-	for k, va := range fa {
-		if vb, ok := fb[k]; !ok || !reflect.DeepEqual(va, vb) {
-			out = append(out, k)
-		}
-	}
-	for k := range fb {
-		if _, ok := fa[k]; !ok {
-			out = append(out, k)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
-func flatten(c Config) map[string]any {
-	data, err := json.Marshal(c)
-	if err != nil {
-		panic(fmt.Sprintf("encoding the configuration: %v", err)) // plain data: cannot fail
-	}
-	var top map[string]any
-	_ = json.Unmarshal(data, &top)
-	out := map[string]any{}
-	for k, v := range top {
-		if m, ok := v.(map[string]any); ok {
-			for k2, v2 := range m {
-				out[k+"."+k2] = v2
-			}
-			continue
-		}
-		out[k] = v
-	}
-	return out
 }
