@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/clock"
 
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
 	"github.com/certagent/certagent/rotate"
 )
@@ -30,7 +31,7 @@ type Options struct {
 	// Watch watches directories and reports changes; default rotate.WatchDirs.
 	Watch WatchFunc
 	// RunHook runs one post-renew hook; default runs its command.
-	RunHook func(ctx context.Context, h Hook, env []string) ([]byte, error)
+	RunHook func(ctx context.Context, h config.Hook, env []string) ([]byte, error)
 	// NoControlSocket turns off the socket `certagent renew` talks to.
 	NoControlSocket bool
 	// Bootstrap overrides parts of the bootstrap configuration (tests inject clients).
@@ -57,7 +58,7 @@ type Agent struct {
 	notifier Notifier
 
 	mu       sync.Mutex
-	cfg      Config
+	cfg      config.Config
 	b        *bootstrap.Bootstrapper
 	policy   rotate.Policy
 	states   map[bootstrap.Kind]*certState
@@ -79,7 +80,7 @@ type Agent struct {
 }
 
 // New builds an agent from a validated configuration.
-func New(cfg Config, opts Options) (*Agent, error) {
+func New(cfg config.Config, opts Options) (*Agent, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
@@ -120,7 +121,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 }
 
 // newBootstrapper builds the bootstrapper for cfg.
-func (a *Agent) newBootstrapper(cfg Config) (*bootstrap.Bootstrapper, error) {
+func (a *Agent) newBootstrapper(cfg config.Config) (*bootstrap.Bootstrapper, error) {
 	ips, err := cfg.ServingIPs()
 	if err != nil {
 		return nil, err
@@ -159,7 +160,7 @@ func (a *Agent) newBootstrapper(cfg Config) (*bootstrap.Bootstrapper, error) {
 	return bootstrap.New(bc)
 }
 
-func (a *Agent) config() Config {
+func (a *Agent) config() config.Config {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.cfg
@@ -229,6 +230,6 @@ func (a *Agent) onIdentity(id bootstrap.Identity) {
 }
 
 // policyOf is the renewal policy cfg sets.
-func policyOf(cfg Config) rotate.Policy {
+func policyOf(cfg config.Config) rotate.Policy {
 	return rotate.Policy{RenewBefore: cfg.Rotation.RenewBefore.Duration}
 }

@@ -26,6 +26,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
 )
 
@@ -96,7 +97,7 @@ current-context: x
 		return false, nil, nil
 	})
 	clk := clocktesting.NewFakeClock(time.Now())
-	cfg := DefaultConfig()
+	cfg := config.Default()
 	cfg.NodeName, cfg.CertDir, cfg.Kubeconfig, cfg.BootstrapKubeconfig = "node-a", filepath.Join(dir, "pki"), filepath.Join(dir, "kubelet.conf"), boot
 	cfg.Serving.Enabled = new(bool)
 	a, err := New(cfg, Options{Clock: clk, Rand: func() float64 { return 0.5 }, Bootstrap: func(bc *bootstrap.Config) {

@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
 )
 
@@ -73,49 +74,49 @@ type commonFlags struct {
 
 // override is a flag that, when set, overrides one setting of the file.
 type override struct {
-	flag  string        // the flag's name
-	key   string        // the setting's dotted key, as docs/config.md writes it
-	apply func(*Config) // sets the flag's value
+	flag  string               // the flag's name
+	key   string               // the setting's dotted key, as docs/config.md writes it
+	apply func(*config.Config) // sets the flag's value
 }
 
 func newCommonFlags(name string, stderr io.Writer) *commonFlags {
 	c := &commonFlags{fs: flag.NewFlagSet("certagent "+name, flag.ContinueOnError)}
 	c.fs.SetOutput(stderr)
-	c.fs.StringVar(&c.config, "config", DefaultConfigPath, "configuration file (a missing default file means defaults)")
+	c.fs.StringVar(&c.config, "config", config.DefaultPath, "configuration file (a missing default file means defaults)")
 	c.stringFlag("node-name", "nodeName", "node name (default: the host name, lower-cased)",
-		func(cfg *Config, v string) { cfg.NodeName = v })
+		func(cfg *config.Config, v string) { cfg.NodeName = v })
 	c.stringFlag("bootstrap-kubeconfig", "bootstrapKubeconfig", "bootstrap-token kubeconfig (default /etc/kubernetes/bootstrap-kubelet.conf)",
-		func(cfg *Config, v string) { cfg.BootstrapKubeconfig = v })
+		func(cfg *config.Config, v string) { cfg.BootstrapKubeconfig = v })
 	c.stringFlag("kubeconfig", "kubeconfig", "kubelet kubeconfig to write (default /etc/kubernetes/kubelet.conf)",
-		func(cfg *Config, v string) { cfg.Kubeconfig = v })
+		func(cfg *config.Config, v string) { cfg.Kubeconfig = v })
 	c.stringFlag("cert-dir", "certDir", "certificate directory (default /var/lib/kubelet/pki)",
-		func(cfg *Config, v string) { cfg.CertDir = v })
+		func(cfg *config.Config, v string) { cfg.CertDir = v })
 	return c
 }
 
 // stringFlag adds a flag that overrides the setting key when it is set.
-func (c *commonFlags) stringFlag(name, key, usage string, set func(*Config, string)) {
+func (c *commonFlags) stringFlag(name, key, usage string, set func(*config.Config, string)) {
 	v := c.fs.String(name, "", usage)
-	c.overrides = append(c.overrides, override{flag: name, key: key, apply: func(cfg *Config) { set(cfg, *v) }})
+	c.overrides = append(c.overrides, override{flag: name, key: key, apply: func(cfg *config.Config) { set(cfg, *v) }})
 }
 
 // addLogLevelFlag adds --log-level; an unknown level is refused while parsing.
 func (c *commonFlags) addLogLevelFlag() {
 	var level string
 	c.fs.Func("log-level", "log `level`: debug, info, warn or error (default info, or logLevel in the config)", func(s string) error {
-		if _, err := parseLogLevel(s); err != nil {
+		if _, err := config.ParseLogLevel(s); err != nil {
 			return err
 		}
 		level = s
 		return nil
 	})
-	c.overrides = append(c.overrides, override{flag: "log-level", key: "logLevel", apply: func(cfg *Config) { cfg.LogLevel = level }})
+	c.overrides = append(c.overrides, override{flag: "log-level", key: "logLevel", apply: func(cfg *config.Config) { cfg.LogLevel = level }})
 }
 
 // addServingFlag adds --serving, which overrides serving.enabled when set.
 func (c *commonFlags) addServingFlag(usage string) {
 	serving := c.fs.Bool("serving", true, usage)
-	c.overrides = append(c.overrides, override{flag: "serving", key: "serving.enabled", apply: func(cfg *Config) {
+	c.overrides = append(c.overrides, override{flag: "serving", key: "serving.enabled", apply: func(cfg *config.Config) {
 		v := *serving
 		cfg.Serving.Enabled = &v
 	}})
@@ -133,7 +134,7 @@ func (c *commonFlags) addRunFlags() runFlags {
 	r := runFlags{once: c.fs.Bool("once", false, "obtain what is missing, then exit 0; exit non-zero with a message if it cannot")}
 	c.addServingFlag("request the kubelet serving certificate")
 	timeout := c.fs.Duration("timeout", 0, "with --once, give up after this long (default 10m, or timeout in the config)")
-	c.overrides = append(c.overrides, override{flag: "timeout", key: "timeout", apply: func(cfg *Config) { cfg.Timeout = Duration{*timeout} }})
+	c.overrides = append(c.overrides, override{flag: "timeout", key: "timeout", apply: func(cfg *config.Config) { cfg.Timeout = config.Duration{Duration: *timeout} }})
 	r.logFormat = c.fs.String("log-format", "console", "log format: console or json")
 	c.addLogLevelFlag()
 	return r
@@ -154,15 +155,15 @@ func (c *commonFlags) parse(args []string) error {
 
 // loaded is a configuration and where its values came from.
 type loaded struct {
-	cfg      Config
-	files    []configFile // the config file and drop-ins applied, in order
-	flags    []override   // the flags that were set
-	hostName bool         // nodeName is the host name
+	cfg      config.Config
+	files    []config.File // the config file and drop-ins applied, in order
+	flags    []override    // the flags that were set
+	hostName bool          // nodeName is the host name
 }
 
 // load reads the config file and its drop-ins and applies the flags that
 // were set. SIGHUP reloads through it, so the flags stay on top.
-func (c *commonFlags) load() (Config, error) {
+func (c *commonFlags) load() (config.Config, error) {
 	l, err := c.loadSources()
 	return l.cfg, err
 }
@@ -173,7 +174,7 @@ func (c *commonFlags) loadSources() (loaded, error) {
 	c.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var l loaded
 	var err error
-	l.cfg, l.files, err = loadConfigFiles(c.config, set["config"])
+	l.cfg, l.files, err = config.LoadFiles(c.config, set["config"])
 	if err != nil {
 		return l, err
 	}
@@ -211,7 +212,7 @@ func (c *commonFlags) loadValid() (loaded, error) {
 // run validates it when check is set (status shows the files whatever the
 // configuration says). On failure it has printed why, and code is the exit
 // status: 2.
-func (c *commonFlags) start(args []string, check bool) (cfg Config, code int) {
+func (c *commonFlags) start(args []string, check bool) (cfg config.Config, code int) {
 	if err := c.parse(args); err != nil {
 		return cfg, 2 // the flag package said why
 	}
@@ -232,8 +233,8 @@ func (c *commonFlags) start(args []string, check bool) (cfg Config, code int) {
 
 // logger is the command's logger in format at cfg's level (Validate
 // accepted it); on failure it has printed why, and code is 2.
-func (c *commonFlags) logger(format string, cfg Config) (log *zap.Logger, code int) {
-	level, _ := parseLogLevel(cfg.LogLevel)
+func (c *commonFlags) logger(format string, cfg config.Config) (log *zap.Logger, code int) {
+	level, _ := config.ParseLogLevel(cfg.LogLevel)
 	log, err := newLogger(format, level, c.fs.Output())
 	if err != nil {
 		fmt.Fprintf(c.fs.Output(), "certagent: %v\n", err)
@@ -247,7 +248,7 @@ func (c *commonFlags) logger(format string, cfg Config) (log *zap.Logger, code i
 // signal during start-up still stops the command cleanly. It returns the
 // exit status: 1 with the error printed if the agent cannot be built or fn
 // fails, 0 otherwise.
-func runAgent(stderr io.Writer, cfg Config, opts Options, fn func(context.Context, *Agent) error) int {
+func runAgent(stderr io.Writer, cfg config.Config, opts Options, fn func(context.Context, *Agent) error) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	a, err := New(cfg, opts)
@@ -329,9 +330,9 @@ func renewCommand(args []string, stdout, stderr io.Writer) int {
 	c := newCommonFlags("renew", stderr)
 	force := c.fs.Bool("force", false, "renew both certificates even if not due")
 	timeout := c.fs.Duration("timeout", 0, "give up after this long (default 10m, or timeout in the config)")
-	c.overrides = append(c.overrides, override{flag: "timeout", key: "timeout", apply: func(cfg *Config) {
+	c.overrides = append(c.overrides, override{flag: "timeout", key: "timeout", apply: func(cfg *config.Config) {
 		if *timeout > 0 {
-			cfg.Timeout = Duration{*timeout}
+			cfg.Timeout = config.Duration{Duration: *timeout}
 		}
 	}})
 	c.addLogLevelFlag()

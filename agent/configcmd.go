@@ -6,25 +6,27 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/certagent/certagent/agent/config"
 )
 
 // effective lists every setting of l's configuration, in docs/config.md's
 // order, with where its value came from: the default, the last file that
 // set it (even to the default value), the flag, or the host name.
-func (l loaded) effective() []configEntry {
+func (l loaded) effective() []config.Entry {
 	origin := map[string]string{}
 	for _, f := range l.files {
-		for _, k := range f.keys {
-			origin[k] = f.path
+		for _, k := range f.Keys {
+			origin[k] = f.Path
 		}
 	}
 	for _, o := range l.flags {
 		origin[o.key] = "flag --" + o.flag
 	}
 	if l.hostName {
-		origin["nodeName"] = originHostName
+		origin["nodeName"] = config.OriginHostName
 	}
-	return effective(l.cfg, origin)
+	return config.Effective(l.cfg, origin)
 }
 
 // configCommand is `certagent config`: the effective configuration with the
@@ -85,14 +87,14 @@ func checkConfig(c *commonFlags, logFormat string, stdout, stderr io.Writer) int
 	}
 	fmt.Fprintln(stdout, "configuration OK; files read:")
 	for _, f := range l.files {
-		fmt.Fprintf(stdout, "  %s\n", f.path)
+		fmt.Fprintf(stdout, "  %s\n", f.Path)
 	}
 	return 0
 }
 
 // writeConfigText prints one "key: value  # origin" line per setting, the
 // origins aligned (past the longest line up to 60 characters).
-func writeConfigText(w io.Writer, entries []configEntry) {
+func writeConfigText(w io.Writer, entries []config.Entry) {
 	lines := make([]string, len(entries))
 	width := 0
 	for i, e := range entries {
@@ -122,7 +124,7 @@ func textValue(v json.RawMessage) string {
 
 // writeConfigJSON prints {"key": {"value": ..., "origin": "..."}, ...} with
 // the keys in docs/config.md's order.
-func writeConfigJSON(w io.Writer, entries []configEntry) error {
+func writeConfigJSON(w io.Writer, entries []config.Entry) error {
 	var b bytes.Buffer
 	b.WriteByte('{')
 	for i, e := range entries {

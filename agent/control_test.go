@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/certagent/certagent/agent/config"
 )
 
 // TestControlSocketDropsASilentClient: a client of the control socket that
@@ -15,7 +17,7 @@ import (
 // connection is closed once the read timeout has passed, and a client that
 // asks meanwhile is answered.
 func TestControlSocketDropsASilentClient(t *testing.T) {
-	cfg := DefaultConfig()
+	cfg := config.Default()
 	dir := t.TempDir()
 	cfg.NodeName, cfg.CertDir = "node-a", dir
 	cfg.Kubeconfig, cfg.BootstrapKubeconfig = filepath.Join(dir, "kubelet.conf"), filepath.Join(dir, "bootstrap.conf")

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
 	"github.com/certagent/certagent/internal/clocktest"
 )
@@ -83,7 +84,7 @@ current-context: x
 type daemonFixture struct {
 	t       *testing.T
 	dir     string
-	cfg     Config
+	cfg     config.Config
 	clk     *clocktest.Clock
 	sg      *signer
 	client  *fake.Clientset
@@ -100,7 +101,7 @@ type daemonFixture struct {
 	// newEventClient, if set (eventsTo), is the bootstrapper's Event client
 	// for the node's credential.
 	newEventClient func(*rest.Config) (bootstrap.EventClient, error)
-	load           func() (Config, error)
+	load           func() (config.Config, error)
 	agent          *Agent
 	cancel         context.CancelFunc
 	done           chan error
@@ -108,7 +109,7 @@ type daemonFixture struct {
 }
 
 // newDaemonFixture must be called inside synctest.Test.
-func newDaemonFixture(t *testing.T, mutate func(*Config)) *daemonFixture {
+func newDaemonFixture(t *testing.T, mutate func(*config.Config)) *daemonFixture {
 	dir := t.TempDir()
 	f := &daemonFixture{
 		t: t, dir: dir, clk: clocktest.New(time.Now()), client: fake.NewClientset(),
@@ -139,10 +140,10 @@ func newDaemonFixture(t *testing.T, mutate func(*Config)) *daemonFixture {
 		}
 		return nil
 	}
-	f.cfg = DefaultConfig()
+	f.cfg = config.Default()
 	f.cfg.NodeName, f.cfg.CertDir, f.cfg.Kubeconfig, f.cfg.BootstrapKubeconfig = "node-a", filepath.Join(dir, "pki"), filepath.Join(dir, "etc", "kubelet.conf"), filepath.Join(dir, "etc", "bootstrap.conf")
 	f.cfg.Metrics.Address = ""
-	f.cfg.Rotation.RenewBefore = Duration{time.Hour} // certificates live 24h: due after 23h
+	f.cfg.Rotation.RenewBefore = config.Duration{Duration: time.Hour} // certificates live 24h: due after 23h
 	if mutate != nil {
 		mutate(&f.cfg)
 	}
@@ -249,7 +250,7 @@ func (f *daemonFixture) current(kind bootstrap.Kind) *x509.Certificate {
 func (f *daemonFixture) logged(msg string) int { return f.logs.FilterMessageSnippet(msg).Len() }
 
 // daemonTest runs body in a synctest bubble with a started fixture.
-func daemonTest(t *testing.T, mutate func(*Config), body func(t *testing.T, f *daemonFixture)) {
+func daemonTest(t *testing.T, mutate func(*config.Config), body func(t *testing.T, f *daemonFixture)) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newDaemonFixture(t, mutate)
 		defer f.stop()

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
 	"github.com/certagent/certagent/internal/atomicfile"
 )
@@ -89,7 +90,7 @@ func (a *Agent) runDueHooks(ctx context.Context, kind bootstrap.Kind, leaf *x509
 }
 
 // execHook runs h's command without a shell.
-func execHook(ctx context.Context, h Hook, env []string) ([]byte, error) {
+func execHook(ctx context.Context, h config.Hook, env []string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, h.Command[0], h.Command[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.WaitDelay = time.Second

@@ -16,6 +16,7 @@ import (
 
 	"k8s.io/client-go/rest"
 
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
 	clocktesting "k8s.io/utils/clock/testing"
 )
@@ -30,7 +31,7 @@ type hookRecorder struct {
 	ended error    // ctx.Err() seen by a blocking hook
 }
 
-func (h *hookRecorder) run(ctx context.Context, _ Hook, env []string) ([]byte, error) {
+func (h *hookRecorder) run(ctx context.Context, _ config.Hook, env []string) ([]byte, error) {
 	vars := map[string]string{}
 	for _, e := range env {
 		k, v, _ := strings.Cut(e, "=")
@@ -72,7 +73,7 @@ func (h *hookRecorder) got() []string {
 	return append([]string(nil), h.calls...)
 }
 
-func withHook(c *Config) { c.Hooks.PostRenew = []Hook{{Command: []string{"/recorded"}}} }
+func withHook(c *config.Config) { c.Hooks.PostRenew = []config.Hook{{Command: []string{"/recorded"}}} }
 
 // TestHooksRunOnceTheStepIsOnDisk: the client hook runs after kubelet.conf
 // references the new certificate, the serving hook after its certificate is
@@ -103,7 +104,7 @@ func TestHooksRunOnceTheStepIsOnDisk(t *testing.T) {
 // certificate stored (and its hooks due) but kubelet.conf unwritten; the
 // next start finishes the bootstrap without a new CSR and runs the hooks.
 func TestHooksRunAfterAnInterruptedBootstrap(t *testing.T) {
-	daemonTest(t, func(c *Config) { withHook(c); c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
+	daemonTest(t, func(c *config.Config) { withHook(c); c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
 		h := &hookRecorder{f: f}
 		f.opts.RunHook = h.run
 		f.start()
@@ -132,7 +133,7 @@ func TestHooksRunAfterAnInterruptedBootstrap(t *testing.T) {
 // TestHooksStopWithTheAgent: SIGTERM (the root context) kills a running
 // hook; its marker survives, so the hook runs after the restart.
 func TestHooksStopWithTheAgent(t *testing.T) {
-	daemonTest(t, func(c *Config) { withHook(c); c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
+	daemonTest(t, func(c *config.Config) { withHook(c); c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
 		h := &hookRecorder{f: f, block: true}
 		f.opts.RunHook = h.run
 		f.start()
@@ -164,13 +165,13 @@ func TestHooksExec(t *testing.T) {
 	boot := filepath.Join(dir, "etc", "bootstrap.conf")
 	_ = os.MkdirAll(filepath.Dir(boot), 0o755)
 	_ = os.WriteFile(boot, []byte(bootstrapKubeconfig), 0o600)
-	cfg := DefaultConfig()
+	cfg := config.Default()
 	cfg.NodeName, cfg.CertDir, cfg.Kubeconfig, cfg.BootstrapKubeconfig = "node-a", filepath.Join(dir, "pki"), filepath.Join(dir, "etc", "kubelet.conf"), boot
 	cfg.Serving.Enabled = new(bool)
-	cfg.Hooks.PostRenew = []Hook{
+	cfg.Hooks.PostRenew = []config.Hook{
 		{Command: []string{"/bin/sh", "-c", "echo $CERTAGENT_CERT_KIND $CERTAGENT_CERT_FILE $CERTAGENT_NODE_NAME > " + out}},
 		{Command: []string{"/bin/false"}},
-		{Command: []string{"/bin/sleep", "10"}, Timeout: Duration{100 * time.Millisecond}},
+		{Command: []string{"/bin/sleep", "10"}, Timeout: config.Duration{Duration: 100 * time.Millisecond}},
 	}
 	client := newFakeAPI(sg)
 	a, err := New(cfg, Options{Clock: clocktesting.NewFakeClock(time.Now()), Notifier: &fakeNotifier{}, Bootstrap: func(bc *bootstrap.Config) {
@@ -231,7 +232,7 @@ func TestStatusLine(t *testing.T) {
 			"client rejected by the API server (Unauthorized); drop a bootstrap kubeconfig at /etc/kubernetes/bootstrap-kubelet.conf to bootstrap again; serving: waiting for a client certificate the API server accepts"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a, err := New(func() Config { c := DefaultConfig(); c.NodeName = "n"; return c }(), Options{Clock: clocktesting.NewFakeClock(now), Notifier: &fakeNotifier{}})
+			a, err := New(func() config.Config { c := config.Default(); c.NodeName = "n"; return c }(), Options{Clock: clocktesting.NewFakeClock(now), Notifier: &fakeNotifier{}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -252,7 +253,7 @@ func TestStatusLine(t *testing.T) {
 func TestStatusIsNeverStale(t *testing.T) {
 	for i := 0; i < 200; i++ {
 		n := &fakeNotifier{}
-		a, err := New(func() Config { c := DefaultConfig(); c.NodeName = "n"; return c }(), Options{Clock: clocktesting.NewFakeClock(time.Now()), Notifier: n})
+		a, err := New(func() config.Config { c := config.Default(); c.NodeName = "n"; return c }(), Options{Clock: clocktesting.NewFakeClock(time.Now()), Notifier: n})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/certagent/certagent/agent/config"
 )
 
 // syncBuffer is a strings.Builder the logger and the test may share.
@@ -38,7 +40,7 @@ func TestLogLevels(t *testing.T) {
 		{"error", []string{"at-error"}},
 	} {
 		t.Run("level "+tc.level, func(t *testing.T) {
-			level, err := parseLogLevel(tc.level)
+			level, err := config.ParseLogLevel(tc.level)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -137,7 +139,7 @@ func TestReloadChangesTheLogLevel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	level, _ := parseLogLevel(cfg.LogLevel)
+	level, _ := config.ParseLogLevel(cfg.LogLevel)
 	var buf syncBuffer
 	log, err := newLogger("console", level, &buf)
 	if err != nil {

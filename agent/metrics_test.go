@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
 )
 
@@ -142,7 +143,7 @@ func TestMetricsKubeletCompatible(t *testing.T) {
 // TestMetricsWithoutServing: with serving off there are no server series,
 // as on a kubelet without serving-certificate rotation.
 func TestMetricsWithoutServing(t *testing.T) {
-	daemonTest(t, func(c *Config) { off := false; c.Serving.Enabled = &off }, func(t *testing.T, f *daemonFixture) {
+	daemonTest(t, func(c *config.Config) { off := false; c.Serving.Enabled = &off }, func(t *testing.T, f *daemonFixture) {
 		f.start()
 		fams := scrape(t, f.agent)
 		for _, name := range []string{"kubelet_certificate_manager_server_ttl_seconds", "kubelet_server_expiration_renew_errors"} {

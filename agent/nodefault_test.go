@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
 )
 
@@ -31,8 +32,8 @@ import (
 func TestDaemonRecoversFromAFullDiskWithinAMinute(t *testing.T) {
 	sink := &fakeEvents{}
 	var full atomic.Bool
-	daemonTest(t, func(c *Config) {
-		c.Rotation.RenewBefore = Duration{20 * time.Hour} // due 4 h after issue, 20 h before expiry
+	daemonTest(t, func(c *config.Config) {
+		c.Rotation.RenewBefore = config.Duration{Duration: 20 * time.Hour} // due 4 h after issue, 20 h before expiry
 		c.Serving.Enabled = new(bool)
 	}, func(t *testing.T, f *daemonFixture) {
 		f.eventsTo(func(*rest.Config) (bootstrap.EventClient, error) { return sink, nil })

@@ -3,6 +3,7 @@ package agent
 import (
 	"slices"
 
+	"github.com/certagent/certagent/agent/config"
 	"go.uber.org/zap"
 )
 
@@ -17,7 +18,7 @@ var restartOnly = []string{"nodeName", "certDir", "kubeconfig", "bootstrapKubeco
 // the reload's sake (`certagent renew --force` does that). A file that does
 // not load, or a change that needs a restart, is logged and the running
 // configuration kept whole.
-func (a *Agent) reload(load func() (Config, error)) {
+func (a *Agent) reload(load func() (config.Config, error)) {
 	if load == nil {
 		return
 	}
@@ -30,7 +31,7 @@ func (a *Agent) reload(load func() (Config, error)) {
 		return
 	}
 	old := a.config()
-	changed := changedKeys(old, cfg)
+	changed := config.ChangedKeys(old, cfg)
 	if len(changed) == 0 {
 		a.log.Info("reload: configuration unchanged")
 		return
@@ -58,7 +59,7 @@ func (a *Agent) reload(load func() (Config, error)) {
 	a.mu.Unlock()
 	oldB.CloseIdleConnections() // the new one dials its own
 	a.log.Info("reload: configuration applied", zap.Strings("changed", changed))
-	if level, err := parseLogLevel(cfg.LogLevel); err == nil { // Validate accepted it
+	if level, err := config.ParseLogLevel(cfg.LogLevel); err == nil { // Validate accepted it
 		setLogLevel(a.log, level) // from here on, including the lines below
 	}
 	a.publishStatus()

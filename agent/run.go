@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
 	"github.com/certagent/certagent/internal/failpoint"
 	"github.com/certagent/certagent/rotate"
@@ -40,7 +41,7 @@ type worker struct {
 // Run keeps both certificates valid until ctx ends. It returns nil on a
 // clean stop; failures are retried with back-off, never fatal. reload
 // delivers SIGHUP: re-read the configuration with load and apply what changed.
-func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (Config, error)) error {
+func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (config.Config, error)) error {
 	cfg := a.config()
 	if err := bootstrap.EnsureCertDir(cfg.CertDir); err != nil {
 		return err

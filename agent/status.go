@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
 )
 
@@ -54,7 +55,7 @@ type PendingCSR struct {
 }
 
 // ReadStatus inspects the files only; it makes no API request.
-func ReadStatus(cfg Config, now time.Time) Status {
+func ReadStatus(cfg config.Config, now time.Time) Status {
 	st := Status{
 		NodeName:            cfg.NodeName,
 		Kubeconfig:          fileStatus(cfg.Kubeconfig),
@@ -75,7 +76,7 @@ func fileStatus(p string) FileStatus {
 	return FileStatus{Path: p, Exists: err == nil}
 }
 
-func certificateStatus(cfg Config, kind bootstrap.Kind, now time.Time) CertificateStatus {
+func certificateStatus(cfg config.Config, kind bootstrap.Kind, now time.Time) CertificateStatus {
 	cs := CertificateStatus{Kind: string(kind), Path: bootstrap.CurrentPath(cfg.CertDir, kind)}
 	pair, err := bootstrap.LoadCurrent(cfg.CertDir, kind)
 	switch {

@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/certagent/certagent/agent"
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
 )
 
@@ -81,7 +82,7 @@ type World struct {
 	api   *API
 	jumps *simJumps
 	dir   string
-	cfg   agent.Config
+	cfg   config.Config
 	ip    atomic.Pointer[net.IP]
 	// the files the agent watches change: what inotify would tell it
 	events chan struct{}
@@ -120,7 +121,7 @@ type World struct {
 	logger    *zap.Logger   // the agent's; a no-op unless debugging
 
 	fileMu  sync.Mutex
-	fileCfg agent.Config // the configuration file as it is now
+	fileCfg config.Config // the configuration file as it is now
 
 	failMu     sync.Mutex
 	failure    string
@@ -154,13 +155,13 @@ func (w *World) failed() string {
 	return w.failure
 }
 
-func (w *World) setFile(c agent.Config) {
+func (w *World) setFile(c config.Config) {
 	w.fileMu.Lock()
 	w.fileCfg = c
 	w.fileMu.Unlock()
 }
 
-func (w *World) file() agent.Config {
+func (w *World) file() config.Config {
 	w.fileMu.Lock()
 	defer w.fileMu.Unlock()
 	return w.fileCfg
@@ -223,7 +224,7 @@ func newWorld(seed uint64, base string) (*World, error) {
 	ip := net.IPv4(10, 0, byte(r.IntN(256)), byte(1+r.IntN(250)))
 	w.ip.Store(&ip)
 
-	c := agent.DefaultConfig()
+	c := config.Default()
 	c.NodeName = "sim-node"
 	c.CertDir = filepath.Join(dir, "pki")
 	c.Kubeconfig = filepath.Join(dir, "etc", "kubelet.conf")
@@ -234,7 +235,7 @@ func newWorld(seed uint64, base string) (*World, error) {
 	}
 	if r.Float64() < 0.3 {
 		d := logUniform(r, 24*time.Hour, 60*24*time.Hour)
-		c.Rotation.RequestedDuration = agent.Duration{Duration: d.Round(time.Minute)}
+		c.Rotation.RequestedDuration = config.Duration{Duration: d.Round(time.Minute)}
 		w.minLifetime = min(w.minLifetime, d)
 	}
 	if p := r.Float64(); p < 0.5 {
@@ -249,10 +250,10 @@ func newWorld(seed uint64, base string) (*World, error) {
 		if c.Rotation.RequestedDuration.Duration > 0 && rb >= c.Rotation.RequestedDuration.Duration {
 			rb = c.Rotation.RequestedDuration.Duration / 3 // validation would refuse it
 		}
-		c.Rotation.RenewBefore = agent.Duration{Duration: rb}
+		c.Rotation.RenewBefore = config.Duration{Duration: rb}
 	}
 	if r.Float64() < 0.5 {
-		c.Hooks.PostRenew = []agent.Hook{{Command: []string{"/sim/hook"}}}
+		c.Hooks.PostRenew = []config.Hook{{Command: []string{"/sim/hook"}}}
 	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("seed %d: the generated configuration is invalid: %w", seed, err)
@@ -320,7 +321,7 @@ func (w *World) start() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	inst := &instance{a: a, cancel: cancel, done: make(chan error, 1), ctx: ctx}
-	go func() { inst.done <- a.Run(ctx, w.reload, func() (agent.Config, error) { return w.file(), nil }) }()
+	go func() { inst.done <- a.Run(ctx, w.reload, func() (config.Config, error) { return w.file(), nil }) }()
 	w.inst, w.down = inst, false
 	w.stats.Restarts++
 	w.setHealthy("agent down")
@@ -402,7 +403,7 @@ func (w *World) Stopping()                       {}
 func (w *World) WatchdogInterval() time.Duration { return 0 }
 
 // hook checks that a post-renew hook runs once the step is on disk.
-func (w *World) hook(_ context.Context, _ agent.Hook, env []string) ([]byte, error) {
+func (w *World) hook(_ context.Context, _ config.Hook, env []string) ([]byte, error) {
 	vars := map[string]string{}
 	for _, e := range env {
 		k, v, _ := strings.Cut(e, "=")

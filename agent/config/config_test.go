@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"os"
@@ -54,7 +54,7 @@ rotation:
 			if err := os.WriteFile(p, []byte(tc.content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			c, err := LoadConfig(p, true)
+			c, err := Load(p, true)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error = %v, want %q", err, tc.wantErr)
@@ -71,16 +71,16 @@ rotation:
 
 func TestLoadConfigMissingFile(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "config.yaml")
-	if c, err := LoadConfig(missing, false); err != nil || c.CertDir != "/var/lib/kubelet/pki" {
+	if c, err := Load(missing, false); err != nil || c.CertDir != "/var/lib/kubelet/pki" {
 		t.Fatalf("missing default file: %v, %+v; want defaults", err, c)
 	}
-	if _, err := LoadConfig(missing, true); err == nil {
+	if _, err := Load(missing, true); err == nil {
 		t.Fatal("a missing file named with --config must be an error")
 	}
 }
 
 func TestValidate(t *testing.T) {
-	base := DefaultConfig()
+	base := Default()
 	base.NodeName = "node-1"
 	for _, tc := range []struct {
 		name    string
@@ -122,7 +122,7 @@ func TestLoadConfigDropIns(t *testing.T) {
 	_ = os.WriteFile(filepath.Join(dir, "config.d", "20-b.yaml"), []byte(hdr+"nodeName: b\n"), 0o600)
 	_ = os.WriteFile(filepath.Join(dir, "config.d", "10-a.yaml"), []byte(hdr+"nodeName: a\nserving: {dnsNames: [x]}\n"), 0o600)
 	_ = os.WriteFile(filepath.Join(dir, "config.d", "README"), []byte("not yaml: ["), 0o600)
-	c, err := LoadConfig(main, false)
+	c, err := Load(main, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,11 +131,11 @@ func TestLoadConfigDropIns(t *testing.T) {
 	}
 	// Drop-ins apply even when the default main file is absent.
 	_ = os.Remove(main)
-	if c, err = LoadConfig(main, false); err != nil || c.NodeName != "b" {
+	if c, err = Load(main, false); err != nil || c.NodeName != "b" {
 		t.Fatalf("without the main file: %v, %q", err, c.NodeName)
 	}
 	_ = os.WriteFile(filepath.Join(dir, "config.d", "30-bad.yaml"), []byte(hdr+"nodename: typo\n"), 0o600)
-	if _, err := LoadConfig(main, false); err == nil || !strings.Contains(err.Error(), "30-bad.yaml") || !strings.Contains(err.Error(), `unknown field "nodename"`) {
+	if _, err := Load(main, false); err == nil || !strings.Contains(err.Error(), "30-bad.yaml") || !strings.Contains(err.Error(), `unknown field "nodename"`) {
 		t.Fatalf("bad drop-in: %v", err)
 	}
 }

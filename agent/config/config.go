@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"encoding/json"
@@ -23,7 +23,7 @@ const (
 )
 
 // DefaultConfigPath is read when --config is not given; its absence means defaults.
-const DefaultConfigPath = "/etc/certagent/config.yaml"
+const DefaultPath = "/etc/certagent/config.yaml"
 
 // Config is the configuration file (docs/config.md documents every field).
 // Command-line flags override it.
@@ -118,7 +118,7 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
 
 // DefaultConfig returns the built-in defaults.
-func DefaultConfig() Config {
+func Default() Config {
 	enabled := true
 	return Config{
 		APIVersion:          APIVersion,
@@ -137,22 +137,22 @@ func DefaultConfig() Config {
 // <dir of path>/config.d/*.yaml in name order. If path is the default path
 // and does not exist, the defaults (and drop-ins) apply; any other missing
 // file is an error. Unknown keys are errors that name the key.
-func LoadConfig(path string, explicit bool) (Config, error) {
-	cfg, _, err := loadConfigFiles(path, explicit)
+func Load(path string, explicit bool) (Config, error) {
+	cfg, _, err := LoadFiles(path, explicit)
 	return cfg, err
 }
 
 // configFile is a file LoadConfig applied and the settings it set, as
 // dotted keys (serving.dnsNames) in the order of the settings list.
-type configFile struct {
-	path string
-	keys []string
+type File struct {
+	Path string
+	Keys []string
 }
 
 // loadConfigFiles is LoadConfig, also saying which files it applied, in
 // order, and what each set (certagent config shows where values come from).
-func loadConfigFiles(path string, explicit bool) (Config, []configFile, error) {
-	cfg := DefaultConfig()
+func LoadFiles(path string, explicit bool) (Config, []File, error) {
+	cfg := Default()
 	files := []string{}
 	if _, err := os.Stat(path); err == nil || explicit {
 		files = append(files, path)
@@ -162,13 +162,13 @@ func loadConfigFiles(path string, explicit bool) (Config, []configFile, error) {
 		return cfg, nil, fmt.Errorf("listing config drop-ins: %w", err)
 	}
 	sort.Strings(dropIns)
-	var read []configFile
+	var read []File
 	for _, f := range append(files, dropIns...) {
 		keys, err := decodeInto(f, &cfg)
 		if err != nil {
 			return cfg, read, err
 		}
-		read = append(read, configFile{path: f, keys: keys})
+		read = append(read, File{Path: f, Keys: keys})
 	}
 	return cfg, read, nil
 }
@@ -289,7 +289,7 @@ func (c Config) Validate() error {
 	if c.Timeout.Duration <= 0 {
 		errs = append(errs, errors.New("timeout must be positive"))
 	}
-	if _, err := parseLogLevel(c.LogLevel); err != nil {
+	if _, err := ParseLogLevel(c.LogLevel); err != nil {
 		errs = append(errs, fmt.Errorf("logLevel: %w", err))
 	}
 	return errors.Join(errs...)
@@ -312,7 +312,7 @@ func (c Config) ServingIPs() ([]net.IP, error) {
 }
 
 // parseLogLevel reads --log-level and logLevel; "" means the default, info.
-func parseLogLevel(s string) (zapcore.Level, error) {
+func ParseLogLevel(s string) (zapcore.Level, error) {
 	switch s {
 	case "debug":
 		return zapcore.DebugLevel, nil

@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"encoding/json"
@@ -9,7 +9,7 @@ import (
 
 // changedKeys lists the settings (as dotted paths, at most two levels deep)
 // whose values differ between a and b.
-func changedKeys(a, b Config) []string {
+func ChangedKeys(a, b Config) []string {
 	fa, fb := flatten(a), flatten(b)
 	var out []string
 	for k, va := range fa {

@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"os"
@@ -26,7 +26,7 @@ func writeConfigFile(t *testing.T, body string) string {
 // when decoding the null changes the value (a list, a pointer, a duration),
 // so that the origin never names a file that changed nothing.
 func TestKeysSetFollowsTheDecoder(t *testing.T) {
-	base, err := LoadConfig(writeConfigFile(t, `nodeName: node-x
+	base, err := Load(writeConfigFile(t, `nodeName: node-x
 bootstrapKubeconfig: /b
 kubeconfig: /k
 certDir: /c
@@ -42,7 +42,7 @@ metrics: {address: ":1"}
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range configSettings {
+	for _, s := range settings {
 		t.Run(s.key, func(t *testing.T) {
 			doc := s.key + ": null\n"
 			if section, name, ok := strings.Cut(s.key, "."); ok {

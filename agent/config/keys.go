@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"encoding/json"
@@ -19,7 +19,7 @@ type setting struct {
 // is docs/config.md's order: the top-level fields, and one level into the
 // sections (serving.enabled, metrics.address). apiVersion and kind say what a
 // file is; they are not settings.
-var configSettings = settingsOf(reflect.TypeFor[Config]())
+var settings = settingsOf(reflect.TypeFor[Config]())
 
 func settingsOf(t reflect.Type) []setting {
 	var out []setting
@@ -56,7 +56,7 @@ func keysSet(js []byte) []string {
 		return nil
 	}
 	var out []string
-	for _, s := range configSettings {
+	for _, s := range settings {
 		section, name, nested := strings.Cut(s.key, ".")
 		raw, ok := top[section]
 		if ok && nested {

@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"os"
@@ -68,7 +68,7 @@ func FuzzConfig(f *testing.F) {
 		if err := os.WriteFile(p, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		cfg, err := LoadConfig(p, true)
+		cfg, err := Load(p, true)
 		if err != nil {
 			if !strings.Contains(err.Error(), p) {
 				t.Fatalf("error does not name the file %s: %v", p, err)
@@ -85,7 +85,7 @@ func FuzzConfig(f *testing.F) {
 		if err := os.WriteFile(p, out, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		again, err := LoadConfig(p, true)
+		again, err := Load(p, true)
 		if err != nil {
 			t.Fatalf("re-loading the marshalled config: %v\n%s", err, out)
 		}
@@ -103,7 +103,7 @@ func FuzzConfig(f *testing.F) {
 // the default path (a change of meaning, but one Validate rejects anyway);
 // an empty logLevel comes back as info (the same meaning).
 func roundTripWant(c Config) Config {
-	d := DefaultConfig()
+	d := Default()
 	if c.Serving.Enabled == nil {
 		c.Serving.Enabled = d.Serving.Enabled
 	}
