@@ -2,13 +2,11 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/clock"
 
 	"github.com/certagent/certagent/agent/config"
@@ -19,6 +17,9 @@ import (
 // Options are the agent's injected dependencies.
 type Options struct {
 	Logger *zap.Logger
+	// Level is the level Logger logs at, which a reload's logLevel changes;
+	// nil: a reload leaves it alone (tests, the simulation).
+	Level *zap.AtomicLevel
 	// Clock defaults to the real clock; tests pass a fake one.
 	Clock clock.WithTicker
 	// Jumps announces wall-clock jumps (suspend, NTP steps); default a
@@ -57,14 +58,13 @@ type Agent struct {
 	rand     func() float64
 	notifier Notifier
 
-	mu       sync.Mutex
-	cfg      config.Config
-	b        *bootstrap.Bootstrapper
-	policy   rotate.Policy
-	states   map[bootstrap.Kind]*certState
-	identity bootstrap.Identity // what the API server thinks of kubelet.conf
-	ready    bool               // READY=1 was sent
-	status   string             // last STATUS= sent
+	mu     sync.Mutex
+	cfg    config.Config
+	b      *bootstrap.Bootstrapper
+	policy rotate.Policy
+	ready  bool   // READY=1 was sent
+	status string // last STATUS= sent
+	certs  *Certs // what is known about the certificates and kubelet.conf
 
 	// statusMu makes publishStatus's render, compare and send one step, so a
 	// line rendered before another worker's change is never sent after it.
@@ -103,7 +103,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	}
 	a := &Agent{
 		opts: opts, log: opts.Logger, clock: opts.Clock, rand: opts.Rand, notifier: opts.Notifier,
-		states:         map[bootstrap.Kind]*certState{},
+		certs:          NewCerts(),
 		loops:          map[bootstrap.Kind]*worker{},
 		controlTimeout: controlReadTimeout,
 	}
@@ -111,7 +111,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.cfg, a.b, a.policy = cfg, b, policyOf(cfg)
+	a.cfg, a.b, a.policy = cfg, b, cfg.RenewalPolicy()
 	if opts.NewEventClient != nil {
 		a.events = newEventRecorder(a.log.Named("events"), a.clock, cfg.NodeName,
 			func() (bootstrap.EventClient, error) { return opts.NewEventClient(a.bootstrapper()) })
@@ -160,7 +160,8 @@ func (a *Agent) newBootstrapper(cfg config.Config) (*bootstrap.Bootstrapper, err
 	return bootstrap.New(bc)
 }
 
-func (a *Agent) config() config.Config {
+// Config is the configuration in force (a reload may change it).
+func (a *Agent) Config() config.Config {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.cfg
@@ -192,20 +193,15 @@ func (a *Agent) onWaiting(kind bootstrap.Kind, name string) {
 		w.live.Set(phase, a.clock.Now())
 	}
 	isNew := false
-	a.update(kind, func(s *certState) {
-		if name != "" && s.waitingCSR != name {
-			s.attempts++
+	a.certs.Update(kind, func(s *Cert) {
+		if name != "" && s.WaitingCSR != name {
+			s.Attempts++
 			isNew = true
 		}
-		s.waitingCSR = name
+		s.WaitingCSR = name
 	})
 	if isNew && kind == bootstrap.Serving {
-		// Only for a CSR nobody approved within servingPendingAfter: an
-		// approver that answers at once leaves no Event to read.
-		a.events.record(nodeEvent{typ: corev1.EventTypeNormal, reason: ReasonServingCSRPending, action: "RequestCertificate", kind: kind,
-			note:  fmt.Sprintf("serving CSR %s waits for approval: kubectl certificate approve %s", name, name),
-			after: servingPendingAfter,
-			still: func() bool { return a.waitingFor(kind) == name }})
+		a.events.ServingCSRPending(name, func() bool { return a.certs.WaitingFor(kind) == name })
 	}
 	if name != "" {
 		a.publishStatus() // "waiting for approval of …": a person may be needed
@@ -215,8 +211,8 @@ func (a *Agent) onWaiting(kind bootstrap.Kind, name string) {
 
 // onIdentity hears what the API server thinks of kubelet.conf.
 func (a *Agent) onIdentity(id bootstrap.Identity) {
+	a.certs.SetIdentity(id)
 	a.mu.Lock()
-	a.identity = id
 	loops := a.loops
 	a.mu.Unlock()
 	if id.Rejected {
@@ -227,9 +223,4 @@ func (a *Agent) onIdentity(id bootstrap.Identity) {
 		w.loop.Kick()
 	}
 	a.publishStatus()
-}
-
-// policyOf is the renewal policy cfg sets.
-func policyOf(cfg config.Config) rotate.Policy {
-	return rotate.Policy{RenewBefore: cfg.Rotation.RenewBefore.Duration}
 }

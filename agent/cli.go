@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -232,15 +231,17 @@ func (c *commonFlags) start(args []string, check bool) (cfg config.Config, code 
 }
 
 // logger is the command's logger in format at cfg's level (Validate
-// accepted it); on failure it has printed why, and code is 2.
-func (c *commonFlags) logger(format string, cfg config.Config) (log *zap.Logger, code int) {
-	level, _ := config.ParseLogLevel(cfg.LogLevel)
+// accepted it), and that level, which a reload may change; on failure it has
+// printed why, and code is 2.
+func (c *commonFlags) logger(format string, cfg config.Config) (log *zap.Logger, level zap.AtomicLevel, code int) {
+	l, _ := config.ParseLogLevel(cfg.LogLevel)
+	level = zap.NewAtomicLevelAt(l)
 	log, err := newLogger(format, level, c.fs.Output())
 	if err != nil {
 		fmt.Fprintf(c.fs.Output(), "certagent: %v\n", err)
-		return nil, 2
+		return nil, level, 2
 	}
-	return log, 0
+	return log, level, 0
 }
 
 // runAgent builds an agent from cfg and opts and runs fn with it under the
@@ -269,13 +270,13 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	if code != 0 {
 		return code
 	}
-	log, code := c.logger(*rf.logFormat, cfg)
+	log, level, code := c.logger(*rf.logFormat, cfg)
 	if code != 0 {
 		return code
 	}
 	defer func() { _ = log.Sync() }()
 	reload := sighup()
-	opts := Options{Logger: log}
+	opts := Options{Logger: log, Level: &level}
 	if *rf.once {
 		opts.Notifier = nopNotifier{}
 		return runAgent(stderr, cfg, opts, func(ctx context.Context, a *Agent) error {
@@ -314,18 +315,6 @@ func sighup() <-chan struct{} {
 	return reload
 }
 
-// sinceRound formats a duration for people: whole seconds, minutes or days.
-func sinceRound(d time.Duration) string {
-	switch {
-	case d >= 48*time.Hour:
-		return fmt.Sprintf("%dd", int(d.Hours()/24))
-	case d >= time.Hour:
-		return d.Round(time.Minute).String()
-	default:
-		return d.Round(time.Second).String()
-	}
-}
-
 func renewCommand(args []string, stdout, stderr io.Writer) int {
 	c := newCommonFlags("renew", stderr)
 	force := c.fs.Bool("force", false, "renew both certificates even if not due")
@@ -340,7 +329,7 @@ func renewCommand(args []string, stdout, stderr io.Writer) int {
 	if code != 0 {
 		return code
 	}
-	log, code := c.logger("console", cfg)
+	log, _, code := c.logger("console", cfg)
 	if code != 0 {
 		return code
 	}

@@ -99,7 +99,7 @@ func peerAllowed(c *net.UnixConn) bool {
 func (a *Agent) RequestSteps(ctx context.Context, force bool) []controlResult {
 	var out []controlResult
 	for _, kind := range []bootstrap.Kind{bootstrap.Client, bootstrap.Serving} {
-		if kind == bootstrap.Serving && !a.config().ServingEnabled() {
+		if kind == bootstrap.Serving && !a.Config().ServingEnabled() {
 			continue
 		}
 		a.mu.Lock()

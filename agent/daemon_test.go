@@ -174,7 +174,7 @@ func TestDaemonReloadAppliesOnlyWhatChanged(t *testing.T) {
 		if len(entries) != 1 || !slices.Equal(entries[0].ContextMap()["settings"].([]interface{}), []interface{}{"metrics.address"}) {
 			t.Fatalf("a metrics.address change was not refused by name: %v", entries)
 		}
-		if got := f.agent.config(); got.Metrics.Address != "" || len(got.Hooks.PostRenew) != 0 {
+		if got := f.agent.Config(); got.Metrics.Address != "" || len(got.Hooks.PostRenew) != 0 {
 			t.Fatal("a refused reload changed the running configuration")
 		}
 

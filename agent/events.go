@@ -14,6 +14,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/rotate"
 )
 
 // Kubernetes Events on the Node (docs/metrics.md, "Events"): what an
@@ -119,8 +120,8 @@ func (r *eventRecorder) later(ctx context.Context, e nodeEvent) {
 	}
 }
 
-// run writes queued events until ctx ends.
-func (r *eventRecorder) run(ctx context.Context) {
+// Run writes queued events until ctx ends.
+func (r *eventRecorder) Run(ctx context.Context) {
 	r.filled = r.clock.Now()
 	for {
 		select {
@@ -232,4 +233,46 @@ func certName(kind bootstrap.Kind) string {
 		return "serving"
 	}
 	return "client"
+}
+
+// Outcome turns a step's outcome into an Event on the Node, if it is one a
+// person should see from kubectl: a certificate stored, a CSR denied, an
+// attempt failed, but not a retry that failed as the last one did for a
+// fault of the node (repeatedFault), which comes every few seconds. removed
+// is the bootstrap kubeconfig the step removed, if any: told in the client
+// certificate's CertificateIssued, or on its own.
+func (r *eventRecorder) Outcome(kind bootstrap.Kind, o rotate.Outcome, repeatedFault bool, removed string) {
+	name := certName(kind)
+	removedNote := fmt.Sprintf("removed the bootstrap kubeconfig %s: kubelet.conf is proven to work", removed)
+	switch {
+	case o.Class == rotate.Done && o.Stored:
+		reason, action := ReasonCertificateIssued, "Issue"
+		if o.Renew {
+			reason, action = ReasonCertificateRenewed, "Renew"
+		}
+		note := fmt.Sprintf("%s certificate stored; valid until %s, renewal due %s", name, stamp(o.Cert.NotAfter), stamp(o.Next))
+		if removed != "" {
+			note += "; " + removedNote // one write for the whole bootstrap
+			removed = ""
+		}
+		r.record(nodeEvent{typ: corev1.EventTypeNormal, reason: reason, action: action, kind: kind, note: note})
+	case IsDenied(o.Err):
+		r.record(nodeEvent{typ: corev1.EventTypeWarning, reason: ReasonCSRDenied, action: "RequestCertificate", kind: kind,
+			note: fmt.Sprintf("%s certificate: %v", name, o.Err)})
+	case o.Class == rotate.Transient || o.Class == rotate.NeedsPerson || (o.Class == rotate.NodeFault && !repeatedFault):
+		r.record(nodeEvent{typ: corev1.EventTypeWarning, reason: ReasonRenewalFailing, action: "RequestCertificate", kind: kind,
+			note: fmt.Sprintf("%s certificate: attempt %d failed, next at %s: %v", name, o.Failure, stamp(o.Next), o.Err)})
+	}
+	if removed != "" {
+		r.record(nodeEvent{typ: corev1.EventTypeNormal, reason: ReasonBootstrapRemoved, action: "Cleanup", note: removedNote})
+	}
+}
+
+// ServingCSRPending tells that the serving CSR name waits for approval, if
+// it still does (still) servingPendingAfter from now: an approver that
+// answers at once leaves no Event to read.
+func (r *eventRecorder) ServingCSRPending(name string, still func() bool) {
+	r.record(nodeEvent{typ: corev1.EventTypeNormal, reason: ReasonServingCSRPending, action: "RequestCertificate", kind: bootstrap.Serving,
+		note:  fmt.Sprintf("serving CSR %s waits for approval: kubectl certificate approve %s", name, name),
+		after: servingPendingAfter, still: still})
 }

@@ -16,6 +16,9 @@ var (
 	labelEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
 )
 
+// Bytes is what was written.
+func (e *expo) Bytes() []byte { return e.buf.Bytes() }
+
 // family starts a metric family: its HELP and TYPE lines.
 func (e *expo) family(name, help, typ string) {
 	e.buf.WriteString("# HELP " + name + " " + helpEscaper.Replace(help) + "\n")

@@ -41,7 +41,7 @@ func markHooksDue(certDir string, kind bootstrap.Kind) error {
 // server), CERTAGENT_CERT_FILE (the -current.pem path), CERTAGENT_NODE_NAME
 // and CERTAGENT_NOT_AFTER (RFC 3339).
 func (a *Agent) runDueHooks(ctx context.Context, kind bootstrap.Kind, leaf *x509.Certificate) {
-	cfg := a.config()
+	cfg := a.Config()
 	marker := hooksDuePath(cfg.CertDir, kind)
 	if _, err := os.Stat(marker); err != nil {
 		return
@@ -75,7 +75,7 @@ func (a *Agent) runDueHooks(ctx context.Context, kind bootstrap.Kind, leaf *x509
 		log := a.log.With(zap.Int("hook", i), zap.Strings("command", h.Command), zap.String("certificate", string(kind)),
 			zap.Duration("took", a.clock.Since(start)), zap.ByteString("output", truncate(out, 2048)))
 		if err != nil {
-			a.update(kind, func(s *certState) { s.hookErrors++ })
+			a.certs.Update(kind, func(s *Cert) { s.HookErrors++ })
 			log.Warn("post-renew hook failed", zap.Error(err))
 			continue
 		}

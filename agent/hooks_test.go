@@ -198,50 +198,9 @@ func TestHooksExec(t *testing.T) {
 	if want := "client " + filepath.Join(cfg.CertDir, "kubelet-client-current.pem") + " node-a\n"; string(got) != want {
 		t.Fatalf("hook saw %q, want %q", got, want)
 	}
-	a.mu.Lock()
-	hookErrors := a.state(bootstrap.Client).hookErrors
-	a.mu.Unlock()
+	hookErrors := a.certs.Get(bootstrap.Client).HookErrors
 	if hookErrors != 2 {
 		t.Fatalf("hook errors = %d, want 2 (a failure and a timeout)", hookErrors)
-	}
-}
-
-func TestStatusLine(t *testing.T) {
-	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
-	for _, tc := range []struct {
-		name           string
-		client, server certState
-		identity       error
-		want           string
-	}{
-		{"both valid", certState{notAfter: now.Add(100 * 24 * time.Hour), deadline: now.Add(80 * 24 * time.Hour)},
-			certState{notAfter: now.Add(time.Hour), deadline: now.Add(30 * time.Minute)}, nil,
-			"client valid until 2027-03-02 12:00Z, renews 2027-02-10 12:00Z; serving: valid until 2026-11-22 13:00Z, renews 2026-11-22 12:30Z"},
-		{"serving waiting", certState{notAfter: now.Add(48 * time.Hour), deadline: now.Add(-time.Minute)},
-			certState{waitingCSR: "node-csr-abc"}, nil,
-			"client valid until 2026-11-24 12:00Z, renews 2026-11-22 11:59Z; serving: waiting for approval of node-csr-abc (kubectl certificate approve node-csr-abc)"},
-		{"no credentials", certState{lastErr: bootstrap.ErrNoCredentials}, certState{lastErr: bootstrap.ErrNeedClient}, nil,
-			"waiting for a bootstrap kubeconfig at /etc/kubernetes/bootstrap-kubelet.conf (no valid /etc/kubernetes/kubelet.conf); serving: waiting for a client certificate the API server accepts"},
-		{"renamed node", certState{lastErr: fmt.Errorf("%w: %w", bootstrap.ErrNoCredentials, &bootstrap.OtherNodeError{User: "system:node:old", Want: "system:node:n"})},
-			certState{lastErr: bootstrap.ErrNeedClient}, nil,
-			"/etc/kubernetes/kubelet.conf is system:node:old's, not this node's (system:node:n): drop a bootstrap kubeconfig at /etc/kubernetes/bootstrap-kubelet.conf to bootstrap as this node, or set nodeName: old; serving: waiting for a client certificate the API server accepts"},
-		{"failing", certState{notAfter: now.Add(48 * time.Hour), lastErr: context.DeadlineExceeded, retryAt: now.Add(8 * time.Second)}, certState{}, nil,
-			"client valid until 2026-11-24 12:00Z, retrying at 12:00:08Z after: context deadline exceeded; serving: starting"},
-		{"rejected", certState{notAfter: now.Add(48 * time.Hour), lastErr: fmt.Errorf("%w: 401", bootstrap.ErrIdentityRejected)}, certState{lastErr: bootstrap.ErrNeedClient},
-			errors.New("checking that the API server accepts kubelet.conf: Unauthorized"),
-			"client rejected by the API server (Unauthorized); drop a bootstrap kubeconfig at /etc/kubernetes/bootstrap-kubelet.conf to bootstrap again; serving: waiting for a client certificate the API server accepts"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			a, err := New(func() config.Config { c := config.Default(); c.NodeName = "n"; return c }(), Options{Clock: clocktesting.NewFakeClock(now), Notifier: &fakeNotifier{}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			*a.state(bootstrap.Client), *a.state(bootstrap.Serving) = tc.client, tc.server
-			a.identity.Err = tc.identity
-			if got := a.statusLine(); got != tc.want {
-				t.Fatalf("status line\n got %q\nwant %q", got, tc.want)
-			}
-		})
 	}
 }
 
@@ -265,7 +224,7 @@ func TestStatusIsNeverStale(t *testing.T) {
 				defer wg.Done()
 				for j := 0; j < 50; j++ {
 					a.mu.Lock()
-					a.state(kind).lastErr = fmt.Errorf("attempt %d", next.Add(1))
+					a.certs.Update(kind, func(c *Cert) { c.LastErr = fmt.Errorf("attempt %d", next.Add(1)) })
 					a.mu.Unlock()
 					a.publishStatus()
 				}

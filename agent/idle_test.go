@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/client-go/rest"
 
+	"github.com/certagent/certagent/agent/observe/observetest"
 	"github.com/certagent/certagent/bootstrap"
 )
 
@@ -79,7 +80,7 @@ func TestDaemonClosesIdleConnectionsOnceSettled(t *testing.T) {
 // approves gets its ServingCSRPending Event 15 s after the burst, with a
 // connection of its own; the daemon closes it again after the Event.
 func TestDaemonClosesIdleConnectionsAfterALateEvent(t *testing.T) {
-	sink := &fakeEvents{}
+	sink := &observetest.Events{}
 	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
 		var closes atomic.Int32
 		f.opts.CloseIdle = func(*bootstrap.Bootstrapper) { closes.Add(1) }
@@ -92,8 +93,8 @@ func TestDaemonClosesIdleConnectionsAfterALateEvent(t *testing.T) {
 			t.Fatalf("%d closings while the serving CSR waits, want 1", n)
 		}
 		f.advanceIn(servingPendingAfter, time.Second)
-		if sink.find(ReasonServingCSRPending) == nil {
-			t.Fatalf("no %s Event; got %v", ReasonServingCSRPending, sink.reasons())
+		if sink.Find(ReasonServingCSRPending) == nil {
+			t.Fatalf("no %s Event; got %v", ReasonServingCSRPending, sink.Reasons())
 		}
 		time.Sleep(settleDelay)
 		synctest.Wait()

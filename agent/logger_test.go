@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/certagent/certagent/agent/config"
+	"go.uber.org/zap"
 )
 
 // syncBuffer is a strings.Builder the logger and the test may share.
@@ -45,7 +46,7 @@ func TestLogLevels(t *testing.T) {
 				t.Fatal(err)
 			}
 			var buf syncBuffer
-			log, err := newLogger("console", level, &buf)
+			log, err := newLogger("console", zap.NewAtomicLevelAt(level), &buf)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -139,13 +140,14 @@ func TestReloadChangesTheLogLevel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	level, _ := config.ParseLogLevel(cfg.LogLevel)
+	l, _ := config.ParseLogLevel(cfg.LogLevel)
+	level := zap.NewAtomicLevelAt(l)
 	var buf syncBuffer
 	log, err := newLogger("console", level, &buf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(cfg, Options{Logger: log, Notifier: nopNotifier{}, NoControlSocket: true})
+	a, err := New(cfg, Options{Logger: log, Level: &level, Notifier: nopNotifier{}, NoControlSocket: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,14 +155,14 @@ func TestReloadChangesTheLogLevel(t *testing.T) {
 	sub.Debug("before-reload")
 
 	write("debug")
-	a.reload(c.load)
+	a.Reload(c.load)
 	sub.Debug("after-debug-reload")
-	if got := a.config().LogLevel; got != "debug" {
+	if got := a.Config().LogLevel; got != "debug" {
 		t.Fatalf("running logLevel %q after the reload, want debug", got)
 	}
 
 	write("error")
-	a.reload(c.load)
+	a.Reload(c.load)
 	sub.Info("after-error-reload")
 
 	out := buf.String()

@@ -1,16 +1,9 @@
 package agent
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"math"
-	"net"
-	"net/http"
 	"runtime"
 	"time"
-
-	"go.uber.org/zap"
 
 	"github.com/certagent/certagent/bootstrap"
 )
@@ -24,7 +17,7 @@ import (
 // certSeries is one certagent_* series per certificate.
 type certSeries struct {
 	name, help, typ string
-	value           func(s *certState, now time.Time) float64
+	value           func(s *Cert, now time.Time) float64
 }
 
 func unixSeconds(t time.Time) float64 {
@@ -36,28 +29,28 @@ func unixSeconds(t time.Time) float64 {
 
 var certSeriesList = []certSeries{
 	{"certagent_certificate_expiry_seconds", "Seconds until the stored certificate expires (negative once expired, 0 if none).", "gauge",
-		func(s *certState, now time.Time) float64 {
-			if s.notAfter.IsZero() {
+		func(s *Cert, now time.Time) float64 {
+			if s.NotAfter.IsZero() {
 				return 0
 			}
-			return s.notAfter.Sub(now).Seconds()
+			return s.NotAfter.Sub(now).Seconds()
 		}},
 	{"certagent_certificate_not_after_timestamp_seconds", "NotAfter of the stored certificate, Unix time (0 if none).", "gauge",
-		func(s *certState, _ time.Time) float64 { return unixSeconds(s.notAfter) }},
+		func(s *Cert, _ time.Time) float64 { return unixSeconds(s.NotAfter) }},
 	{"certagent_certificate_renewal_deadline_timestamp_seconds", "When the stored certificate is renewed, Unix time (0 if none).", "gauge",
-		func(s *certState, _ time.Time) float64 { return unixSeconds(s.deadline) }},
+		func(s *Cert, _ time.Time) float64 { return unixSeconds(s.Deadline) }},
 	{"certagent_renewal_attempts_total", "Certificate requests made (bootstrap or renewal).", "counter",
-		func(s *certState, _ time.Time) float64 { return float64(s.attempts) }},
+		func(s *Cert, _ time.Time) float64 { return float64(s.Attempts) }},
 	{"certagent_renewal_errors_total", "Failed attempts to obtain a certificate.", "counter",
-		func(s *certState, _ time.Time) float64 { return float64(s.errors) }},
+		func(s *Cert, _ time.Time) float64 { return float64(s.Errors) }},
 	{"certagent_csr_denied_total", "Certificate signing requests of this agent that were denied.", "counter",
-		func(s *certState, _ time.Time) float64 { return float64(s.denied) }},
+		func(s *Cert, _ time.Time) float64 { return float64(s.Denied) }},
 	{"certagent_last_success_timestamp_seconds", "When a certificate was last stored, Unix time (0 if never in this process).", "gauge",
-		func(s *certState, _ time.Time) float64 { return unixSeconds(s.lastSuccess) }},
+		func(s *Cert, _ time.Time) float64 { return unixSeconds(s.LastSuccess) }},
 	{"certagent_pending_csr", "1 while a CSR is waiting for approval or issuance.", "gauge",
-		func(s *certState, _ time.Time) float64 { return boolFloat(s.waitingCSR != "") }},
+		func(s *Cert, _ time.Time) float64 { return boolFloat(s.WaitingCSR != "") }},
 	{"certagent_hook_errors_total", "Post-renew hooks that failed or timed out.", "counter",
-		func(s *certState, _ time.Time) float64 { return float64(s.hookErrors) }},
+		func(s *Cert, _ time.Time) float64 { return float64(s.HookErrors) }},
 }
 
 // The kubelet's certificate-manager series, with its names, help, types and
@@ -77,21 +70,22 @@ var (
 	}
 )
 
-// writeMetrics renders every series into w. The state is copied under the
-// lock and rendered without it: a slow scraper must not hold up the workers.
-func (a *Agent) writeMetrics(w *expo) {
-	a.mu.Lock()
-	now := a.clock.Now()
+// writeMetrics renders every series of c into w, the server's only with
+// serving; version is certagent's. The state is copied under c's lock and
+// rendered without it, and w is written by the caller: a slow scraper must
+// not hold up the workers.
+func writeMetrics(w *expo, c *Certs, serving bool, version string, now time.Time) {
 	kinds := []bootstrap.Kind{bootstrap.Client}
-	if a.cfg.ServingEnabled() {
+	if serving {
 		kinds = append(kinds, bootstrap.Serving)
 	}
-	states := make([]certState, len(kinds))
+	c.mu.Lock()
+	states := make([]Cert, len(kinds))
 	for i, k := range kinds {
-		states[i] = *a.state(k)
+		states[i] = *c.cert(k)
 	}
-	ready := a.clientValidLocked(now) && a.identity.Accepted
-	a.mu.Unlock()
+	ready := !states[0].NotAfter.IsZero() && now.Before(states[0].NotAfter) && c.identity.Accepted
+	c.mu.Unlock()
 
 	for _, m := range certSeriesList {
 		w.family(m.name, m.help, m.typ)
@@ -102,13 +96,13 @@ func (a *Agent) writeMetrics(w *expo) {
 	w.family("certagent_ready", "1 while the API server accepts kubelet.conf and its client certificate is valid.", "gauge")
 	w.sample("certagent_ready", boolFloat(ready))
 	w.family("certagent_build_info", "Always 1; the labels say which certagent runs.", "gauge")
-	w.sample("certagent_build_info", 1, "version", Version, "goversion", runtime.Version())
+	w.sample("certagent_build_info", 1, "version", version, "goversion", runtime.Version())
 	for i, k := range kinds {
 		ttl, errs := kubeletTTL[k], kubeletRenewErrors[k]
 		w.family(ttl[0], ttl[1], "gauge")
-		w.sample(ttl[0], kubeletTTLSeconds(states[i].notAfter, now))
+		w.sample(ttl[0], kubeletTTLSeconds(states[i].NotAfter, now))
 		w.family(errs[0], errs[1], "counter")
-		w.sample(errs[0], float64(states[i].errors))
+		w.sample(errs[0], float64(states[i].Errors))
 	}
 	writeProcessMetrics(w)
 }
@@ -127,59 +121,4 @@ func boolFloat(b bool) float64 {
 		return 1
 	}
 	return 0
-}
-
-func (a *Agent) clientValidLocked(now time.Time) bool {
-	s := a.state(bootstrap.Client)
-	return !s.notAfter.IsZero() && now.Before(s.notAfter)
-}
-
-// handler serves /metrics, /healthz (the loop is alive) and /readyz (the
-// client certificate is valid now).
-func (a *Agent) handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		var e expo
-		a.writeMetrics(&e)
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		_, _ = w.Write(e.buf.Bytes())
-	})
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		if kind, busy := a.hungWorker(); kind != "" {
-			http.Error(w, fmt.Sprintf("the %s worker has been busy for %s: it is stuck", kind, busy.Round(time.Second)), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		// The files are the truth: kubelet.conf as it is on disk now must be
-		// the one the API server accepted.
-		if _, err := a.bootstrapper().AcceptedNode(); err != nil {
-			http.Error(w, fmt.Sprintf("kubelet.conf is not accepted by the API server: %v\n%s", err, a.statusLine()), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	return mux
-}
-
-// serveHTTP listens on addr until ctx ends; the bound address is logged (addr
-// may use port 0).
-func (a *Agent) serveHTTP(ctx context.Context, addr string) (func(), error) {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listening for metrics on %s: %w (set metrics.address, or \"\" to turn it off)", addr, err)
-	}
-	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
-	a.log.Info("serving /metrics, /healthz and /readyz", zap.String("address", l.Addr().String()))
-	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.log.Warn("metrics listener", zap.Error(err))
-		}
-	}()
-	return func() {
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}, nil
 }

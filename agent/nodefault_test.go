@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/observe/observetest"
 	"github.com/certagent/certagent/bootstrap"
 )
 
@@ -30,7 +31,7 @@ import (
 // within a minute, without a person. Every jitter draw is the highest, so
 // every wait is the longest the daemon can choose.
 func TestDaemonRecoversFromAFullDiskWithinAMinute(t *testing.T) {
-	sink := &fakeEvents{}
+	sink := &observetest.Events{}
 	var full atomic.Bool
 	daemonTest(t, func(c *config.Config) {
 		c.Rotation.RenewBefore = config.Duration{Duration: 20 * time.Hour} // due 4 h after issue, 20 h before expiry
@@ -109,9 +110,7 @@ func TestDaemonRecoversFromAFullDiskWithinAMinute(t *testing.T) {
 
 // failedAttempts counts the client certificate's failed attempts.
 func (f *daemonFixture) failedAttempts() uint64 {
-	f.agent.mu.Lock()
-	defer f.agent.mu.Unlock()
-	return f.agent.state(bootstrap.Client).errors
+	return f.agent.certs.Get(bootstrap.Client).Errors
 }
 
 // clientCSRObjects counts the client CSRs on the server (not create calls).
@@ -147,9 +146,9 @@ func snapshotFiles(t *testing.T, paths ...string) string {
 	return b.String()
 }
 
-func countReason(sink *fakeEvents, reason string) int {
+func countReason(sink *observetest.Events, reason string) int {
 	n := 0
-	for _, r := range sink.reasons() {
+	for _, r := range sink.Reasons() {
 		if r == reason {
 			n++
 		}
@@ -157,12 +156,4 @@ func countReason(sink *fakeEvents, reason string) int {
 	return n
 }
 
-func seriesUpdates(sink *fakeEvents) int {
-	sink.mu.Lock()
-	defer sink.mu.Unlock()
-	n := 0
-	for _, p := range sink.patches {
-		n += len(p)
-	}
-	return n
-}
+func seriesUpdates(sink *observetest.Events) int { return sink.PatchCount() }

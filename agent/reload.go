@@ -11,14 +11,14 @@ import (
 // its identity and its listener. A reload that changes one is refused whole.
 var restartOnly = []string{"nodeName", "certDir", "kubeconfig", "bootstrapKubeconfig", "metrics.address"}
 
-// reload re-reads the configuration (SIGHUP, systemctl reload) and applies
-// what changed: new serving names make the serving certificate due (it no
-// longer covers them), a new renewal policy moves the deadlines, new hooks
-// run next time, a new log level applies at once. Nothing is renewed for
-// the reload's sake (`certagent renew --force` does that). A file that does
-// not load, or a change that needs a restart, is logged and the running
-// configuration kept whole.
-func (a *Agent) reload(load func() (config.Config, error)) {
+// Reload re-reads the configuration with load (Run calls it on SIGHUP,
+// systemctl reload) and applies what changed: new serving names make the
+// serving certificate due (it no longer covers them), a new renewal policy
+// moves the deadlines, new hooks run next time, a new log level applies at
+// once. Nothing is renewed for the reload's sake (`certagent renew --force`
+// does that). A file that does not load, or a change that needs a restart,
+// is logged and the running configuration kept whole.
+func (a *Agent) Reload(load func() (config.Config, error)) {
 	if load == nil {
 		return
 	}
@@ -30,7 +30,7 @@ func (a *Agent) reload(load func() (config.Config, error)) {
 		a.log.Error("reload: keeping the running configuration", zap.Error(err))
 		return
 	}
-	old := a.config()
+	old := a.Config()
 	changed := config.ChangedKeys(old, cfg)
 	if len(changed) == 0 {
 		a.log.Info("reload: configuration unchanged")
@@ -55,12 +55,12 @@ func (a *Agent) reload(load func() (config.Config, error)) {
 	oldB := a.bootstrapper()
 	b.Adopt(oldB)
 	a.mu.Lock()
-	a.cfg, a.b, a.policy = cfg, b, policyOf(cfg)
+	a.cfg, a.b, a.policy = cfg, b, cfg.RenewalPolicy()
 	a.mu.Unlock()
 	oldB.CloseIdleConnections() // the new one dials its own
 	a.log.Info("reload: configuration applied", zap.Strings("changed", changed))
-	if level, err := config.ParseLogLevel(cfg.LogLevel); err == nil { // Validate accepted it
-		setLogLevel(a.log, level) // from here on, including the lines below
+	if level, err := config.ParseLogLevel(cfg.LogLevel); err == nil && a.opts.Level != nil { // Validate accepted it
+		a.opts.Level.SetLevel(level) // from here on, including the lines below
 	}
 	a.publishStatus()
 	a.kickAll() // each loop looks again: due now, or names no longer covered?

@@ -42,7 +42,7 @@ type worker struct {
 // clean stop; failures are retried with back-off, never fatal. reload
 // delivers SIGHUP: re-read the configuration with load and apply what changed.
 func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (config.Config, error)) error {
-	cfg := a.config()
+	cfg := a.Config()
 	if err := bootstrap.EnsureCertDir(cfg.CertDir); err != nil {
 		return err
 	}
@@ -95,7 +95,7 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (co
 		}
 	}
 	if a.events != nil {
-		bg.Go(func() { a.events.run(bgCtx) })
+		bg.Go(func() { a.events.Run(bgCtx) })
 	}
 	if !a.opts.NoControlSocket {
 		if stop, err := a.serveControl(bgCtx, cfg.CertDir); err != nil {
@@ -128,7 +128,7 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (co
 				a.kickAll()
 			}
 		case <-reload:
-			a.reload(load)
+			a.Reload(load)
 		case <-watchdog:
 			if w, busy := a.hungWorker(); w != "" {
 				if !hung {
@@ -193,7 +193,7 @@ type servingGate struct {
 var errServingOff = errors.New("serving certificates are turned off (serving.enabled: false)")
 
 func (g servingGate) Step(ctx context.Context, renew bool) (rotate.Result, error) {
-	if g.kind == bootstrap.Serving && !g.a.config().ServingEnabled() {
+	if g.kind == bootstrap.Serving && !g.a.Config().ServingEnabled() {
 		return rotate.Result{}, errServingOff
 	}
 	return g.inner.Step(ctx, renew)
@@ -211,7 +211,7 @@ func (a *Agent) kickAll() {
 // should take, and for how long.
 func (a *Agent) hungWorker() (string, time.Duration) {
 	limit := hungAfter
-	for _, h := range a.config().Hooks.PostRenew {
+	for _, h := range a.Config().Hooks.PostRenew {
 		t := h.Timeout.Duration
 		if t == 0 {
 			t = defaultHookTimeout
@@ -232,7 +232,7 @@ func (a *Agent) hungWorker() (string, time.Duration) {
 
 // inputs fingerprints the files a person may drop or replace.
 func (a *Agent) inputs() string {
-	cfg := a.config()
+	cfg := a.Config()
 	var b strings.Builder
 	for _, p := range []string{cfg.BootstrapKubeconfig, cfg.Kubeconfig,
 		bootstrap.CurrentPath(cfg.CertDir, bootstrap.Client), bootstrap.CurrentPath(cfg.CertDir, bootstrap.Serving)} {

@@ -1,7 +1,7 @@
 package agent
 
 import (
-	"encoding/json"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/rotate"
 )
 
 // Status is what `certagent status -o json` prints (docs/status.md). Field
@@ -98,7 +99,7 @@ func certificateStatus(cfg config.Config, kind bootstrap.Kind, now time.Time) Ce
 		cs.NotBefore, cs.NotAfter = &nb, &na
 		cs.RemainingSeconds = int64(na.Sub(now).Seconds())
 		cs.Valid = bootstrap.ValidAt(leaf, now)
-		deadline := policyOf(cfg).NextRenewal(certInfo(cfg.CertDir, kind, leaf)).UTC()
+		deadline := cfg.RenewalPolicy().NextRenewal(CertInfo(cfg.CertDir, kind, leaf)).UTC()
 		cs.RenewalDeadline = &deadline
 	}
 	if key, err := bootstrap.LoadPendingKey(cfg.CertDir, kind); err == nil && key != nil {
@@ -153,28 +154,38 @@ func presence(ok bool) string {
 	return "absent"
 }
 
-func statusCommand(args []string, stdout, stderr io.Writer) int {
-	c := newCommonFlags("status", stderr)
-	output := c.fs.String("o", "text", "output format: text or json")
-	cfg, code := c.start(args, false)
-	if code != 0 {
-		return code
+// CertInfo describes leaf, stored as kind's current certificate in certDir.
+func CertInfo(certDir string, kind bootstrap.Kind, leaf *x509.Certificate) rotate.Cert {
+	if leaf == nil {
+		return rotate.Cert{}
 	}
-	now := time.Now()
-	st := ReadStatus(cfg, now)
-	switch *output {
-	case "json":
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(st); err != nil {
-			fmt.Fprintf(stderr, "certagent: %v\n", err)
-			return 1
-		}
-	case "text":
-		st.WriteText(stdout, now)
+	return rotate.Cert{NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, Serial: leaf.SerialNumber.Bytes(), StoredAt: storedAt(certDir, kind)}
+}
+
+// storedAt is when the current certificate of kind was stored, from the name
+// of the dated file its link points to (zero if that says nothing, as for a
+// certificate another tool wrote).
+func storedAt(certDir string, kind bootstrap.Kind) time.Time {
+	target, err := os.Readlink(bootstrap.CurrentPath(certDir, kind))
+	if err != nil {
+		return time.Time{}
+	}
+	stamp := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(target), kind.FilePrefix()+"-"), ".pem")
+	t, err := time.Parse(bootstrap.TimestampLayout, stamp)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+// sinceRound formats a duration for people: whole seconds, minutes or days.
+func sinceRound(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%dd", int(d.Hours()/24))
+	case d >= time.Hour:
+		return d.Round(time.Minute).String()
 	default:
-		fmt.Fprintf(stderr, "certagent: unknown output format %q (text or json)\n", *output)
-		return 2
+		return d.Round(time.Second).String()
 	}
-	return 0
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/certagent/certagent/rotate"
 	"go.uber.org/zap/zapcore"
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
@@ -297,6 +298,11 @@ func (c Config) Validate() error {
 
 // ServingEnabled reports whether the serving certificate is requested.
 func (c Config) ServingEnabled() bool { return c.Serving.Enabled == nil || *c.Serving.Enabled }
+
+// RenewalPolicy is the renewal policy the rotation settings make.
+func (c Config) RenewalPolicy() rotate.Policy {
+	return rotate.Policy{RenewBefore: c.Rotation.RenewBefore.Duration}
+}
 
 // ServingIPs parses serving.ipAddresses.
 func (c Config) ServingIPs() ([]net.IP, error) {

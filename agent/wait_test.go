@@ -18,7 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-// waiter runs waitForKubelet for the fixture's files in the background.
+// waiter runs WaitForKubelet for the fixture's files in the background.
 type waiter struct {
 	mu             sync.Mutex
 	stdout, stderr bytes.Buffer
@@ -41,7 +41,7 @@ func startWaiter(t *testing.T, f *daemonFixture, ctx context.Context, serving bo
 	}
 	w := &waiter{done: make(chan error, 1)}
 	out := writerFunc(func(p []byte) (int, error) { w.mu.Lock(); defer w.mu.Unlock(); return w.stdout.Write(p) })
-	go func() { w.done <- a.waitForKubelet(ctx, f.clk, serving, out, w) }()
+	go func() { w.done <- a.WaitForKubelet(ctx, f.clk, serving, out, w) }()
 	synctest.Wait()
 	return w
 }
