@@ -10,6 +10,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/bootstrap"
 	"github.com/certagent/certagent/rotate"
 )
@@ -62,15 +63,15 @@ type Agent struct {
 	cfg    config.Config
 	b      *bootstrap.Bootstrapper
 	policy rotate.Policy
-	ready  bool   // READY=1 was sent
-	status string // last STATUS= sent
-	certs  *Certs // what is known about the certificates and kubelet.conf
+	ready  bool           // READY=1 was sent
+	status string         // last STATUS= sent
+	certs  *observe.Certs // what is known about the certificates and kubelet.conf
 
 	// statusMu makes publishStatus's render, compare and send one step, so a
 	// line rendered before another worker's change is never sent after it.
 	statusMu sync.Mutex
 	loops    map[bootstrap.Kind]*worker
-	events   *eventRecorder // nil: no Events
+	events   *observe.Events // nil: no Events
 	// bootstrapRemoved is the bootstrap kubeconfig the client step removed,
 	// until recordOutcome has told it in an Event.
 	bootstrapRemoved string
@@ -103,7 +104,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	}
 	a := &Agent{
 		opts: opts, log: opts.Logger, clock: opts.Clock, rand: opts.Rand, notifier: opts.Notifier,
-		certs:          NewCerts(),
+		certs:          observe.NewCerts(),
 		loops:          map[bootstrap.Kind]*worker{},
 		controlTimeout: controlReadTimeout,
 	}
@@ -113,9 +114,9 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	}
 	a.cfg, a.b, a.policy = cfg, b, cfg.RenewalPolicy()
 	if opts.NewEventClient != nil {
-		a.events = newEventRecorder(a.log.Named("events"), a.clock, cfg.NodeName,
+		a.events = observe.NewEvents(a.log.Named("events"), a.clock, cfg.NodeName,
 			func() (bootstrap.EventClient, error) { return opts.NewEventClient(a.bootstrapper()) })
-		a.events.wrote = func() { a.idle.settled() } // a ServingCSRPending comes 15 s after the burst
+		a.events.Wrote = func() { a.idle.settled() } // a ServingCSRPending comes 15 s after the burst
 	}
 	return a, nil
 }
@@ -193,7 +194,7 @@ func (a *Agent) onWaiting(kind bootstrap.Kind, name string) {
 		w.live.Set(phase, a.clock.Now())
 	}
 	isNew := false
-	a.certs.Update(kind, func(s *Cert) {
+	a.certs.Update(kind, func(s *observe.Cert) {
 		if name != "" && s.WaitingCSR != name {
 			s.Attempts++
 			isNew = true

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
+	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/agent/observe/observetest"
 	"github.com/certagent/certagent/bootstrap"
 )
@@ -35,26 +36,26 @@ func TestEventsOnTheNode(t *testing.T) {
 		})
 		f.pending.Store(true)
 		f.start()
-		if sink.Find(ReasonServingCSRPending) != nil {
-			t.Fatalf("%s before the CSR waited %s", ReasonServingCSRPending, servingPendingAfter)
+		if sink.Find(observe.ReasonServingCSRPending) != nil {
+			t.Fatalf("%s before the CSR waited %s", observe.ReasonServingCSRPending, observe.ServingPendingAfter)
 		}
-		f.advanceIn(servingPendingAfter, time.Second)
-		for _, r := range []string{ReasonCertificateIssued, ReasonServingCSRPending} {
+		f.advanceIn(observe.ServingPendingAfter, time.Second)
+		for _, r := range []string{observe.ReasonCertificateIssued, observe.ReasonServingCSRPending} {
 			if sink.Find(r) == nil {
 				t.Fatalf("no %s event; got %v", r, sink.Reasons())
 			}
 		}
-		if sink.Find(ReasonBootstrapRemoved) != nil {
-			t.Errorf("a %s Event of its own for a bootstrap; got %v", ReasonBootstrapRemoved, sink.Reasons())
+		if sink.Find(observe.ReasonBootstrapRemoved) != nil {
+			t.Errorf("a %s Event of its own for a bootstrap; got %v", observe.ReasonBootstrapRemoved, sink.Reasons())
 		}
-		e := sink.Find(ReasonServingCSRPending)
+		e := sink.Find(observe.ReasonServingCSRPending)
 		if !strings.Contains(e.Note, "kubectl certificate approve node-csr-") || e.Type != "Normal" {
 			t.Errorf("pending event: %s %q", e.Type, e.Note)
 		}
-		if e.Regarding.Kind != "Node" || e.Regarding.Name != "node-a" || e.Namespace != "default" || e.ReportingController != EventsComponent || e.Action == "" || e.EventTime.IsZero() {
+		if e.Regarding.Kind != "Node" || e.Regarding.Name != "node-a" || e.Namespace != "default" || e.ReportingController != observe.EventsComponent || e.Action == "" || e.EventTime.IsZero() {
 			t.Errorf("event fields: %+v", e)
 		}
-		issued := sink.Find(ReasonCertificateIssued)
+		issued := sink.Find(observe.ReasonCertificateIssued)
 		want := f.current(bootstrap.Client).NotAfter.UTC().Format("2006-01-02 15:04Z")
 		if !strings.Contains(issued.Note, "client certificate stored; valid until "+want) {
 			t.Errorf("issued event note %q, want NotAfter %s", issued.Note, want)
@@ -84,17 +85,17 @@ func TestEventsOnTheNode(t *testing.T) {
 			}
 		}
 		synctest.Wait()
-		d := sink.Find(ReasonCSRDenied)
+		d := sink.Find(observe.ReasonCSRDenied)
 		if d == nil {
-			t.Fatalf("no %s event; got %v", ReasonCSRDenied, sink.Reasons())
+			t.Fatalf("no %s event; got %v", observe.ReasonCSRDenied, sink.Reasons())
 		}
 		if d.Type != "Warning" || !strings.Contains(d.Note, "denied") || !strings.Contains(d.Note, "NotOurNode") {
 			t.Errorf("denied event: %s %q", d.Type, d.Note)
 		}
 		f.deny.Store(false)
 		f.advance(24 * time.Hour)
-		if sink.Find(ReasonCertificateRenewed) == nil {
-			t.Errorf("no %s event after a day; got %v", ReasonCertificateRenewed, sink.Reasons())
+		if sink.Find(observe.ReasonCertificateRenewed) == nil {
+			t.Errorf("no %s event after a day; got %v", observe.ReasonCertificateRenewed, sink.Reasons())
 		}
 	})
 }
@@ -109,9 +110,9 @@ func TestBootstrapWritesTwoEvents(t *testing.T) {
 	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
 		f.eventsTo(func(*rest.Config) (bootstrap.EventClient, error) { return sink, nil })
 		f.start()
-		f.advanceIn(2*servingPendingAfter, time.Second)
+		f.advanceIn(2*observe.ServingPendingAfter, time.Second)
 		got := sink.Reasons()
-		if want := []string{ReasonCertificateIssued, ReasonCertificateIssued}; !slices.Equal(got, want) {
+		if want := []string{observe.ReasonCertificateIssued, observe.ReasonCertificateIssued}; !slices.Equal(got, want) {
 			t.Fatalf("bootstrap Events %v, want %v", got, want)
 		}
 
@@ -121,9 +122,9 @@ func TestBootstrapWritesTwoEvents(t *testing.T) {
 		if _, err := os.Stat(f.cfg.BootstrapKubeconfig); err == nil {
 			t.Fatal("the dropped bootstrap kubeconfig was not removed")
 		}
-		e := sink.Find(ReasonBootstrapRemoved)
+		e := sink.Find(observe.ReasonBootstrapRemoved)
 		if e == nil || !strings.Contains(e.Note, "removed the bootstrap kubeconfig "+f.cfg.BootstrapKubeconfig) {
-			t.Fatalf("no %s Event naming %s; got %v", ReasonBootstrapRemoved, f.cfg.BootstrapKubeconfig, sink.Reasons())
+			t.Fatalf("no %s Event naming %s; got %v", observe.ReasonBootstrapRemoved, f.cfg.BootstrapKubeconfig, sink.Reasons())
 		}
 		if n := len(sink.Reasons()); n != 3 {
 			t.Errorf("%d Events after the removal, want 3: %v", n, sink.Reasons())
@@ -145,11 +146,11 @@ func TestIssuedEventWrittenWhenItHappens(t *testing.T) {
 		f.pending.Store(true)
 		f.start()
 		f.advanceIn(time.Second, 100*time.Millisecond)
-		if got, want := sink.Reasons(), []string{ReasonCertificateIssued}; !slices.Equal(got, want) {
+		if got, want := sink.Reasons(), []string{observe.ReasonCertificateIssued}; !slices.Equal(got, want) {
 			t.Fatalf("Events after the client certificate: %v, want %v", got, want)
 		}
 		f.advanceIn(19*time.Second, 100*time.Millisecond)
-		if got, want := sink.Reasons(), []string{ReasonCertificateIssued, ReasonServingCSRPending}; !slices.Equal(got, want) {
+		if got, want := sink.Reasons(), []string{observe.ReasonCertificateIssued, observe.ReasonServingCSRPending}; !slices.Equal(got, want) {
 			t.Fatalf("Events while the serving CSR waits 20 s: %v, want %v", got, want)
 		}
 		f.approveServing()
@@ -157,7 +158,7 @@ func TestIssuedEventWrittenWhenItHappens(t *testing.T) {
 			t.Fatal("the serving certificate was not stored once approved")
 		}
 		f.advanceIn(100*time.Millisecond, 100*time.Millisecond)
-		want := []string{ReasonCertificateIssued, ReasonServingCSRPending, ReasonCertificateIssued}
+		want := []string{observe.ReasonCertificateIssued, observe.ReasonServingCSRPending, observe.ReasonCertificateIssued}
 		if got := sink.Reasons(); !slices.Equal(got, want) {
 			t.Fatalf("Events 100 ms after the serving certificate was stored: %v, want %v", got, want)
 		}

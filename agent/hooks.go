@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/bootstrap"
 	"github.com/certagent/certagent/internal/atomicfile"
 )
@@ -75,7 +76,7 @@ func (a *Agent) runDueHooks(ctx context.Context, kind bootstrap.Kind, leaf *x509
 		log := a.log.With(zap.Int("hook", i), zap.Strings("command", h.Command), zap.String("certificate", string(kind)),
 			zap.Duration("took", a.clock.Since(start)), zap.ByteString("output", truncate(out, 2048)))
 		if err != nil {
-			a.certs.Update(kind, func(s *Cert) { s.HookErrors++ })
+			a.certs.Update(kind, func(s *observe.Cert) { s.HookErrors++ })
 			log.Warn("post-renew hook failed", zap.Error(err))
 			continue
 		}

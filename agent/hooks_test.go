@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/bootstrap"
 	clocktesting "k8s.io/utils/clock/testing"
 )
@@ -224,7 +225,7 @@ func TestStatusIsNeverStale(t *testing.T) {
 				defer wg.Done()
 				for j := 0; j < 50; j++ {
 					a.mu.Lock()
-					a.certs.Update(kind, func(c *Cert) { c.LastErr = fmt.Errorf("attempt %d", next.Add(1)) })
+					a.certs.Update(kind, func(c *observe.Cert) { c.LastErr = fmt.Errorf("attempt %d", next.Add(1)) })
 					a.mu.Unlock()
 					a.publishStatus()
 				}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/certagent/certagent/agent/observe"
 	"go.uber.org/zap"
 )
 
@@ -16,8 +17,8 @@ import (
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		var e expo
-		writeMetrics(&e, a.certs, a.Config().ServingEnabled(), Version, a.clock.Now())
+		var e observe.Expo
+		observe.WriteMetrics(&e, a.certs, a.Config().ServingEnabled(), Version, a.clock.Now())
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		_, _ = w.Write(e.Bytes())
 	})

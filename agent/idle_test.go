@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/client-go/rest"
 
+	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/agent/observe/observetest"
 	"github.com/certagent/certagent/bootstrap"
 )
@@ -92,9 +93,9 @@ func TestDaemonClosesIdleConnectionsAfterALateEvent(t *testing.T) {
 		if n := closes.Load(); n != 1 {
 			t.Fatalf("%d closings while the serving CSR waits, want 1", n)
 		}
-		f.advanceIn(servingPendingAfter, time.Second)
-		if sink.Find(ReasonServingCSRPending) == nil {
-			t.Fatalf("no %s Event; got %v", ReasonServingCSRPending, sink.Reasons())
+		f.advanceIn(observe.ServingPendingAfter, time.Second)
+		if sink.Find(observe.ReasonServingCSRPending) == nil {
+			t.Fatalf("no %s Event; got %v", observe.ReasonServingCSRPending, sink.Reasons())
 		}
 		time.Sleep(settleDelay)
 		synctest.Wait()

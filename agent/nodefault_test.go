@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/agent/observe/observetest"
 	"github.com/certagent/certagent/bootstrap"
 )
@@ -84,8 +85,8 @@ func TestDaemonRecoversFromAFullDiskWithinAMinute(t *testing.T) {
 		if n := f.logged("waiting for the node"); n != 1 {
 			t.Errorf("%q logged %d times in two hours, want once", "waiting for the node", n)
 		}
-		if n, p := countReason(sink, ReasonRenewalFailing), seriesUpdates(sink); n != 1 || p != 0 {
-			t.Errorf("%d %s Events and %d series updates for one full disk, want one Event", n, ReasonRenewalFailing, p)
+		if n, p := countReason(sink, observe.ReasonRenewalFailing), seriesUpdates(sink); n != 1 || p != 0 {
+			t.Errorf("%d %s Events and %d series updates for one full disk, want one Event", n, observe.ReasonRenewalFailing, p)
 		}
 
 		full.Store(false) // space freed; nothing tells certagent

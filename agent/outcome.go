@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/bootstrap"
 	"github.com/certagent/certagent/rotate"
 )
@@ -13,7 +14,7 @@ import (
 // noteCertificate records the stored certificate of kind.
 func (a *Agent) noteCertificate(kind bootstrap.Kind, c rotate.Cert) {
 	deadline := a.renewalPolicy().NextRenewal(c)
-	a.certs.Update(kind, func(s *Cert) { s.NotAfter, s.Deadline = c.NotAfter, deadline })
+	a.certs.Update(kind, func(s *observe.Cert) { s.NotAfter, s.Deadline = c.NotAfter, deadline })
 }
 
 // observe records a step's outcome (rotate.LoopConfig.Observe): the state,
@@ -21,7 +22,7 @@ func (a *Agent) noteCertificate(kind bootstrap.Kind, c rotate.Cert) {
 func (a *Agent) observe(kind bootstrap.Kind, o rotate.Outcome) {
 	now := a.clock.Now()
 	repeatedFault := a.logOutcome(kind, o)
-	a.certs.Update(kind, func(s *Cert) {
+	a.certs.Update(kind, func(s *observe.Cert) {
 		s.Class = o.Class
 		if o.Stored {
 			s.LastSuccess = now
@@ -38,7 +39,7 @@ func (a *Agent) observe(kind bootstrap.Kind, o rotate.Outcome) {
 		default:
 			s.LastErr, s.RetryAt, s.WaitingCSR = o.Err, o.Next, ""
 			s.Errors++
-			if IsDenied(o.Err) {
+			if observe.IsDenied(o.Err) {
 				s.Denied++
 			}
 		}
@@ -69,9 +70,9 @@ func (a *Agent) logOutcome(kind bootstrap.Kind, o rotate.Outcome) (repeatedFault
 	if s := a.certs.Get(kind); s.Class == rotate.Blocked && s.LastErr != nil {
 		blockedBefore = s.LastErr.Error()
 	} else if s.Class == rotate.NodeFault {
-		faultBefore = FaultOf(s.LastErr)
+		faultBefore = observe.FaultOf(s.LastErr)
 	}
-	faultNow := FaultOf(o.Err)
+	faultNow := observe.FaultOf(o.Err)
 	repeatedFault = o.Class == rotate.NodeFault && faultNow == faultBefore
 	switch {
 	case o.Class == rotate.Blocked && o.Err.Error() != blockedBefore:

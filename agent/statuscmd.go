@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/certagent/certagent/agent/observe"
 )
 
 func statusCommand(args []string, stdout, stderr io.Writer) int {
@@ -15,7 +17,7 @@ func statusCommand(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	now := time.Now()
-	st := ReadStatus(cfg, now)
+	st := observe.ReadStatus(cfg, now)
 	switch *output {
 	case "json":
 		enc := json.NewEncoder(stdout)

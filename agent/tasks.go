@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/bootstrap"
 	"github.com/certagent/certagent/rotate"
 )
@@ -29,7 +30,7 @@ func (t task) Step(ctx context.Context, renew bool) (rotate.Result, error) {
 		out, err = b.EnsureServing(ctx, renew)
 	}
 	cfg := t.a.Config()
-	res := rotate.Result{Cert: CertInfo(cfg.CertDir, t.kind, out.Leaf), Stored: out.Stored}
+	res := rotate.Result{Cert: observe.CertInfo(cfg.CertDir, t.kind, out.Leaf), Stored: out.Stored}
 	if out.Leaf != nil {
 		t.a.noteCertificate(t.kind, res.Cert)
 	}

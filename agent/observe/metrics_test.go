@@ -1,4 +1,4 @@
-package agent
+package observe
 
 import (
 	"maps"
@@ -67,7 +67,7 @@ func TestParseProcStat(t *testing.T) {
 // TestExpositionFormat: escaping and special values as Prometheus' parser
 // reads them back.
 func TestExpositionFormat(t *testing.T) {
-	var e expo
+	var e Expo
 	e.family("x_info", "help with \\ and\nnewline", "gauge")
 	e.sample("x_info", math.Inf(1), "v", "a\"quote\" \\ back\nslash")
 	e.sample("x_info", -1.5e-7, "v", "b")

@@ -1,4 +1,4 @@
-package agent
+package observe
 
 import (
 	"context"
@@ -46,7 +46,7 @@ const (
 	eventQueue     = 32
 	// A serving CSR still waiting this long gets a ServingCSRPending Event;
 	// an approver that answers sooner leaves none.
-	servingPendingAfter = 15 * time.Second
+	ServingPendingAfter = 15 * time.Second
 )
 
 type nodeEvent struct {
@@ -69,7 +69,7 @@ type eventSeries struct {
 }
 
 // eventRecorder writes nodeEvents in the background; record never blocks.
-type eventRecorder struct {
+type Events struct {
 	log    *zap.Logger
 	clock  clock.Clock
 	node   string
@@ -77,7 +77,7 @@ type eventRecorder struct {
 	queue  chan nodeEvent
 	// wrote, if set, hears that run tried to write an Event (the daemon
 	// closes its idle connections once such work is over).
-	wrote func()
+	Wrote func()
 
 	// owned by run
 	tokens float64
@@ -85,13 +85,13 @@ type eventRecorder struct {
 	series map[string]*eventSeries
 }
 
-func newEventRecorder(log *zap.Logger, clk clock.Clock, node string, client func() (bootstrap.EventClient, error)) *eventRecorder {
-	return &eventRecorder{log: log, clock: clk, node: node, client: client,
+func NewEvents(log *zap.Logger, clk clock.Clock, node string, client func() (bootstrap.EventClient, error)) *Events {
+	return &Events{log: log, clock: clk, node: node, client: client,
 		queue: make(chan nodeEvent, eventQueue), tokens: eventBurst, series: map[string]*eventSeries{}}
 }
 
 // record queues e; a full queue drops it (the log has it anyway).
-func (r *eventRecorder) record(e nodeEvent) {
+func (r *Events) record(e nodeEvent) {
 	if r == nil {
 		return
 	}
@@ -99,7 +99,7 @@ func (r *eventRecorder) record(e nodeEvent) {
 }
 
 // enqueue hands e to run; a full queue drops it.
-func (r *eventRecorder) enqueue(e nodeEvent) {
+func (r *Events) enqueue(e nodeEvent) {
 	select {
 	case r.queue <- e:
 	default:
@@ -108,7 +108,7 @@ func (r *eventRecorder) enqueue(e nodeEvent) {
 }
 
 // later queues e again after e.after, if e.still still holds then.
-func (r *eventRecorder) later(ctx context.Context, e nodeEvent) {
+func (r *Events) later(ctx context.Context, e nodeEvent) {
 	select {
 	case <-ctx.Done():
 		return
@@ -121,7 +121,7 @@ func (r *eventRecorder) later(ctx context.Context, e nodeEvent) {
 }
 
 // Run writes queued events until ctx ends.
-func (r *eventRecorder) Run(ctx context.Context) {
+func (r *Events) Run(ctx context.Context) {
 	r.filled = r.clock.Now()
 	for {
 		select {
@@ -135,15 +135,15 @@ func (r *eventRecorder) Run(ctx context.Context) {
 			if err := r.write(ctx, e); err != nil {
 				r.log.Debug("event not written", zap.String("reason", e.reason), zap.Error(err))
 			}
-			if r.wrote != nil {
-				r.wrote()
+			if r.Wrote != nil {
+				r.Wrote()
 			}
 		}
 	}
 }
 
 // take spends a write token if one is left.
-func (r *eventRecorder) take(now time.Time) bool {
+func (r *Events) take(now time.Time) bool {
 	if d := now.Sub(r.filled); d > 0 {
 		r.tokens = min(eventBurst, r.tokens+float64(d)/float64(eventRefill))
 	}
@@ -155,7 +155,7 @@ func (r *eventRecorder) take(now time.Time) bool {
 	return true
 }
 
-func (r *eventRecorder) write(ctx context.Context, e nodeEvent) error {
+func (r *Events) write(ctx context.Context, e nodeEvent) error {
 	now := r.clock.Now()
 	key := e.typ + "/" + e.reason + "/" + string(e.kind)
 	if s := r.series[key]; s != nil && now.Sub(s.lastSeen) < eventSeriesFor {
@@ -241,7 +241,7 @@ func certName(kind bootstrap.Kind) string {
 // fault of the node (repeatedFault), which comes every few seconds. removed
 // is the bootstrap kubeconfig the step removed, if any: told in the client
 // certificate's CertificateIssued, or on its own.
-func (r *eventRecorder) Outcome(kind bootstrap.Kind, o rotate.Outcome, repeatedFault bool, removed string) {
+func (r *Events) Outcome(kind bootstrap.Kind, o rotate.Outcome, repeatedFault bool, removed string) {
 	name := certName(kind)
 	removedNote := fmt.Sprintf("removed the bootstrap kubeconfig %s: kubelet.conf is proven to work", removed)
 	switch {
@@ -271,8 +271,8 @@ func (r *eventRecorder) Outcome(kind bootstrap.Kind, o rotate.Outcome, repeatedF
 // ServingCSRPending tells that the serving CSR name waits for approval, if
 // it still does (still) servingPendingAfter from now: an approver that
 // answers at once leaves no Event to read.
-func (r *eventRecorder) ServingCSRPending(name string, still func() bool) {
+func (r *Events) ServingCSRPending(name string, still func() bool) {
 	r.record(nodeEvent{typ: corev1.EventTypeNormal, reason: ReasonServingCSRPending, action: "RequestCertificate", kind: bootstrap.Serving,
 		note:  fmt.Sprintf("serving CSR %s waits for approval: kubectl certificate approve %s", name, name),
-		after: servingPendingAfter, still: still})
+		after: ServingPendingAfter, still: still})
 }

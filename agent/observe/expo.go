@@ -1,4 +1,4 @@
-package agent
+package observe
 
 import (
 	"bytes"
@@ -9,7 +9,7 @@ import (
 
 // expo writes Prometheus' text exposition format 0.0.4
 // (https://prometheus.io/docs/instrumenting/exposition_formats/).
-type expo struct{ buf bytes.Buffer }
+type Expo struct{ buf bytes.Buffer }
 
 var (
 	helpEscaper  = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
@@ -17,16 +17,16 @@ var (
 )
 
 // Bytes is what was written.
-func (e *expo) Bytes() []byte { return e.buf.Bytes() }
+func (e *Expo) Bytes() []byte { return e.buf.Bytes() }
 
 // family starts a metric family: its HELP and TYPE lines.
-func (e *expo) family(name, help, typ string) {
+func (e *Expo) family(name, help, typ string) {
 	e.buf.WriteString("# HELP " + name + " " + helpEscaper.Replace(help) + "\n")
 	e.buf.WriteString("# TYPE " + name + " " + typ + "\n")
 }
 
 // sample writes one sample; labels are name, value pairs.
-func (e *expo) sample(name string, v float64, labels ...string) {
+func (e *Expo) sample(name string, v float64, labels ...string) {
 	e.buf.WriteString(name)
 	if len(labels) > 0 {
 		e.buf.WriteByte('{')

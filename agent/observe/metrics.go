@@ -1,4 +1,4 @@
-package agent
+package observe
 
 import (
 	"math"
@@ -74,7 +74,7 @@ var (
 // serving; version is certagent's. The state is copied under c's lock and
 // rendered without it, and w is written by the caller: a slow scraper must
 // not hold up the workers.
-func writeMetrics(w *expo, c *Certs, serving bool, version string, now time.Time) {
+func WriteMetrics(w *Expo, c *Certs, serving bool, version string, now time.Time) {
 	kinds := []bootstrap.Kind{bootstrap.Client}
 	if serving {
 		kinds = append(kinds, bootstrap.Serving)

@@ -1,4 +1,4 @@
-package agent
+package observe
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 func TestEventsAreRateLimitedAndAggregated(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC))
 	sink := &observetest.Events{}
-	r := newEventRecorder(zap.NewNop(), clk, "node-a", func() (bootstrap.EventClient, error) { return sink, nil })
+	r := NewEvents(zap.NewNop(), clk, "node-a", func() (bootstrap.EventClient, error) { return sink, nil })
 	ctx := context.Background()
 	failing := nodeEvent{typ: "Warning", reason: ReasonRenewalFailing, action: "RequestCertificate", kind: bootstrap.Client, note: "API server unreachable"}
 	writes := 0
@@ -49,7 +49,7 @@ func TestEventsAreRateLimitedAndAggregated(t *testing.T) {
 
 	// Distinct events: a burst of 10, then one a minute.
 	sink2 := &observetest.Events{}
-	r2 := newEventRecorder(zap.NewNop(), clk, "node-a", func() (bootstrap.EventClient, error) { return sink2, nil })
+	r2 := NewEvents(zap.NewNop(), clk, "node-a", func() (bootstrap.EventClient, error) { return sink2, nil })
 	limited := 0
 	for i := 0; i < 30; i++ {
 		e := nodeEvent{typ: "Normal", reason: ReasonCertificateIssued, action: "Issue", kind: bootstrap.Kind(strings.Repeat("k", i+1))}
@@ -73,8 +73,8 @@ func TestEventsAreRateLimitedAndAggregated(t *testing.T) {
 // off (a nil recorder) record does nothing.
 func TestEventRecordNeverBlocks(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newEventRecorder(zap.NewNop(), clocktesting.NewFakeClock(time.Now()), "n", nil)
-		var nilRecorder *eventRecorder
+		r := NewEvents(zap.NewNop(), clocktesting.NewFakeClock(time.Now()), "n", nil)
+		var nilRecorder *Events
 		done := make(chan struct{})
 		go func() {
 			defer close(done)

@@ -1,4 +1,4 @@
-package agent
+package observe
 
 import (
 	"bytes"
@@ -28,7 +28,7 @@ var goMetrics = []struct{ runtimeName, name, help string }{
 	{"/memory/classes/total:bytes", "go_memstats_sys_bytes", "Number of bytes obtained from system."},
 }
 
-func writeProcessMetrics(e *expo) {
+func writeProcessMetrics(e *Expo) {
 	e.family("go_goroutines", "Number of goroutines that currently exist.", "gauge")
 	e.sample("go_goroutines", float64(runtime.NumGoroutine()))
 	e.family("go_info", "Information about the Go environment.", "gauge")
@@ -91,7 +91,7 @@ var memorySeries = []struct {
 		[]string{"Private_Clean", "Private_Dirty"}},
 }
 
-func writeMemoryMetrics(e *expo) {
+func writeMemoryMetrics(e *Expo) {
 	data, err := os.ReadFile("/proc/self/smaps_rollup")
 	if err != nil {
 		return // a kernel before 4.14, or no /proc
