@@ -18,9 +18,6 @@ import (
 	"github.com/certagent/certagent/bootstrap"
 )
 
-// Version is set at build time with -ldflags "-X github.com/certagent/certagent/agent.Version=...".
-var Version = "dev"
-
 const usage = `certagent obtains and renews the kubelet's client and serving certificates.
 
 Usage:

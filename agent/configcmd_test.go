@@ -212,7 +212,7 @@ func TestConfigShowsAnInvalidConfiguration(t *testing.T) {
 func TestConfigPrintsNoKubeconfigContents(t *testing.T) {
 	dir := t.TempDir()
 	bk := filepath.Join(dir, "bootstrap-kubelet.conf")
-	if err := os.WriteFile(bk, []byte(strings.ReplaceAll(bootstrapKubeconfig, "../ca.crt", "ca.crt")), 0o600); err != nil {
+	if err := os.WriteFile(bk, []byte(tokenKubeconfig), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	path := configDir(t, "nodeName: node-1\nbootstrapKubeconfig: "+bk+"\n", nil)
@@ -240,3 +240,13 @@ func TestTextValue(t *testing.T) {
 		}
 	}
 }
+
+// tokenKubeconfig is a bootstrap kubeconfig with a token whose secret is
+// 0123456789abcdef.
+const tokenKubeconfig = `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443", certificate-authority: ca.crt}}]
+users: [{name: u, user: {token: abcdef.0123456789abcdef}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`

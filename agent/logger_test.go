@@ -151,7 +151,7 @@ func TestReloadChangesTheLogLevel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sub := a.log.Named("bootstrap")
+	sub := log.Named("bootstrap") // the agent logs through the logger it was given
 	sub.Debug("before-reload")
 
 	write("debug")
