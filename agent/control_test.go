@@ -21,7 +21,7 @@ func TestControlSocketDropsASilentClient(t *testing.T) {
 	dir := t.TempDir()
 	cfg.NodeName, cfg.CertDir = "node-a", dir
 	cfg.Kubeconfig, cfg.BootstrapKubeconfig = filepath.Join(dir, "kubelet.conf"), filepath.Join(dir, "bootstrap.conf")
-	a, err := New(cfg, Options{Notifier: nopNotifier{}, NoControlSocket: true})
+	a, err := New(cfg, Options{Notifier: NopNotifier{}, NoControlSocket: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -124,12 +124,14 @@ func TestDaemonReloadAppliesOnlyWhatChanged(t *testing.T) {
 			}
 		}
 		write("rotation: {renewBefore: 1h}\n")
-		c := newCommonFlags("run", os.Stderr)
-		if err := c.parse([]string{"--config", path, "--node-name", f.cfg.NodeName, "--cert-dir", f.cfg.CertDir,
-			"--kubeconfig", f.cfg.Kubeconfig, "--bootstrap-kubeconfig", f.cfg.BootstrapKubeconfig}); err != nil {
-			t.Fatal(err)
+		// The file, with run's flags over it (--node-name, --cert-dir,
+		// --kubeconfig, --bootstrap-kubeconfig), as the command loads it.
+		flags := f.cfg
+		f.load = func() (config.Config, error) {
+			cfg, err := config.Load(path, true)
+			cfg.NodeName, cfg.CertDir, cfg.Kubeconfig, cfg.BootstrapKubeconfig = flags.NodeName, flags.CertDir, flags.Kubeconfig, flags.BootstrapKubeconfig
+			return cfg, err
 		}
-		f.load = c.load
 		cfg, err := f.load()
 		if err != nil {
 			t.Fatal(err)

@@ -15,7 +15,7 @@ import (
 // "Memory"). A watch in progress keeps its connection.
 
 // closeIdleConnections is the daemon's Options.CloseIdle.
-func closeIdleConnections(b *bootstrap.Bootstrapper) { b.CloseIdleConnections() }
+func CloseIdleConnections(b *bootstrap.Bootstrapper) { b.CloseIdleConnections() }
 
 // settleDelay is how long the daemon must stay settled before it closes its
 // idle connections: once after a bootstrap that posts the client CSR, stores

@@ -5,7 +5,7 @@ package main
 import (
 	"os"
 
-	"github.com/certagent/certagent/agent"
+	"github.com/certagent/certagent/cmd/certagent/command"
 )
 
-func main() { os.Exit(agent.Main(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() { os.Exit(command.Main(os.Args[1:], os.Stdout, os.Stderr)) }

@@ -1,9 +1,10 @@
-package agent
+package command
 
 import (
 	"context"
 	"io"
 
+	"github.com/certagent/certagent/agent"
 	"k8s.io/utils/clock"
 )
 
@@ -17,7 +18,7 @@ func waitCommand(args []string, stdout, stderr io.Writer) int {
 	if code != 0 {
 		return code
 	}
-	return runAgent(stderr, cfg, Options{Notifier: nopNotifier{}}, func(ctx context.Context, a *Agent) error {
+	return runAgent(stderr, cfg, agent.Options{Notifier: agent.NopNotifier{}}, func(ctx context.Context, a *agent.Agent) error {
 		if *timeout > 0 {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, *timeout)

@@ -1,4 +1,4 @@
-package agent
+package command
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/certagent/certagent/agent"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
 )
@@ -51,7 +52,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	case "wait":
 		return waitCommand(args[1:], stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintf(stdout, "certagent %s (%s, %s/%s)\n", Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		fmt.Fprintf(stdout, "certagent %s (%s, %s/%s)\n", agent.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
@@ -246,10 +247,10 @@ func (c *commonFlags) logger(format string, cfg config.Config) (log *zap.Logger,
 // signal during start-up still stops the command cleanly. It returns the
 // exit status: 1 with the error printed if the agent cannot be built or fn
 // fails, 0 otherwise.
-func runAgent(stderr io.Writer, cfg config.Config, opts Options, fn func(context.Context, *Agent) error) int {
+func runAgent(stderr io.Writer, cfg config.Config, opts agent.Options, fn func(context.Context, *agent.Agent) error) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	a, err := New(cfg, opts)
+	a, err := agent.New(cfg, opts)
 	if err == nil {
 		err = fn(ctx, a)
 	}
@@ -273,16 +274,16 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	defer func() { _ = log.Sync() }()
 	reload := sighup()
-	opts := Options{Logger: log, Level: &level}
+	opts := agent.Options{Logger: log, Level: &level}
 	if *rf.once {
-		opts.Notifier = nopNotifier{}
-		return runAgent(stderr, cfg, opts, func(ctx context.Context, a *Agent) error {
+		opts.Notifier = agent.NopNotifier{}
+		return runAgent(stderr, cfg, opts, func(ctx context.Context, a *agent.Agent) error {
 			return stopped(a.OneShot(ctx, false, stdout))
 		})
 	}
 	opts.NewEventClient = (*bootstrap.Bootstrapper).NodeEventClient // Events on the Node (docs/metrics.md)
-	opts.CloseIdle = closeIdleConnections                           // docs/metrics.md, "Memory"
-	return runAgent(stderr, cfg, opts, func(ctx context.Context, a *Agent) error {
+	opts.CloseIdle = agent.CloseIdleConnections                     // docs/metrics.md, "Memory"
+	return runAgent(stderr, cfg, opts, func(ctx context.Context, a *agent.Agent) error {
 		return stopped(a.Run(ctx, reload, c.load))
 	})
 }
@@ -330,7 +331,7 @@ func renewCommand(args []string, stdout, stderr io.Writer) int {
 	if code != 0 {
 		return code
 	}
-	return runAgent(stderr, cfg, Options{Logger: log, Notifier: nopNotifier{}}, func(ctx context.Context, a *Agent) error {
+	return runAgent(stderr, cfg, agent.Options{Logger: log, Notifier: agent.NopNotifier{}}, func(ctx context.Context, a *agent.Agent) error {
 		return a.OneShot(ctx, *force, stdout)
 	})
 }

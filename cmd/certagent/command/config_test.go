@@ -1,4 +1,4 @@
-package agent
+package command
 
 import (
 	"encoding/json"
@@ -141,7 +141,7 @@ func TestConfigListsEverySettingInTheDocsOrder(t *testing.T) {
 	if !slices.Equal(ordered, want) {
 		t.Fatalf("json keys %q, want %q", ordered, want)
 	}
-	docs, err := os.ReadFile("../docs/config.md")
+	docs, err := os.ReadFile("../../../docs/config.md")
 	if err != nil {
 		t.Fatal(err)
 	}

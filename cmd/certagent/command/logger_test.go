@@ -1,4 +1,4 @@
-package agent
+package command
 
 import (
 	"os"
@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/certagent/certagent/agent"
 	"github.com/certagent/certagent/agent/config"
 	"go.uber.org/zap"
 )
@@ -147,7 +148,7 @@ func TestReloadChangesTheLogLevel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(cfg, Options{Logger: log, Level: &level, Notifier: nopNotifier{}, NoControlSocket: true})
+	a, err := agent.New(cfg, agent.Options{Logger: log, Level: &level, Notifier: agent.NopNotifier{}, NoControlSocket: true})
 	if err != nil {
 		t.Fatal(err)
 	}
