@@ -12,6 +12,7 @@ import (
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/apiclient"
 	"github.com/certagent/certagent/rotate"
 )
 
@@ -41,7 +42,7 @@ type Options struct {
 	// NewEventClient builds the client Events are written with, from the
 	// node's credential, when one is written; nil: no Events (the CLI's
 	// daemon passes (*bootstrap.Bootstrapper).NodeEventClient).
-	NewEventClient func(*bootstrap.Bootstrapper) (bootstrap.EventClient, error)
+	NewEventClient func(*bootstrap.Bootstrapper) (apiclient.EventClient, error)
 	// CloseIdle closes the bootstrapper's idle connections to the API
 	// server; Run calls it once the daemon has settled (idle.go). nil: never
 	// (the CLI's daemon passes closeIdleConnections).
@@ -115,7 +116,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	a.cfg, a.b, a.policy = cfg, b, cfg.RenewalPolicy()
 	if opts.NewEventClient != nil {
 		a.events = observe.NewEvents(a.log.Named("events"), a.clock, cfg.NodeName,
-			func() (bootstrap.EventClient, error) { return opts.NewEventClient(a.bootstrapper()) })
+			func() (apiclient.EventClient, error) { return opts.NewEventClient(a.bootstrapper()) })
 		a.events.Wrote = func() { a.idle.settled() } // a ServingCSRPending comes 15 s after the burst
 	}
 	return a, nil

@@ -28,6 +28,7 @@ import (
 
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/apiclient"
 )
 
 // signer issues certificates for CSRs in the fake API, like the kubelet signer.
@@ -101,7 +102,7 @@ current-context: x
 	cfg.NodeName, cfg.CertDir, cfg.Kubeconfig, cfg.BootstrapKubeconfig = "node-a", filepath.Join(dir, "pki"), filepath.Join(dir, "kubelet.conf"), boot
 	cfg.Serving.Enabled = new(bool)
 	a, err := New(cfg, Options{Clock: clk, Rand: func() float64 { return 0.5 }, Bootstrap: func(bc *bootstrap.Config) {
-		bc.NewCSRClient = func(*rest.Config) (bootstrap.CSRClient, error) {
+		bc.NewCSRClient = func(*rest.Config) (apiclient.CSRClient, error) {
 			return client.CertificatesV1().CertificateSigningRequests(), nil
 		}
 		bc.CheckIdentity = func(context.Context, *rest.Config, string) error { return nil }

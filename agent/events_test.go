@@ -16,6 +16,7 @@ import (
 	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/agent/observe/observetest"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/apiclient"
 )
 
 // TestEventsOnTheNode: the daemon records, with the node's credential, the
@@ -26,7 +27,7 @@ func TestEventsOnTheNode(t *testing.T) {
 	sink := &observetest.Events{}
 	var creds []string
 	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
-		f.eventsTo(func(rc *rest.Config) (bootstrap.EventClient, error) {
+		f.eventsTo(func(rc *rest.Config) (apiclient.EventClient, error) {
 			leaf, err := bootstrap.ClientCertificate(rc)
 			if err != nil {
 				return nil, err
@@ -108,7 +109,7 @@ func TestEventsOnTheNode(t *testing.T) {
 func TestBootstrapWritesTwoEvents(t *testing.T) {
 	sink := &observetest.Events{}
 	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
-		f.eventsTo(func(*rest.Config) (bootstrap.EventClient, error) { return sink, nil })
+		f.eventsTo(func(*rest.Config) (apiclient.EventClient, error) { return sink, nil })
 		f.start()
 		f.advanceIn(2*observe.ServingPendingAfter, time.Second)
 		got := sink.Reasons()
@@ -141,7 +142,7 @@ func TestBootstrapWritesTwoEvents(t *testing.T) {
 func TestIssuedEventWrittenWhenItHappens(t *testing.T) {
 	sink := &observetest.Events{}
 	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
-		f.eventsTo(func(*rest.Config) (bootstrap.EventClient, error) { return sink, nil })
+		f.eventsTo(func(*rest.Config) (apiclient.EventClient, error) { return sink, nil })
 		f.opts.Rand = func() float64 { return 0.5 }
 		f.pending.Store(true)
 		f.start()

@@ -25,6 +25,7 @@ import (
 
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/apiclient"
 	"github.com/certagent/certagent/internal/clocktest"
 )
 
@@ -100,7 +101,7 @@ type daemonFixture struct {
 	identity func(rc *rest.Config) error
 	// newEventClient, if set (eventsTo), is the bootstrapper's Event client
 	// for the node's credential.
-	newEventClient func(*rest.Config) (bootstrap.EventClient, error)
+	newEventClient func(*rest.Config) (apiclient.EventClient, error)
 	load           func() (config.Config, error)
 	agent          *Agent
 	cancel         context.CancelFunc
@@ -153,7 +154,7 @@ func newDaemonFixture(t *testing.T, mutate func(*config.Config)) *daemonFixture 
 	f.opts = Options{Logger: zap.New(core), Clock: f.clk, Rand: func() float64 { return 0 }, Notifier: f.notify, NoControlSocket: true,
 		Watch: func(context.Context, *zap.Logger, ...string) (<-chan struct{}, error) { return f.events, nil },
 		Bootstrap: func(bc *bootstrap.Config) {
-			bc.NewCSRClient = func(*rest.Config) (bootstrap.CSRClient, error) {
+			bc.NewCSRClient = func(*rest.Config) (apiclient.CSRClient, error) {
 				return f.client.CertificatesV1().CertificateSigningRequests(), nil
 			}
 			bc.CheckIdentity = func(_ context.Context, rc *rest.Config, _ string) error { return f.identity(rc) }
@@ -165,7 +166,7 @@ func newDaemonFixture(t *testing.T, mutate func(*config.Config)) *daemonFixture 
 
 // eventsTo has the daemon write Events, as the CLI's does, with the Event
 // client newClient builds from the node's credential.
-func (f *daemonFixture) eventsTo(newClient func(*rest.Config) (bootstrap.EventClient, error)) {
+func (f *daemonFixture) eventsTo(newClient func(*rest.Config) (apiclient.EventClient, error)) {
 	f.opts.NewEventClient = (*bootstrap.Bootstrapper).NodeEventClient
 	f.newEventClient = newClient
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/apiclient"
 	clocktesting "k8s.io/utils/clock/testing"
 )
 
@@ -176,7 +177,7 @@ func TestHooksExec(t *testing.T) {
 	}
 	client := newFakeAPI(sg)
 	a, err := New(cfg, Options{Clock: clocktesting.NewFakeClock(time.Now()), Notifier: &fakeNotifier{}, Bootstrap: func(bc *bootstrap.Config) {
-		bc.NewCSRClient = func(*rest.Config) (bootstrap.CSRClient, error) {
+		bc.NewCSRClient = func(*rest.Config) (apiclient.CSRClient, error) {
 			return client.CertificatesV1().CertificateSigningRequests(), nil
 		}
 		bc.CheckIdentity = func(context.Context, *rest.Config, string) error { return nil }

@@ -11,6 +11,7 @@ import (
 	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/agent/observe/observetest"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/apiclient"
 )
 
 func TestSettlerRunsOnceAfterABurst(t *testing.T) {
@@ -85,7 +86,7 @@ func TestDaemonClosesIdleConnectionsAfterALateEvent(t *testing.T) {
 	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
 		var closes atomic.Int32
 		f.opts.CloseIdle = func(*bootstrap.Bootstrapper) { closes.Add(1) }
-		f.eventsTo(func(*rest.Config) (bootstrap.EventClient, error) { return sink, nil })
+		f.eventsTo(func(*rest.Config) (apiclient.EventClient, error) { return sink, nil })
 		f.pending.Store(true)
 		f.start()
 		time.Sleep(settleDelay)

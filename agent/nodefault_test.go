@@ -21,6 +21,7 @@ import (
 	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/agent/observe/observetest"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/apiclient"
 )
 
 // TestDaemonRecoversFromAFullDiskWithinAMinute: the client renewal fails
@@ -38,7 +39,7 @@ func TestDaemonRecoversFromAFullDiskWithinAMinute(t *testing.T) {
 		c.Rotation.RenewBefore = config.Duration{Duration: 20 * time.Hour} // due 4 h after issue, 20 h before expiry
 		c.Serving.Enabled = new(bool)
 	}, func(t *testing.T, f *daemonFixture) {
-		f.eventsTo(func(*rest.Config) (bootstrap.EventClient, error) { return sink, nil })
+		f.eventsTo(func(*rest.Config) (apiclient.EventClient, error) { return sink, nil })
 		f.opts.Rand = func() float64 { return 0.999999 }
 		inner := f.opts.Bootstrap
 		f.opts.Bootstrap = func(bc *bootstrap.Config) {

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 
+	"github.com/certagent/certagent/bootstrap/apiclient"
 	"github.com/certagent/certagent/internal/atomicfile"
 )
 
@@ -46,13 +47,13 @@ type Config struct {
 	Logger *zap.Logger
 	// Clients builds the API clients, one transport per credential; default
 	// a Clients of this Bootstrapper's own (NewClients).
-	Clients *Clients
+	Clients *apiclient.Clients
 	// NewCSRClient, if set, builds the CSR client for a credential instead
 	// of Clients (tests inject a fake API).
-	NewCSRClient func(*rest.Config) (CSRClient, error)
+	NewCSRClient func(*rest.Config) (apiclient.CSRClient, error)
 	// NewEventClient, if set, builds the Event client for the node's
 	// credential instead of Clients (tests inject a fake).
-	NewEventClient func(*rest.Config) (EventClient, error)
+	NewEventClient func(*rest.Config) (apiclient.EventClient, error)
 	// CheckIdentity, if set, proves that a kubeconfig authenticates as the
 	// node instead of a SelfSubjectReview over Clients.
 	CheckIdentity func(ctx context.Context, rc *rest.Config, node string) error
@@ -110,7 +111,7 @@ func New(cfg Config) (*Bootstrapper, error) {
 		cfg.Logger = zap.NewNop()
 	}
 	if cfg.Clients == nil {
-		cfg.Clients = NewClients()
+		cfg.Clients = apiclient.NewClients()
 	}
 	b := &Bootstrapper{cfg: cfg, log: cfg.Logger, discarding: map[Kind]chan struct{}{}}
 	if b.cfg.CheckIdentity == nil {
@@ -142,11 +143,15 @@ func (b *Bootstrapper) ServingRequest() Request {
 }
 
 // csrClient is the CSR client of cred.
-func (b *Bootstrapper) csrClient(cred Credential) (CSRClient, error) {
+func (b *Bootstrapper) csrClient(cred Credential) (apiclient.CSRClient, error) {
 	if b.cfg.NewCSRClient != nil {
 		return b.cfg.NewCSRClient(cred.Config)
 	}
-	api, err := b.cfg.Clients.For(cred)
+	forCredential := b.cfg.Clients.ForNode
+	if cred.Bootstrap {
+		forCredential = b.cfg.Clients.ForBootstrap
+	}
+	api, err := forCredential(cred.Config)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +160,7 @@ func (b *Bootstrapper) csrClient(cred Credential) (CSRClient, error) {
 
 // NodeEventClient is the Event client of the node's own credential,
 // kubelet.conf as it is now.
-func (b *Bootstrapper) NodeEventClient() (EventClient, error) {
+func (b *Bootstrapper) NodeEventClient() (apiclient.EventClient, error) {
 	node, err := b.LoadNode()
 	if err != nil {
 		return nil, fmt.Errorf("no node credential for events: %w", err)

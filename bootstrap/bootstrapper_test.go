@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certagent/certagent/bootstrap/apiclient"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -46,7 +47,7 @@ func newFixture(t *testing.T) *fixture {
 		BootstrapKubeconfigPath: filepath.Join(f.dir, "bootstrap-kubelet.conf"),
 		PrimaryIP:               func() net.IP { return net.ParseIP("10.0.0.7") },
 		Clock:                   clocktesting.NewFakeClock(time.Now()),
-		NewCSRClient: func(*rest.Config) (CSRClient, error) {
+		NewCSRClient: func(*rest.Config) (apiclient.CSRClient, error) {
 			return f.client.CertificatesV1().CertificateSigningRequests(), nil
 		},
 		CheckIdentity: func(context.Context, *rest.Config, string) error { return f.identity },

@@ -15,6 +15,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/certagent/certagent/bootstrap/apiclient"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
@@ -135,7 +136,7 @@ func TestCSRNameTakenByAnotherKeyStartsOver(t *testing.T) {
 // closingWatcher is a CSR client whose watches end at once without news,
 // like an API server that keeps dropping connections.
 type closingWatcher struct {
-	CSRClient
+	apiclient.CSRClient
 	csr     *certificatesv1.CertificateSigningRequest
 	lists   atomic.Int32
 	watches atomic.Int32

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/certagent/certagent/bootstrap/apiclient"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -26,7 +27,7 @@ import (
 //
 // seen is the object as last read (from Create or Get): the first watch
 // starts at its resource version, which saves a list round trip.
-func waitForCertificate(ctx context.Context, clk clock.Clock, client CSRClient, seen *certificatesv1.CertificateSigningRequest) ([]byte, error) {
+func waitForCertificate(ctx context.Context, clk clock.Clock, client apiclient.CSRClient, seen *certificatesv1.CertificateSigningRequest) ([]byte, error) {
 	name, uid := seen.Name, seen.UID
 	if certPEM, done, err := issued(seen, uid); done || err != nil {
 		return certPEM, err
@@ -51,7 +52,7 @@ func waitForCertificate(ctx context.Context, clk clock.Clock, client CSRClient, 
 			}
 			rv = list.ResourceVersion
 		}
-		wctx, cancel := context.WithTimeout(ctx, WatchTimeout+30*time.Second) // a server that stops talking
+		wctx, cancel := context.WithTimeout(ctx, apiclient.WatchTimeout+30*time.Second) // a server that stops talking
 		began := clk.Now()
 		w, err := client.Watch(wctx, metav1.ListOptions{FieldSelector: selector, ResourceVersion: rv})
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/apiclient"
 	"github.com/certagent/certagent/rotate"
 )
 
@@ -73,7 +74,7 @@ type Events struct {
 	log    *zap.Logger
 	clock  clock.Clock
 	node   string
-	client func() (bootstrap.EventClient, error)
+	client func() (apiclient.EventClient, error)
 	queue  chan nodeEvent
 	// wrote, if set, hears that run tried to write an Event (the daemon
 	// closes its idle connections once such work is over).
@@ -85,7 +86,7 @@ type Events struct {
 	series map[string]*eventSeries
 }
 
-func NewEvents(log *zap.Logger, clk clock.Clock, node string, client func() (bootstrap.EventClient, error)) *Events {
+func NewEvents(log *zap.Logger, clk clock.Clock, node string, client func() (apiclient.EventClient, error)) *Events {
 	return &Events{log: log, clock: clk, node: node, client: client,
 		queue: make(chan nodeEvent, eventQueue), tokens: eventBurst, series: map[string]*eventSeries{}}
 }
@@ -172,7 +173,7 @@ func (r *Events) write(ctx context.Context, e nodeEvent) error {
 			"note":   truncateNote(e.note),
 			"series": eventsv1.EventSeries{Count: s.count, LastObservedTime: metav1.NewMicroTime(now)},
 		})
-		wctx, cancel := context.WithTimeout(ctx, bootstrap.RequestTimeout)
+		wctx, cancel := context.WithTimeout(ctx, apiclient.RequestTimeout)
 		defer cancel()
 		if err := c.Patch(wctx, s.namespace, s.name, patch); err != nil {
 			return fmt.Errorf("updating event %s/%s: %w", s.namespace, s.name, err)
@@ -203,7 +204,7 @@ func (r *Events) write(ctx context.Context, e nodeEvent) error {
 		// kubectl describe node shows them.
 		Regarding: corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: r.node, UID: types.UID(r.node)},
 	}
-	wctx, cancel := context.WithTimeout(ctx, bootstrap.RequestTimeout)
+	wctx, cancel := context.WithTimeout(ctx, apiclient.RequestTimeout)
 	defer cancel()
 	out, err := c.Create(wctx, ev)
 	if err != nil {

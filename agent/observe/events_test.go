@@ -10,6 +10,7 @@ import (
 
 	"github.com/certagent/certagent/agent/observe/observetest"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/apiclient"
 	"go.uber.org/zap"
 	clocktesting "k8s.io/utils/clock/testing"
 )
@@ -20,7 +21,7 @@ import (
 func TestEventsAreRateLimitedAndAggregated(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC))
 	sink := &observetest.Events{}
-	r := NewEvents(zap.NewNop(), clk, "node-a", func() (bootstrap.EventClient, error) { return sink, nil })
+	r := NewEvents(zap.NewNop(), clk, "node-a", func() (apiclient.EventClient, error) { return sink, nil })
 	ctx := context.Background()
 	failing := nodeEvent{typ: "Warning", reason: ReasonRenewalFailing, action: "RequestCertificate", kind: bootstrap.Client, note: "API server unreachable"}
 	writes := 0
@@ -49,7 +50,7 @@ func TestEventsAreRateLimitedAndAggregated(t *testing.T) {
 
 	// Distinct events: a burst of 10, then one a minute.
 	sink2 := &observetest.Events{}
-	r2 := NewEvents(zap.NewNop(), clk, "node-a", func() (bootstrap.EventClient, error) { return sink2, nil })
+	r2 := NewEvents(zap.NewNop(), clk, "node-a", func() (apiclient.EventClient, error) { return sink2, nil })
 	limited := 0
 	for i := 0; i < 30; i++ {
 		e := nodeEvent{typ: "Normal", reason: ReasonCertificateIssued, action: "Issue", kind: bootstrap.Kind(strings.Repeat("k", i+1))}

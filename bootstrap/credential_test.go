@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/certagent/certagent/bootstrap/apiclient"
 	"k8s.io/client-go/rest"
 )
 
@@ -52,7 +53,7 @@ func TestRequestsPresentTheCertificateOnDiskNow(t *testing.T) {
 	}
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 	rc := &rest.Config{Host: srv.URL, TLSClientConfig: rest.TLSClientConfig{CAData: caPEM, CertFile: certPath, KeyFile: certPath}}
-	clients := NewClients()
+	clients := apiclient.NewClients()
 	for _, cn := range []string{"first", "second"} {
 		write(cn)
 		api, err := clients.ForNode(rc)

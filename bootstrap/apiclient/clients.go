@@ -1,4 +1,4 @@
-package bootstrap
+package apiclient
 
 import (
 	"context"
@@ -44,11 +44,6 @@ func (c *Clients) ForBootstrap(rc *rest.Config) (*API, error) { return c.forCred
 
 // ForNode is the API as the node's own credential rc (kubelet.conf) reaches it.
 func (c *Clients) ForNode(rc *rest.Config) (*API, error) { return c.forCredential(false, rc) }
-
-// For is ForBootstrap or ForNode, as cred says.
-func (c *Clients) For(cred Credential) (*API, error) {
-	return c.forCredential(cred.Bootstrap, cred.Config)
-}
 
 func (c *Clients) forCredential(bootstrap bool, rc *rest.Config) (*API, error) {
 	cfg := rest.CopyConfig(rc)
