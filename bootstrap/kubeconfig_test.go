@@ -3,8 +3,12 @@ package bootstrap
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -81,6 +85,58 @@ func TestLoadBootstrapKubeconfig(t *testing.T) {
 		_, err := LoadBootstrapKubeconfig(filepath.Join(t.TempDir(), "nope"), false)
 		if !os.IsNotExist(err) && !strings.Contains(err.Error(), "no such file") {
 			t.Fatalf("error = %v", err)
+		}
+	})
+}
+
+// TestKubeletClusterDecidesEveryField: every field of client-go's
+// clientcmdapi.Cluster is decided (carried into kubelet.conf, or why not),
+// and a field client-go adds fails this test until it is.
+func TestKubeletClusterDecidesEveryField(t *testing.T) {
+	decided := map[string]string{
+		"LocationOfOrigin":         "not serialized: where clientcmd read the entry",
+		"Server":                   "carried",
+		"TLSServerName":            "carried",
+		"InsecureSkipTLSVerify":    "carried",
+		"CertificateAuthority":     "carried, made absolute",
+		"CertificateAuthorityData": "carried",
+		"ProxyURL":                 "carried",
+		"DisableCompression":       "carried",
+		"Extensions":               "carried",
+	}
+	typ := reflect.TypeFor[clientcmdapi.Cluster]()
+	for i := range typ.NumField() {
+		if _, ok := decided[typ.Field(i).Name]; !ok {
+			t.Errorf("clientcmdapi.Cluster.%s is new: decide whether kubelet.conf carries it (kubeletCluster) and add it here", typ.Field(i).Name)
+		}
+	}
+	src := &clientcmdapi.Cluster{
+		LocationOfOrigin:         "/etc/kubernetes/bootstrap-kubelet.conf",
+		Server:                   "https://api.example:6443",
+		TLSServerName:            "kubernetes.default",
+		InsecureSkipTLSVerify:    true,
+		CertificateAuthority:     "/etc/kubernetes/pki/ca.crt",
+		CertificateAuthorityData: []byte("ca data"),
+		ProxyURL:                 "http://proxy.example:3128",
+		DisableCompression:       true,
+		Extensions:               map[string]runtime.Object{"example.com/x": &runtime.Unknown{Raw: []byte(`{"a":1}`)}},
+	}
+	got, err := kubeletCluster(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, w := reflect.ValueOf(got).Elem(), reflect.ValueOf(src).Elem()
+	for i := range typ.NumField() {
+		name := typ.Field(i).Name
+		carried := reflect.DeepEqual(v.Field(i).Interface(), w.Field(i).Interface())
+		if want := strings.HasPrefix(decided[name], "carried"); carried != want {
+			t.Errorf("%s: carried %v, decided %q", name, carried, decided[name])
+		}
+	}
+	t.Run("relative CA path made absolute", func(t *testing.T) {
+		got, err := kubeletCluster(&clientcmdapi.Cluster{Server: "https://a", CertificateAuthority: "ca.crt"})
+		if err != nil || !filepath.IsAbs(got.CertificateAuthority) {
+			t.Fatalf("CA %q, %v", got.CertificateAuthority, err)
 		}
 	})
 }

@@ -9,8 +9,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-
-	"github.com/certagent/certagent/internal/atomicfile"
 )
 
 // kubeletCluster is the cluster entry kubelet.conf gets from src, the entry
@@ -58,14 +56,13 @@ func kubeletCluster(src *clientcmdapi.Cluster) (*clientcmdapi.Cluster, error) {
 // encodeKubeletKubeconfig encodes kubelet.conf the way the kubelet writes it
 // after bootstrapping (cluster default-cluster, user default-auth, context
 // default-context) with the connection settings of cluster (kubeletCluster)
-// and the client certificate and key referenced through the current link,
-// never embedded, so renewals need no rewrite.
-func (b *Bootstrapper) encodeKubeletKubeconfig(cluster *clientcmdapi.Cluster) ([]byte, error) {
+// and the client certificate and key referenced through pemPath, the current
+// link, never embedded, so renewals need no rewrite.
+func encodeKubeletKubeconfig(cluster *clientcmdapi.Cluster, pemPath string) ([]byte, error) {
 	kc, err := kubeletCluster(cluster)
 	if err != nil {
 		return nil, err
 	}
-	pemPath := CurrentPath(b.cfg.CertDir, Client)
 	cfg := clientcmdapi.Config{
 		Clusters:       map[string]*clientcmdapi.Cluster{"default-cluster": kc},
 		AuthInfos:      map[string]*clientcmdapi.AuthInfo{"default-auth": {ClientCertificate: pemPath, ClientKey: pemPath}},
@@ -77,29 +74,6 @@ func (b *Bootstrapper) encodeKubeletKubeconfig(cluster *clientcmdapi.Cluster) ([
 		return nil, fmt.Errorf("encoding kubeconfig: %w", err)
 	}
 	return data, nil
-}
-
-// writeKubeletKubeconfig writes kubelet.conf for cluster atomically (through
-// a symlink: the link stays and its target is replaced).
-func (b *Bootstrapper) writeKubeletKubeconfig(cluster *clientcmdapi.Cluster) error {
-	data, err := b.encodeKubeletKubeconfig(cluster)
-	if err != nil {
-		return err
-	}
-	target, err := linkTarget(b.cfg.KubeconfigPath)
-	if err != nil {
-		return err
-	}
-	if err := CheckDirSafe(filepath.Dir(target)); err != nil {
-		return err
-	}
-	if err := atomicfile.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-		return fmt.Errorf("creating directory for %s: %w", target, err)
-	}
-	if err := atomicfile.WriteFile(target, data, 0o600); err != nil {
-		return fmt.Errorf("writing kubeconfig %s: %w", target, err)
-	}
-	return nil
 }
 
 // linkTarget is the file path names: path itself, or what its chain of
