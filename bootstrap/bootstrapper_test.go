@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certagent/certagent/bootstrap/apiclient"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -19,6 +18,9 @@ import (
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/certagent/certagent/bootstrap/apiclient"
+	"github.com/certagent/certagent/bootstrap/kubeconfig/kubeconfigtest"
 )
 
 // fixture is a node's directories, a bootstrap kubeconfig and a fake API.
@@ -34,8 +36,8 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	f := &fixture{t: t, dir: t.TempDir(), ca: newTestCA(t, "cluster-ca"), client: fake.NewClientset()}
-	writeFile(t, f.dir, "ca.crt", string(f.ca.certPEM))
-	writeFile(t, f.dir, "bootstrap-kubelet.conf", goodKubeconfig)
+	kubeconfigtest.WriteFile(t, f.dir, "ca.crt", string(f.ca.certPEM))
+	kubeconfigtest.WriteFile(t, f.dir, "bootstrap-kubelet.conf", kubeconfigtest.Bootstrap)
 	f.client.PrependReactor("create", "certificatesigningrequests", func(k8stesting.Action) (bool, runtime.Object, error) {
 		f.creates.Add(1)
 		return false, nil, nil

@@ -14,8 +14,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/certagent/certagent/bootstrap/apiclient"
 	"k8s.io/client-go/rest"
+
+	"github.com/certagent/certagent/bootstrap/apiclient"
 )
 
 // TestRequestsPresentTheCertificateOnDiskNow: kubelet.conf references the

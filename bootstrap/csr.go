@@ -11,11 +11,12 @@ import (
 	"reflect"
 	"slices"
 
-	"github.com/certagent/certagent/bootstrap/apiclient"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/cert"
+
+	"github.com/certagent/certagent/bootstrap/apiclient"
 )
 
 // ensureCSR creates the CSR for req signed by key under its deterministic

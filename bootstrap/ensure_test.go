@@ -15,12 +15,14 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/certagent/certagent/bootstrap/apiclient"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/util/cert"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/certagent/certagent/bootstrap/apiclient"
+	"github.com/certagent/certagent/bootstrap/kubeconfig/kubeconfigtest"
 )
 
 // TestSymlinkedBootstrapKubeconfigIsRemovedWithItsTarget: cloud-init or an
@@ -63,8 +65,8 @@ func TestBootstrapTokenFileIsRemovedWithTheKubeconfig(t *testing.T) {
 		if !proofOK {
 			f.identity = errors.New("unreachable")
 		}
-		token := writeFile(t, f.dir, "token", "abcdef.0123456789abcdef\n")
-		writeFile(t, f.dir, "bootstrap-kubelet.conf", strings.Replace(goodKubeconfig, "token: abcdef.0123456789abcdef", "tokenFile: token", 1))
+		token := kubeconfigtest.WriteFile(t, f.dir, "token", "abcdef.0123456789abcdef\n")
+		kubeconfigtest.WriteFile(t, f.dir, "bootstrap-kubelet.conf", strings.Replace(kubeconfigtest.Bootstrap, "token: abcdef.0123456789abcdef", "tokenFile: token", 1))
 		_, err := f.bootstrapper().EnsureClient(context.Background(), false)
 		if (err == nil) != proofOK {
 			t.Fatalf("EnsureClient: %v", err)

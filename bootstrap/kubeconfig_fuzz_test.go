@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"k8s.io/client-go/rest"
+
+	"github.com/certagent/certagent/bootstrap/kubeconfig/kubeconfigtest"
 )
 
 // FuzzBootstrapKubeconfig feeds arbitrary bytes, as a file next to a valid
@@ -15,18 +17,18 @@ import (
 // yields a rest.Config with a Host, and that every error names the file.
 func FuzzBootstrapKubeconfig(f *testing.F) {
 	for _, s := range []string{
-		goodKubeconfig,
-		strings.Replace(goodKubeconfig, "certificate-authority: ca.crt", "insecure-skip-tls-verify: true", 1),
-		strings.Replace(goodKubeconfig, "token: abcdef.0123456789abcdef", "tokenFile: ca.crt", 1),
-		strings.Replace(goodKubeconfig, "token: abcdef.0123456789abcdef", "client-certificate: ca.crt\n    client-key: ca.crt", 1),
-		strings.Replace(goodKubeconfig, "token: abcdef.0123456789abcdef", "exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/true, interactiveMode: Never}", 1),
-		strings.Replace(goodKubeconfig, "token: abcdef.0123456789abcdef", "username: x", 1),
-		strings.Replace(goodKubeconfig, "current-context: bootstrap@kubernetes", "current-context: nope", 1),
-		strings.Replace(goodKubeconfig, "current-context: bootstrap@kubernetes", "", 1),
-		strings.Replace(goodKubeconfig, "server: https://127.0.0.1:6443", "server: \"::\"", 1),
-		strings.Replace(goodKubeconfig, "https://127.0.0.1:6443", "", 1),
-		strings.Replace(goodKubeconfig, "ca.crt", "missing.crt", 1),
-		strings.Replace(goodKubeconfig, "cluster: kubernetes, user", "cluster: missing, user", 1),
+		kubeconfigtest.Bootstrap,
+		strings.Replace(kubeconfigtest.Bootstrap, "certificate-authority: ca.crt", "insecure-skip-tls-verify: true", 1),
+		strings.Replace(kubeconfigtest.Bootstrap, "token: abcdef.0123456789abcdef", "tokenFile: ca.crt", 1),
+		strings.Replace(kubeconfigtest.Bootstrap, "token: abcdef.0123456789abcdef", "client-certificate: ca.crt\n    client-key: ca.crt", 1),
+		strings.Replace(kubeconfigtest.Bootstrap, "token: abcdef.0123456789abcdef", "exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/true, interactiveMode: Never}", 1),
+		strings.Replace(kubeconfigtest.Bootstrap, "token: abcdef.0123456789abcdef", "username: x", 1),
+		strings.Replace(kubeconfigtest.Bootstrap, "current-context: bootstrap@kubernetes", "current-context: nope", 1),
+		strings.Replace(kubeconfigtest.Bootstrap, "current-context: bootstrap@kubernetes", "", 1),
+		strings.Replace(kubeconfigtest.Bootstrap, "server: https://127.0.0.1:6443", "server: \"::\"", 1),
+		strings.Replace(kubeconfigtest.Bootstrap, "https://127.0.0.1:6443", "", 1),
+		strings.Replace(kubeconfigtest.Bootstrap, "ca.crt", "missing.crt", 1),
+		strings.Replace(kubeconfigtest.Bootstrap, "cluster: kubernetes, user", "cluster: missing, user", 1),
 		"apiVersion: v1\nkind: Config\n",
 		`{"apiVersion":"v1","kind":"Config","clusters":[{"name":"c","cluster":{"server":"https://h"}}]}`,
 		"{{{ not yaml",
@@ -34,9 +36,9 @@ func FuzzBootstrapKubeconfig(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	ca := fuzzCA(f)
+	caPEM := kubeconfigtest.CAPEM(f)
 	dir := f.TempDir() // one directory per worker process; calls are sequential
-	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), ca.certPEM, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), caPEM, 0o600); err != nil {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -9,57 +9,33 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/certagent/certagent/bootstrap/kubeconfig/kubeconfigtest"
 )
 
-func writeFile(t *testing.T, dir, name, content string) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-const goodKubeconfig = `apiVersion: v1
-kind: Config
-clusters:
-- name: kubernetes
-  cluster:
-    server: https://127.0.0.1:6443
-    certificate-authority: ca.crt
-users:
-- name: bootstrap
-  user:
-    token: abcdef.0123456789abcdef
-contexts:
-- name: bootstrap@kubernetes
-  context: {cluster: kubernetes, user: bootstrap}
-current-context: bootstrap@kubernetes
-`
-
 func TestLoadBootstrapKubeconfig(t *testing.T) {
-	ca := newTestCA(t, "ca")
+	caPEM := kubeconfigtest.CAPEM(t)
 	for _, tc := range []struct {
 		name     string
 		content  string
 		insecure bool
 		wantErr  string
 	}{
-		{"good, relative CA path resolved against the file", goodKubeconfig, false, ""},
+		{"good, relative CA path resolved against the file", kubeconfigtest.Bootstrap, false, ""},
 		{"garbage", "{{{ not yaml", false, "is not a valid kubeconfig"},
-		{"no current context", strings.Replace(goodKubeconfig, "current-context: bootstrap@kubernetes", "", 1) + "contexts:\n- name: a\n  context: {cluster: kubernetes, user: bootstrap}\n- name: b\n  context: {cluster: kubernetes, user: bootstrap}\n", false, "has no current-context"},
-		{"no cluster", strings.Replace(goodKubeconfig, "cluster: kubernetes, user", "cluster: missing, user", 1), false, `names cluster "missing", which is not defined under clusters`},
-		{"no user", strings.Replace(goodKubeconfig, "user: bootstrap}", "user: nobody}", 1), false, `names user "nobody", which is not defined under users`},
-		{"no token", strings.Replace(goodKubeconfig, "token: abcdef.0123456789abcdef", "username: x", 1), false, `user "bootstrap" has no credentials`},
-		{"CA file missing", strings.Replace(goodKubeconfig, "ca.crt", "missing-ca.crt", 1), false, `certificate-authority: stat `},
-		{"insecure refused", strings.Replace(goodKubeconfig, "certificate-authority: ca.crt", "insecure-skip-tls-verify: true", 1), false, "sets insecure-skip-tls-verify"},
-		{"insecure allowed", strings.Replace(goodKubeconfig, "certificate-authority: ca.crt", "insecure-skip-tls-verify: true", 1), true, ""},
-		{"no server", strings.Replace(goodKubeconfig, "server: https://127.0.0.1:6443", "server: \"\"", 1), false, `cluster "kubernetes" has no server`},
+		{"no current context", strings.Replace(kubeconfigtest.Bootstrap, "current-context: bootstrap@kubernetes", "", 1) + "contexts:\n- name: a\n  context: {cluster: kubernetes, user: bootstrap}\n- name: b\n  context: {cluster: kubernetes, user: bootstrap}\n", false, "has no current-context"},
+		{"no cluster", strings.Replace(kubeconfigtest.Bootstrap, "cluster: kubernetes, user", "cluster: missing, user", 1), false, `names cluster "missing", which is not defined under clusters`},
+		{"no user", strings.Replace(kubeconfigtest.Bootstrap, "user: bootstrap}", "user: nobody}", 1), false, `names user "nobody", which is not defined under users`},
+		{"no token", strings.Replace(kubeconfigtest.Bootstrap, "token: abcdef.0123456789abcdef", "username: x", 1), false, `user "bootstrap" has no credentials`},
+		{"CA file missing", strings.Replace(kubeconfigtest.Bootstrap, "ca.crt", "missing-ca.crt", 1), false, `certificate-authority: stat `},
+		{"insecure refused", strings.Replace(kubeconfigtest.Bootstrap, "certificate-authority: ca.crt", "insecure-skip-tls-verify: true", 1), false, "sets insecure-skip-tls-verify"},
+		{"insecure allowed", strings.Replace(kubeconfigtest.Bootstrap, "certificate-authority: ca.crt", "insecure-skip-tls-verify: true", 1), true, ""},
+		{"no server", strings.Replace(kubeconfigtest.Bootstrap, "server: https://127.0.0.1:6443", "server: \"\"", 1), false, `cluster "kubernetes" has no server`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			writeFile(t, dir, "ca.crt", string(ca.certPEM))
-			p := writeFile(t, dir, "bootstrap.conf", tc.content)
+			kubeconfigtest.WriteFile(t, dir, "ca.crt", string(caPEM))
+			p := kubeconfigtest.WriteFile(t, dir, "bootstrap.conf", tc.content)
 			rc, err := bootstrapConfig(LoadBootstrapKubeconfig(p, tc.insecure))
 			if tc.wantErr == "" {
 				if err != nil {

@@ -11,6 +11,8 @@ import (
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/certagent/certagent/bootstrap/kubeconfig/kubeconfigtest"
 )
 
 // provisionerKubeconfig is a bootstrap kubeconfig as provisioners write them:
@@ -68,7 +70,7 @@ func TestKubeletConfConnectsAsTheBootstrapDid(t *testing.T) {
 	for _, proofOK := range []bool{true, false} {
 		t.Run(map[bool]string{true: "proof succeeds", false: "proof fails"}[proofOK], func(t *testing.T) {
 			f := newFixture(t)
-			writeFile(t, f.dir, "bootstrap-kubelet.conf", provisionerKubeconfig)
+			kubeconfigtest.WriteFile(t, f.dir, "bootstrap-kubelet.conf", provisionerKubeconfig)
 			f.autoApprove()
 			boot, err := LoadBootstrapKubeconfig(f.cfg.BootstrapKubeconfigPath, false)
 			if err != nil {
@@ -150,7 +152,7 @@ func TestRenamedNodeBootstrapsAgain(t *testing.T) {
 		}
 	})
 	t.Run("a bootstrap kubeconfig dropped in", func(t *testing.T) {
-		writeFile(t, f.dir, "bootstrap-kubelet.conf", goodKubeconfig)
+		kubeconfigtest.WriteFile(t, f.dir, "bootstrap-kubelet.conf", kubeconfigtest.Bootstrap)
 		b := f.bootstrapper()
 		res, err := b.EnsureClient(context.Background(), false)
 		if err != nil || !res.Stored {
@@ -181,7 +183,7 @@ func TestAPIServerNamingAnotherNodeBootstrapsAgain(t *testing.T) {
 	if _, err := f.bootstrapper().EnsureClient(context.Background(), false); !errors.Is(err, ErrIdentityRejected) {
 		t.Fatalf("without a bootstrap kubeconfig: %v, want ErrIdentityRejected", err)
 	}
-	writeFile(t, f.dir, "bootstrap-kubelet.conf", goodKubeconfig)
+	kubeconfigtest.WriteFile(t, f.dir, "bootstrap-kubelet.conf", kubeconfigtest.Bootstrap)
 	before := f.creates.Load()
 	calls := 0
 	f.cfg.CheckIdentity = func(context.Context, *rest.Config, string) error {

@@ -11,8 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/certagent/certagent/internal/failpoint"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/certagent/certagent/internal/failpoint"
 
 	"github.com/certagent/certagent/internal/atomicfile"
 )

@@ -7,13 +7,14 @@ import (
 	"slices"
 	"time"
 
-	"github.com/certagent/certagent/bootstrap/apiclient"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/clock"
+
+	"github.com/certagent/certagent/bootstrap/apiclient"
 )
 
 // waitForCertificate watches the CSR name (uid) until it is approved and
