@@ -129,7 +129,7 @@ demo: build ## Start a local control plane, bootstrap a node with certagent, sho
 	cd test && $(GO) run ./cmd/demo -certagent $(CURDIR)/$(BIN)
 
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s); seed corpora live in */testdata/fuzz
-	set -e; for t in agent/config:FuzzConfig bootstrap:FuzzBootstrapKubeconfig bootstrap:FuzzCertificateBundle bootstrap:FuzzCSRStatus; do \
+	set -e; for t in agent/config:FuzzConfig bootstrap/kubeconfig:FuzzBootstrapKubeconfig bootstrap:FuzzCertificateBundle bootstrap:FuzzCSRStatus; do \
 		$(GO) test ./$${t%%:*} -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME); \
 	done
 

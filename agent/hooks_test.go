@@ -16,11 +16,13 @@ import (
 
 	"k8s.io/client-go/rest"
 
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/bootstrap"
 	"github.com/certagent/certagent/bootstrap/apiclient"
-	clocktesting "k8s.io/utils/clock/testing"
+	"github.com/certagent/certagent/bootstrap/kubeconfig"
 )
 
 // hookRecorder is an in-process RunHook that checks, when it is called, that
@@ -49,7 +51,7 @@ func (h *hookRecorder) run(ctx context.Context, _ config.Hook, env []string) ([]
 		verdict = "CERTAGENT_NOT_AFTER is not the file's"
 	case kind == "client":
 		// kubelet.conf must already reference it and be accepted.
-		rc, err := bootstrap.LoadKubeletKubeconfig(h.f.cfg.Kubeconfig)
+		rc, err := kubeconfig.LoadKubelet(h.f.cfg.Kubeconfig)
 		if err != nil {
 			verdict = "kubelet.conf not written yet: " + err.Error()
 		} else if leaf, err := bootstrap.ClientCertificate(rc); err != nil || !leaf.Equal(pair.Leaf) {

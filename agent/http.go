@@ -8,8 +8,9 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/certagent/certagent/agent/observe"
 	"go.uber.org/zap"
+
+	"github.com/certagent/certagent/agent/observe"
 )
 
 // handler serves /metrics, /healthz (the loop is alive) and /readyz (the

@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certagent/certagent/agent/config"
 	"k8s.io/client-go/rest"
+
+	"github.com/certagent/certagent/agent/config"
 )
 
 // probe asks the agent's HTTP handler for path.

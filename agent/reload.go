@@ -3,8 +3,9 @@ package agent
 import (
 	"slices"
 
-	"github.com/certagent/certagent/agent/config"
 	"go.uber.org/zap"
+
+	"github.com/certagent/certagent/agent/config"
 )
 
 // restartOnly are the settings a running agent cannot change: its files,

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"k8s.io/client-go/rest"
 
+	"github.com/certagent/certagent/bootstrap/kubeconfig"
 	"github.com/certagent/certagent/internal/failpoint"
 )
 
@@ -82,7 +83,7 @@ func (b *Bootstrapper) bootstrap(ctx context.Context, reason error) (StepResult,
 	if errors.Is(reason, os.ErrNotExist) {
 		reason = fmt.Errorf("%s does not exist", b.cfg.KubeconfigPath)
 	}
-	boot, err := LoadBootstrapKubeconfig(b.cfg.BootstrapKubeconfigPath, b.cfg.AllowInsecureBootstrap)
+	boot, err := kubeconfig.LoadBootstrap(b.cfg.BootstrapKubeconfigPath, b.cfg.AllowInsecureBootstrap)
 	if errors.Is(err, os.ErrNotExist) {
 		return StepResult{}, fmt.Errorf("%w: %w, and there is no bootstrap kubeconfig at %s: write a bootstrap-token kubeconfig there (see the README)", ErrNoCredentials, reason, b.cfg.BootstrapKubeconfigPath)
 	}
@@ -171,7 +172,7 @@ func (b *Bootstrapper) removeBootstrap() error {
 	path := b.cfg.BootstrapKubeconfigPath
 	// First the token file it names, if any: a crash in between leaves the
 	// kubeconfig, whose removal is redone at the next start.
-	if tf := bootstrapTokenFile(path); tf != "" {
+	if tf := kubeconfig.TokenFile(path); tf != "" {
 		if ti, err := os.Lstat(tf); err == nil && ti.Mode().IsRegular() {
 			if err := os.Remove(tf); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("removing %s, the token file of the bootstrap kubeconfig %s: %w", tf, path, err)

@@ -22,6 +22,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/certagent/certagent/bootstrap/apiclient"
+	"github.com/certagent/certagent/bootstrap/kubeconfig"
 	"github.com/certagent/certagent/bootstrap/kubeconfig/kubeconfigtest"
 )
 
@@ -96,7 +97,7 @@ func TestSymlinkedKubeletConfIsWrittenThrough(t *testing.T) {
 	if err != nil || fi.Mode()&os.ModeSymlink == 0 {
 		t.Fatalf("kubelet.conf is no longer a symlink: %v %v", fi.Mode(), err)
 	}
-	if _, err := LoadKubeletKubeconfig(target); err != nil {
+	if _, err := kubeconfig.LoadKubelet(target); err != nil {
 		t.Fatalf("the link's target: %v", err)
 	}
 }

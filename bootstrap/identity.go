@@ -15,6 +15,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/certagent/certagent/bootstrap/kubeconfig"
 )
 
 // checkIdentity asks the API server who rc, the node's credential,
@@ -92,7 +94,7 @@ type Credential struct {
 
 func (n *Node) credential(path string) Credential { return Credential{Config: n.Config, Path: path} }
 
-// LoadNode reads kubelet.conf as the kubelet does (loadAsKubelet) and
+// LoadNode reads kubelet.conf as the kubelet does (kubeconfig.LoadAsKubelet) and
 // requires a client certificate for this node that is valid now. A missing
 // kubelet.conf wraps os.ErrNotExist; a certificate of another node wraps
 // ErrOtherNode. Files that have not changed since the last call (same
@@ -108,7 +110,7 @@ func (b *Bootstrapper) LoadNode() (*Node, error) {
 	cached := b.node
 	b.mu.Unlock()
 	if cached.kc == nil || cached.key != key {
-		kc, err := loadAsKubelet(b.cfg.KubeconfigPath)
+		kc, err := kubeconfig.LoadAsKubelet(b.cfg.KubeconfigPath)
 		if err != nil {
 			return nil, err
 		}
@@ -185,10 +187,10 @@ func (e *OtherNodeError) Is(target error) bool { return target == ErrOtherNode }
 
 // nodeCache is the last parsed kubelet.conf and the stat of the files it came from.
 type nodeCache struct {
-	key  string      // of kubelet.conf
-	kc   *Kubeconfig // kubelet.conf parsed
-	raw  []byte      // kubelet.conf's bytes
-	deps string      // of the certificate and CA files it references
+	key  string           // of kubelet.conf
+	kc   *kubeconfig.File // kubelet.conf parsed
+	raw  []byte           // kubelet.conf's bytes
+	deps string           // of the certificate and CA files it references
 	node *Node
 }
 

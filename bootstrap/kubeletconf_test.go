@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/certagent/certagent/bootstrap/kubeconfig"
 	"github.com/certagent/certagent/bootstrap/kubeconfig/kubeconfigtest"
 )
 
@@ -72,7 +73,7 @@ func TestKubeletConfConnectsAsTheBootstrapDid(t *testing.T) {
 			f := newFixture(t)
 			kubeconfigtest.WriteFile(t, f.dir, "bootstrap-kubelet.conf", provisionerKubeconfig)
 			f.autoApprove()
-			boot, err := LoadBootstrapKubeconfig(f.cfg.BootstrapKubeconfigPath, false)
+			boot, err := kubeconfig.LoadBootstrap(f.cfg.BootstrapKubeconfigPath, false)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -13,6 +13,7 @@ import (
 
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/certagent/certagent/bootstrap/kubeconfig"
 	"github.com/certagent/certagent/internal/failpoint"
 
 	"github.com/certagent/certagent/internal/atomicfile"
@@ -193,11 +194,11 @@ func datedFiles(certDir string, kind Kind) ([]string, error) {
 // writeKubeletKubeconfig writes kubelet.conf for cluster atomically (through
 // a symlink: the link stays and its target is replaced).
 func (b *Bootstrapper) writeKubeletKubeconfig(cluster *clientcmdapi.Cluster) error {
-	data, err := encodeKubeletKubeconfig(cluster, CurrentPath(b.cfg.CertDir, Client))
+	data, err := kubeconfig.EncodeKubelet(cluster, CurrentPath(b.cfg.CertDir, Client))
 	if err != nil {
 		return err
 	}
-	target, err := linkTarget(b.cfg.KubeconfigPath)
+	target, err := kubeconfig.LinkTarget(b.cfg.KubeconfigPath)
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/certagent/certagent/agent"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/kubeconfig"
 )
 
 // event is something that happens at a true time.
@@ -433,7 +434,7 @@ func (w *World) hook(_ context.Context, _ config.Hook, env []string) ([]byte, er
 // acceptsOrUnreachable: the API server accepts the kubeconfig at path, or
 // cannot be reached to say (READY's documented exception).
 func (a *API) acceptsOrUnreachable(path string) bool {
-	rc, err := bootstrap.LoadKubeletKubeconfig(path)
+	rc, err := kubeconfig.LoadKubelet(path)
 	if err != nil {
 		return false
 	}
@@ -591,7 +592,7 @@ func (w *World) kubeconfig(key string) (*rest.Config, error) {
 	if w.kcKey == key && w.kc != nil {
 		return w.kc, nil
 	}
-	rc, err := bootstrap.LoadKubeletKubeconfig(w.cfg.Kubeconfig)
+	rc, err := kubeconfig.LoadKubelet(w.cfg.Kubeconfig)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package bootstrap
+package kubeconfig
 
 import (
 	"os"
@@ -12,8 +12,8 @@ import (
 )
 
 // FuzzBootstrapKubeconfig feeds arbitrary bytes, as a file next to a valid
-// ca.crt, to LoadBootstrapKubeconfig (secure and insecure) and
-// LoadKubeletKubeconfig. It checks that none of them panics, that a success
+// ca.crt, to LoadBootstrap (secure and insecure) and
+// LoadKubelet. It checks that none of them panics, that a success
 // yields a rest.Config with a Host, and that every error names the file.
 func FuzzBootstrapKubeconfig(f *testing.F) {
 	for _, s := range []string{
@@ -50,9 +50,9 @@ func FuzzBootstrapKubeconfig(f *testing.F) {
 			name string
 			fn   func() (*rest.Config, error)
 		}{
-			{"LoadBootstrapKubeconfig(secure)", func() (*rest.Config, error) { return bootstrapConfig(LoadBootstrapKubeconfig(p, false)) }},
-			{"LoadBootstrapKubeconfig(insecure)", func() (*rest.Config, error) { return bootstrapConfig(LoadBootstrapKubeconfig(p, true)) }},
-			{"LoadKubeletKubeconfig", func() (*rest.Config, error) { return LoadKubeletKubeconfig(p) }},
+			{"LoadBootstrap(secure)", func() (*rest.Config, error) { return bootstrapConfig(LoadBootstrap(p, false)) }},
+			{"LoadBootstrap(insecure)", func() (*rest.Config, error) { return bootstrapConfig(LoadBootstrap(p, true)) }},
+			{"LoadKubelet", func() (*rest.Config, error) { return LoadKubelet(p) }},
 		} {
 			rc, err := load.fn()
 			if err != nil {
@@ -69,7 +69,7 @@ func FuzzBootstrapKubeconfig(f *testing.F) {
 }
 
 // bootstrapConfig is the client configuration of a loaded kubeconfig.
-func bootstrapConfig(k *Kubeconfig, err error) (*rest.Config, error) {
+func bootstrapConfig(k *File, err error) (*rest.Config, error) {
 	if err != nil {
 		return nil, err
 	}

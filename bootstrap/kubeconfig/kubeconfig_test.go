@@ -1,4 +1,4 @@
-package bootstrap
+package kubeconfig
 
 import (
 	"os"
@@ -36,7 +36,7 @@ func TestLoadBootstrapKubeconfig(t *testing.T) {
 			dir := t.TempDir()
 			kubeconfigtest.WriteFile(t, dir, "ca.crt", string(caPEM))
 			p := kubeconfigtest.WriteFile(t, dir, "bootstrap.conf", tc.content)
-			rc, err := bootstrapConfig(LoadBootstrapKubeconfig(p, tc.insecure))
+			rc, err := bootstrapConfig(LoadBootstrap(p, tc.insecure))
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
@@ -58,7 +58,7 @@ func TestLoadBootstrapKubeconfig(t *testing.T) {
 		})
 	}
 	t.Run("missing file wraps ErrNotExist", func(t *testing.T) {
-		_, err := LoadBootstrapKubeconfig(filepath.Join(t.TempDir(), "nope"), false)
+		_, err := LoadBootstrap(filepath.Join(t.TempDir(), "nope"), false)
 		if !os.IsNotExist(err) && !strings.Contains(err.Error(), "no such file") {
 			t.Fatalf("error = %v", err)
 		}
@@ -83,7 +83,7 @@ func TestKubeletClusterDecidesEveryField(t *testing.T) {
 	typ := reflect.TypeFor[clientcmdapi.Cluster]()
 	for i := range typ.NumField() {
 		if _, ok := decided[typ.Field(i).Name]; !ok {
-			t.Errorf("clientcmdapi.Cluster.%s is new: decide whether kubelet.conf carries it (kubeletCluster) and add it here", typ.Field(i).Name)
+			t.Errorf("clientcmdapi.Cluster.%s is new: decide whether kubelet.conf carries it (KubeletCluster) and add it here", typ.Field(i).Name)
 		}
 	}
 	src := &clientcmdapi.Cluster{
@@ -97,7 +97,7 @@ func TestKubeletClusterDecidesEveryField(t *testing.T) {
 		DisableCompression:       true,
 		Extensions:               map[string]runtime.Object{"example.com/x": &runtime.Unknown{Raw: []byte(`{"a":1}`)}},
 	}
-	got, err := kubeletCluster(src)
+	got, err := KubeletCluster(src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestKubeletClusterDecidesEveryField(t *testing.T) {
 		}
 	}
 	t.Run("relative CA path made absolute", func(t *testing.T) {
-		got, err := kubeletCluster(&clientcmdapi.Cluster{Server: "https://a", CertificateAuthority: "ca.crt"})
+		got, err := KubeletCluster(&clientcmdapi.Cluster{Server: "https://a", CertificateAuthority: "ca.crt"})
 		if err != nil || !filepath.IsAbs(got.CertificateAuthority) {
 			t.Fatalf("CA %q, %v", got.CertificateAuthority, err)
 		}

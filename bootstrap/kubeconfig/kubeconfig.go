@@ -1,4 +1,4 @@
-package bootstrap
+package kubeconfig
 
 import (
 	"fmt"
@@ -10,19 +10,19 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
-// Kubeconfig is a kubeconfig as read from disk: the client configuration
+// File is a kubeconfig as read from disk: the client configuration
 // built from it, and the cluster entry its context names (file paths made
 // absolute), whose connection settings kubelet.conf carries on.
-type Kubeconfig struct {
+type File struct {
 	Path    string
 	Config  *rest.Config
 	Cluster *clientcmdapi.Cluster
 }
 
-// LoadBootstrapKubeconfig reads and checks a bootstrap kubeconfig. Every
+// LoadBootstrap reads and checks a bootstrap kubeconfig. Every
 // defect is reported with the file name and what to change; a missing file
 // wraps os.ErrNotExist.
-func LoadBootstrapKubeconfig(path string, allowInsecure bool) (*Kubeconfig, error) {
+func LoadBootstrap(path string, allowInsecure bool) (*File, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("bootstrap kubeconfig %s: %w", path, err)
 	}
@@ -40,7 +40,7 @@ func LoadBootstrapKubeconfig(path string, allowInsecure bool) (*Kubeconfig, erro
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
 	}
-	return &Kubeconfig{Path: path, Config: rc, Cluster: cluster.DeepCopy()}, nil
+	return &File{Path: path, Config: rc, Cluster: cluster.DeepCopy()}, nil
 }
 
 // bootstrapContext is the context a bootstrap kubeconfig is used with: the
@@ -54,9 +54,9 @@ func bootstrapContext(cfg *clientcmdapi.Config) string {
 	return cfg.CurrentContext
 }
 
-// bootstrapTokenFile is the token file the bootstrap kubeconfig at path
+// TokenFile is the token file the bootstrap kubeconfig at path
 // authenticates with ("" if none, or if the file cannot be read).
-func bootstrapTokenFile(path string) string {
+func TokenFile(path string) string {
 	cfg, err := clientcmd.LoadFromFile(path)
 	if err != nil {
 		return ""
@@ -70,22 +70,22 @@ func bootstrapTokenFile(path string) string {
 	return ""
 }
 
-// LoadKubeletKubeconfig reads kubelet.conf (or any kubeconfig) as the
+// LoadKubelet reads kubelet.conf (or any kubeconfig) as the
 // kubelet does. A missing file wraps os.ErrNotExist.
-func LoadKubeletKubeconfig(path string) (*rest.Config, error) {
-	k, err := loadAsKubelet(path)
+func LoadKubelet(path string) (*rest.Config, error) {
+	k, err := LoadAsKubelet(path)
 	if err != nil {
 		return nil, err
 	}
 	return k.Config, nil
 }
 
-// loadAsKubelet reads the kubeconfig at path exactly as a kubelet started
+// LoadAsKubelet reads the kubeconfig at path exactly as a kubelet started
 // with --kubeconfig=path (and certificate rotation off) builds its client
 // (cmd/kubelet/app/server.go, buildKubeletClientConfig): whatever works here
 // works for the kubelet, and nothing the kubelet would not use is used. Where
 // that fails, the checks of a bootstrap kubeconfig say what is wrong.
-func loadAsKubelet(path string) (*Kubeconfig, error) {
+func LoadAsKubelet(path string) (*File, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, err
 	}
@@ -104,7 +104,7 @@ func loadAsKubelet(path string) (*Kubeconfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
 	}
-	return &Kubeconfig{Path: path, Config: rc, Cluster: cluster.DeepCopy()}, nil
+	return &File{Path: path, Config: rc, Cluster: cluster.DeepCopy()}, nil
 }
 
 // checkKubeconfig checks that context ctxName of cfg (read from path) names

@@ -1,4 +1,4 @@
-package bootstrap
+package kubeconfig
 
 import (
 	"errors"
@@ -11,14 +11,14 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
-// kubeletCluster is the cluster entry kubelet.conf gets from src, the entry
+// KubeletCluster is the cluster entry kubelet.conf gets from src, the entry
 // of the kubeconfig the client certificate was obtained with (the bootstrap
 // kubeconfig, or kubelet.conf as it was): every setting that decides where
 // and how the node reaches the API server is carried, so that kubelet.conf
 // connects exactly as that kubeconfig did. Each field of
 // clientcmdapi.Cluster is decided here (TestKubeletClusterDecidesEveryField
 // fails when client-go adds one).
-func kubeletCluster(src *clientcmdapi.Cluster) (*clientcmdapi.Cluster, error) {
+func KubeletCluster(src *clientcmdapi.Cluster) (*clientcmdapi.Cluster, error) {
 	out := &clientcmdapi.Cluster{
 		// LocationOfOrigin: where clientcmd read the entry; never written.
 		Server:        src.Server,        // where
@@ -53,13 +53,13 @@ func kubeletCluster(src *clientcmdapi.Cluster) (*clientcmdapi.Cluster, error) {
 	return out, nil
 }
 
-// encodeKubeletKubeconfig encodes kubelet.conf the way the kubelet writes it
+// EncodeKubelet encodes kubelet.conf the way the kubelet writes it
 // after bootstrapping (cluster default-cluster, user default-auth, context
-// default-context) with the connection settings of cluster (kubeletCluster)
+// default-context) with the connection settings of cluster (KubeletCluster)
 // and the client certificate and key referenced through pemPath, the current
 // link, never embedded, so renewals need no rewrite.
-func encodeKubeletKubeconfig(cluster *clientcmdapi.Cluster, pemPath string) ([]byte, error) {
-	kc, err := kubeletCluster(cluster)
+func EncodeKubelet(cluster *clientcmdapi.Cluster, pemPath string) ([]byte, error) {
+	kc, err := KubeletCluster(cluster)
 	if err != nil {
 		return nil, err
 	}
@@ -76,9 +76,9 @@ func encodeKubeletKubeconfig(cluster *clientcmdapi.Cluster, pemPath string) ([]b
 	return data, nil
 }
 
-// linkTarget is the file path names: path itself, or what its chain of
+// LinkTarget is the file path names: path itself, or what its chain of
 // symlinks ends at (which may not exist yet).
-func linkTarget(path string) (string, error) {
+func LinkTarget(path string) (string, error) {
 	for range 40 {
 		fi, err := os.Lstat(path)
 		if errors.Is(err, os.ErrNotExist) {
