@@ -8,6 +8,7 @@ import (
 
 	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/nodefault"
 	"github.com/certagent/certagent/rotate"
 )
 
@@ -81,7 +82,7 @@ func (a *Agent) logOutcome(kind bootstrap.Kind, o rotate.Outcome) (repeatedFault
 		log.Warn("attempt failed", zap.Error(o.Err), zap.Time("retry_at", o.Next), zap.Int("failures", o.Failure),
 			zap.Bool("needs_a_person", o.Class == rotate.NeedsPerson))
 	case o.Class == rotate.NodeFault && !repeatedFault:
-		f, _ := bootstrap.NodeFaultOf(o.Err)
+		f, _ := nodefault.Of(o.Err)
 		log.Warn("waiting for the node", zap.String("condition", faultNow), zap.String("what_to_do", f.Advice()),
 			zap.Duration("retrying_every_at_most", rotate.NodeFaultBackoff.Longest()), zap.Time("retry_at", o.Next), zap.Error(o.Err))
 	case o.Class == rotate.NodeFault:

@@ -6,6 +6,7 @@ import (
 
 	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/nodefault"
 	"github.com/certagent/certagent/rotate"
 )
 
@@ -57,8 +58,8 @@ func classify(err error) rotate.Class {
 	return rotate.NeedsPerson
 }
 
-// isNodeFault: err is a fault of the node itself (bootstrap.NodeFaultOf).
+// isNodeFault: err is a fault of the node itself (nodefault.Of).
 func isNodeFault(err error) bool {
-	_, ok := bootstrap.NodeFaultOf(err)
+	_, ok := nodefault.Of(err)
 	return ok
 }

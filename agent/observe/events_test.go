@@ -8,11 +8,12 @@ import (
 	"testing/synctest"
 	"time"
 
+	"go.uber.org/zap"
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"github.com/certagent/certagent/agent/observe/observetest"
 	"github.com/certagent/certagent/bootstrap"
 	"github.com/certagent/certagent/bootstrap/apiclient"
-	"go.uber.org/zap"
-	clocktesting "k8s.io/utils/clock/testing"
 )
 
 // TestEventsAreRateLimitedAndAggregated: a node failing every few seconds

@@ -9,6 +9,7 @@ import (
 
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/nodefault"
 	"github.com/certagent/certagent/rotate"
 )
 
@@ -126,7 +127,7 @@ func (c *Certs) describe(kind bootstrap.Kind, cfg config.Config, now time.Time) 
 	case errors.Is(s.LastErr, bootstrap.ErrNeedClient):
 		return "waiting for a client certificate the API server accepts"
 	case s.Class == rotate.NodeFault && s.LastErr != nil:
-		f, _ := bootstrap.NodeFaultOf(s.LastErr)
+		f, _ := nodefault.Of(s.LastErr)
 		return fmt.Sprintf("%s%s%s: retrying every %s at most (next %s); %s", prefix, valid, f, rotate.NodeFaultBackoff.Longest(),
 			s.RetryAt.UTC().Format("15:04:05Z"), f.Advice())
 	case s.LastErr != nil:
@@ -163,7 +164,7 @@ func firstLine(s string, max int) string {
 
 // FaultOf describes err's fault of the node, "" if it is none.
 func FaultOf(err error) string {
-	if f, ok := bootstrap.NodeFaultOf(err); ok {
+	if f, ok := nodefault.Of(err); ok {
 		return f.String()
 	}
 	return ""

@@ -1,4 +1,11 @@
-package bootstrap
+// Package nodefault recognises a step that failed because of the node itself
+// (node side): a file system full, over quota, read-only or failing, or no
+// file descriptor left; it names the directory and says what to do. The
+// daemon retries such a step within a minute instead of waiting for a
+// person (package agent decides, package rotate times it).
+//
+// It classifies errors and does nothing else: no retry, no I/O.
+package nodefault
 
 import (
 	"errors"
@@ -9,7 +16,7 @@ import (
 	"syscall"
 )
 
-// NodeFault is a step that failed because of the node itself, not the
+// Fault is a step that failed because of the node itself, not the
 // cluster or anyone's decision: a file system full, over quota, read-only or
 // failing, or no file descriptor left. It clears without anyone telling
 // certagent (an operator frees space, a log is rotated, a disk is remounted
@@ -33,7 +40,7 @@ import (
 // Not in it: EACCES and EPERM (permissions, an immutable file, a security
 // policy: someone decided, and a person must decide again), ENOENT (a
 // missing file or directory is a configuration matter).
-type NodeFault struct {
+type Fault struct {
 	Errno syscall.Errno
 	// Dir is the directory the failing operation was in; "" if unknown.
 	Dir string
@@ -42,12 +49,12 @@ type NodeFault struct {
 // nodeFaultErrnos are the errors of the family, in NodeFault's order.
 var nodeFaultErrnos = []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EIO, syscall.ENFILE, syscall.EMFILE}
 
-// NodeFaultOf reports whether err is a NodeFault, and which.
-func NodeFaultOf(err error) (NodeFault, bool) {
+// Of reports whether err is a Fault, and which.
+func Of(err error) (Fault, bool) {
 	if err == nil {
-		return NodeFault{}, false
+		return Fault{}, false
 	}
-	var f NodeFault
+	var f Fault
 	for _, e := range nodeFaultErrnos {
 		if errors.Is(err, e) {
 			f.Errno = e
@@ -55,7 +62,7 @@ func NodeFaultOf(err error) (NodeFault, bool) {
 		}
 	}
 	if f.Errno == 0 {
-		return NodeFault{}, false
+		return Fault{}, false
 	}
 	var pathErr *fs.PathError
 	var linkErr *os.LinkError
@@ -78,7 +85,7 @@ func dirOf(path string) string {
 }
 
 // String says what the node lacks, e.g. "no space left on /var/lib/kubelet/pki".
-func (f NodeFault) String() string {
+func (f Fault) String() string {
 	where := f.Dir
 	if where == "" {
 		where = "the disk"
@@ -101,7 +108,7 @@ func (f NodeFault) String() string {
 }
 
 // Advice says what a person can do to end it sooner.
-func (f NodeFault) Advice() string {
+func (f Fault) Advice() string {
 	switch f.Errno {
 	case syscall.ENOSPC:
 		return "free some space there"

@@ -1,4 +1,4 @@
-package bootstrap
+package nodefault
 
 import (
 	"fmt"
@@ -50,9 +50,9 @@ func TestNodeFaultOf(t *testing.T) {
 			if tc.name == "a real write to /dev/full" && devFull == nil {
 				t.Skip("no /dev/full here")
 			}
-			f, ok := NodeFaultOf(tc.err)
+			f, ok := Of(tc.err)
 			if ok != tc.fault {
-				t.Fatalf("NodeFaultOf(%v) = %v, want %v", tc.err, ok, tc.fault)
+				t.Fatalf("Of(%v) = %v, want %v", tc.err, ok, tc.fault)
 			}
 			if !ok {
 				return
