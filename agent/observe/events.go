@@ -160,26 +160,7 @@ func (r *Events) write(ctx context.Context, e nodeEvent) error {
 	now := r.clock.Now()
 	key := e.typ + "/" + e.reason + "/" + string(e.kind)
 	if s := r.series[key]; s != nil && now.Sub(s.lastSeen) < eventSeriesFor {
-		s.count++
-		s.lastSeen = now
-		if now.Sub(s.lastWrite) < eventPatchGap || !r.take(now) {
-			return nil // counted; written with a later repeat
-		}
-		c, err := r.client()
-		if err != nil {
-			return err
-		}
-		patch, _ := json.Marshal(map[string]any{
-			"note":   truncateNote(e.note),
-			"series": eventsv1.EventSeries{Count: s.count, LastObservedTime: metav1.NewMicroTime(now)},
-		})
-		wctx, cancel := context.WithTimeout(ctx, apiclient.RequestTimeout)
-		defer cancel()
-		if err := c.Patch(wctx, s.namespace, s.name, patch); err != nil {
-			return fmt.Errorf("updating event %s/%s: %w", s.namespace, s.name, err)
-		}
-		s.lastWrite, s.written = now, s.count
-		return nil
+		return r.repeat(ctx, s, e, now)
 	}
 	if !r.take(now) {
 		return fmt.Errorf("rate limited (%d writes, then one a %s)", eventBurst, eventRefill)
@@ -188,7 +169,49 @@ func (r *Events) write(ctx context.Context, e nodeEvent) error {
 	if err != nil {
 		return err
 	}
-	ev := &eventsv1.Event{
+	wctx, cancel := context.WithTimeout(ctx, apiclient.RequestTimeout)
+	defer cancel()
+	out, err := c.Create(wctx, r.event(e, now))
+	if err != nil {
+		return fmt.Errorf("creating event: %w", err)
+	}
+	r.series[key] = &eventSeries{namespace: out.Namespace, name: out.Name, count: 1, written: 1, lastSeen: now, lastWrite: now}
+	for k, s := range r.series { // forget old series
+		if now.Sub(s.lastSeen) >= eventSeriesFor {
+			delete(r.series, k)
+		}
+	}
+	return nil
+}
+
+// repeat counts e, a repeat of the Event of series s, and writes the count
+// into it at most every eventPatchGap, when a write token is left.
+func (r *Events) repeat(ctx context.Context, s *eventSeries, e nodeEvent, now time.Time) error {
+	s.count++
+	s.lastSeen = now
+	if now.Sub(s.lastWrite) < eventPatchGap || !r.take(now) {
+		return nil // counted; written with a later repeat
+	}
+	c, err := r.client()
+	if err != nil {
+		return err
+	}
+	patch, _ := json.Marshal(map[string]any{
+		"note":   truncateNote(e.note),
+		"series": eventsv1.EventSeries{Count: s.count, LastObservedTime: metav1.NewMicroTime(now)},
+	})
+	wctx, cancel := context.WithTimeout(ctx, apiclient.RequestTimeout)
+	defer cancel()
+	if err := c.Patch(wctx, s.namespace, s.name, patch); err != nil {
+		return fmt.Errorf("updating event %s/%s: %w", s.namespace, s.name, err)
+	}
+	s.lastWrite, s.written = now, s.count
+	return nil
+}
+
+// event is the events.k8s.io Event e on the Node at now.
+func (r *Events) event(e nodeEvent, now time.Time) *eventsv1.Event {
+	return &eventsv1.Event{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      fmt.Sprintf("%s.%x", r.node, now.UnixNano()),
 			Namespace: metav1.NamespaceDefault, // where the kubelet puts Node events
@@ -204,19 +227,6 @@ func (r *Events) write(ctx context.Context, e nodeEvent) error {
 		// kubectl describe node shows them.
 		Regarding: corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: r.node, UID: types.UID(r.node)},
 	}
-	wctx, cancel := context.WithTimeout(ctx, apiclient.RequestTimeout)
-	defer cancel()
-	out, err := c.Create(wctx, ev)
-	if err != nil {
-		return fmt.Errorf("creating event: %w", err)
-	}
-	r.series[key] = &eventSeries{namespace: out.Namespace, name: out.Name, count: 1, written: 1, lastSeen: now, lastWrite: now}
-	for k, s := range r.series { // forget old series
-		if now.Sub(s.lastSeen) >= eventSeriesFor {
-			delete(r.series, k)
-		}
-	}
-	return nil
 }
 
 // truncateNote keeps a note within the API's 1 kB.
