@@ -38,10 +38,10 @@ metrics:
   address: 127.0.0.1:10271
 `
 
-// FuzzConfig feeds arbitrary bytes to LoadConfig as an explicit --config file.
+// FuzzConfig feeds arbitrary bytes to Load as an explicit --config file.
 // It checks that loading never panics, that every load error names the file,
 // that Validate never panics on a loaded config, and that a loaded config
-// survives yaml.Marshal and a second LoadConfig unchanged (up to the
+// survives yaml.Marshal and a second Load unchanged (up to the
 // normalisation in roundTripWant).
 func FuzzConfig(f *testing.F) {
 	const minimal = "apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\n"

@@ -7,7 +7,7 @@ import (
 	"sort"
 )
 
-// changedKeys lists the settings (as dotted paths, at most two levels deep)
+// ChangedKeys lists the settings (as dotted paths, at most two levels deep)
 // whose values differ between a and b.
 func ChangedKeys(a, b Config) []string {
 	fa, fb := flatten(a), flatten(b)

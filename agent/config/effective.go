@@ -8,7 +8,7 @@ const (
 	OriginHostName = "host name"
 )
 
-// configEntry is one setting of the effective configuration.
+// Entry is one setting of the effective configuration.
 type Entry struct {
 	Key    string          `json:"-"`
 	Value  json.RawMessage `json:"value"`

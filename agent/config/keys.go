@@ -15,7 +15,7 @@ type setting struct {
 	typ   reflect.Type
 }
 
-// configSettings lists every setting in Config's declaration order, which
+// settings lists every setting in Config's declaration order, which
 // is docs/config.md's order: the top-level fields, and one level into the
 // sections (serving.enabled, metrics.address). apiVersion and kind say what a
 // file is; they are not settings.
@@ -47,7 +47,7 @@ func jsonName(f reflect.StructField) string {
 }
 
 // keysSet lists the settings that the JSON form of a config file sets, in
-// configSettings order. js has been decoded strictly already, so every key
+// settings order. js has been decoded strictly already, so every key
 // in it is a known one. A null sets a list, a pointer or a duration (to
 // empty) and leaves a string or a bool as it was, as the decoder does.
 func keysSet(js []byte) []string {
