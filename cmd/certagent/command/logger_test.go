@@ -7,9 +7,10 @@ import (
 	"sync"
 	"testing"
 
+	"go.uber.org/zap"
+
 	"github.com/certagent/certagent/agent"
 	"github.com/certagent/certagent/agent/config"
-	"go.uber.org/zap"
 )
 
 // syncBuffer is a strings.Builder the logger and the test may share.

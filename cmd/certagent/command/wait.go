@@ -4,8 +4,9 @@ import (
 	"context"
 	"io"
 
-	"github.com/certagent/certagent/agent"
 	"k8s.io/utils/clock"
+
+	"github.com/certagent/certagent/agent"
 )
 
 // waitCommand is certagent wait: block until a kubelet can start on the
