@@ -1,5 +1,6 @@
-// Command certagent obtains and renews the kubelet's client and serving
-// certificates; see the README.
+// Command certagent is the node's binary (node side): it obtains and renews
+// the kubelet's client and serving certificates; see the README. main only
+// runs the command line, package command.
 package main
 
 import (
