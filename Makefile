@@ -159,7 +159,7 @@ fleet-overload: build ## Only the fleet's overload comparison: FLEET_OVERLOAD_N 
 		$(GO) test -count=1 -timeout 60m -v -run '^TestOverload$$' ./fleet/ -args -fleet.qps=$(FLEET_QPS) $(FLEET_OVERLOAD_ARGS) 2>&1 | tee $(CURDIR)/bin/fleet-overload/test.log
 	@cat bin/fleet-overload/fleet.md
 
-bench: ## Benchmarks: certagent vs the kubelet's bootstrap (whole process, and traced phase by phase; BENCH_RUNS (20) alternating pairs, BENCH_PACE (300ms) apart), approval-to-disk latency, an idle daemon's RSS and CPU over BENCH_IDLE (3m)
+bench: ## Benchmarks: certagent vs the kubelet's bootstrap (whole process, and traced phase by phase; BENCH_RUNS (20) alternating pairs, BENCH_PACE (300ms) apart), approval-to-disk latency, an idle daemon's memory (anonymous, PSS, USS, RSS) and CPU over BENCH_IDLE (3m)
 	cd test && $(GO) test -run '^$$' -bench 'BenchmarkClientBootstrap$$' -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/
 	cd test && $(GO) test -run '^$$' -bench 'BenchmarkClientBootstrapPhases$$' -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/
 	cd test && $(GO) test -run '^$$' -bench BenchmarkApprovalToDisk -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/
