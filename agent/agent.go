@@ -74,7 +74,7 @@ type Agent struct {
 	loops    map[bootstrap.Kind]*worker
 	events   *observe.Events // nil: no Events
 	// bootstrapRemoved is the bootstrap kubeconfig the client step removed,
-	// until recordOutcome has told it in an Event.
+	// until an Event has told it (observe.Events.Outcome).
 	bootstrapRemoved string
 	// controlTimeout is controlReadTimeout (tests shorten it).
 	controlTimeout time.Duration
@@ -150,7 +150,7 @@ func (a *Agent) newBootstrapper(cfg config.Config) (*bootstrap.Bootstrapper, err
 		OnIdentity: a.onIdentity,
 		OnBootstrapRemoved: func(path string) {
 			// Told in the client step's CertificateIssued Event when that
-			// step stored one (recordOutcome), on its own otherwise.
+			// step stored one (observe.Events.Outcome), on its own otherwise.
 			a.mu.Lock()
 			a.bootstrapRemoved = path
 			a.mu.Unlock()

@@ -69,23 +69,26 @@ type eventSeries struct {
 	written             int32 // count as last written
 }
 
-// eventRecorder writes nodeEvents in the background; record never blocks.
+// Events writes the node's Events in the background (Run); recording one
+// never blocks.
 type Events struct {
 	log    *zap.Logger
 	clock  clock.Clock
 	node   string
 	client func() (apiclient.EventClient, error)
 	queue  chan nodeEvent
-	// wrote, if set, hears that run tried to write an Event (the daemon
+	// Wrote, if set, hears that Run tried to write an Event (the daemon
 	// closes its idle connections once such work is over).
 	Wrote func()
 
-	// owned by run
+	// owned by Run
 	tokens float64
 	filled time.Time
 	series map[string]*eventSeries
 }
 
+// NewEvents writes the Events of node with the client client returns when
+// one is written (nil: none can be).
 func NewEvents(log *zap.Logger, clk clock.Clock, node string, client func() (apiclient.EventClient, error)) *Events {
 	return &Events{log: log, clock: clk, node: node, client: client,
 		queue: make(chan nodeEvent, eventQueue), tokens: eventBurst, series: map[string]*eventSeries{}}
@@ -99,7 +102,7 @@ func (r *Events) record(e nodeEvent) {
 	r.enqueue(e)
 }
 
-// enqueue hands e to run; a full queue drops it.
+// enqueue hands e to Run; a full queue drops it.
 func (r *Events) enqueue(e nodeEvent) {
 	select {
 	case r.queue <- e:
