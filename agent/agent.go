@@ -45,7 +45,7 @@ type Options struct {
 	NewEventClient func(*bootstrap.Bootstrapper) (apiclient.EventClient, error)
 	// CloseIdle closes the bootstrapper's idle connections to the API
 	// server; Run calls it once the daemon has settled (idle.go). nil: never
-	// (the CLI's daemon passes closeIdleConnections).
+	// (the CLI's daemon passes CloseIdleConnections).
 	CloseIdle func(*bootstrap.Bootstrapper)
 }
 
