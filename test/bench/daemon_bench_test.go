@@ -136,8 +136,10 @@ func dirExists(p string) bool { fi, err := os.Stat(p); return err == nil && fi.I
 // CPU time it used, and its memory read every second, mean and max: its
 // anonymous memory (RssAnon: what the node pays for this process alone), its
 // PSS and USS (/proc/PID/smaps_rollup: the binary's page-cache pages counted
-// in shares, or not at all) and its RSS (docs/metrics.md, "Memory"). As on a
-// node, /metrics is on and scraped every 15 s during the window.
+// in shares, or not at all) and its RSS (docs/metrics.md, "Memory"), and its
+// open connections to the API server (closed once it settles: client-go
+// would keep them 90 s). As on a node, /metrics is on and scraped every 15 s
+// during the window.
 func BenchmarkIdle(b *testing.B) {
 	window := 3 * time.Minute
 	if v := os.Getenv("BENCH_IDLE"); v != "" {
@@ -161,6 +163,7 @@ func BenchmarkIdle(b *testing.B) {
 		}
 		time.Sleep(2 * time.Second) // let start-up settle
 		pid := cmd.Process.Pid
+		apiPort := port(b, cp.URL)
 		cpu0, from := cpuTime(b, pid), time.Now()
 		// Memory every second while idle: between scrapes and across the
 		// runtime's forced collection (every 2 minutes), not one moment.
@@ -176,6 +179,7 @@ func BenchmarkIdle(b *testing.B) {
 					return
 				case <-t.C:
 					if m, err := readMemory(pid); err == nil {
+						m.conns, _ = apiConns(pid, apiPort)
 						samples <- m
 					}
 				}
@@ -213,16 +217,17 @@ func BenchmarkIdle(b *testing.B) {
 			b.ReportMetric(float64(m.most)/1024, m.name+"-max-MiB")
 		}
 		b.ReportMetric(float64(hwm)/1024, "peak-rss-MiB")
-		fmt.Printf("\nidle for %s with both certificates valid and %d scrapes of /metrics: %d API requests (%d by the node in all, start-up included), %.1f ms CPU; memory each second, mean / max: anonymous %.2f / %.2f MiB, PSS %.2f / %.2f, USS %.2f / %.2f, RSS %.2f / %.2f (the binary's file pages %.2f on average); peak RSS %.1f MiB (start-up and bootstrap)\n",
+		b.ReportMetric(meanConns(all), "api-conns-mean")
+		fmt.Printf("\nidle for %s with both certificates valid and %d scrapes of /metrics: %d API requests (%d by the node in all, start-up included), %.1f ms CPU; memory each second, mean / max: anonymous %.2f / %.2f MiB, PSS %.2f / %.2f, USS %.2f / %.2f, RSS %.2f / %.2f (the binary's file pages %.2f on average); peak RSS %.1f MiB (start-up and bootstrap); connections to the API server %.2f on average\n",
 			window, scrapes, len(reqs), len(everything), ms(cpu1-cpu0), mib(mean.anon), mib(most.anon), mib(mean.pss), mib(most.pss),
-			mib(mean.uss), mib(most.uss), mib(mean.rss), mib(most.rss), mib(mean.file), float64(hwm)/1024)
+			mib(mean.uss), mib(most.uss), mib(mean.rss), mib(most.rss), mib(mean.file), float64(hwm)/1024, meanConns(all))
 	}
 }
 
 // memSample is a process's memory at one moment, in KiB: VmRSS, RssAnon and
 // RssFile from /proc/PID/status, Pss and USS (Private_Clean + Private_Dirty)
-// from /proc/PID/smaps_rollup.
-type memSample struct{ rss, anon, file, pss, uss int64 }
+// from /proc/PID/smaps_rollup; and its connections to the API server.
+type memSample struct{ rss, anon, file, pss, uss, conns int64 }
 
 // readMemory reads pid's memSample.
 func readMemory(pid int) (memSample, error) {
@@ -247,6 +252,61 @@ func memStats(s []memSample) (mean, most memSample) {
 	n := int64(len(s))
 	mean.rss, mean.anon, mean.file, mean.pss, mean.uss = mean.rss/n, mean.anon/n, mean.file/n, mean.pss/n, mean.uss/n
 	return mean, most
+}
+
+// meanConns is the mean number of connections to the API server of s.
+func meanConns(s []memSample) float64 {
+	var sum int64
+	for _, x := range s {
+		sum += x.conns
+	}
+	return float64(sum) / float64(len(s))
+}
+
+// port is the port of url.
+func port(b *testing.B, url string) int {
+	b.Helper()
+	i := strings.LastIndexByte(url, ':')
+	p, err := strconv.Atoi(strings.TrimSuffix(url[i+1:], "/"))
+	if err != nil {
+		b.Fatalf("no port in %s", url)
+	}
+	return p
+}
+
+// apiConns counts pid's established TCP connections to the local port
+// (its sockets, found through /proc/PID/fd, in /proc/PID/net/tcp and tcp6).
+func apiConns(pid, port int) (int64, error) {
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return 0, err
+	}
+	sockets := map[string]bool{}
+	for _, fd := range fds {
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && strings.HasPrefix(l, "socket:[") {
+			sockets[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+		}
+	}
+	var n int64
+	for _, table := range []string{"tcp", "tcp6"} {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, table))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(data), "\n")[1:] {
+			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+			f := strings.Fields(l)
+			if len(f) < 10 || f[3] != "01" || !sockets[f[9]] {
+				continue
+			}
+			if _, remPort, ok := strings.Cut(f[2], ":"); ok {
+				if p, err := strconv.ParseInt(remPort, 16, 32); err == nil && int(p) == port {
+					n++
+				}
+			}
+		}
+	}
+	return n, nil
 }
 
 func mib(kib int64) float64 { return float64(kib) / 1024 }
