@@ -76,6 +76,9 @@ func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential) (
 	failpoint.Inject("obtain.key-ready")
 	req := b.request(kind)
 	csrName, certPEM, err := b.postAndWait(ctx, req, cred, key, &posted, log)
+	if csrName != "" {
+		log = csrLog(log, req, csrName) // the key's fate and the store are told with the CSR
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +146,7 @@ func (b *Bootstrapper) postAndWait(ctx context.Context, req Request, cred Creden
 	}
 	*posted = true
 	failpoint.Inject("obtain.csr-posted")
-	log = log.With(zap.String("csr", csr.Name), zap.String("signer", req.Kind.Signer()))
+	log = csrLog(log, req, csr.Name)
 	if created {
 		log.Info("posted certificate signing request", zap.Strings("dns_names", req.DNSNames), zap.Strings("ip_addresses", ipStrings(req.IPAddresses)))
 	} else {
@@ -162,6 +165,11 @@ func (b *Bootstrapper) postAndWait(ctx context.Context, req Request, cred Creden
 		return csr.Name, nil, explainAPIError(err, fmt.Sprintf("waiting for the %s certificate", kind), cred, b.cfg.BootstrapKubeconfigPath)
 	}
 	return csr.Name, certPEM, nil
+}
+
+// csrLog is log with the fields that name the CSR name of req.
+func csrLog(log *zap.Logger, req Request, name string) *zap.Logger {
+	return log.With(zap.String("csr", name), zap.String("signer", req.Kind.Signer()))
 }
 
 // store writes the verified certificate of kind with its key, after
