@@ -2,8 +2,6 @@ package agent
 
 import (
 	"math"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,10 +13,6 @@ import (
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
 )
-
-// packageInit is the real time the test binary initialised (outside any
-// synctest bubble, whose clock starts in 2000).
-var packageInit = time.Now()
 
 // scrape parses the agent's /metrics with Prometheus' text parser.
 func scrape(t *testing.T, a *Agent) map[string]*dto.MetricFamily {
@@ -105,25 +99,7 @@ func TestMetricsKubeletCompatible(t *testing.T) {
 		if fams["certagent_build_info"] == nil {
 			t.Error("no certagent_build_info")
 		}
-		// The process series are this process's, read now.
-		rss, _ := sample(t, fams, "process_resident_memory_bytes", "")
-		if kb, err := procSelfStatus(t, "VmRSS:"); err != nil || math.Abs(rss-float64(kb*1024)) > 0.2*float64(kb*1024) {
-			t.Errorf("process_resident_memory_bytes = %v, /proc/self/status says VmRSS %d kB (%v)", rss, kb, err)
-		}
-		// What of it is this process's own: anonymous memory, PSS, USS.
-		anon, _ := sample(t, fams, "certagent_process_anonymous_memory_bytes", "")
-		if kb, err := procSelfStatus(t, "RssAnon:"); err != nil || math.Abs(anon-float64(kb*1024)) > 0.2*float64(kb*1024) {
-			t.Errorf("certagent_process_anonymous_memory_bytes = %v, /proc/self/status says RssAnon %d kB (%v)", anon, kb, err)
-		}
-		pss, _ := sample(t, fams, "certagent_process_proportional_memory_bytes", "")
-		uss, _ := sample(t, fams, "certagent_process_unique_memory_bytes", "")
-		if !(anon <= uss && uss <= pss && pss <= 1.2*rss) {
-			t.Errorf("anonymous %v, USS %v, PSS %v, RSS %v bytes: want anonymous <= USS <= PSS <= RSS", anon, uss, pss, rss)
-		}
-		start, _ := sample(t, fams, "process_start_time_seconds", "")
-		if s := float64(packageInit.Unix()); start > s+1 || start < s-60 {
-			t.Errorf("process_start_time_seconds = %v, the test binary initialised at %v", start, s)
-		}
+		// That they are this process's, read now: TestProcessMetricsAreThisProcesss.
 
 		f.deny.Store(true)
 		f.advance(23*time.Hour + time.Minute) // the serving renewal is due and denied
@@ -154,22 +130,4 @@ func TestMetricsWithoutServing(t *testing.T) {
 		}
 		sample(t, fams, "kubelet_certificate_manager_client_ttl_seconds", "")
 	})
-}
-
-// procSelfStatus is the number after key in /proc/self/status ("VmRSS:"
-// gives kB).
-func procSelfStatus(t *testing.T, key string) (uint64, error) {
-	t.Helper()
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, key); ok {
-			if f := strings.Fields(v); len(f) > 0 {
-				return strconv.ParseUint(f[0], 10, 64)
-			}
-		}
-	}
-	return 0, strconv.ErrSyntax
 }

@@ -11,6 +11,47 @@ import (
 	"github.com/prometheus/common/model"
 )
 
+// packageInit is the real time the test binary initialised.
+var packageInit = time.Now()
+
+// TestProcessMetricsAreThisProcesss: the process series are this process's,
+// read at the scrape: its RSS and anonymous memory as /proc/self/status says
+// them, anonymous <= USS <= PSS <= RSS, its start time.
+func TestProcessMetricsAreThisProcesss(t *testing.T) {
+	var e Expo
+	writeProcessMetrics(&e)
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(string(e.Bytes())))
+	if err != nil {
+		t.Fatalf("the exposition does not parse: %v\n%s", err, e.Bytes())
+	}
+	gauge := func(name string) float64 {
+		t.Helper()
+		f := fams[name]
+		if f == nil || len(f.GetMetric()) != 1 {
+			t.Fatalf("no series %s", name)
+		}
+		return f.GetMetric()[0].GetGauge().GetValue()
+	}
+	rss := gauge("process_resident_memory_bytes")
+	if kb, err := procStatusField("VmRSS:"); err != nil || math.Abs(rss-float64(kb*1024)) > 0.2*float64(kb*1024) {
+		t.Errorf("process_resident_memory_bytes = %v, /proc/self/status says VmRSS %d kB (%v)", rss, kb, err)
+	}
+	// What of it is this process's own: anonymous memory, PSS, USS.
+	anon := gauge("certagent_process_anonymous_memory_bytes")
+	if kb, err := procStatusField("RssAnon:"); err != nil || math.Abs(anon-float64(kb*1024)) > 0.2*float64(kb*1024) {
+		t.Errorf("certagent_process_anonymous_memory_bytes = %v, /proc/self/status says RssAnon %d kB (%v)", anon, kb, err)
+	}
+	pss, uss := gauge("certagent_process_proportional_memory_bytes"), gauge("certagent_process_unique_memory_bytes")
+	if !(anon <= uss && uss <= pss && pss <= 1.2*rss) {
+		t.Errorf("anonymous %v, USS %v, PSS %v, RSS %v bytes: want anonymous <= USS <= PSS <= RSS", anon, uss, pss, rss)
+	}
+	start := gauge("process_start_time_seconds")
+	if s := float64(packageInit.Unix()); start > s+1 || start < s-60 {
+		t.Errorf("process_start_time_seconds = %v, the test binary initialised at %v", start, s)
+	}
+}
+
 func TestKubeletTTLSeconds(t *testing.T) {
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	for _, c := range []struct {
