@@ -134,7 +134,7 @@ demo: build ## Start a local control plane, bootstrap a node with certagent, sho
 	cd test && $(GO) run ./cmd/demo -certagent $(CURDIR)/$(BIN)
 
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s); seed corpora live in */testdata/fuzz
-	set -e; for t in agent:FuzzConfig bootstrap:FuzzBootstrapKubeconfig bootstrap:FuzzCertificateBundle bootstrap:FuzzCSRStatus; do \
+	set -e; for t in agent/config:FuzzConfig bootstrap/kubeconfig:FuzzBootstrapKubeconfig bootstrap:FuzzCertificateBundle bootstrap:FuzzCSRStatus; do \
 		$(GO) test ./$${t%%:*} -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME); \
 	done
 
@@ -164,7 +164,7 @@ fleet-overload: build ## Only the fleet's overload comparison: FLEET_OVERLOAD_N 
 		$(GO) test -count=1 -timeout 60m -v -run '^TestOverload$$' ./fleet/ -args -fleet.qps=$(FLEET_QPS) $(FLEET_OVERLOAD_ARGS) 2>&1 | tee $(CURDIR)/bin/fleet-overload/test.log
 	@cat bin/fleet-overload/fleet.md
 
-bench: ## Benchmarks: certagent vs the kubelet's bootstrap (whole process, and traced phase by phase; BENCH_RUNS (20) alternating pairs, BENCH_PACE (300ms) apart), approval-to-disk latency, an idle daemon's RSS and CPU over BENCH_IDLE (3m)
+bench: ## Benchmarks: certagent vs the kubelet's bootstrap (whole process, and traced phase by phase; BENCH_RUNS (20) alternating pairs, BENCH_PACE (300ms) apart), approval-to-disk latency, an idle daemon's memory (anonymous, PSS, USS, RSS) and CPU over BENCH_IDLE (3m)
 	cd test && $(GO) test -run '^$$' -bench 'BenchmarkClientBootstrap$$' -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/
 	cd test && $(GO) test -run '^$$' -bench 'BenchmarkClientBootstrapPhases$$' -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/
 	cd test && $(GO) test -run '^$$' -bench BenchmarkApprovalToDisk -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/

@@ -2,22 +2,26 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 
+	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/apiclient"
 	"github.com/certagent/certagent/rotate"
 )
 
 // Options are the agent's injected dependencies.
 type Options struct {
 	Logger *zap.Logger
+	// Level is the level Logger logs at, which a reload's logLevel changes;
+	// nil: a reload leaves it alone (tests, the simulation).
+	Level *zap.AtomicLevel
 	// Clock defaults to the real clock; tests pass a fake one.
 	Clock clock.WithTicker
 	// Jumps announces wall-clock jumps (suspend, NTP steps); default a
@@ -30,25 +34,19 @@ type Options struct {
 	// Watch watches directories and reports changes; default rotate.WatchDirs.
 	Watch WatchFunc
 	// RunHook runs one post-renew hook; default runs its command.
-	RunHook func(ctx context.Context, h Hook, env []string) ([]byte, error)
+	RunHook func(ctx context.Context, h config.Hook, env []string) ([]byte, error)
 	// NoControlSocket turns off the socket `certagent renew` talks to.
 	NoControlSocket bool
 	// Bootstrap overrides parts of the bootstrap configuration (tests inject clients).
 	Bootstrap func(*bootstrap.Config)
 	// NewEventClient builds the client Events are written with, from the
-	// node's credential; nil: no Events (the CLI passes bootstrap.NewEventClient).
-	NewEventClient func(*rest.Config) (bootstrap.EventClient, error)
-	// Trim returns memory to the OS; Run calls it once the daemon has
-	// settled (footprint.go). nil: never (the CLI's daemon passes TrimMemory).
-	Trim func()
-	// TrimImage unmaps again the binary's pages that idle work (a scrape, a
-	// garbage collection) faulted back in; Run calls it once that work is
-	// over. nil: never (the CLI's daemon passes TrimImage).
-	TrimImage func()
-	// OnEachGC has f called after every garbage collection until stop is
-	// called (TrimImage's cue); default onEachGC. Tests in a synctest bubble
-	// replace it: a finalizer runs outside the bubble.
-	OnEachGC func(f func()) (stop func())
+	// node's credential, when one is written; nil: no Events (the CLI's
+	// daemon passes (*bootstrap.Bootstrapper).NodeEventClient).
+	NewEventClient func(*bootstrap.Bootstrapper) (apiclient.EventClient, error)
+	// CloseIdle closes the bootstrapper's idle connections to the API
+	// server; Run calls it once the daemon has settled (idle.go). nil: never
+	// (the CLI's daemon passes CloseIdleConnections).
+	CloseIdle func(*bootstrap.Bootstrapper)
 }
 
 // WatchFunc watches dirs until ctx ends, sending on the returned channel after changes.
@@ -62,28 +60,29 @@ type Agent struct {
 	rand     func() float64
 	notifier Notifier
 
-	mu       sync.Mutex
-	cfg      Config
-	b        *bootstrap.Bootstrapper
-	policy   rotate.Policy
-	states   map[bootstrap.Kind]*certState
-	identity bootstrap.Identity // what the API server thinks of kubelet.conf
-	ready    bool               // READY=1 was sent
-	status   string             // last STATUS= sent
+	mu     sync.Mutex
+	cfg    config.Config
+	b      *bootstrap.Bootstrapper
+	policy rotate.Policy
+	ready  bool           // READY=1 was sent
+	status string         // last STATUS= sent
+	certs  *observe.Certs // what is known about the certificates and kubelet.conf
 
 	// statusMu makes publishStatus's render, compare and send one step, so a
 	// line rendered before another worker's change is never sent after it.
 	statusMu sync.Mutex
 	loops    map[bootstrap.Kind]*worker
-	events   *eventRecorder // nil: no Events
+	events   *observe.Events // nil: no Events
 	// bootstrapRemoved is the bootstrap kubeconfig the client step removed,
-	// until recordOutcome has told it in an Event.
+	// until an Event has told it (observe.Events.Outcome).
 	bootstrapRemoved string
-	trim             *trimmer // nil: no memory trimming (all but the daemon)
+	// controlTimeout is controlReadTimeout (tests shorten it).
+	controlTimeout time.Duration
+	idle           *settler // nil: idle connections are left to time out (all but the daemon)
 }
 
 // New builds an agent from a validated configuration.
-func New(cfg Config, opts Options) (*Agent, error) {
+func New(cfg config.Config, opts Options) (*Agent, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
@@ -98,34 +97,33 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	}
 	if opts.Watch == nil {
 		opts.Watch = func(ctx context.Context, log *zap.Logger, dirs ...string) (<-chan struct{}, error) {
-			return rotate.WatchDirs(ctx, log, debounce, dirs...)
+			return rotate.WatchDirs(ctx, log, opts.Clock, debounce, dirs...)
 		}
 	}
 	if opts.RunHook == nil {
 		opts.RunHook = execHook
 	}
-	if opts.OnEachGC == nil {
-		opts.OnEachGC = onEachGC
-	}
 	a := &Agent{
 		opts: opts, log: opts.Logger, clock: opts.Clock, rand: opts.Rand, notifier: opts.Notifier,
-		states: map[bootstrap.Kind]*certState{},
-		loops:  map[bootstrap.Kind]*worker{},
+		certs:          observe.NewCerts(),
+		loops:          map[bootstrap.Kind]*worker{},
+		controlTimeout: controlReadTimeout,
 	}
 	b, err := a.newBootstrapper(cfg)
 	if err != nil {
 		return nil, err
 	}
-	a.cfg, a.b, a.policy = cfg, b, policyOf(cfg)
+	a.cfg, a.b, a.policy = cfg, b, cfg.RenewalPolicy()
 	if opts.NewEventClient != nil {
-		a.events = newEventRecorder(a.log.Named("events"), a.clock, cfg.NodeName, a.nodeEventClient(opts.NewEventClient))
-		a.events.wrote = func() { a.trim.settled() } // a ServingCSRPending comes 15 s after the burst
+		a.events = observe.NewEvents(a.log.Named("events"), a.clock, cfg.NodeName,
+			func() (apiclient.EventClient, error) { return opts.NewEventClient(a.bootstrapper()) })
+		a.events.Wrote = func() { a.idle.settled() } // a ServingCSRPending comes 15 s after the burst
 	}
 	return a, nil
 }
 
 // newBootstrapper builds the bootstrapper for cfg.
-func (a *Agent) newBootstrapper(cfg Config) (*bootstrap.Bootstrapper, error) {
+func (a *Agent) newBootstrapper(cfg config.Config) (*bootstrap.Bootstrapper, error) {
 	ips, err := cfg.ServingIPs()
 	if err != nil {
 		return nil, err
@@ -152,7 +150,7 @@ func (a *Agent) newBootstrapper(cfg Config) (*bootstrap.Bootstrapper, error) {
 		OnIdentity: a.onIdentity,
 		OnBootstrapRemoved: func(path string) {
 			// Told in the client step's CertificateIssued Event when that
-			// step stored one (recordOutcome), on its own otherwise.
+			// step stored one (observe.Events.Outcome), on its own otherwise.
 			a.mu.Lock()
 			a.bootstrapRemoved = path
 			a.mu.Unlock()
@@ -164,7 +162,8 @@ func (a *Agent) newBootstrapper(cfg Config) (*bootstrap.Bootstrapper, error) {
 	return bootstrap.New(bc)
 }
 
-func (a *Agent) config() Config {
+// Config is the configuration in force (a reload may change it).
+func (a *Agent) Config() config.Config {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.cfg
@@ -196,36 +195,26 @@ func (a *Agent) onWaiting(kind bootstrap.Kind, name string) {
 		w.live.Set(phase, a.clock.Now())
 	}
 	isNew := false
-	now := a.clock.Now()
-	a.update(kind, func(s *certState) {
-		if name != "" && s.waitingCSR != name {
-			s.attempts++
+	a.certs.Update(kind, func(s *observe.Cert) {
+		if name != "" && s.WaitingCSR != name {
+			s.Attempts++
 			isNew = true
-			s.waitStart = now
 		}
-		if name == "" && s.waitingCSR != "" {
-			s.waited = now.Sub(s.waitStart)
-		}
-		s.waitingCSR = name
+		s.WaitingCSR = name
 	})
 	if isNew && kind == bootstrap.Serving {
-		// Only for a CSR nobody approved within servingPendingAfter: an
-		// approver that answers at once leaves no Event to read.
-		a.events.record(nodeEvent{typ: corev1.EventTypeNormal, reason: ReasonServingCSRPending, action: "RequestCertificate", kind: kind,
-			note:  fmt.Sprintf("serving CSR %s waits for approval: kubectl certificate approve %s", name, name),
-			after: servingPendingAfter,
-			still: func() bool { return a.waitingFor(kind) == name }})
+		a.events.ServingCSRPending(name, func() bool { return a.certs.WaitingFor(kind) == name })
 	}
 	if name != "" {
 		a.publishStatus() // "waiting for approval of …": a person may be needed
-		a.trim.settled()  // and that may take days
+		a.idle.settled()  // and that may take days
 	}
 }
 
 // onIdentity hears what the API server thinks of kubelet.conf.
 func (a *Agent) onIdentity(id bootstrap.Identity) {
+	a.certs.SetIdentity(id)
 	a.mu.Lock()
-	a.identity = id
 	loops := a.loops
 	a.mu.Unlock()
 	if id.Rejected {
@@ -236,9 +225,4 @@ func (a *Agent) onIdentity(id bootstrap.Identity) {
 		w.loop.Kick()
 	}
 	a.publishStatus()
-}
-
-// policyOf is the renewal policy cfg sets.
-func policyOf(cfg Config) rotate.Policy {
-	return rotate.Policy{RenewBefore: cfg.Rotation.RenewBefore.Duration}
 }

@@ -26,7 +26,9 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/apiclient"
 )
 
 // signer issues certificates for CSRs in the fake API, like the kubelet signer.
@@ -96,11 +98,11 @@ current-context: x
 		return false, nil, nil
 	})
 	clk := clocktesting.NewFakeClock(time.Now())
-	cfg := DefaultConfig()
+	cfg := config.Default()
 	cfg.NodeName, cfg.CertDir, cfg.Kubeconfig, cfg.BootstrapKubeconfig = "node-a", filepath.Join(dir, "pki"), filepath.Join(dir, "kubelet.conf"), boot
 	cfg.Serving.Enabled = new(bool)
 	a, err := New(cfg, Options{Clock: clk, Rand: func() float64 { return 0.5 }, Bootstrap: func(bc *bootstrap.Config) {
-		bc.NewCSRClient = func(*rest.Config) (bootstrap.CSRClient, error) {
+		bc.NewCSRClient = func(*rest.Config) (apiclient.CSRClient, error) {
 			return client.CertificatesV1().CertificateSigningRequests(), nil
 		}
 		bc.CheckIdentity = func(context.Context, *rest.Config, string) error { return nil }

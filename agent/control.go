@@ -24,6 +24,11 @@ import (
 
 const socketName = ".certagent.sock"
 
+// controlReadTimeout bounds how long a client of the control socket has to
+// send its request (a line of JSON): one that connects and sends nothing
+// must not hold a handler, and its connection, for the daemon's lifetime.
+const controlReadTimeout = 10 * time.Second
+
 // controlRequest asks the daemon for a step of each certificate.
 type controlRequest struct {
 	// Force renews even if not due.
@@ -67,10 +72,13 @@ func (a *Agent) handleControl(ctx context.Context, c *net.UnixConn) {
 	if !peerAllowed(c) {
 		return
 	}
+	_ = c.SetReadDeadline(time.Now().Add(a.controlTimeout)) // the socket's own clock: real time
 	var req controlRequest
 	if err := json.NewDecoder(bufio.NewReader(c)).Decode(&req); err != nil {
+		a.log.Debug("control socket: no request read", zap.Error(err))
 		return
 	}
+	_ = c.SetReadDeadline(time.Time{}) // the steps may take as long as they take
 	a.log.Info("asked to renew", zap.Bool("force", req.Force))
 	_ = json.NewEncoder(c).Encode(a.RequestSteps(ctx, req.Force))
 }
@@ -91,7 +99,7 @@ func peerAllowed(c *net.UnixConn) bool {
 func (a *Agent) RequestSteps(ctx context.Context, force bool) []controlResult {
 	var out []controlResult
 	for _, kind := range []bootstrap.Kind{bootstrap.Client, bootstrap.Serving} {
-		if kind == bootstrap.Serving && !a.config().ServingEnabled() {
+		if kind == bootstrap.Serving && !a.Config().ServingEnabled() {
 			continue
 		}
 		a.mu.Lock()

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"k8s.io/client-go/rest"
 
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
 )
 
@@ -46,7 +47,7 @@ func TestDaemonRenewsAtDeadline(t *testing.T) {
 // TestDaemonOverAYear: 24-hour certificates over a simulated year: every
 // renewal on time, never two CSRs for one renewal, no certificate expired.
 func TestDaemonOverAYear(t *testing.T) {
-	daemonTest(t, func(c *Config) { c.Rotation.RenewBefore = Duration{} }, func(t *testing.T, f *daemonFixture) {
+	daemonTest(t, func(c *config.Config) { c.Rotation.RenewBefore = config.Duration{} }, func(t *testing.T, f *daemonFixture) {
 		f.start()
 		for day := 0; day < 365; day++ {
 			f.advanceIn(24*time.Hour, 30*time.Minute)
@@ -69,7 +70,7 @@ func TestDaemonOverAYear(t *testing.T) {
 // deadline (and NotAfter). Monotonic timers stood still; the agent renews by
 // the wall clock within a minute of waking (the jump detector).
 func TestDaemonRenewsWithinAMinuteOfResume(t *testing.T) {
-	daemonTest(t, func(c *Config) { c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
+	daemonTest(t, func(c *config.Config) { c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
 		f.start()
 		// Asleep from 1 h to 23.5 h after issue: past the deadline (23 h),
 		// before NotAfter (24 h). A monotonic timer would fire 22 h later.
@@ -92,7 +93,10 @@ func TestDaemonRenewsWithinAMinuteOfResume(t *testing.T) {
 // signer issues (no requestedDuration to validate against): the agent falls
 // back to 70-90 % and never renews in a loop.
 func TestDaemonNoStormFromAShortSigner(t *testing.T) {
-	daemonTest(t, func(c *Config) { c.Rotation.RenewBefore = Duration{48 * time.Hour}; c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
+	daemonTest(t, func(c *config.Config) {
+		c.Rotation.RenewBefore = config.Duration{Duration: 48 * time.Hour}
+		c.Serving.Enabled = new(bool)
+	}, func(t *testing.T, f *daemonFixture) {
 		f.start()
 		time.Sleep(time.Hour) // bubble time; the agent's clock stands still
 		synctest.Wait()
@@ -120,12 +124,14 @@ func TestDaemonReloadAppliesOnlyWhatChanged(t *testing.T) {
 			}
 		}
 		write("rotation: {renewBefore: 1h}\n")
-		c := newCommonFlags("run", os.Stderr)
-		if err := c.parse([]string{"--config", path, "--node-name", f.cfg.NodeName, "--cert-dir", f.cfg.CertDir,
-			"--kubeconfig", f.cfg.Kubeconfig, "--bootstrap-kubeconfig", f.cfg.BootstrapKubeconfig}); err != nil {
-			t.Fatal(err)
+		// The file, with run's flags over it (--node-name, --cert-dir,
+		// --kubeconfig, --bootstrap-kubeconfig), as the command loads it.
+		flags := f.cfg
+		f.load = func() (config.Config, error) {
+			cfg, err := config.Load(path, true)
+			cfg.NodeName, cfg.CertDir, cfg.Kubeconfig, cfg.BootstrapKubeconfig = flags.NodeName, flags.CertDir, flags.Kubeconfig, flags.BootstrapKubeconfig
+			return cfg, err
 		}
-		f.load = c.load
 		cfg, err := f.load()
 		if err != nil {
 			t.Fatal(err)
@@ -170,7 +176,7 @@ func TestDaemonReloadAppliesOnlyWhatChanged(t *testing.T) {
 		if len(entries) != 1 || !slices.Equal(entries[0].ContextMap()["settings"].([]interface{}), []interface{}{"metrics.address"}) {
 			t.Fatalf("a metrics.address change was not refused by name: %v", entries)
 		}
-		if got := f.agent.config(); got.Metrics.Address != "" || len(got.Hooks.PostRenew) != 0 {
+		if got := f.agent.Config(); got.Metrics.Address != "" || len(got.Hooks.PostRenew) != 0 {
 			t.Fatal("a refused reload changed the running configuration")
 		}
 
@@ -186,7 +192,7 @@ func TestDaemonReloadAppliesOnlyWhatChanged(t *testing.T) {
 }
 
 func TestDaemonWaitsForCredentialsThenBootstraps(t *testing.T) {
-	daemonTest(t, func(c *Config) { c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
+	daemonTest(t, func(c *config.Config) { c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
 		_ = os.Remove(f.cfg.BootstrapKubeconfig)
 		f.start()
 		if got, want := f.notify.lastStatus(), "waiting for a bootstrap kubeconfig at "+f.cfg.BootstrapKubeconfig+" (no valid "+f.cfg.Kubeconfig+")"; got != want {
@@ -208,7 +214,7 @@ func TestDaemonWaitsForCredentialsThenBootstraps(t *testing.T) {
 // node's inotify limits reached) the agent says so once and checks the files
 // every minute instead.
 func TestDaemonChecksFilesWhenInotifyIsExhausted(t *testing.T) {
-	daemonTest(t, func(c *Config) { c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
+	daemonTest(t, func(c *config.Config) { c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
 		f.opts.Watch = func(context.Context, *zap.Logger, ...string) (<-chan struct{}, error) {
 			return nil, &os.SyscallError{Syscall: "inotify_init1", Err: syscall.EMFILE}
 		}

@@ -23,7 +23,9 @@ import (
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/apiclient"
 	"github.com/certagent/certagent/internal/clocktest"
 )
 
@@ -83,7 +85,7 @@ current-context: x
 type daemonFixture struct {
 	t       *testing.T
 	dir     string
-	cfg     Config
+	cfg     config.Config
 	clk     *clocktest.Clock
 	sg      *signer
 	client  *fake.Clientset
@@ -97,15 +99,18 @@ type daemonFixture struct {
 	// identity answers CheckIdentity; default: the client certificate must
 	// come from the signer's CA (a rebuilt cluster rejects the old one).
 	identity func(rc *rest.Config) error
-	load     func() (Config, error)
-	agent    *Agent
-	cancel   context.CancelFunc
-	done     chan error
-	reload   chan struct{}
+	// newEventClient, if set (eventsTo), is the bootstrapper's Event client
+	// for the node's credential.
+	newEventClient func(*rest.Config) (apiclient.EventClient, error)
+	load           func() (config.Config, error)
+	agent          *Agent
+	cancel         context.CancelFunc
+	done           chan error
+	reload         chan struct{}
 }
 
 // newDaemonFixture must be called inside synctest.Test.
-func newDaemonFixture(t *testing.T, mutate func(*Config)) *daemonFixture {
+func newDaemonFixture(t *testing.T, mutate func(*config.Config)) *daemonFixture {
 	dir := t.TempDir()
 	f := &daemonFixture{
 		t: t, dir: dir, clk: clocktest.New(time.Now()), client: fake.NewClientset(),
@@ -136,10 +141,10 @@ func newDaemonFixture(t *testing.T, mutate func(*Config)) *daemonFixture {
 		}
 		return nil
 	}
-	f.cfg = DefaultConfig()
+	f.cfg = config.Default()
 	f.cfg.NodeName, f.cfg.CertDir, f.cfg.Kubeconfig, f.cfg.BootstrapKubeconfig = "node-a", filepath.Join(dir, "pki"), filepath.Join(dir, "etc", "kubelet.conf"), filepath.Join(dir, "etc", "bootstrap.conf")
 	f.cfg.Metrics.Address = ""
-	f.cfg.Rotation.RenewBefore = Duration{time.Hour} // certificates live 24h: due after 23h
+	f.cfg.Rotation.RenewBefore = config.Duration{Duration: time.Hour} // certificates live 24h: due after 23h
 	if mutate != nil {
 		mutate(&f.cfg)
 	}
@@ -149,13 +154,21 @@ func newDaemonFixture(t *testing.T, mutate func(*Config)) *daemonFixture {
 	f.opts = Options{Logger: zap.New(core), Clock: f.clk, Rand: func() float64 { return 0 }, Notifier: f.notify, NoControlSocket: true,
 		Watch: func(context.Context, *zap.Logger, ...string) (<-chan struct{}, error) { return f.events, nil },
 		Bootstrap: func(bc *bootstrap.Config) {
-			bc.NewCSRClient = func(*rest.Config) (bootstrap.CSRClient, error) {
+			bc.NewCSRClient = func(*rest.Config) (apiclient.CSRClient, error) {
 				return f.client.CertificatesV1().CertificateSigningRequests(), nil
 			}
 			bc.CheckIdentity = func(_ context.Context, rc *rest.Config, _ string) error { return f.identity(rc) }
 			bc.PrimaryIP = func() net.IP { return net.ParseIP("10.0.0.7") }
+			bc.NewEventClient = f.newEventClient
 		}}
 	return f
+}
+
+// eventsTo has the daemon write Events, as the CLI's does, with the Event
+// client newClient builds from the node's credential.
+func (f *daemonFixture) eventsTo(newClient func(*rest.Config) (apiclient.EventClient, error)) {
+	f.opts.NewEventClient = (*bootstrap.Bootstrapper).NodeEventClient
+	f.newEventClient = newClient
 }
 
 // newCluster replaces the cluster CA (a rebuilt cluster).
@@ -238,7 +251,7 @@ func (f *daemonFixture) current(kind bootstrap.Kind) *x509.Certificate {
 func (f *daemonFixture) logged(msg string) int { return f.logs.FilterMessageSnippet(msg).Len() }
 
 // daemonTest runs body in a synctest bubble with a started fixture.
-func daemonTest(t *testing.T, mutate func(*Config), body func(t *testing.T, f *daemonFixture)) {
+func daemonTest(t *testing.T, mutate func(*config.Config), body func(t *testing.T, f *daemonFixture)) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newDaemonFixture(t, mutate)
 		defer f.stop()

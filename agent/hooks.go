@@ -11,6 +11,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/bootstrap"
 	"github.com/certagent/certagent/internal/atomicfile"
 )
@@ -40,7 +42,7 @@ func markHooksDue(certDir string, kind bootstrap.Kind) error {
 // server), CERTAGENT_CERT_FILE (the -current.pem path), CERTAGENT_NODE_NAME
 // and CERTAGENT_NOT_AFTER (RFC 3339).
 func (a *Agent) runDueHooks(ctx context.Context, kind bootstrap.Kind, leaf *x509.Certificate) {
-	cfg := a.config()
+	cfg := a.Config()
 	marker := hooksDuePath(cfg.CertDir, kind)
 	if _, err := os.Stat(marker); err != nil {
 		return
@@ -74,7 +76,7 @@ func (a *Agent) runDueHooks(ctx context.Context, kind bootstrap.Kind, leaf *x509
 		log := a.log.With(zap.Int("hook", i), zap.Strings("command", h.Command), zap.String("certificate", string(kind)),
 			zap.Duration("took", a.clock.Since(start)), zap.ByteString("output", truncate(out, 2048)))
 		if err != nil {
-			a.update(kind, func(s *certState) { s.hookErrors++ })
+			a.certs.Update(kind, func(s *observe.Cert) { s.HookErrors++ })
 			log.Warn("post-renew hook failed", zap.Error(err))
 			continue
 		}
@@ -89,7 +91,7 @@ func (a *Agent) runDueHooks(ctx context.Context, kind bootstrap.Kind, leaf *x509
 }
 
 // execHook runs h's command without a shell.
-func execHook(ctx context.Context, h Hook, env []string) ([]byte, error) {
+func execHook(ctx context.Context, h config.Hook, env []string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, h.Command[0], h.Command[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.WaitDelay = time.Second

@@ -16,8 +16,13 @@ import (
 
 	"k8s.io/client-go/rest"
 
-	"github.com/certagent/certagent/bootstrap"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/observe"
+	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/apiclient"
+	"github.com/certagent/certagent/bootstrap/kubeconfig"
 )
 
 // hookRecorder is an in-process RunHook that checks, when it is called, that
@@ -30,7 +35,7 @@ type hookRecorder struct {
 	ended error    // ctx.Err() seen by a blocking hook
 }
 
-func (h *hookRecorder) run(ctx context.Context, _ Hook, env []string) ([]byte, error) {
+func (h *hookRecorder) run(ctx context.Context, _ config.Hook, env []string) ([]byte, error) {
 	vars := map[string]string{}
 	for _, e := range env {
 		k, v, _ := strings.Cut(e, "=")
@@ -46,7 +51,7 @@ func (h *hookRecorder) run(ctx context.Context, _ Hook, env []string) ([]byte, e
 		verdict = "CERTAGENT_NOT_AFTER is not the file's"
 	case kind == "client":
 		// kubelet.conf must already reference it and be accepted.
-		rc, err := bootstrap.LoadKubeletKubeconfig(h.f.cfg.Kubeconfig)
+		rc, err := kubeconfig.LoadKubelet(h.f.cfg.Kubeconfig)
 		if err != nil {
 			verdict = "kubelet.conf not written yet: " + err.Error()
 		} else if leaf, err := bootstrap.ClientCertificate(rc); err != nil || !leaf.Equal(pair.Leaf) {
@@ -72,7 +77,7 @@ func (h *hookRecorder) got() []string {
 	return append([]string(nil), h.calls...)
 }
 
-func withHook(c *Config) { c.Hooks.PostRenew = []Hook{{Command: []string{"/recorded"}}} }
+func withHook(c *config.Config) { c.Hooks.PostRenew = []config.Hook{{Command: []string{"/recorded"}}} }
 
 // TestHooksRunOnceTheStepIsOnDisk: the client hook runs after kubelet.conf
 // references the new certificate, the serving hook after its certificate is
@@ -103,7 +108,7 @@ func TestHooksRunOnceTheStepIsOnDisk(t *testing.T) {
 // certificate stored (and its hooks due) but kubelet.conf unwritten; the
 // next start finishes the bootstrap without a new CSR and runs the hooks.
 func TestHooksRunAfterAnInterruptedBootstrap(t *testing.T) {
-	daemonTest(t, func(c *Config) { withHook(c); c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
+	daemonTest(t, func(c *config.Config) { withHook(c); c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
 		h := &hookRecorder{f: f}
 		f.opts.RunHook = h.run
 		f.start()
@@ -132,7 +137,7 @@ func TestHooksRunAfterAnInterruptedBootstrap(t *testing.T) {
 // TestHooksStopWithTheAgent: SIGTERM (the root context) kills a running
 // hook; its marker survives, so the hook runs after the restart.
 func TestHooksStopWithTheAgent(t *testing.T) {
-	daemonTest(t, func(c *Config) { withHook(c); c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
+	daemonTest(t, func(c *config.Config) { withHook(c); c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
 		h := &hookRecorder{f: f, block: true}
 		f.opts.RunHook = h.run
 		f.start()
@@ -164,17 +169,17 @@ func TestHooksExec(t *testing.T) {
 	boot := filepath.Join(dir, "etc", "bootstrap.conf")
 	_ = os.MkdirAll(filepath.Dir(boot), 0o755)
 	_ = os.WriteFile(boot, []byte(bootstrapKubeconfig), 0o600)
-	cfg := DefaultConfig()
+	cfg := config.Default()
 	cfg.NodeName, cfg.CertDir, cfg.Kubeconfig, cfg.BootstrapKubeconfig = "node-a", filepath.Join(dir, "pki"), filepath.Join(dir, "etc", "kubelet.conf"), boot
 	cfg.Serving.Enabled = new(bool)
-	cfg.Hooks.PostRenew = []Hook{
+	cfg.Hooks.PostRenew = []config.Hook{
 		{Command: []string{"/bin/sh", "-c", "echo $CERTAGENT_CERT_KIND $CERTAGENT_CERT_FILE $CERTAGENT_NODE_NAME > " + out}},
 		{Command: []string{"/bin/false"}},
-		{Command: []string{"/bin/sleep", "10"}, Timeout: Duration{100 * time.Millisecond}},
+		{Command: []string{"/bin/sleep", "10"}, Timeout: config.Duration{Duration: 100 * time.Millisecond}},
 	}
 	client := newFakeAPI(sg)
 	a, err := New(cfg, Options{Clock: clocktesting.NewFakeClock(time.Now()), Notifier: &fakeNotifier{}, Bootstrap: func(bc *bootstrap.Config) {
-		bc.NewCSRClient = func(*rest.Config) (bootstrap.CSRClient, error) {
+		bc.NewCSRClient = func(*rest.Config) (apiclient.CSRClient, error) {
 			return client.CertificatesV1().CertificateSigningRequests(), nil
 		}
 		bc.CheckIdentity = func(context.Context, *rest.Config, string) error { return nil }
@@ -197,50 +202,9 @@ func TestHooksExec(t *testing.T) {
 	if want := "client " + filepath.Join(cfg.CertDir, "kubelet-client-current.pem") + " node-a\n"; string(got) != want {
 		t.Fatalf("hook saw %q, want %q", got, want)
 	}
-	a.mu.Lock()
-	hookErrors := a.state(bootstrap.Client).hookErrors
-	a.mu.Unlock()
+	hookErrors := a.certs.Get(bootstrap.Client).HookErrors
 	if hookErrors != 2 {
 		t.Fatalf("hook errors = %d, want 2 (a failure and a timeout)", hookErrors)
-	}
-}
-
-func TestStatusLine(t *testing.T) {
-	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
-	for _, tc := range []struct {
-		name           string
-		client, server certState
-		identity       error
-		want           string
-	}{
-		{"both valid", certState{notAfter: now.Add(100 * 24 * time.Hour), deadline: now.Add(80 * 24 * time.Hour)},
-			certState{notAfter: now.Add(time.Hour), deadline: now.Add(30 * time.Minute)}, nil,
-			"client valid until 2027-03-02 12:00Z, renews 2027-02-10 12:00Z; serving: valid until 2026-11-22 13:00Z, renews 2026-11-22 12:30Z"},
-		{"serving waiting", certState{notAfter: now.Add(48 * time.Hour), deadline: now.Add(-time.Minute)},
-			certState{waitingCSR: "node-csr-abc"}, nil,
-			"client valid until 2026-11-24 12:00Z, renews 2026-11-22 11:59Z; serving: waiting for approval of node-csr-abc (kubectl certificate approve node-csr-abc)"},
-		{"no credentials", certState{lastErr: bootstrap.ErrNoCredentials}, certState{lastErr: bootstrap.ErrNeedClient}, nil,
-			"waiting for a bootstrap kubeconfig at /etc/kubernetes/bootstrap-kubelet.conf (no valid /etc/kubernetes/kubelet.conf); serving: waiting for a client certificate the API server accepts"},
-		{"renamed node", certState{lastErr: fmt.Errorf("%w: %w", bootstrap.ErrNoCredentials, &bootstrap.OtherNodeError{User: "system:node:old", Want: "system:node:n"})},
-			certState{lastErr: bootstrap.ErrNeedClient}, nil,
-			"/etc/kubernetes/kubelet.conf is system:node:old's, not this node's (system:node:n): drop a bootstrap kubeconfig at /etc/kubernetes/bootstrap-kubelet.conf to bootstrap as this node, or set nodeName: old; serving: waiting for a client certificate the API server accepts"},
-		{"failing", certState{notAfter: now.Add(48 * time.Hour), lastErr: context.DeadlineExceeded, retryAt: now.Add(8 * time.Second)}, certState{}, nil,
-			"client valid until 2026-11-24 12:00Z, retrying at 12:00:08Z after: context deadline exceeded; serving: starting"},
-		{"rejected", certState{notAfter: now.Add(48 * time.Hour), lastErr: fmt.Errorf("%w: 401", bootstrap.ErrIdentityRejected)}, certState{lastErr: bootstrap.ErrNeedClient},
-			errors.New("checking that the API server accepts kubelet.conf: Unauthorized"),
-			"client rejected by the API server (Unauthorized); drop a bootstrap kubeconfig at /etc/kubernetes/bootstrap-kubelet.conf to bootstrap again; serving: waiting for a client certificate the API server accepts"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			a, err := New(func() Config { c := DefaultConfig(); c.NodeName = "n"; return c }(), Options{Clock: clocktesting.NewFakeClock(now), Notifier: &fakeNotifier{}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			*a.state(bootstrap.Client), *a.state(bootstrap.Serving) = tc.client, tc.server
-			a.identity.Err = tc.identity
-			if got := a.statusLine(); got != tc.want {
-				t.Fatalf("status line\n got %q\nwant %q", got, tc.want)
-			}
-		})
 	}
 }
 
@@ -252,7 +216,7 @@ func TestStatusLine(t *testing.T) {
 func TestStatusIsNeverStale(t *testing.T) {
 	for i := 0; i < 200; i++ {
 		n := &fakeNotifier{}
-		a, err := New(func() Config { c := DefaultConfig(); c.NodeName = "n"; return c }(), Options{Clock: clocktesting.NewFakeClock(time.Now()), Notifier: n})
+		a, err := New(func() config.Config { c := config.Default(); c.NodeName = "n"; return c }(), Options{Clock: clocktesting.NewFakeClock(time.Now()), Notifier: n})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -264,7 +228,7 @@ func TestStatusIsNeverStale(t *testing.T) {
 				defer wg.Done()
 				for j := 0; j < 50; j++ {
 					a.mu.Lock()
-					a.state(kind).lastErr = fmt.Errorf("attempt %d", next.Add(1))
+					a.certs.Update(kind, func(c *observe.Cert) { c.LastErr = fmt.Errorf("attempt %d", next.Add(1)) })
 					a.mu.Unlock()
 					a.publishStatus()
 				}

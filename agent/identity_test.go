@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
+
+	"github.com/certagent/certagent/agent/config"
 )
 
 // probe asks the agent's HTTP handler for path.
@@ -71,7 +73,7 @@ func TestNotReadyWhileTheAPIServerRejectsKubeletConf(t *testing.T) {
 // afresh, find it rejected and bootstrap again (it used to keep the
 // bootstrap kubeconfig and never bootstrap).
 func TestRebuiltClusterWhileRunning(t *testing.T) {
-	daemonTest(t, func(c *Config) { c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
+	daemonTest(t, func(c *config.Config) { c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
 		f.start()
 		f.newCluster()
 		f.writeBootstrap()
@@ -91,7 +93,7 @@ func TestRebuiltClusterWhileRunning(t *testing.T) {
 // TestTokenDroppedOnAHealthyNodeIsRemoved: a bootstrap kubeconfig dropped on
 // a node whose kubelet.conf works is checked once and deleted, no CSR.
 func TestTokenDroppedOnAHealthyNodeIsRemoved(t *testing.T) {
-	daemonTest(t, func(c *Config) { c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
+	daemonTest(t, func(c *config.Config) { c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
 		f.start()
 		f.writeBootstrap()
 		f.fileEvent()
@@ -107,7 +109,7 @@ func TestTokenDroppedOnAHealthyNodeIsRemoved(t *testing.T) {
 // it must not wait for it), but STATUS and /readyz say it is not confirmed;
 // once the API server answers, both say so.
 func TestReadyWhenTheAPIServerCannotBeReached(t *testing.T) {
-	daemonTest(t, func(c *Config) { c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
+	daemonTest(t, func(c *config.Config) { c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
 		f.start()
 		f.stop()
 		down := true

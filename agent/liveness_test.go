@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
 )
 
@@ -101,10 +102,10 @@ func (s *stuckWriter) Write(b []byte) (int, error) {
 func TestReloadWhileWorking(t *testing.T) {
 	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
 		n := 0
-		f.load = func() (Config, error) {
+		f.load = func() (config.Config, error) {
 			c := f.cfg
 			n++
-			c.Rotation.RenewBefore = Duration{time.Duration(n) * time.Minute}
+			c.Rotation.RenewBefore = config.Duration{Duration: time.Duration(n) * time.Minute}
 			c.Serving.DNSNames = []string{"a.example"}
 			return c, nil
 		}
@@ -142,7 +143,7 @@ func TestOneWriterPerCertDir(t *testing.T) {
 // TestDaemonWaitsForTheLock: a second daemon on the same directory waits
 // (and says so) until the first is gone; then it works.
 func TestDaemonWaitsForTheLock(t *testing.T) {
-	daemonTest(t, func(c *Config) { c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
+	daemonTest(t, func(c *config.Config) { c.Serving.Enabled = new(bool) }, func(t *testing.T, f *daemonFixture) {
 		if err := bootstrap.EnsureCertDir(f.cfg.CertDir); err != nil {
 			t.Fatal(err)
 		}

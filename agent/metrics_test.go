@@ -10,12 +10,9 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
 )
-
-// packageInit is the real time the test binary initialised (outside any
-// synctest bubble, whose clock starts in 2000).
-var packageInit = time.Now()
 
 // scrape parses the agent's /metrics with Prometheus' text parser.
 func scrape(t *testing.T, a *Agent) map[string]*dto.MetricFamily {
@@ -102,15 +99,7 @@ func TestMetricsKubeletCompatible(t *testing.T) {
 		if fams["certagent_build_info"] == nil {
 			t.Error("no certagent_build_info")
 		}
-		// The process series are this process's, read now.
-		rss, _ := sample(t, fams, "process_resident_memory_bytes", "")
-		if kb, err := procStatusField("VmRSS:"); err != nil || math.Abs(rss-float64(kb*1024)) > 0.2*float64(kb*1024) {
-			t.Errorf("process_resident_memory_bytes = %v, /proc/self/status says VmRSS %d kB (%v)", rss, kb, err)
-		}
-		start, _ := sample(t, fams, "process_start_time_seconds", "")
-		if s := float64(packageInit.Unix()); start > s+1 || start < s-60 {
-			t.Errorf("process_start_time_seconds = %v, the test binary initialised at %v", start, s)
-		}
+		// That they are this process's, read now: TestProcessMetricsAreThisProcesss.
 
 		f.deny.Store(true)
 		f.advance(23*time.Hour + time.Minute) // the serving renewal is due and denied
@@ -131,7 +120,7 @@ func TestMetricsKubeletCompatible(t *testing.T) {
 // TestMetricsWithoutServing: with serving off there are no server series,
 // as on a kubelet without serving-certificate rotation.
 func TestMetricsWithoutServing(t *testing.T) {
-	daemonTest(t, func(c *Config) { off := false; c.Serving.Enabled = &off }, func(t *testing.T, f *daemonFixture) {
+	daemonTest(t, func(c *config.Config) { off := false; c.Serving.Enabled = &off }, func(t *testing.T, f *daemonFixture) {
 		f.start()
 		fams := scrape(t, f.agent)
 		for _, name := range []string{"kubelet_certificate_manager_server_ttl_seconds", "kubelet_server_expiration_renew_errors"} {
@@ -141,65 +130,4 @@ func TestMetricsWithoutServing(t *testing.T) {
 		}
 		sample(t, fams, "kubelet_certificate_manager_client_ttl_seconds", "")
 	})
-}
-
-func TestKubeletTTLSeconds(t *testing.T) {
-	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
-	for _, c := range []struct {
-		name     string
-		notAfter time.Time
-		want     float64
-	}{
-		{"none", time.Time{}, math.Inf(1)},
-		{"whole seconds", now.Add(90*time.Second + 900*time.Millisecond), 90},
-		{"expired", now.Add(-90*time.Second - 900*time.Millisecond), -90},
-		{"a year", now.Add(365 * 24 * time.Hour), 365 * 24 * 3600},
-	} {
-		if got := kubeletTTLSeconds(c.notAfter, now); got != c.want {
-			t.Errorf("%s: kubeletTTLSeconds = %v, want %v", c.name, got, c.want)
-		}
-	}
-}
-
-func TestParseProcStat(t *testing.T) {
-	for _, c := range []struct {
-		name, line string
-		want       procStat
-		bad        bool
-	}{
-		{"plain", "4242 (certagent) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 30 0 0 20 0 9 0 12345 1300000000 4200 18446744073709551615", procStat{utime: 250, stime: 30, starttime: 12345, vsize: 1300000000, rssPages: 4200}, false},
-		{"name with spaces and parens", "7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 99 4096 3 0", procStat{utime: 1, stime: 2, starttime: 99, vsize: 4096, rssPages: 3}, false},
-		{"short", "7 (x) R 1 2 3", procStat{}, true},
-		{"no name", "garbage", procStat{}, true},
-	} {
-		got, err := parseProcStat([]byte(c.line))
-		if (err != nil) != c.bad || got != c.want {
-			t.Errorf("%s: %+v, %v", c.name, got, err)
-		}
-	}
-}
-
-// TestExpositionFormat: escaping and special values as Prometheus' parser
-// reads them back.
-func TestExpositionFormat(t *testing.T) {
-	var e expo
-	e.family("x_info", "help with \\ and\nnewline", "gauge")
-	e.sample("x_info", math.Inf(1), "v", "a\"quote\" \\ back\nslash")
-	e.sample("x_info", -1.5e-7, "v", "b")
-	p := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := p.TextToMetricFamilies(strings.NewReader(e.buf.String()))
-	if err != nil {
-		t.Fatalf("%v\n%s", err, e.buf.String())
-	}
-	f := fams["x_info"]
-	if f.GetHelp() != "help with \\ and\nnewline" || len(f.GetMetric()) != 2 {
-		t.Fatalf("%v", f)
-	}
-	m := f.GetMetric()[0]
-	if m.GetLabel()[0].GetValue() != "a\"quote\" \\ back\nslash" || !math.IsInf(m.GetGauge().GetValue(), 1) {
-		t.Errorf("%v", m)
-	}
-	if v := f.GetMetric()[1].GetGauge().GetValue(); v != -1.5e-7 {
-		t.Errorf("%v", v)
-	}
 }

@@ -17,7 +17,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
+	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/observe"
+	"github.com/certagent/certagent/agent/observe/observetest"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/apiclient"
 )
 
 // TestDaemonRecoversFromAFullDiskWithinAMinute: the client renewal fails
@@ -29,13 +33,13 @@ import (
 // within a minute, without a person. Every jitter draw is the highest, so
 // every wait is the longest the daemon can choose.
 func TestDaemonRecoversFromAFullDiskWithinAMinute(t *testing.T) {
-	sink := &fakeEvents{}
+	sink := &observetest.Events{}
 	var full atomic.Bool
-	daemonTest(t, func(c *Config) {
-		c.Rotation.RenewBefore = Duration{20 * time.Hour} // due 4 h after issue, 20 h before expiry
+	daemonTest(t, func(c *config.Config) {
+		c.Rotation.RenewBefore = config.Duration{Duration: 20 * time.Hour} // due 4 h after issue, 20 h before expiry
 		c.Serving.Enabled = new(bool)
 	}, func(t *testing.T, f *daemonFixture) {
-		f.opts.NewEventClient = func(*rest.Config) (bootstrap.EventClient, error) { return sink, nil }
+		f.eventsTo(func(*rest.Config) (apiclient.EventClient, error) { return sink, nil })
 		f.opts.Rand = func() float64 { return 0.999999 }
 		inner := f.opts.Bootstrap
 		f.opts.Bootstrap = func(bc *bootstrap.Config) {
@@ -82,8 +86,8 @@ func TestDaemonRecoversFromAFullDiskWithinAMinute(t *testing.T) {
 		if n := f.logged("waiting for the node"); n != 1 {
 			t.Errorf("%q logged %d times in two hours, want once", "waiting for the node", n)
 		}
-		if n, p := countReason(sink, ReasonRenewalFailing), seriesUpdates(sink); n != 1 || p != 0 {
-			t.Errorf("%d %s Events and %d series updates for one full disk, want one Event", n, ReasonRenewalFailing, p)
+		if n, p := countReason(sink, observe.ReasonRenewalFailing), seriesUpdates(sink); n != 1 || p != 0 {
+			t.Errorf("%d %s Events and %d series updates for one full disk, want one Event", n, observe.ReasonRenewalFailing, p)
 		}
 
 		full.Store(false) // space freed; nothing tells certagent
@@ -108,9 +112,7 @@ func TestDaemonRecoversFromAFullDiskWithinAMinute(t *testing.T) {
 
 // failedAttempts counts the client certificate's failed attempts.
 func (f *daemonFixture) failedAttempts() uint64 {
-	f.agent.mu.Lock()
-	defer f.agent.mu.Unlock()
-	return f.agent.state(bootstrap.Client).errors
+	return f.agent.certs.Get(bootstrap.Client).Errors
 }
 
 // clientCSRObjects counts the client CSRs on the server (not create calls).
@@ -146,9 +148,9 @@ func snapshotFiles(t *testing.T, paths ...string) string {
 	return b.String()
 }
 
-func countReason(sink *fakeEvents, reason string) int {
+func countReason(sink *observetest.Events, reason string) int {
 	n := 0
-	for _, r := range sink.reasons() {
+	for _, r := range sink.Reasons() {
 		if r == reason {
 			n++
 		}
@@ -156,12 +158,4 @@ func countReason(sink *fakeEvents, reason string) int {
 	return n
 }
 
-func seriesUpdates(sink *fakeEvents) int {
-	sink.mu.Lock()
-	defer sink.mu.Unlock()
-	n := 0
-	for _, p := range sink.patches {
-		n += len(p)
-	}
-	return n
-}
+func seriesUpdates(sink *observetest.Events) int { return sink.PatchCount() }

@@ -48,10 +48,10 @@ func (n systemdNotifier) WatchdogInterval() time.Duration {
 }
 
 // nopNotifier is for one-shot commands, which are not the service.
-type nopNotifier struct{}
+type NopNotifier struct{}
 
-func (nopNotifier) Ready()                          {}
-func (nopNotifier) Status(string)                   {}
-func (nopNotifier) Watchdog()                       {}
-func (nopNotifier) Stopping()                       {}
-func (nopNotifier) WatchdogInterval() time.Duration { return 0 }
+func (NopNotifier) Ready()                          {}
+func (NopNotifier) Status(string)                   {}
+func (NopNotifier) Watchdog()                       {}
+func (NopNotifier) Stopping()                       {}
+func (NopNotifier) WatchdogInterval() time.Duration { return 0 }

@@ -21,7 +21,7 @@ import (
 // daemon is what retries those. It must hold the certificate
 // directory's lock (OneShot takes it).
 func (a *Agent) RunOnce(ctx context.Context, force bool) error {
-	cfg := a.config()
+	cfg := a.Config()
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout.Duration)
 	defer cancel()
 	if err := bootstrap.EnsureCertDir(cfg.CertDir); err != nil {
@@ -79,8 +79,8 @@ func (a *Agent) gaveUp(ctx context.Context, kind bootstrap.Kind, last error) err
 	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return ctx.Err()
 	}
-	timeout := a.config().Timeout.Duration
-	name := a.waitingFor(kind)
+	timeout := a.Config().Timeout.Duration
+	name := a.certs.WaitingFor(kind)
 	if name != "" && kind == bootstrap.Serving {
 		return fmt.Errorf("gave up after %s: the serving CSR %s is still waiting for approval (kubectl certificate approve %s); run again to keep waiting for the same request", timeout, name, name)
 	}
@@ -91,7 +91,7 @@ func (a *Agent) gaveUp(ctx context.Context, kind bootstrap.Kind, last error) err
 // directory's lock, or, while a daemon holds it, ask the daemon to do it and
 // report what it did; while another one-shot holds it, wait for it.
 func (a *Agent) OneShot(ctx context.Context, force bool, out io.Writer) error {
-	cfg := a.config()
+	cfg := a.Config()
 	if err := bootstrap.EnsureCertDir(cfg.CertDir); err != nil {
 		return err
 	}

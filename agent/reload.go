@@ -1,27 +1,25 @@
 package agent
 
 import (
-	"encoding/json"
-	"fmt"
-	"reflect"
 	"slices"
-	"sort"
 
 	"go.uber.org/zap"
+
+	"github.com/certagent/certagent/agent/config"
 )
 
 // restartOnly are the settings a running agent cannot change: its files,
 // its identity and its listener. A reload that changes one is refused whole.
 var restartOnly = []string{"nodeName", "certDir", "kubeconfig", "bootstrapKubeconfig", "metrics.address"}
 
-// reload re-reads the configuration (SIGHUP, systemctl reload) and applies
-// what changed: new serving names make the serving certificate due (it no
-// longer covers them), a new renewal policy moves the deadlines, new hooks
-// run next time, a new log level applies at once. Nothing is renewed for
-// the reload's sake (`certagent renew --force` does that). A file that does
-// not load, or a change that needs a restart, is logged and the running
-// configuration kept whole.
-func (a *Agent) reload(load func() (Config, error)) {
+// Reload re-reads the configuration with load (Run calls it on SIGHUP,
+// systemctl reload) and applies what changed: new serving names make the
+// serving certificate due (it no longer covers them), a new renewal policy
+// moves the deadlines, new hooks run next time, a new log level applies at
+// once. Nothing is renewed for the reload's sake (`certagent renew --force`
+// does that). A file that does not load, or a change that needs a restart,
+// is logged and the running configuration kept whole.
+func (a *Agent) Reload(load func() (config.Config, error)) {
 	if load == nil {
 		return
 	}
@@ -33,8 +31,8 @@ func (a *Agent) reload(load func() (Config, error)) {
 		a.log.Error("reload: keeping the running configuration", zap.Error(err))
 		return
 	}
-	old := a.config()
-	changed := changedKeys(old, cfg)
+	old := a.Config()
+	changed := config.ChangedKeys(old, cfg)
 	if len(changed) == 0 {
 		a.log.Info("reload: configuration unchanged")
 		return
@@ -55,53 +53,16 @@ func (a *Agent) reload(load func() (Config, error)) {
 		a.log.Error("reload: keeping the running configuration", zap.Error(err))
 		return
 	}
-	b.Adopt(a.bootstrapper())
+	oldB := a.bootstrapper()
+	b.Adopt(oldB)
 	a.mu.Lock()
-	a.cfg, a.b, a.policy = cfg, b, policyOf(cfg)
+	a.cfg, a.b, a.policy = cfg, b, cfg.RenewalPolicy()
 	a.mu.Unlock()
+	oldB.CloseIdleConnections() // the new one dials its own
 	a.log.Info("reload: configuration applied", zap.Strings("changed", changed))
-	if level, err := parseLogLevel(cfg.LogLevel); err == nil { // Validate accepted it
-		setLogLevel(a.log, level) // from here on, including the lines below
+	if level, err := config.ParseLogLevel(cfg.LogLevel); err == nil && a.opts.Level != nil { // Validate accepted it
+		a.opts.Level.SetLevel(level) // from here on, including the lines below
 	}
 	a.publishStatus()
 	a.kickAll() // each loop looks again: due now, or names no longer covered?
-}
-
-// changedKeys lists the settings (as dotted paths, at most two levels deep)
-// whose values differ between a and b.
-func changedKeys(a, b Config) []string {
-	fa, fb := flatten(a), flatten(b)
-	var out []string
-	for k, va := range fa {
-		if vb, ok := fb[k]; !ok || !reflect.DeepEqual(va, vb) {
-			out = append(out, k)
-		}
-	}
-	for k := range fb {
-		if _, ok := fa[k]; !ok {
-			out = append(out, k)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
-func flatten(c Config) map[string]any {
-	data, err := json.Marshal(c)
-	if err != nil {
-		panic(fmt.Sprintf("encoding the configuration: %v", err)) // plain data: cannot fail
-	}
-	var top map[string]any
-	_ = json.Unmarshal(data, &top)
-	out := map[string]any{}
-	for k, v := range top {
-		if m, ok := v.(map[string]any); ok {
-			for k2, v2 := range m {
-				out[k+"."+k2] = v2
-			}
-			continue
-		}
-		out[k] = v
-	}
-	return out
 }

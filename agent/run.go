@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
 	"github.com/certagent/certagent/internal/failpoint"
 	"github.com/certagent/certagent/rotate"
@@ -40,97 +41,152 @@ type worker struct {
 // Run keeps both certificates valid until ctx ends. It returns nil on a
 // clean stop; failures are retried with back-off, never fatal. reload
 // delivers SIGHUP: re-read the configuration with load and apply what changed.
-func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (Config, error)) error {
-	cfg := a.config()
-	if err := bootstrap.EnsureCertDir(cfg.CertDir); err != nil {
-		return err
-	}
-	lock, err := a.lockDaemon(ctx, cfg.CertDir)
+func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (config.Config, error)) error {
+	cfg := a.Config()
+	lock, err := a.prepare(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer lock.Release()
-	if err := a.bootstrapper().Recover(); err != nil {
-		a.log.Warn("cleaning up after an earlier crash", zap.Error(err))
-	}
-	for _, d := range []string{filepath.Dir(cfg.Kubeconfig), filepath.Dir(cfg.BootstrapKubeconfig)} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return fmt.Errorf("creating %s: %w", d, err)
-		}
-	}
-	if a.opts.Trim != nil {
-		a.trim = &trimmer{delay: trimDelay, trim: a.opts.Trim, image: a.opts.TrimImage, held: a.events.holding} // before the goroutines that use it start
-		defer a.trim.stop()
-		if a.opts.TrimImage != nil {
-			defer a.opts.OnEachGC(a.trim.touched)()
-		}
+	if a.opts.CloseIdle != nil {
+		a.idle = &settler{delay: settleDelay, fn: func() { a.opts.CloseIdle(a.bootstrapper()) }} // before the goroutines that use it start
+		defer a.idle.stop()
 	}
 	var bg sync.WaitGroup // goroutines that end with ctx
 	defer bg.Wait()
 	bgCtx, stopBG := context.WithCancel(ctx)
 	defer stopBG()
-	jumps := a.opts.Jumps
-	if jumps == nil {
+	var stops cleanups // the listeners and tickers, stopped before the goroutines end
+	defer stops.run()
+	in := a.startServices(bgCtx, &bg, cfg, &stops)
+	workers, err := a.startWorkers(ctx, in.jumps)
+	if err != nil {
+		return err
+	}
+	a.supervise(ctx, in, reload, load, &stops)
+	a.log.Info("stopping")
+	a.notifier.Stopping()
+	done := make(chan struct{})
+	go func() { workers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-a.clock.After(stopGrace):
+		a.log.Warn("workers did not stop in time")
+	}
+	return nil
+}
+
+// cleanups run in reverse order, as defers do.
+type cleanups []func()
+
+func (c *cleanups) add(f func()) { *c = append(*c, f) }
+
+func (c cleanups) run() {
+	for i := len(c) - 1; i >= 0; i-- {
+		c[i]()
+	}
+}
+
+// prepare readies the directories: the certificate directory (created, and
+// locked: one writer), what a crash left there cleaned up, the kubeconfigs'
+// directories created.
+func (a *Agent) prepare(ctx context.Context, cfg config.Config) (*dirLock, error) {
+	if err := bootstrap.EnsureCertDir(cfg.CertDir); err != nil {
+		return nil, err
+	}
+	lock, err := a.lockDaemon(ctx, cfg.CertDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.bootstrapper().Recover(); err != nil {
+		a.log.Warn("cleaning up after an earlier crash", zap.Error(err))
+	}
+	for _, d := range []string{filepath.Dir(cfg.Kubeconfig), filepath.Dir(cfg.BootstrapKubeconfig)} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			lock.Release()
+			return nil, fmt.Errorf("creating %s: %w", d, err)
+		}
+	}
+	return lock, nil
+}
+
+// wakeups are what wakes the workers: wall-clock jumps, and file changes
+// (watched, or, without inotify, polled).
+type wakeups struct {
+	jumps  rotate.Jumps
+	events <-chan struct{}
+	poll   <-chan time.Time
+}
+
+// startServices starts, until ctx ends, what runs beside the workers: the
+// jump detector and file watch (the workers' inputs), the metrics and health
+// listener, the Event writer and the control socket. A listener that cannot
+// start is logged, never fatal.
+func (a *Agent) startServices(ctx context.Context, bg *sync.WaitGroup, cfg config.Config, stops *cleanups) wakeups {
+	in := wakeups{jumps: a.opts.Jumps}
+	if in.jumps == nil {
 		d := rotate.NewJumpDetector(a.clock, func(j time.Duration) {
 			a.log.Info("the wall clock jumped (suspend or clock step): re-checking every deadline", zap.Duration("jump", j))
 		})
-		bg.Go(func() { d.Run(bgCtx) })
-		jumps = d
+		bg.Go(func() { d.Run(ctx) })
+		in.jumps = d
 	}
-	events, err := a.opts.Watch(bgCtx, a.log, cfg.CertDir, filepath.Dir(cfg.Kubeconfig), filepath.Dir(cfg.BootstrapKubeconfig))
-	var poll <-chan time.Time
+	events, err := a.opts.Watch(ctx, a.log, cfg.CertDir, filepath.Dir(cfg.Kubeconfig), filepath.Dir(cfg.BootstrapKubeconfig))
+	in.events = events
 	if err != nil {
 		// Typically the inotify limits (fs.inotify.max_user_instances or
 		// max_user_watches) on a busy node: fall back to checking the files.
 		a.log.Warn("not watching files; checking them every minute instead", zap.Error(err))
 		t := a.clock.NewTicker(pollInputs)
-		defer t.Stop()
-		poll = t.C()
+		stops.add(t.Stop)
+		in.poll = t.C()
 	}
 	if cfg.Metrics.Address != "" {
 		// The certificates matter more than the metrics: without the
 		// listener (say the port is taken) the agent still does its job.
-		if stop, err := a.serveHTTP(bgCtx, cfg.Metrics.Address); err != nil {
+		if stop, err := a.serveHTTP(ctx, cfg.Metrics.Address); err != nil {
 			a.log.Error("running without /metrics, /healthz and /readyz", zap.Error(err))
 		} else {
-			defer stop()
+			stops.add(stop)
 		}
 	}
 	if a.events != nil {
-		bg.Go(func() { a.events.run(bgCtx) })
+		bg.Go(func() { a.events.Run(ctx) })
 	}
 	if !a.opts.NoControlSocket {
-		if stop, err := a.serveControl(bgCtx, cfg.CertDir); err != nil {
+		if stop, err := a.serveControl(ctx, cfg.CertDir); err != nil {
 			a.log.Warn("certagent renew cannot reach this daemon; it will wait for the lock instead", zap.Error(err))
 		} else {
-			defer stop()
+			stops.add(stop)
 		}
 	}
+	return in
+}
 
-	workers, err := a.startWorkers(ctx, jumps)
-	if err != nil {
-		return err
-	}
+// supervise runs until ctx ends: it kicks the workers when their inputs
+// change, reloads on SIGHUP, and tells the watchdog the daemon is alive
+// while no worker is stuck.
+func (a *Agent) supervise(ctx context.Context, in wakeups, reload <-chan struct{}, load func() (config.Config, error), stops *cleanups) {
 	var watchdog <-chan time.Time
 	if d := a.notifier.WatchdogInterval(); d > 0 {
 		t := a.clock.NewTicker(d / 2)
-		defer t.Stop()
+		stops.add(t.Stop)
 		watchdog = t.C()
 	}
-	inputs := a.inputs()
+	files := a.inputs()
 	hung := false
 	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
-		case <-events:
+		case <-in.events:
 			a.kickAll()
-		case <-poll:
-			if now := a.inputs(); now != inputs {
-				inputs = now
+		case <-in.poll:
+			if now := a.inputs(); now != files {
+				files = now
 				a.kickAll()
 			}
 		case <-reload:
-			a.reload(load)
+			a.Reload(load)
 		case <-watchdog:
 			if w, busy := a.hungWorker(); w != "" {
 				if !hung {
@@ -143,16 +199,6 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (Co
 			a.notifier.Watchdog()
 		}
 	}
-	a.log.Info("stopping")
-	a.notifier.Stopping()
-	done := make(chan struct{})
-	go func() { workers.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-a.clock.After(stopGrace):
-		a.log.Warn("workers did not stop in time")
-	}
-	return nil
 }
 
 // startWorkers starts one renewal loop per certificate.
@@ -195,7 +241,7 @@ type servingGate struct {
 var errServingOff = errors.New("serving certificates are turned off (serving.enabled: false)")
 
 func (g servingGate) Step(ctx context.Context, renew bool) (rotate.Result, error) {
-	if g.kind == bootstrap.Serving && !g.a.config().ServingEnabled() {
+	if g.kind == bootstrap.Serving && !g.a.Config().ServingEnabled() {
 		return rotate.Result{}, errServingOff
 	}
 	return g.inner.Step(ctx, renew)
@@ -213,7 +259,7 @@ func (a *Agent) kickAll() {
 // should take, and for how long.
 func (a *Agent) hungWorker() (string, time.Duration) {
 	limit := hungAfter
-	for _, h := range a.config().Hooks.PostRenew {
+	for _, h := range a.Config().Hooks.PostRenew {
 		t := h.Timeout.Duration
 		if t == 0 {
 			t = defaultHookTimeout
@@ -234,7 +280,7 @@ func (a *Agent) hungWorker() (string, time.Duration) {
 
 // inputs fingerprints the files a person may drop or replace.
 func (a *Agent) inputs() string {
-	cfg := a.config()
+	cfg := a.Config()
 	var b strings.Builder
 	for _, p := range []string{cfg.BootstrapKubeconfig, cfg.Kubeconfig,
 		bootstrap.CurrentPath(cfg.CertDir, bootstrap.Client), bootstrap.CurrentPath(cfg.CertDir, bootstrap.Serving)} {

@@ -2,14 +2,11 @@ package agent
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
-	"os"
-	"path/filepath"
-	"strings"
-	"time"
 
+	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/nodefault"
 	"github.com/certagent/certagent/rotate"
 )
 
@@ -33,8 +30,8 @@ func (t task) Step(ctx context.Context, renew bool) (rotate.Result, error) {
 	} else {
 		out, err = b.EnsureServing(ctx, renew)
 	}
-	cfg := t.a.config()
-	res := rotate.Result{Cert: certInfo(cfg.CertDir, t.kind, out.Leaf), Stored: out.Stored}
+	cfg := t.a.Config()
+	res := rotate.Result{Cert: observe.CertInfo(cfg.CertDir, t.kind, out.Leaf), Stored: out.Stored}
 	if out.Leaf != nil {
 		t.a.noteCertificate(t.kind, res.Cert)
 	}
@@ -44,30 +41,6 @@ func (t task) Step(ctx context.Context, renew bool) (rotate.Result, error) {
 		t.a.runDueHooks(t.ctx, t.kind, out.Leaf)
 	}
 	return res, err
-}
-
-// certInfo describes leaf, stored as kind's current certificate in certDir.
-func certInfo(certDir string, kind bootstrap.Kind, leaf *x509.Certificate) rotate.Cert {
-	if leaf == nil {
-		return rotate.Cert{}
-	}
-	return rotate.Cert{NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, Serial: leaf.SerialNumber.Bytes(), StoredAt: storedAt(certDir, kind)}
-}
-
-// storedAt is when the current certificate of kind was stored, from the name
-// of the dated file its link points to (zero if that says nothing, as for a
-// certificate another tool wrote).
-func storedAt(certDir string, kind bootstrap.Kind) time.Time {
-	target, err := os.Readlink(bootstrap.CurrentPath(certDir, kind))
-	if err != nil {
-		return time.Time{}
-	}
-	stamp := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(target), kind.FilePrefix()+"-"), ".pem")
-	t, err := time.Parse(bootstrap.TimestampLayout, stamp)
-	if err != nil {
-		return time.Time{}
-	}
-	return t
 }
 
 // classify sorts a step's error for the renewal loop.
@@ -85,8 +58,8 @@ func classify(err error) rotate.Class {
 	return rotate.NeedsPerson
 }
 
-// isNodeFault: err is a fault of the node itself (bootstrap.NodeFaultOf).
+// isNodeFault: err is a fault of the node itself (nodefault.Of).
 func isNodeFault(err error) bool {
-	_, ok := bootstrap.NodeFaultOf(err)
+	_, ok := nodefault.Of(err)
 	return ok
 }

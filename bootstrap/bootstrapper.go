@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 
+	"github.com/certagent/certagent/bootstrap/apiclient"
 	"github.com/certagent/certagent/internal/atomicfile"
 )
 
@@ -44,9 +45,17 @@ type Config struct {
 	Clock clock.Clock
 	// Logger receives structured progress; default a no-op logger.
 	Logger *zap.Logger
-	// NewCSRClient builds the CSR client for a credential; default NewCSRClient.
-	NewCSRClient func(*rest.Config) (CSRClient, error)
-	// CheckIdentity proves that a kubeconfig authenticates as the node; default CheckIdentity.
+	// Clients builds the API clients, one transport per credential; default
+	// a Clients of this Bootstrapper's own (NewClients).
+	Clients *apiclient.Clients
+	// NewCSRClient, if set, builds the CSR client for a credential instead
+	// of Clients (tests inject a fake API).
+	NewCSRClient func(*rest.Config) (apiclient.CSRClient, error)
+	// NewEventClient, if set, builds the Event client for the node's
+	// credential instead of Clients (tests inject a fake).
+	NewEventClient func(*rest.Config) (apiclient.EventClient, error)
+	// CheckIdentity, if set, proves that a kubeconfig authenticates as the
+	// node instead of a SelfSubjectReview over Clients.
 	CheckIdentity func(ctx context.Context, rc *rest.Config, node string) error
 	// OnWaiting, if set, hears when a CSR has been posted (or found) and is
 	// being waited on (csrName), and when the wait is over (csrName "").
@@ -101,13 +110,14 @@ func New(cfg Config) (*Bootstrapper, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	if cfg.NewCSRClient == nil {
-		cfg.NewCSRClient = NewCSRClient
+	if cfg.Clients == nil {
+		cfg.Clients = apiclient.NewClients()
 	}
-	if cfg.CheckIdentity == nil {
-		cfg.CheckIdentity = CheckIdentity
+	b := &Bootstrapper{cfg: cfg, log: cfg.Logger, discarding: map[Kind]chan struct{}{}}
+	if b.cfg.CheckIdentity == nil {
+		b.cfg.CheckIdentity = b.checkIdentity
 	}
-	return &Bootstrapper{cfg: cfg, log: cfg.Logger, discarding: map[Kind]chan struct{}{}}, nil
+	return b, nil
 }
 
 // Recover finishes what a crash interrupted: it removes temporary files left
@@ -131,6 +141,44 @@ func (b *Bootstrapper) ServingRequest() Request {
 	dns, ips := ServingSANs(b.cfg.NodeName, b.cfg.PrimaryIP(), b.cfg.ServingDNSNames, b.cfg.ServingIPs)
 	return Request{Kind: Serving, NodeName: b.cfg.NodeName, DNSNames: dns, IPAddresses: ips, ExpirationSeconds: b.cfg.ExpirationSeconds}
 }
+
+// csrClient is the CSR client of cred.
+func (b *Bootstrapper) csrClient(cred Credential) (apiclient.CSRClient, error) {
+	if b.cfg.NewCSRClient != nil {
+		return b.cfg.NewCSRClient(cred.Config)
+	}
+	forCredential := b.cfg.Clients.ForNode
+	if cred.Bootstrap {
+		forCredential = b.cfg.Clients.ForBootstrap
+	}
+	api, err := forCredential(cred.Config)
+	if err != nil {
+		return nil, err
+	}
+	return api.CSRs()
+}
+
+// NodeEventClient is the Event client of the node's own credential,
+// kubelet.conf as it is now.
+func (b *Bootstrapper) NodeEventClient() (apiclient.EventClient, error) {
+	node, err := b.LoadNode()
+	if err != nil {
+		return nil, fmt.Errorf("no node credential for events: %w", err)
+	}
+	if b.cfg.NewEventClient != nil {
+		return b.cfg.NewEventClient(node.Config)
+	}
+	api, err := b.cfg.Clients.ForNode(node.Config)
+	if err != nil {
+		return nil, err
+	}
+	return api.Events()
+}
+
+// CloseIdleConnections closes the idle connections of this Bootstrapper's
+// clients (Clients.CloseIdleConnections) and returns the number of
+// transports.
+func (b *Bootstrapper) CloseIdleConnections() int { return b.cfg.Clients.CloseIdleConnections() }
 
 // request builds the request of kind for this node.
 func (b *Bootstrapper) request(kind Kind) Request {

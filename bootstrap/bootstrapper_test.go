@@ -18,6 +18,9 @@ import (
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/certagent/certagent/bootstrap/apiclient"
+	"github.com/certagent/certagent/bootstrap/kubeconfig/kubeconfigtest"
 )
 
 // fixture is a node's directories, a bootstrap kubeconfig and a fake API.
@@ -33,8 +36,8 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	f := &fixture{t: t, dir: t.TempDir(), ca: newTestCA(t, "cluster-ca"), client: fake.NewClientset()}
-	writeFile(t, f.dir, "ca.crt", string(f.ca.certPEM))
-	writeFile(t, f.dir, "bootstrap-kubelet.conf", goodKubeconfig)
+	kubeconfigtest.WriteFile(t, f.dir, "ca.crt", string(f.ca.certPEM))
+	kubeconfigtest.WriteFile(t, f.dir, "bootstrap-kubelet.conf", kubeconfigtest.Bootstrap)
 	f.client.PrependReactor("create", "certificatesigningrequests", func(k8stesting.Action) (bool, runtime.Object, error) {
 		f.creates.Add(1)
 		return false, nil, nil
@@ -46,7 +49,7 @@ func newFixture(t *testing.T) *fixture {
 		BootstrapKubeconfigPath: filepath.Join(f.dir, "bootstrap-kubelet.conf"),
 		PrimaryIP:               func() net.IP { return net.ParseIP("10.0.0.7") },
 		Clock:                   clocktesting.NewFakeClock(time.Now()),
-		NewCSRClient: func(*rest.Config) (CSRClient, error) {
+		NewCSRClient: func(*rest.Config) (apiclient.CSRClient, error) {
 			return f.client.CertificatesV1().CertificateSigningRequests(), nil
 		},
 		CheckIdentity: func(context.Context, *rest.Config, string) error { return f.identity },

@@ -15,12 +15,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/cert"
+
+	"github.com/certagent/certagent/bootstrap/apiclient"
 )
 
 // ensureCSR creates the CSR for req signed by key under its deterministic
 // name, or adopts the one already there if it is ours (same signer, same
 // subject, same public key). It returns the object as the server has it.
-func ensureCSR(ctx context.Context, client CSRClient, req Request, key crypto.Signer) (*certificatesv1.CertificateSigningRequest, bool, error) {
+func ensureCSR(ctx context.Context, client apiclient.CSRClient, req Request, key crypto.Signer) (*certificatesv1.CertificateSigningRequest, bool, error) {
 	name, err := req.CSRName(key.Public())
 	if err != nil {
 		return nil, false, err

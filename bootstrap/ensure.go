@@ -2,7 +2,6 @@ package bootstrap
 
 import (
 	"context"
-	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -10,8 +9,8 @@ import (
 	"path/filepath"
 
 	"go.uber.org/zap"
-	"k8s.io/client-go/rest"
 
+	"github.com/certagent/certagent/bootstrap/kubeconfig"
 	"github.com/certagent/certagent/internal/failpoint"
 )
 
@@ -82,7 +81,7 @@ func (b *Bootstrapper) bootstrap(ctx context.Context, reason error) (StepResult,
 	if errors.Is(reason, os.ErrNotExist) {
 		reason = fmt.Errorf("%s does not exist", b.cfg.KubeconfigPath)
 	}
-	boot, err := LoadBootstrapKubeconfig(b.cfg.BootstrapKubeconfigPath, b.cfg.AllowInsecureBootstrap)
+	boot, err := kubeconfig.LoadBootstrap(b.cfg.BootstrapKubeconfigPath, b.cfg.AllowInsecureBootstrap)
 	if errors.Is(err, os.ErrNotExist) {
 		return StepResult{}, fmt.Errorf("%w: %w, and there is no bootstrap kubeconfig at %s: write a bootstrap-token kubeconfig there (see the README)", ErrNoCredentials, reason, b.cfg.BootstrapKubeconfigPath)
 	}
@@ -171,7 +170,7 @@ func (b *Bootstrapper) removeBootstrap() error {
 	path := b.cfg.BootstrapKubeconfigPath
 	// First the token file it names, if any: a crash in between leaves the
 	// kubeconfig, whose removal is redone at the next start.
-	if tf := bootstrapTokenFile(path); tf != "" {
+	if tf := kubeconfig.TokenFile(path); tf != "" {
 		if ti, err := os.Lstat(tf); err == nil && ti.Mode().IsRegular() {
 			if err := os.Remove(tf); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("removing %s, the token file of the bootstrap kubeconfig %s: %w", tf, path, err)
@@ -199,99 +198,6 @@ func (b *Bootstrapper) removeBootstrap() error {
 	// No directory fsync: kubelet.conf is already durable, and a removal lost
 	// in a crash is redone at the next start.
 	return nil
-}
-
-// storedUsable returns kind's current certificate if it would pass the
-// checks an issued one must pass now: our key, this node, the right usage and
-// names, valid now, and chained to the CA of rc (or issuerCAFile). A
-// certificate of another cluster (rebuilt, CA replaced) is not usable. The
-// verdict for unchanged files and request is remembered; validity is checked
-// against the clock every time.
-func (b *Bootstrapper) storedUsable(kind Kind, rc *rest.Config) *x509.Certificate {
-	req := b.request(kind) // the serving request looks up the primary IP: once
-	key, err := b.usableKey(kind, rc, req)
-	if err != nil {
-		return nil
-	}
-	b.mu.Lock()
-	cached, ok := b.usable[kind]
-	b.mu.Unlock()
-	if ok && cached.key == key {
-		if cached.leaf == nil || !b.usableNow(cached.leaf) {
-			return nil
-		}
-		return cached.leaf
-	}
-	leaf := b.verifyStored(CurrentPath(b.cfg.CertDir, kind), kind, req, rc)
-	b.setUsable(kind, key, leaf)
-	return leaf
-}
-
-// usableKey is what a storedUsable verdict depends on: the files, the CA
-// and the request.
-func (b *Bootstrapper) usableKey(kind Kind, rc *rest.Config, req Request) (string, error) {
-	key, err := filesKey(CurrentPath(b.cfg.CertDir, kind), rc.CAFile, b.cfg.IssuerCAFile)
-	if err != nil {
-		return "", err
-	}
-	return key + fmt.Sprintf("%x|%v|%v", rc.CAData, req.DNSNames, req.IPAddresses), nil
-}
-
-// rememberUsable records that leaf, just verified and stored as kind's
-// current certificate with the credential rc, is usable.
-func (b *Bootstrapper) rememberUsable(kind Kind, rc *rest.Config, leaf *x509.Certificate) {
-	if key, err := b.usableKey(kind, rc, b.request(kind)); err == nil {
-		b.setUsable(kind, key, leaf)
-	}
-}
-
-// setUsable records storedUsable's verdict (leaf, or nil: not usable) for key.
-func (b *Bootstrapper) setUsable(kind Kind, key string, leaf *x509.Certificate) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.usable == nil {
-		b.usable = map[Kind]usableCache{}
-	}
-	b.usable[kind] = usableCache{key: key, leaf: leaf}
-}
-
-// usableCache is storedUsable's last verdict and what it was about.
-type usableCache struct {
-	key  string
-	leaf *x509.Certificate // nil: not usable whatever the time
-}
-
-// verifyStored runs VerifyIssued on the certificate at path. A certificate
-// that fails only because it is not valid now is remembered as usable: the
-// clock is checked at every call.
-func (b *Bootstrapper) verifyStored(path string, kind Kind, req Request, rc *rest.Config) *x509.Certificate {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil
-	}
-	pair, err := LoadPair(path)
-	if err != nil {
-		return nil
-	}
-	key, ok := pair.PrivateKey.(crypto.Signer)
-	if !ok {
-		return nil
-	}
-	roots, err := caPool(rc, b.cfg.IssuerCAFile)
-	if err != nil {
-		return nil
-	}
-	// Verified at the certificate's own start, so that the verdict does not
-	// depend on the time; ValidAt is checked against the clock by the caller.
-	at := pair.Leaf.NotBefore
-	if now := b.cfg.Clock.Now(); now.After(at) && now.Before(pair.Leaf.NotAfter) {
-		at = now
-	}
-	leaf, err := VerifyIssued(data, key, req, VerifyOptions{Roots: roots, Now: at, Skew: b.cfg.Skew})
-	if err != nil {
-		return nil
-	}
-	return leaf
 }
 
 // AcceptedNode returns kubelet.conf if its client certificate is valid and

@@ -21,6 +21,10 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/cert"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/certagent/certagent/bootstrap/apiclient"
+	"github.com/certagent/certagent/bootstrap/kubeconfig"
+	"github.com/certagent/certagent/bootstrap/kubeconfig/kubeconfigtest"
 )
 
 // TestSymlinkedBootstrapKubeconfigIsRemovedWithItsTarget: cloud-init or an
@@ -63,8 +67,8 @@ func TestBootstrapTokenFileIsRemovedWithTheKubeconfig(t *testing.T) {
 		if !proofOK {
 			f.identity = errors.New("unreachable")
 		}
-		token := writeFile(t, f.dir, "token", "abcdef.0123456789abcdef\n")
-		writeFile(t, f.dir, "bootstrap-kubelet.conf", strings.Replace(goodKubeconfig, "token: abcdef.0123456789abcdef", "tokenFile: token", 1))
+		token := kubeconfigtest.WriteFile(t, f.dir, "token", "abcdef.0123456789abcdef\n")
+		kubeconfigtest.WriteFile(t, f.dir, "bootstrap-kubelet.conf", strings.Replace(kubeconfigtest.Bootstrap, "token: abcdef.0123456789abcdef", "tokenFile: token", 1))
 		_, err := f.bootstrapper().EnsureClient(context.Background(), false)
 		if (err == nil) != proofOK {
 			t.Fatalf("EnsureClient: %v", err)
@@ -94,7 +98,7 @@ func TestSymlinkedKubeletConfIsWrittenThrough(t *testing.T) {
 	if err != nil || fi.Mode()&os.ModeSymlink == 0 {
 		t.Fatalf("kubelet.conf is no longer a symlink: %v %v", fi.Mode(), err)
 	}
-	if _, err := LoadKubeletKubeconfig(target); err != nil {
+	if _, err := kubeconfig.LoadKubelet(target); err != nil {
 		t.Fatalf("the link's target: %v", err)
 	}
 }
@@ -136,7 +140,7 @@ func TestCSRNameTakenByAnotherKeyStartsOver(t *testing.T) {
 // closingWatcher is a CSR client whose watches end at once without news,
 // like an API server that keeps dropping connections.
 type closingWatcher struct {
-	CSRClient
+	apiclient.CSRClient
 	csr     *certificatesv1.CertificateSigningRequest
 	lists   atomic.Int32
 	watches atomic.Int32

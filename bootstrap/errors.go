@@ -62,7 +62,7 @@ var ErrNoCredentials = errors.New("no credentials")
 // unreachable, overloaded or restarting, or a CSR deleted under us.
 // Rejected credentials, missing permissions, TLS trust failures and bad files
 // are not: they need a person; nor are faults of the node's own disk or file
-// descriptors (NodeFaultOf).
+// descriptors (nodefault.Of).
 func IsTransient(err error) bool {
 	if err == nil {
 		return false

@@ -15,12 +15,19 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/certagent/certagent/bootstrap/kubeconfig"
 )
 
-// CheckIdentity asks the API server who rc authenticates as (a
-// SelfSubjectReview) and requires system:node:<node> in group system:nodes.
-func CheckIdentity(ctx context.Context, rc *rest.Config, node string) error {
-	review, err := selfSubjectReview(ctx, rc)
+// checkIdentity asks the API server who rc, the node's credential,
+// authenticates as (a SelfSubjectReview) and requires system:node:<node> in
+// group system:nodes.
+func (b *Bootstrapper) checkIdentity(ctx context.Context, rc *rest.Config, node string) error {
+	api, err := b.cfg.Clients.ForNode(rc)
+	if err != nil {
+		return fmt.Errorf("asking the API server who kubelet.conf authenticates as: %w", err)
+	}
+	review, err := api.SelfSubjectReview(ctx)
 	if err != nil {
 		return fmt.Errorf("asking the API server who kubelet.conf authenticates as: %w", err)
 	}
@@ -90,7 +97,7 @@ type Credential struct {
 
 func (n *Node) credential(path string) Credential { return Credential{Config: n.Config, Path: path} }
 
-// LoadNode reads kubelet.conf as the kubelet does (loadAsKubelet) and
+// LoadNode reads kubelet.conf as the kubelet does (kubeconfig.LoadAsKubelet) and
 // requires a client certificate for this node that is valid now. A missing
 // kubelet.conf wraps os.ErrNotExist; a certificate of another node wraps
 // ErrOtherNode. Files that have not changed since the last call (same
@@ -106,7 +113,7 @@ func (b *Bootstrapper) LoadNode() (*Node, error) {
 	cached := b.node
 	b.mu.Unlock()
 	if cached.kc == nil || cached.key != key {
-		kc, err := loadAsKubelet(b.cfg.KubeconfigPath)
+		kc, err := kubeconfig.LoadAsKubelet(b.cfg.KubeconfigPath)
 		if err != nil {
 			return nil, err
 		}
@@ -183,10 +190,10 @@ func (e *OtherNodeError) Is(target error) bool { return target == ErrOtherNode }
 
 // nodeCache is the last parsed kubelet.conf and the stat of the files it came from.
 type nodeCache struct {
-	key  string      // of kubelet.conf
-	kc   *Kubeconfig // kubelet.conf parsed
-	raw  []byte      // kubelet.conf's bytes
-	deps string      // of the certificate and CA files it references
+	key  string           // of kubelet.conf
+	kc   *kubeconfig.File // kubelet.conf parsed
+	raw  []byte           // kubelet.conf's bytes
+	deps string           // of the certificate and CA files it references
 	node *Node
 }
 

@@ -6,68 +6,15 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-)
 
-// TestKubeletClusterDecidesEveryField: every field of client-go's
-// clientcmdapi.Cluster is decided (carried into kubelet.conf, or why not),
-// and a field client-go adds fails this test until it is.
-func TestKubeletClusterDecidesEveryField(t *testing.T) {
-	decided := map[string]string{
-		"LocationOfOrigin":         "not serialized: where clientcmd read the entry",
-		"Server":                   "carried",
-		"TLSServerName":            "carried",
-		"InsecureSkipTLSVerify":    "carried",
-		"CertificateAuthority":     "carried, made absolute",
-		"CertificateAuthorityData": "carried",
-		"ProxyURL":                 "carried",
-		"DisableCompression":       "carried",
-		"Extensions":               "carried",
-	}
-	typ := reflect.TypeFor[clientcmdapi.Cluster]()
-	for i := range typ.NumField() {
-		if _, ok := decided[typ.Field(i).Name]; !ok {
-			t.Errorf("clientcmdapi.Cluster.%s is new: decide whether kubelet.conf carries it (kubeletCluster) and add it here", typ.Field(i).Name)
-		}
-	}
-	src := &clientcmdapi.Cluster{
-		LocationOfOrigin:         "/etc/kubernetes/bootstrap-kubelet.conf",
-		Server:                   "https://api.example:6443",
-		TLSServerName:            "kubernetes.default",
-		InsecureSkipTLSVerify:    true,
-		CertificateAuthority:     "/etc/kubernetes/pki/ca.crt",
-		CertificateAuthorityData: []byte("ca data"),
-		ProxyURL:                 "http://proxy.example:3128",
-		DisableCompression:       true,
-		Extensions:               map[string]runtime.Object{"example.com/x": &runtime.Unknown{Raw: []byte(`{"a":1}`)}},
-	}
-	got, err := kubeletCluster(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, w := reflect.ValueOf(got).Elem(), reflect.ValueOf(src).Elem()
-	for i := range typ.NumField() {
-		name := typ.Field(i).Name
-		carried := reflect.DeepEqual(v.Field(i).Interface(), w.Field(i).Interface())
-		if want := strings.HasPrefix(decided[name], "carried"); carried != want {
-			t.Errorf("%s: carried %v, decided %q", name, carried, decided[name])
-		}
-	}
-	t.Run("relative CA path made absolute", func(t *testing.T) {
-		got, err := kubeletCluster(&clientcmdapi.Cluster{Server: "https://a", CertificateAuthority: "ca.crt"})
-		if err != nil || !filepath.IsAbs(got.CertificateAuthority) {
-			t.Fatalf("CA %q, %v", got.CertificateAuthority, err)
-		}
-	})
-}
+	"github.com/certagent/certagent/bootstrap/kubeconfig"
+	"github.com/certagent/certagent/bootstrap/kubeconfig/kubeconfigtest"
+)
 
 // provisionerKubeconfig is a bootstrap kubeconfig as provisioners write them:
 // several contexts, the API server reached through a proxy at a name its
@@ -124,9 +71,9 @@ func TestKubeletConfConnectsAsTheBootstrapDid(t *testing.T) {
 	for _, proofOK := range []bool{true, false} {
 		t.Run(map[bool]string{true: "proof succeeds", false: "proof fails"}[proofOK], func(t *testing.T) {
 			f := newFixture(t)
-			writeFile(t, f.dir, "bootstrap-kubelet.conf", provisionerKubeconfig)
+			kubeconfigtest.WriteFile(t, f.dir, "bootstrap-kubelet.conf", provisionerKubeconfig)
 			f.autoApprove()
-			boot, err := LoadBootstrapKubeconfig(f.cfg.BootstrapKubeconfigPath, false)
+			boot, err := kubeconfig.LoadBootstrap(f.cfg.BootstrapKubeconfigPath, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -206,7 +153,7 @@ func TestRenamedNodeBootstrapsAgain(t *testing.T) {
 		}
 	})
 	t.Run("a bootstrap kubeconfig dropped in", func(t *testing.T) {
-		writeFile(t, f.dir, "bootstrap-kubelet.conf", goodKubeconfig)
+		kubeconfigtest.WriteFile(t, f.dir, "bootstrap-kubelet.conf", kubeconfigtest.Bootstrap)
 		b := f.bootstrapper()
 		res, err := b.EnsureClient(context.Background(), false)
 		if err != nil || !res.Stored {
@@ -237,7 +184,7 @@ func TestAPIServerNamingAnotherNodeBootstrapsAgain(t *testing.T) {
 	if _, err := f.bootstrapper().EnsureClient(context.Background(), false); !errors.Is(err, ErrIdentityRejected) {
 		t.Fatalf("without a bootstrap kubeconfig: %v, want ErrIdentityRejected", err)
 	}
-	writeFile(t, f.dir, "bootstrap-kubelet.conf", goodKubeconfig)
+	kubeconfigtest.WriteFile(t, f.dir, "bootstrap-kubelet.conf", kubeconfigtest.Bootstrap)
 	before := f.creates.Load()
 	calls := 0
 	f.cfg.CheckIdentity = func(context.Context, *rest.Config, string) error {

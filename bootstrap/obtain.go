@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -71,47 +72,81 @@ func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential) (
 	}
 	// The key's fate, decided in this one place from how the attempt ended.
 	posted := false
-	defer func() {
-		if keyFate(err, fresh, posted) != discardKey {
-			return
-		}
-		discard := func() {
-			if derr := discardPendingKey(b.cfg.CertDir, kind); derr != nil {
-				log.Warn("discarding the pending key", zap.Error(derr))
-			}
-			failpoint.Inject("obtain.key-discarded")
-		}
-		if err != nil {
-			discard()
-			return
-		}
-		// Stored: the key lives in the certificate file now, and its removal
-		// (a slow unlink where the file system discards freed blocks) need
-		// not hold up kubelet.conf and the proof; the step waits for it
-		// before it returns (settle).
-		done := make(chan struct{})
-		b.mu.Lock()
-		b.discarding[kind] = done
-		b.mu.Unlock()
-		go func() {
-			defer close(done)
-			discard()
-		}()
-	}()
+	defer func() { b.settleKey(kind, keyFate(err, fresh, posted), err == nil, log) }()
 	failpoint.Inject("obtain.key-ready")
 	req := b.request(kind)
-	client, err := b.cfg.NewCSRClient(cred.Config)
-	if err != nil {
-		return nil, fmt.Errorf("building client for %s: %w", cred.Path, err)
+	csrName, certPEM, err := b.postAndWait(ctx, req, cred, key, &posted, log)
+	if csrName != "" {
+		log = csrLog(log, req, csrName) // the key's fate and the store are told with the CSR
 	}
-	action := fmt.Sprintf("requesting the %s certificate", kind)
+	if err != nil {
+		return nil, err
+	}
+	failpoint.Inject("obtain.issued")
+	now := b.cfg.Clock.Now()
+	leaf, err = VerifyIssued(certPEM, key, req, VerifyOptions{Roots: roots, Now: now, Skew: b.cfg.Skew})
+	if err != nil {
+		return nil, &refusedError{csr: csrName, err: err}
+	}
+	path, err := b.store(kind, certPEM, keyPEM, now)
+	if err != nil {
+		return nil, err
+	}
+	b.rememberUsable(kind, cred.Config, leaf) // just verified: the next step need not verify it again
+	log.Info("certificate stored", zap.String("path", path), zap.Time("not_after", leaf.NotAfter), zap.String("serial", leaf.SerialNumber.Text(16)))
+	if removed, err := Prune(b.cfg.CertDir, kind, b.cfg.Keep); err != nil {
+		log.Warn("pruning old certificates", zap.Error(err))
+	} else if len(removed) > 0 {
+		log.Info("pruned old certificates", zap.Strings("removed", removed))
+	}
+	return leaf, nil
+}
+
+// settleKey carries out the pending key's fate once the attempt is over. A
+// key discarded because its certificate was stored lives in the certificate
+// file now, and its removal (a slow unlink where the file system discards
+// freed blocks) need not hold up kubelet.conf and the proof: it runs in the
+// background, and the step waits for it before it returns (settle).
+func (b *Bootstrapper) settleKey(kind Kind, f fate, stored bool, log *zap.Logger) {
+	if f != discardKey {
+		return
+	}
+	discard := func() {
+		if derr := discardPendingKey(b.cfg.CertDir, kind); derr != nil {
+			log.Warn("discarding the pending key", zap.Error(derr))
+		}
+		failpoint.Inject("obtain.key-discarded")
+	}
+	if !stored {
+		discard()
+		return
+	}
+	done := make(chan struct{})
+	b.mu.Lock()
+	b.discarding[kind] = done
+	b.mu.Unlock()
+	go func() {
+		defer close(done)
+		discard()
+	}()
+}
+
+// postAndWait posts req's CSR with cred (or finds ours from an earlier
+// attempt) and waits by watch until it is issued. It sets posted once the CSR
+// exists on the server.
+func (b *Bootstrapper) postAndWait(ctx context.Context, req Request, cred Credential, key crypto.Signer, posted *bool, log *zap.Logger) (csrName string, certPEM []byte, err error) {
+	kind := req.Kind
+	client, err := b.csrClient(cred)
+	if err != nil {
+		return "", nil, fmt.Errorf("building client for %s: %w", cred.Path, err)
+	}
 	csr, created, err := ensureCSR(ctx, client, req, key)
 	if err != nil {
-		return nil, explainAPIError(err, action, cred, b.cfg.BootstrapKubeconfigPath)
+		return "", nil, explainAPIError(err, fmt.Sprintf("requesting the %s certificate", kind), cred, b.cfg.BootstrapKubeconfigPath)
 	}
-	posted = true
+	*posted = true
 	failpoint.Inject("obtain.csr-posted")
-	log = log.With(zap.String("csr", csr.Name), zap.String("signer", req.Kind.Signer()))
+	log = csrLog(log, req, csr.Name)
 	if created {
 		log.Info("posted certificate signing request", zap.Strings("dns_names", req.DNSNames), zap.Strings("ip_addresses", ipStrings(req.IPAddresses)))
 	} else {
@@ -124,35 +159,33 @@ func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential) (
 		log.Info("waiting for the CSR to be approved and issued")
 	}
 	b.waiting(kind, csr.Name)
-	certPEM, err := waitForCertificate(ctx, b.cfg.Clock, client, csr)
+	certPEM, err = waitForCertificate(ctx, b.cfg.Clock, client, csr)
 	b.waiting(kind, "")
 	if err != nil {
-		return nil, explainAPIError(err, fmt.Sprintf("waiting for the %s certificate", kind), cred, b.cfg.BootstrapKubeconfigPath)
+		return csr.Name, nil, explainAPIError(err, fmt.Sprintf("waiting for the %s certificate", kind), cred, b.cfg.BootstrapKubeconfigPath)
 	}
-	failpoint.Inject("obtain.issued")
-	now := b.cfg.Clock.Now()
-	leaf, err = VerifyIssued(certPEM, key, req, VerifyOptions{Roots: roots, Now: now, Skew: b.cfg.Skew})
-	if err != nil {
-		return nil, &refusedError{csr: csr.Name, err: err}
-	}
+	return csr.Name, certPEM, nil
+}
+
+// csrLog is log with the fields that name the CSR name of req.
+func csrLog(log *zap.Logger, req Request, name string) *zap.Logger {
+	return log.With(zap.String("csr", name), zap.String("signer", req.Kind.Signer()))
+}
+
+// store writes the verified certificate of kind with its key, after
+// BeforeStore (which may refuse), and returns its path.
+func (b *Bootstrapper) store(kind Kind, certPEM, keyPEM []byte, now time.Time) (string, error) {
 	if b.cfg.BeforeStore != nil {
 		if err := b.cfg.BeforeStore(kind); err != nil {
-			return nil, err
+			return "", err
 		}
 	}
 	path, err := storeCertificate(b.cfg.CertDir, kind, certPEM, keyPEM, now)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	failpoint.Inject("obtain.stored")
-	b.rememberUsable(kind, cred.Config, leaf) // just verified: the next step need not verify it again
-	log.Info("certificate stored", zap.String("path", path), zap.Time("not_after", leaf.NotAfter), zap.String("serial", leaf.SerialNumber.Text(16)))
-	if removed, err := Prune(b.cfg.CertDir, kind, b.cfg.Keep); err != nil {
-		log.Warn("pruning old certificates", zap.Error(err))
-	} else if len(removed) > 0 {
-		log.Info("pruned old certificates", zap.Strings("removed", removed))
-	}
-	return leaf, nil
+	return path, nil
 }
 
 func (b *Bootstrapper) waiting(kind Kind, csr string) {

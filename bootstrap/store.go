@@ -11,6 +11,9 @@ import (
 	"strings"
 	"time"
 
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/certagent/certagent/bootstrap/kubeconfig"
 	"github.com/certagent/certagent/internal/failpoint"
 
 	"github.com/certagent/certagent/internal/atomicfile"
@@ -186,4 +189,27 @@ func datedFiles(certDir string, kind Kind) ([]string, error) {
 	}
 	sort.Sort(sort.Reverse(sort.StringSlice(dated))) // newest first
 	return dated, nil
+}
+
+// writeKubeletKubeconfig writes kubelet.conf for cluster atomically (through
+// a symlink: the link stays and its target is replaced).
+func (b *Bootstrapper) writeKubeletKubeconfig(cluster *clientcmdapi.Cluster) error {
+	data, err := kubeconfig.EncodeKubelet(cluster, CurrentPath(b.cfg.CertDir, Client))
+	if err != nil {
+		return err
+	}
+	target, err := kubeconfig.LinkTarget(b.cfg.KubeconfigPath)
+	if err != nil {
+		return err
+	}
+	if err := CheckDirSafe(filepath.Dir(target)); err != nil {
+		return err
+	}
+	if err := atomicfile.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return fmt.Errorf("creating directory for %s: %w", target, err)
+	}
+	if err := atomicfile.WriteFile(target, data, 0o600); err != nil {
+		return fmt.Errorf("writing kubeconfig %s: %w", target, err)
+	}
+	return nil
 }

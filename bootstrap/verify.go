@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"slices"
 	"time"
+
+	"k8s.io/client-go/rest"
 )
 
 // ErrIssuedExpired means the API server handed back a certificate that has
@@ -128,4 +131,62 @@ func ipStrings(ips []net.IP) []string {
 		out[i] = ip.String()
 	}
 	return out
+}
+
+// ClientCertificate returns the leaf client certificate a rest config uses.
+func ClientCertificate(rc *rest.Config) (*x509.Certificate, error) {
+	_, leaf, err := clientCertificate(rc)
+	return leaf, err
+}
+
+// clientCertificate returns the PEM a rest config's client certificate comes
+// from and its leaf.
+func clientCertificate(rc *rest.Config) ([]byte, *x509.Certificate, error) {
+	data := rc.CertData
+	if len(data) == 0 && rc.CertFile != "" {
+		var err error
+		if data, err = os.ReadFile(rc.CertFile); err != nil {
+			return nil, nil, fmt.Errorf("reading client certificate: %w", err)
+		}
+	}
+	if len(data) == 0 {
+		return nil, nil, errors.New("the kubeconfig has no client certificate")
+	}
+	certs, err := ParseCertificates(data)
+	if err != nil {
+		return nil, nil, err
+	}
+	return data, certs[0], nil
+}
+
+// caPool returns the CAs an issued certificate must chain to: issuerCAFile if
+// set, else the cluster CA of the kubeconfig it was asked for with.
+func caPool(rc *rest.Config, issuerCAFile string) (*x509.CertPool, error) {
+	var data []byte
+	var src string
+	switch {
+	case issuerCAFile != "":
+		src = issuerCAFile
+	case len(rc.CAData) > 0:
+		data, src = rc.CAData, "certificate-authority-data"
+	case rc.CAFile != "":
+		src = rc.CAFile
+	default:
+		return nil, errors.New("the kubeconfig names no certificate authority to verify issued certificates against: set issuerCAFile in the certagent config")
+	}
+	if data == nil {
+		var err error
+		if data, err = os.ReadFile(src); err != nil {
+			return nil, fmt.Errorf("reading issuer CA: %w", err)
+		}
+	}
+	certs, err := ParseCertificates(data)
+	if err != nil {
+		return nil, fmt.Errorf("reading issuer CA from %s: %w", src, err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return pool, nil
 }

@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/clock"
+
+	"github.com/certagent/certagent/bootstrap/apiclient"
 )
 
 // waitForCertificate watches the CSR name (uid) until it is approved and
@@ -26,43 +28,27 @@ import (
 //
 // seen is the object as last read (from Create or Get): the first watch
 // starts at its resource version, which saves a list round trip.
-func waitForCertificate(ctx context.Context, clk clock.Clock, client CSRClient, seen *certificatesv1.CertificateSigningRequest) ([]byte, error) {
-	name, uid := seen.Name, seen.UID
-	if certPEM, done, err := issued(seen, uid); done || err != nil {
+func waitForCertificate(ctx context.Context, clk clock.Clock, client apiclient.CSRClient, seen *certificatesv1.CertificateSigningRequest) ([]byte, error) {
+	if certPEM, done, err := issued(seen, seen.UID); done || err != nil {
 		return certPEM, err
 	}
-	selector := fields.OneTermEqualSelector("metadata.name", name).String()
+	cw := csrWatch{client: client, name: seen.Name, uid: seen.UID,
+		selector: fields.OneTermEqualSelector("metadata.name", seen.Name).String()}
 	rv := seen.ResourceVersion
 	pause := time.Duration(0)
 	for {
 		if rv == "" {
-			list, err := client.List(ctx, metav1.ListOptions{FieldSelector: selector})
-			if err != nil {
-				return nil, fmt.Errorf("reading CSR %s: %w", name, err)
-			}
-			// The field selector already filters; checking the name as well keeps
-			// this correct against servers (and fakes) that ignore it.
-			i := slices.IndexFunc(list.Items, func(c certificatesv1.CertificateSigningRequest) bool { return c.Name == name })
-			if i < 0 {
-				return nil, &CSRError{Name: name, Outcome: OutcomeDeleted}
-			}
-			if certPEM, done, err := issued(&list.Items[i], uid); done || err != nil {
+			var certPEM []byte
+			var done bool
+			var err error
+			if rv, certPEM, done, err = cw.list(ctx); done || err != nil {
 				return certPEM, err
 			}
-			rv = list.ResourceVersion
 		}
-		wctx, cancel := context.WithTimeout(ctx, WatchTimeout+30*time.Second) // a server that stops talking
 		began := clk.Now()
-		w, err := client.Watch(wctx, metav1.ListOptions{FieldSelector: selector, ResourceVersion: rv})
+		res, err := cw.watch(ctx, rv)
 		if err != nil {
-			cancel()
-			return nil, fmt.Errorf("watching CSR %s: %w", name, err)
-		}
-		res := consume(wctx, w, uid, name)
-		w.Stop()
-		cancel()
-		if res.err != nil && ctx.Err() == nil && errors.Is(res.err, context.DeadlineExceeded) {
-			res.err = nil // only the watch's own bound ended
+			return nil, err
 		}
 		if res.cert != nil || res.err != nil {
 			return res.cert, res.err
@@ -75,15 +61,7 @@ func waitForCertificate(ctx context.Context, clk clock.Clock, client CSRClient, 
 		}
 		// Resume at once after a watch that lasted or brought news; after
 		// one that ended at once, wait longer each time.
-		switch {
-		case res.events > 0 || clk.Since(began) >= time.Minute:
-			pause = 0
-		case pause == 0:
-			pause = 200 * time.Millisecond
-		default:
-			pause = min(2*pause, 30*time.Second)
-		}
-		if pause == 0 {
+		if pause = nextPause(pause, res.events > 0 || clk.Since(began) >= time.Minute); pause == 0 {
 			continue
 		}
 		t := clk.NewTimer(pause)
@@ -94,6 +72,63 @@ func waitForCertificate(ctx context.Context, clk clock.Clock, client CSRClient, 
 		case <-t.C():
 		}
 	}
+}
+
+// nextPause is the pause before the next watch: none after one that lasted
+// or brought news (fruitful), else 200 ms doubling to 30 s.
+func nextPause(pause time.Duration, fruitful bool) time.Duration {
+	switch {
+	case fruitful:
+		return 0
+	case pause == 0:
+		return 200 * time.Millisecond
+	}
+	return min(2*pause, 30*time.Second)
+}
+
+// csrWatch is the CSR name (uid) waitForCertificate waits on.
+type csrWatch struct {
+	client   apiclient.CSRClient
+	name     string
+	uid      types.UID
+	selector string // metadata.name=name
+}
+
+// list reads the CSR afresh: the certificate if it is issued (done), an
+// error if it never will be, else the resource version to watch from.
+func (cw csrWatch) list(ctx context.Context) (rv string, certPEM []byte, done bool, err error) {
+	list, err := cw.client.List(ctx, metav1.ListOptions{FieldSelector: cw.selector})
+	if err != nil {
+		return "", nil, false, fmt.Errorf("reading CSR %s: %w", cw.name, err)
+	}
+	// The field selector already filters; checking the name as well keeps
+	// this correct against servers (and fakes) that ignore it.
+	i := slices.IndexFunc(list.Items, func(c certificatesv1.CertificateSigningRequest) bool { return c.Name == cw.name })
+	if i < 0 {
+		return "", nil, false, &CSRError{Name: cw.name, Outcome: OutcomeDeleted}
+	}
+	if certPEM, done, err := issued(&list.Items[i], cw.uid); done || err != nil {
+		return "", certPEM, done, err
+	}
+	return list.ResourceVersion, nil, false, nil
+}
+
+// watch watches the CSR from rv until it is issued, can never be, or the
+// watch ends; a watch is bounded (a server that stops talking), and its own
+// bound ending is no error.
+func (cw csrWatch) watch(ctx context.Context, rv string) (watchResult, error) {
+	wctx, cancel := context.WithTimeout(ctx, apiclient.WatchTimeout+30*time.Second)
+	defer cancel()
+	w, err := cw.client.Watch(wctx, metav1.ListOptions{FieldSelector: cw.selector, ResourceVersion: rv})
+	if err != nil {
+		return watchResult{}, fmt.Errorf("watching CSR %s: %w", cw.name, err)
+	}
+	res := consume(wctx, w, cw.uid, cw.name)
+	w.Stop()
+	if res.err != nil && ctx.Err() == nil && errors.Is(res.err, context.DeadlineExceeded) {
+		res.err = nil // only the watch's own bound ended
+	}
+	return res, nil
 }
 
 // watchResult is how one watch ended.

@@ -1,5 +1,5 @@
 // Package rotate decides when a certificate is renewed and keeps one
-// certificate's renewal loop: the deadline and back-off arithmetic (pure
+// certificate's renewal loop (node side): the deadline and back-off arithmetic (pure
 // functions, table-tested), the wall-clock sleep that survives a suspend or a
 // clock step, and Loop, the state machine that waits for the deadline, asks
 // its Task to obtain a certificate, backs off after failures and listens for

@@ -148,22 +148,25 @@ func (l *Loop) Request(ctx context.Context, force bool) <-chan Outcome {
 	return reply
 }
 
+// loopState is what Run carries from one step to the next.
+type loopState struct {
+	cur        Cert      // the certificate in place, as last reported
+	lastStored time.Time // when this process last stored or renewed it
+	failures   int
+	due        bool // the last step found the certificate due: renew next
+}
+
 // Run steps and sleeps until ctx ends.
 func (l *Loop) Run(ctx context.Context) {
 	c := l.cfg
-	var (
-		cur        Cert      // the certificate in place, as last reported
-		lastStored time.Time // when this process last stored or renewed it
-		failures   int
-		due        bool // the last step found the certificate due: renew next
-		pending    []request
-	)
+	var st loopState
+	var pending []request
 	for ctx.Err() == nil {
 		forced := false
 		for _, r := range pending {
 			forced = forced || r.force
 		}
-		renew := forced || due
+		renew := forced || st.due
 		c.Live.Set(Busy, c.Clock.Now())
 		res, err := c.Task.Step(ctx, renew)
 		if ctx.Err() != nil {
@@ -174,60 +177,70 @@ func (l *Loop) Run(ctx context.Context) {
 		}
 		now := c.Clock.Now()
 		if res.Cert.Known() {
-			cur = res.Cert
+			st.cur = res.Cert
 		}
 		if res.Stored || (renew && err == nil) {
-			lastStored = now
+			st.lastStored = now
 		}
 		out := Outcome{Result: res, Err: err, Class: c.Classify(err), Renew: renew, Forced: forced}
-		interrupt := func() bool { return true }
-		due = false
-		switch out.Class {
-		case Done:
-			failures = 0
-			known := cur
-			if lastStored.After(known.StoredAt) {
-				known.StoredAt = lastStored.Round(0)
-			}
-			out.Next = c.Policy().NextRenewal(known)
-			if WallUntil(now, out.Next) <= 0 {
-				due = true // found due: renew right away
-			}
-		case Blocked:
-			failures = 0
-			out.Next = now.Add(PollDelay(c.Poll, c.Rand())).Round(0)
-		default:
-			failures++
-			b := DefaultBackoff
-			switch out.Class {
-			case NeedsPerson:
-				b = PermanentBackoff
-			case NodeFault:
-				b = NodeFaultBackoff
-			}
-			delay := b.After(failures, c.RetryAfter(err), c.Rand())
-			delay = CapToExpiry(delay, now.Round(0), cur.NotAfter)
-			out.Next = now.Add(delay).Round(0)
-			due = renew && !forced && !res.Stored // retry the renewal, not a person's one-off
-			if c.Inputs != nil {
-				before := c.Inputs()
-				interrupt = func() bool { return c.Inputs() != before }
-			} else {
-				interrupt = func() bool { return false }
-			}
-		}
-		out.Failure = failures
+		interrupt := l.next(&st, &out, now)
 		c.Observe(out)
-		if due && out.Class == Done {
+		if st.due && out.Class == Done {
 			continue // renew right away; whoever asked hears of that step
 		}
 		for _, r := range pending {
 			r.reply <- out
 		}
-		pending = nil
 		c.Live.Set(Idle, c.Clock.Now())
 		pending = l.sleep(ctx, out.Next, interrupt)
 	}
+}
+
+// next decides, from the class of the step that ended at now, when the loop
+// steps again (out.Next) and whether it renews then (st.due), counts the
+// failures, and returns what a kick must show to cut the wait short: any
+// kick while waiting for a deadline or a file, a change of the inputs while
+// backing off after a failure.
+func (l *Loop) next(st *loopState, out *Outcome, now time.Time) (interrupt func() bool) {
+	c := l.cfg
+	interrupt = func() bool { return true }
+	st.due = false
+	switch out.Class {
+	case Done:
+		st.failures = 0
+		known := st.cur
+		if st.lastStored.After(known.StoredAt) {
+			known.StoredAt = st.lastStored.Round(0)
+		}
+		out.Next = c.Policy().NextRenewal(known)
+		if WallUntil(now, out.Next) <= 0 {
+			st.due = true // found due: renew right away
+		}
+	case Blocked:
+		st.failures = 0
+		out.Next = now.Add(PollDelay(c.Poll, c.Rand())).Round(0)
+	default:
+		st.failures++
+		b := DefaultBackoff
+		switch out.Class {
+		case NeedsPerson:
+			b = PermanentBackoff
+		case NodeFault:
+			b = NodeFaultBackoff
+		}
+		delay := b.After(st.failures, c.RetryAfter(out.Err), c.Rand())
+		delay = CapToExpiry(delay, now.Round(0), st.cur.NotAfter)
+		out.Next = now.Add(delay).Round(0)
+		st.due = out.Renew && !out.Forced && !out.Stored // retry the renewal, not a person's one-off
+		if c.Inputs != nil {
+			before := c.Inputs()
+			interrupt = func() bool { return c.Inputs() != before }
+		} else {
+			interrupt = func() bool { return false }
+		}
+	}
+	out.Failure = st.failures
+	return interrupt
 }
 
 // sleep waits for the wall clock to reach wake, a kick that interrupt

@@ -9,15 +9,16 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
+	"k8s.io/utils/clock"
 )
 
 // WatchDirs watches dirs (not files: certagent and others replace files by
 // rename, which a file watch loses) and sends on the returned channel once
 // per burst of events, debounce after the last one (and at most ten times
-// debounce after the first, however long the burst). The channel has room for
-// one pending notification; notifications are coalesced, never queued.
-// Watching stops when ctx ends.
-func WatchDirs(ctx context.Context, log *zap.Logger, debounce time.Duration, dirs ...string) (<-chan struct{}, error) {
+// debounce after the first, however long the burst), as clk measures it.
+// The channel has room for one pending notification; notifications are
+// coalesced, never queued. Watching stops when ctx ends.
+func WatchDirs(ctx context.Context, log *zap.Logger, clk clock.Clock, debounce time.Duration, dirs ...string) (<-chan struct{}, error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, fmt.Errorf("starting file watcher: %w", err)
@@ -37,52 +38,82 @@ func WatchDirs(ctx context.Context, log *zap.Logger, debounce time.Duration, dir
 	out := make(chan struct{}, 1)
 	go func() {
 		defer w.Close()
-		var timer *time.Timer
-		var fire <-chan time.Time
-		var burstStart time.Time // first event of the burst not yet reported
-		events, lastPath := 0, ""
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev, ok := <-w.Events:
-				if !ok {
-					return
-				}
-				now := time.Now()
-				if events == 0 {
-					burstStart = now
-				}
-				events, lastPath = events+1, ev.Name
-				// Debounce after the last event, but report a burst at the
-				// latest maxBurst after its first event: a file that never
-				// stops changing must not starve the others.
-				wait := min(debounce, burstStart.Add(maxBurst(debounce)).Sub(now))
-				if timer == nil {
-					timer = time.NewTimer(wait)
-				} else {
-					timer.Reset(wait)
-				}
-				fire = timer.C
-			case err, ok := <-w.Errors:
-				if !ok {
-					return
-				}
-				log.Warn("file watcher", zap.Error(err))
-			case <-fire:
-				fire = nil
-				// One line per burst: a line per event could feed itself
-				// (a debug log written into a watched directory).
-				log.Debug("files changed", zap.Int("events", events), zap.String("last", lastPath))
-				events = 0
-				select {
-				case out <- struct{}{}:
-				default: // one is already pending
-				}
-			}
-		}
+		d := debouncer{log: log, clk: clk, debounce: debounce, out: out}
+		d.run(ctx, w.Events, w.Errors)
 	}()
 	return out, nil
+}
+
+// debouncer turns file events into notifications on out: one per burst.
+type debouncer struct {
+	log      *zap.Logger
+	clk      clock.Clock
+	debounce time.Duration
+	out      chan<- struct{}
+
+	timer      clock.Timer
+	fire       <-chan time.Time
+	burstStart time.Time // first event of the burst not yet reported
+	events     int
+	lastPath   string
+}
+
+// run reads events and errors until ctx ends or either channel closes.
+func (d *debouncer) run(ctx context.Context, events <-chan fsnotify.Event, errs <-chan error) {
+	defer func() {
+		if d.timer != nil {
+			d.timer.Stop()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			d.event(ev.Name)
+		case err, ok := <-errs:
+			if !ok {
+				return
+			}
+			d.log.Warn("file watcher", zap.Error(err))
+		case <-d.fire:
+			d.notify()
+		}
+	}
+}
+
+// event adds one event to the burst and sets the timer: debounce after the
+// last event, but at the latest maxBurst after the burst's first, so that a
+// file that never stops changing does not starve the others.
+func (d *debouncer) event(path string) {
+	now := d.clk.Now()
+	if d.events == 0 {
+		d.burstStart = now
+	}
+	d.events, d.lastPath = d.events+1, path
+	wait := min(d.debounce, d.burstStart.Add(maxBurst(d.debounce)).Sub(now))
+	if d.timer == nil {
+		d.timer = d.clk.NewTimer(wait)
+	} else {
+		d.timer.Reset(wait)
+	}
+	d.fire = d.timer.C()
+}
+
+// notify reports the burst: one line per burst (a line per event could feed
+// itself: a debug log written into a watched directory), and a notification
+// unless one is already pending.
+func (d *debouncer) notify() {
+	d.fire = nil
+	d.log.Debug("files changed", zap.Int("events", d.events), zap.String("last", d.lastPath))
+	d.events = 0
+	select {
+	case d.out <- struct{}{}:
+	default: // one is already pending
+	}
 }
 
 // maxBurst is the longest a burst of events is coalesced.

@@ -5,6 +5,9 @@
 // mode, so a key is never readable by others even for an instant), write,
 // fsync, rename over the target, fsync the directory. Temporary files carry a
 // recognisable name so that Cleanup can remove the ones a crash left behind.
+//
+// It is the node's file writing, for any package that writes (node side): it
+// knows no certificate or kubeconfig, takes no lock and decides no path.
 package atomicfile
 
 import (

@@ -7,6 +7,8 @@
 // it moves both readings together, so code that measures a wall-clock
 // deadline with the monotonic clock passes its tests and then renews late by
 // the length of every suspend on a real machine.
+//
+// It is test support: nothing in the node or cluster binaries imports it.
 package clocktest
 
 import (

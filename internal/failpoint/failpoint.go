@@ -2,7 +2,8 @@
 
 // Package failpoint marks the points where the crash-consistency suite kills
 // certagent (test/e2e/crash_test.go). In normal builds Inject does nothing and
-// compiles away; build with -tags failpoints to arm it.
+// compiles away; build with -tags failpoints to arm it. It is the node
+// binary's (node side) and changes nothing in a build without the tag.
 package failpoint
 
 import "time"

@@ -41,6 +41,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/apiclient"
 )
 
 var csrGR = schema.GroupResource{Group: "certificates.k8s.io", Resource: "certificatesigningrequests"}
@@ -296,7 +297,7 @@ type client struct {
 	rc *rest.Config
 }
 
-func (a *API) clientFor(rc *rest.Config) (bootstrap.CSRClient, error) {
+func (a *API) clientFor(rc *rest.Config) (apiclient.CSRClient, error) {
 	return &client{a: a, rc: rc}, nil
 }
 

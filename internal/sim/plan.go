@@ -14,7 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/certagent/certagent/agent"
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/internal/failpoint"
 )
 
@@ -179,10 +179,10 @@ func (w *World) reconfigure(r *rand.Rand) {
 			c.Serving.DNSNames = nil
 		}
 	case 1:
-		c.Rotation.RenewBefore = agent.Duration{Duration: time.Duration(r.Float64() * float64(w.minLifetime) / 2).Round(time.Minute)}
+		c.Rotation.RenewBefore = config.Duration{Duration: time.Duration(r.Float64() * float64(w.minLifetime) / 2).Round(time.Minute)}
 	case 2:
 		if len(c.Hooks.PostRenew) == 0 {
-			c.Hooks.PostRenew = []agent.Hook{{Command: []string{"/sim/hook"}}}
+			c.Hooks.PostRenew = []config.Hook{{Command: []string{"/sim/hook"}}}
 		} else {
 			c.Hooks.PostRenew = nil
 		}

@@ -27,7 +27,9 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/certagent/certagent/agent"
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/kubeconfig"
 )
 
 // event is something that happens at a true time.
@@ -102,7 +104,7 @@ type World struct {
 	api   *API
 	jumps *simJumps
 	dir   string
-	cfg   agent.Config
+	cfg   config.Config
 	ip    atomic.Pointer[net.IP]
 	// the files the agent watches change: what inotify would tell it
 	events chan struct{}
@@ -142,7 +144,7 @@ type World struct {
 	logger    *zap.Logger   // the agent's; a no-op unless debugging
 
 	fileMu  sync.Mutex
-	fileCfg agent.Config // the configuration file as it is now
+	fileCfg config.Config // the configuration file as it is now
 
 	failMu     sync.Mutex
 	failure    string
@@ -180,13 +182,13 @@ func (w *World) failed() string {
 	return w.failure
 }
 
-func (w *World) setFile(c agent.Config) {
+func (w *World) setFile(c config.Config) {
 	w.fileMu.Lock()
 	w.fileCfg = c
 	w.fileMu.Unlock()
 }
 
-func (w *World) file() agent.Config {
+func (w *World) file() config.Config {
 	w.fileMu.Lock()
 	defer w.fileMu.Unlock()
 	return w.fileCfg
@@ -249,7 +251,7 @@ func newWorld(seed uint64, base string) (*World, error) {
 	ip := net.IPv4(10, 0, byte(r.IntN(256)), byte(1+r.IntN(250)))
 	w.ip.Store(&ip)
 
-	c := agent.DefaultConfig()
+	c := config.Default()
 	c.NodeName = "sim-node"
 	c.CertDir = filepath.Join(dir, "pki")
 	c.Kubeconfig = filepath.Join(dir, "etc", "kubelet.conf")
@@ -260,7 +262,7 @@ func newWorld(seed uint64, base string) (*World, error) {
 	}
 	if r.Float64() < 0.3 {
 		d := logUniform(r, 24*time.Hour, 60*24*time.Hour)
-		c.Rotation.RequestedDuration = agent.Duration{Duration: d.Round(time.Minute)}
+		c.Rotation.RequestedDuration = config.Duration{Duration: d.Round(time.Minute)}
 		w.minLifetime = min(w.minLifetime, d)
 	}
 	if p := r.Float64(); p < 0.5 {
@@ -275,10 +277,10 @@ func newWorld(seed uint64, base string) (*World, error) {
 		if c.Rotation.RequestedDuration.Duration > 0 && rb >= c.Rotation.RequestedDuration.Duration {
 			rb = c.Rotation.RequestedDuration.Duration / 3 // validation would refuse it
 		}
-		c.Rotation.RenewBefore = agent.Duration{Duration: rb}
+		c.Rotation.RenewBefore = config.Duration{Duration: rb}
 	}
 	if r.Float64() < 0.5 {
-		c.Hooks.PostRenew = []agent.Hook{{Command: []string{"/sim/hook"}}}
+		c.Hooks.PostRenew = []config.Hook{{Command: []string{"/sim/hook"}}}
 	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("seed %d: the generated configuration is invalid: %w", seed, err)
@@ -356,7 +358,7 @@ func (w *World) start() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	inst := &instance{a: a, cancel: cancel, done: make(chan error, 1), ctx: ctx}
-	go func() { inst.done <- a.Run(ctx, w.reload, func() (agent.Config, error) { return w.file(), nil }) }()
+	go func() { inst.done <- a.Run(ctx, w.reload, func() (config.Config, error) { return w.file(), nil }) }()
 	w.inst, w.down = inst, false
 	w.stats.Restarts++
 	w.setHealthy("agent down")
@@ -444,7 +446,7 @@ func (w *World) Stopping()                       {}
 func (w *World) WatchdogInterval() time.Duration { return 0 }
 
 // hook checks that a post-renew hook runs once the step is on disk.
-func (w *World) hook(_ context.Context, _ agent.Hook, env []string) ([]byte, error) {
+func (w *World) hook(_ context.Context, _ config.Hook, env []string) ([]byte, error) {
 	vars := map[string]string{}
 	for _, e := range env {
 		k, v, _ := strings.Cut(e, "=")
@@ -474,7 +476,7 @@ func (w *World) hook(_ context.Context, _ agent.Hook, env []string) ([]byte, err
 // acceptsOrUnreachable: the API server accepts the kubeconfig at path, or
 // cannot be reached to say (READY's documented exception).
 func (a *API) acceptsOrUnreachable(path string) bool {
-	rc, err := bootstrap.LoadKubeletKubeconfig(path)
+	rc, err := kubeconfig.LoadKubelet(path)
 	if err != nil {
 		return false
 	}
@@ -609,7 +611,7 @@ func (w *World) kubeconfig(key string) (*rest.Config, error) {
 	if w.kcKey == key && w.kc != nil {
 		return w.kc, nil
 	}
-	rc, err := bootstrap.LoadKubeletKubeconfig(w.cfg.Kubeconfig)
+	rc, err := kubeconfig.LoadKubelet(w.cfg.Kubeconfig)
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,8 @@
 // Package bench compares, on one real control plane and in alternating runs,
 // `certagent run --once --serving=false` with the kubelet's own
 // bootstrap.LoadClientCert built as a process (cmd/kubelet-bootstrap): wall
-// time, CPU time and peak RSS of the whole process, and binary sizes.
+// time, CPU time and peak RSS of the whole process, its anonymous memory, PSS
+// and USS at exit (cmd/rusage), and binary sizes.
 package bench
 
 import (
@@ -92,7 +93,9 @@ func run(m *testing.M) int {
 
 type sample struct {
 	wall, cpu time.Duration
-	rssKiB    int64
+	rssKiB    int64 // peak RSS (ru_maxrss)
+	// At exit (/proc/PID/smaps_rollup): anonymous memory, PSS, USS.
+	anonKiB, pssKiB, ussKiB int64
 }
 
 // once bootstraps a fresh node (new directory, name and token) with the
@@ -113,13 +116,21 @@ func once(b *testing.B, name string) sample {
 		WallNS    int64 `json:"wall_ns"`
 		CPUNS     int64 `json:"cpu_ns"`
 		MaxRSSKiB int64 `json:"max_rss_kib"`
+		AnonKiB   int64 `json:"anon_kib"`
+		PSSKiB    int64 `json:"pss_kib"`
+		USSKiB    int64 `json:"uss_kib"`
+		ExitRead  bool  `json:"exit_read"`
 		ExitCode  int   `json:"exit_code"`
 	}
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil || r.ExitCode != 0 {
 		b.Fatalf("%s: exit %d (%v)\n%s%s", name, r.ExitCode, err, stdout.String(), stderr.String())
 	}
+	if !r.ExitRead {
+		b.Fatalf("%s: rusage did not read its memory at exit\n%s", name, stderr.String())
+	}
 	checkBootstrapped(b, name, dir, node)
-	return sample{wall: time.Duration(r.WallNS), cpu: time.Duration(r.CPUNS), rssKiB: r.MaxRSSKiB}
+	return sample{wall: time.Duration(r.WallNS), cpu: time.Duration(r.CPUNS), rssKiB: r.MaxRSSKiB,
+		anonKiB: r.AnonKiB, pssKiB: r.PSSKiB, ussKiB: r.USSKiB}
 }
 
 // freshNode makes a node for one run of the named binary: a new directory,
@@ -198,6 +209,10 @@ func BenchmarkClientBootstrap(b *testing.B) {
 	b.ReportMetric(ms(k.cpu), "kubelet-cpu-ms")
 	b.ReportMetric(float64(c.rssKiB)/1024, "certagent-rss-MiB")
 	b.ReportMetric(float64(k.rssKiB)/1024, "kubelet-rss-MiB")
+	b.ReportMetric(float64(c.anonKiB)/1024, "certagent-anon-MiB")
+	b.ReportMetric(float64(k.anonKiB)/1024, "kubelet-anon-MiB")
+	b.ReportMetric(float64(c.pssKiB)/1024, "certagent-pss-MiB")
+	b.ReportMetric(float64(k.pssKiB)/1024, "kubelet-pss-MiB")
 	b.ReportMetric(float64(size["certagent"])/1e6, "certagent-size-MB")
 	b.ReportMetric(float64(size["kubelet"])/1e6, "kubelet-size-MB")
 	fmt.Printf("\n%-22s %12s %12s %8s\n", fmt.Sprintf("median of %d runs", b.N), "certagent", "kubelet", "ratio")
@@ -207,6 +222,9 @@ func BenchmarkClientBootstrap(b *testing.B) {
 	row("wall time", ms(c.wall), ms(k.wall), "ms")
 	row("CPU time", ms(c.cpu), ms(k.cpu), "ms")
 	row("peak RSS", float64(c.rssKiB)/1024, float64(k.rssKiB)/1024, "MiB")
+	row("anonymous at exit", float64(c.anonKiB)/1024, float64(k.anonKiB)/1024, "MiB")
+	row("PSS at exit", float64(c.pssKiB)/1024, float64(k.pssKiB)/1024, "MiB")
+	row("USS at exit", float64(c.ussKiB)/1024, float64(k.ussKiB)/1024, "MiB")
 	row("binary size (-s -w)", float64(size["certagent"])/1e6, float64(size["kubelet"])/1e6, "MB")
 	fmt.Printf("%-22s %8.2f (quartiles %.2f, %.2f)\n", "wall ratio, pair by pair", paired[len(paired)/2], paired[len(paired)/4], paired[len(paired)*3/4])
 }
@@ -261,9 +279,11 @@ func median(s []sample) sample {
 		sort.Slice(vals, func(i, j int) bool { return vals[i] < vals[j] })
 		return vals[len(vals)/2]
 	}
-	var w, c, r []int64
+	var w, c, r, an, ps, us []int64
 	for _, x := range s {
 		w, c, r = append(w, int64(x.wall)), append(c, int64(x.cpu)), append(r, x.rssKiB)
+		an, ps, us = append(an, x.anonKiB), append(ps, x.pssKiB), append(us, x.ussKiB)
 	}
-	return sample{wall: time.Duration(pick(w)), cpu: time.Duration(pick(c)), rssKiB: pick(r)}
+	return sample{wall: time.Duration(pick(w)), cpu: time.Duration(pick(c)), rssKiB: pick(r),
+		anonKiB: pick(an), pssKiB: pick(ps), ussKiB: pick(us)}
 }

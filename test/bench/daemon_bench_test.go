@@ -133,9 +133,13 @@ func dirExists(p string) bool { fi, err := os.Stat(p); return err == nil && fi.I
 // BenchmarkIdle: the daemon with both certificates valid, over a window
 // ($BENCH_IDLE, default 3m: the runtime's forced collection, every 2
 // minutes, falls in it): API requests it made (the API server's audit log),
-// CPU time it used, and its resident memory read every second, mean and
-// max, anonymous and the binary's pages apart (docs/metrics.md, "Memory").
-// As on a node, /metrics is on and scraped every 15 s during the window.
+// CPU time it used, and its memory read every second, mean and max: its
+// anonymous memory (RssAnon: what the node pays for this process alone), its
+// PSS and USS (/proc/PID/smaps_rollup: the binary's page-cache pages counted
+// in shares, or not at all) and its RSS (docs/metrics.md, "Memory"), and its
+// open connections to the API server (closed once it settles: client-go
+// would keep them 90 s). As on a node, /metrics is on and scraped every 15 s
+// during the window.
 func BenchmarkIdle(b *testing.B) {
 	window := 3 * time.Minute
 	if v := os.Getenv("BENCH_IDLE"); v != "" {
@@ -159,10 +163,11 @@ func BenchmarkIdle(b *testing.B) {
 		}
 		time.Sleep(2 * time.Second) // let start-up settle
 		pid := cmd.Process.Pid
+		apiPort := port(b, cp.URL)
 		cpu0, from := cpuTime(b, pid), time.Now()
-		// RSS every second while idle: between scrapes and across the
+		// Memory every second while idle: between scrapes and across the
 		// runtime's forced collection (every 2 minutes), not one moment.
-		samples := make(chan rssSample, int(window/time.Second)+2)
+		samples := make(chan memSample, int(window/time.Second)+2)
 		stopSampling := make(chan struct{})
 		go func() {
 			defer close(samples)
@@ -173,8 +178,9 @@ func BenchmarkIdle(b *testing.B) {
 				case <-stopSampling:
 					return
 				case <-t.C:
-					if v, err := readStatus(pid); err == nil {
-						samples <- rssSample{v["VmRSS"], v["RssAnon"], v["RssFile"]}
+					if m, err := readMemory(pid); err == nil {
+						m.conns, _ = apiConns(pid, apiPort)
+						samples <- m
 					}
 				}
 			}
@@ -182,14 +188,14 @@ func BenchmarkIdle(b *testing.B) {
 		scrapes := scrapeEvery(b, "http://"+addr+"/metrics", 15*time.Second, window)
 		cpu1, to := cpuTime(b, pid), time.Now()
 		close(stopSampling)
-		var count, rss, anon, file, most int64
+		var all []memSample
 		for s := range samples {
-			count, rss, anon, file, most = count+1, rss+s.rss, anon+s.anon, file+s.file, max(most, s.rss)
+			all = append(all, s)
 		}
-		if count == 0 {
-			b.Fatal("no RSS sample: the daemon exited")
+		if len(all) == 0 {
+			b.Fatal("no memory sample: the daemon exited")
 		}
-		rss, anon, file = rss/count, anon/count, file/count
+		mean, most := memStats(all)
 		hwm := procStatus(b, pid, "VmHWM")
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
@@ -197,24 +203,113 @@ func BenchmarkIdle(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		all, err := cp.RequestsBy("system:node:"+n.name, time.Time{}, to)
+		everything, err := cp.RequestsBy("system:node:"+n.name, time.Time{}, to)
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.ReportMetric(float64(len(reqs)), "idle-api-requests")
 		b.ReportMetric(ms(cpu1-cpu0), "idle-cpu-ms")
-		b.ReportMetric(float64(rss)/1024, "rss-mean-MiB")
-		b.ReportMetric(float64(most)/1024, "rss-max-MiB")
+		for _, m := range []struct {
+			name       string
+			mean, most int64
+		}{{"anon", mean.anon, most.anon}, {"pss", mean.pss, most.pss}, {"uss", mean.uss, most.uss}, {"rss", mean.rss, most.rss}} {
+			b.ReportMetric(float64(m.mean)/1024, m.name+"-mean-MiB")
+			b.ReportMetric(float64(m.most)/1024, m.name+"-max-MiB")
+		}
 		b.ReportMetric(float64(hwm)/1024, "peak-rss-MiB")
-		b.ReportMetric(float64(anon)/1024, "rss-anon-MiB")
-		b.ReportMetric(float64(file)/1024, "rss-file-MiB")
-		fmt.Printf("\nidle for %s with both certificates valid and %d scrapes of /metrics: %d API requests (%d by the node in all, start-up included), %.1f ms CPU, RSS each second: mean %.1f MiB (anonymous %.1f, the binary's pages %.1f), max %.1f MiB; peak %.1f MiB (start-up and bootstrap)\n",
-			window, scrapes, len(reqs), len(all), ms(cpu1-cpu0), float64(rss)/1024, float64(anon)/1024, float64(file)/1024, float64(most)/1024, float64(hwm)/1024)
+		b.ReportMetric(meanConns(all), "api-conns-mean")
+		fmt.Printf("\nidle for %s with both certificates valid and %d scrapes of /metrics: %d API requests (%d by the node in all, start-up included), %.1f ms CPU; memory each second, mean / max: anonymous %.2f / %.2f MiB, PSS %.2f / %.2f, USS %.2f / %.2f, RSS %.2f / %.2f (the binary's file pages %.2f on average); peak RSS %.1f MiB (start-up and bootstrap); connections to the API server %.2f on average\n",
+			window, scrapes, len(reqs), len(everything), ms(cpu1-cpu0), mib(mean.anon), mib(most.anon), mib(mean.pss), mib(most.pss),
+			mib(mean.uss), mib(most.uss), mib(mean.rss), mib(most.rss), mib(mean.file), float64(hwm)/1024, meanConns(all))
 	}
 }
 
-// rssSample is VmRSS, RssAnon and RssFile at one moment, in KiB.
-type rssSample struct{ rss, anon, file int64 }
+// memSample is a process's memory at one moment, in KiB: VmRSS, RssAnon and
+// RssFile from /proc/PID/status, Pss and USS (Private_Clean + Private_Dirty)
+// from /proc/PID/smaps_rollup; and its connections to the API server.
+type memSample struct{ rss, anon, file, pss, uss, conns int64 }
+
+// readMemory reads pid's memSample.
+func readMemory(pid int) (memSample, error) {
+	st, err := readStatus(pid)
+	if err != nil {
+		return memSample{}, err
+	}
+	roll, err := readKBFields(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return memSample{}, err
+	}
+	return memSample{rss: st["VmRSS"], anon: st["RssAnon"], file: st["RssFile"], pss: roll["Pss"],
+		uss: roll["Private_Clean"] + roll["Private_Dirty"]}, nil
+}
+
+// memStats is the mean and the largest of each measure of s.
+func memStats(s []memSample) (mean, most memSample) {
+	for _, x := range s {
+		mean.rss, mean.anon, mean.file, mean.pss, mean.uss = mean.rss+x.rss, mean.anon+x.anon, mean.file+x.file, mean.pss+x.pss, mean.uss+x.uss
+		most.rss, most.anon, most.file, most.pss, most.uss = max(most.rss, x.rss), max(most.anon, x.anon), max(most.file, x.file), max(most.pss, x.pss), max(most.uss, x.uss)
+	}
+	n := int64(len(s))
+	mean.rss, mean.anon, mean.file, mean.pss, mean.uss = mean.rss/n, mean.anon/n, mean.file/n, mean.pss/n, mean.uss/n
+	return mean, most
+}
+
+// meanConns is the mean number of connections to the API server of s.
+func meanConns(s []memSample) float64 {
+	var sum int64
+	for _, x := range s {
+		sum += x.conns
+	}
+	return float64(sum) / float64(len(s))
+}
+
+// port is the port of url.
+func port(b *testing.B, url string) int {
+	b.Helper()
+	i := strings.LastIndexByte(url, ':')
+	p, err := strconv.Atoi(strings.TrimSuffix(url[i+1:], "/"))
+	if err != nil {
+		b.Fatalf("no port in %s", url)
+	}
+	return p
+}
+
+// apiConns counts pid's established TCP connections to the local port
+// (its sockets, found through /proc/PID/fd, in /proc/PID/net/tcp and tcp6).
+func apiConns(pid, port int) (int64, error) {
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return 0, err
+	}
+	sockets := map[string]bool{}
+	for _, fd := range fds {
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && strings.HasPrefix(l, "socket:[") {
+			sockets[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+		}
+	}
+	var n int64
+	for _, table := range []string{"tcp", "tcp6"} {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, table))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(data), "\n")[1:] {
+			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+			f := strings.Fields(l)
+			if len(f) < 10 || f[3] != "01" || !sockets[f[9]] {
+				continue
+			}
+			if _, remPort, ok := strings.Cut(f[2], ":"); ok {
+				if p, err := strconv.ParseInt(remPort, 16, 32); err == nil && int(p) == port {
+					n++
+				}
+			}
+		}
+	}
+	return n, nil
+}
+
+func mib(kib int64) float64 { return float64(kib) / 1024 }
 
 // freeAddr is a loopback address with a port nothing listens on now.
 func freeAddr(b *testing.B) string {
@@ -283,7 +378,12 @@ func procStatus(b *testing.B, pid int, field string) int64 {
 
 // readStatus reads the kB fields of /proc/<pid>/status.
 func readStatus(pid int) (map[string]int64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	return readKBFields(fmt.Sprintf("/proc/%d/status", pid))
+}
+
+// readKBFields reads the "Name: N kB" lines of a /proc file.
+func readKBFields(path string) (map[string]int64, error) {
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}

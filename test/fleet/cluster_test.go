@@ -237,8 +237,14 @@ func cpuSeconds(pid int) (float64, error) {
 	return (utime + stime) / 100, nil // USER_HZ is 100 on Linux
 }
 
-func statusKiB(pid int, field string) (int64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+func statusKiB(pid int, field string) (int64, error) { return procKiB(pid, "status", field) }
+
+// smapsRollupKiB reads a field of /proc/PID/smaps_rollup (Pss, Anonymous) in KiB.
+func smapsRollupKiB(pid int, field string) (int64, error) { return procKiB(pid, "smaps_rollup", field) }
+
+// procKiB reads the "field: N kB" line of /proc/PID/file.
+func procKiB(pid int, file, field string) (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
 	if err != nil {
 		return 0, err
 	}
@@ -247,7 +253,7 @@ func statusKiB(pid int, field string) (int64, error) {
 			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 		}
 	}
-	return 0, fmt.Errorf("/proc/%d/status has no %s", pid, field)
+	return 0, fmt.Errorf("/proc/%d/%s has no %s", pid, file, field)
 }
 
 // resetPeak makes VmHWM start again from the current RSS (clear_refs 5).

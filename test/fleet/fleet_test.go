@@ -237,21 +237,18 @@ func TestOutage(t *testing.T) {
 	// minutes) past: what an idle daemon keeps resident, not only right
 	// after its trim.
 	o.Since = time.Since(bootstrapped)
-	o.RSSMeanMiB, o.RSSMaxMiB = f.rss(t)
+	o.Memory = f.memory(t)
 	report.Outage = o
 
 	t.Logf("API server down %s under %d daemons; /readyz 200 during it on %d", secs(o.Down), n, o.ReadyDuring)
 	t.Logf("  requests by the nodes in the first 10 s after it returned: %d%s; in the first 30 s: %d", o.FirstTen, kinds(o.FirstTenByKind), o.RequestsAfter30)
 	t.Logf("  every daemon healthy (/healthz and /readyz 200) %s after it returned", secs(o.Healthy))
 	t.Logf("  CSRs before %d, after %d; CSR creations from the stop to 30 s after the return: %d", o.CSRsBefore, o.CSRsAfter, o.CSRCreates)
-	t.Logf("  daemon RSS %s after the bootstrap: mean %.1f MiB, max %.1f MiB", secs(o.Since), o.RSSMeanMiB, o.RSSMaxMiB)
+	t.Logf("  daemons' memory %s after the bootstrap, mean / max: %s", secs(o.Since), o.Memory)
 	if o.CSRsAfter != o.CSRsBefore || o.CSRCreates != 0 {
 		t.Errorf("the outage created CSRs: %d before, %d after, %d creations", o.CSRsBefore, o.CSRsAfter, o.CSRCreates)
 	}
-	if o.RSSMeanMiB > idleRSSLimitMiB {
-		t.Errorf("daemons idle for %s hold %.1f MiB RSS on average (max %.1f), want at most %d MiB (docs/metrics.md, \"Memory\")",
-			secs(o.Since), o.RSSMeanMiB, o.RSSMaxMiB, idleRSSLimitMiB)
-	}
+	checkIdleMemory(t, o.Memory, secs(o.Since)+" after the bootstrap")
 	if err := f.parallel(checkServing); err != nil {
 		t.Error(err)
 	}

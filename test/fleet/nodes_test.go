@@ -191,26 +191,41 @@ func (f *fleet) pids() []int {
 	return out
 }
 
-// rss is the mean and the largest VmRSS of the fleet's daemons now, in MiB;
-// every one must still be running.
-func (f *fleet) rss(t *testing.T) (mean, most float64) {
+// memory is the fleet's daemons' memory now; every one must still be running.
+func (f *fleet) memory(t *testing.T) DaemonMemory {
 	t.Helper()
 	pids := f.pids()
 	if len(pids) != len(f.members) {
 		t.Errorf("%d of %d daemons still running", len(pids), len(f.members))
 	}
-	var total, top int64
+	var m DaemonMemory
 	for _, pid := range pids {
-		kib, err := statusKiB(pid, "VmRSS")
-		if err != nil {
+		anon, err1 := statusKiB(pid, "RssAnon")
+		rss, err2 := statusKiB(pid, "VmRSS")
+		pss, err3 := smapsRollupKiB(pid, "Pss")
+		if err := errors.Join(err1, err2, err3); err != nil {
 			t.Fatal(err)
 		}
-		total, top = total+kib, max(top, kib)
+		a, p, r := float64(anon)/1024, float64(pss)/1024, float64(rss)/1024
+		m.AnonMean, m.PSSMean, m.RSSMean = m.AnonMean+a, m.PSSMean+p, m.RSSMean+r
+		m.AnonMax, m.PSSMax, m.RSSMax = max(m.AnonMax, a), max(m.PSSMax, p), max(m.RSSMax, r)
 	}
-	if len(pids) == 0 {
-		return 0, 0
+	if n := float64(len(pids)); n > 0 {
+		m.AnonMean, m.PSSMean, m.RSSMean = m.AnonMean/n, m.PSSMean/n, m.RSSMean/n
 	}
-	return float64(total) / float64(len(pids)) / 1024, float64(top) / 1024
+	return m
+}
+
+// checkIdleMemory fails t if the daemons, idle since, hold more anonymous
+// memory or PSS on average than an idle daemon may (docs/metrics.md,
+// "Memory"). RSS is reported, not judged: it counts the binary's page-cache
+// pages, shared by every daemon of the fleet, in each of them.
+func checkIdleMemory(t *testing.T, m DaemonMemory, since string) {
+	t.Helper()
+	if m.AnonMean > idleAnonLimitMiB || m.PSSMean > idlePSSLimitMiB {
+		t.Errorf("daemons idle %s hold on average %.1f MiB anonymous and %.1f MiB PSS (%s), want at most %.1f and %.1f MiB (docs/metrics.md, \"Memory\")",
+			since, m.AnonMean, m.PSSMean, m, idleAnonLimitMiB, idlePSSLimitMiB)
+	}
 }
 
 // cpuSeconds is the CPU time of every process of the fleet so far: those

@@ -94,13 +94,12 @@ type ScaleUp struct {
 	// CSRs per node (all nodes had exactly these many if Exact).
 	ClientCSRs, ServingCSRs int
 	Exact                   bool
-	APIServerCPU            float64 // seconds over the same window, per node
-	APIServerPeakKiB        float64 // peak RSS above the start, per node
-	ControllerManagerCPU    float64 // seconds over the same window, per node
-	NodeCPU                 float64 // seconds of the fleet's own processes, per node
-	IdleRSSMeanMiB          float64 // certagent daemons once all were done
-	IdleRSSMaxMiB           float64
-	Restarts                int // kubelet processes restarted after a failure
+	APIServerCPU            float64      // seconds over the same window, per node
+	APIServerPeakKiB        float64      // peak RSS above the start, per node
+	ControllerManagerCPU    float64      // seconds over the same window, per node
+	NodeCPU                 float64      // seconds of the fleet's own processes, per node
+	Idle                    DaemonMemory // certagent daemons once all were done
+	Restarts                int          // kubelet processes restarted after a failure
 }
 
 // slug names the variant in file names.
@@ -124,10 +123,20 @@ type Outage struct {
 	CSRsAfter       int
 	CSRCreates      int // CSR creations in the audit log from the stop to 30 s after the return
 	RequestsAfter30 int // requests by the nodes from the return to 30 s after
-	// Since is how long after the bootstrap the daemons' RSS was read
-	// (probed, and a forced collection past); RSSMeanMiB and RSSMaxMiB are it.
-	Since                 time.Duration
-	RSSMeanMiB, RSSMaxMiB float64
+	// Since is how long after the bootstrap the daemons' Memory was read
+	// (probed, and a forced collection past).
+	Since  time.Duration
+	Memory DaemonMemory
+}
+
+// DaemonMemory is the fleet's daemons' memory at one moment, mean and max
+// over the daemons, in MiB: anonymous (RssAnon), PSS and RSS.
+type DaemonMemory struct {
+	AnonMean, AnonMax, PSSMean, PSSMax, RSSMean, RSSMax float64
+}
+
+func (m DaemonMemory) String() string {
+	return fmt.Sprintf("anonymous %.1f / %.1f MiB, PSS %.1f / %.1f MiB, RSS %.1f / %.1f MiB", m.AnonMean, m.AnonMax, m.PSSMean, m.PSSMax, m.RSSMean, m.RSSMax)
 }
 
 // Overload is a scale-up against an API server whose concurrency is lowered,
@@ -248,7 +257,7 @@ func (r *Report) Markdown() string {
 		fmt.Fprintf(&b, "| requests by the nodes in the first 30 s after its return | %d |\n", o.RequestsAfter30)
 		fmt.Fprintf(&b, "| every daemon's /healthz and /readyz 200 after its return | %s |\n", secs(o.Healthy))
 		fmt.Fprintf(&b, "| CSRs before / after; CSR creations from the stop to 30 s after the return | %d / %d; %d |\n", o.CSRsBefore, o.CSRsAfter, o.CSRCreates)
-		fmt.Fprintf(&b, "| daemon RSS %s after the bootstrap (probed; a forced collection past), mean / max | %.1f / %.1f MiB |\n\n", secs(o.Since), o.RSSMeanMiB, o.RSSMaxMiB)
+		fmt.Fprintf(&b, "| daemons' memory %s after the bootstrap (probed; a forced collection past), mean / max | %s |\n\n", secs(o.Since), o.Memory)
 	}
 	if len(r.Overloads) > 0 {
 		r.overloadTable(&b)
@@ -315,9 +324,7 @@ func (r *Report) scaleUpTable(b *strings.Builder) {
 	row("kube-apiserver CPU per node", func(s *ScaleUp) string { return fmt.Sprintf("%.1f ms", 1000*s.APIServerCPU) })
 	row("kube-apiserver peak RSS growth per node", func(s *ScaleUp) string { return fmt.Sprintf("%.0f KiB", s.APIServerPeakKiB) })
 	row("kube-controller-manager CPU per node", func(s *ScaleUp) string { return fmt.Sprintf("%.1f ms", 1000*s.ControllerManagerCPU) })
-	row("daemon RSS once idle, mean / max", servingOnly(func(s *ScaleUp) string {
-		return fmt.Sprintf("%.1f / %.1f MiB", s.IdleRSSMeanMiB, s.IdleRSSMaxMiB)
-	}))
+	row("daemons' memory once idle, mean / max", servingOnly(func(s *ScaleUp) string { return s.Idle.String() }))
 	row("CPU of the node's own process per node", func(s *ScaleUp) string { return fmt.Sprintf("%.1f ms", 1000*s.NodeCPU) })
 	row("processes restarted after a failure", func(s *ScaleUp) string { return fmt.Sprint(s.Restarts) })
 	b.WriteString("\n")

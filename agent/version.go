@@ -1,0 +1,4 @@
+package agent
+
+// Version is set at build time with -ldflags "-X github.com/certagent/certagent/agent.Version=...".
+var Version = "dev"
