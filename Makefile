@@ -52,6 +52,7 @@ deps: ## Download the Go modules of the product and the test modules
 	cd test/tools/govulncheck && $(GO) mod download
 	cd test/tools/kubectl && $(GO) mod download
 	cd test/tools/kubelet && $(GO) mod download
+	cd test/tools/kubeadm && $(GO) mod download
 	cd packaging/tools && $(GO) mod download
 
 build: ## Build bin/certagent
@@ -71,6 +72,7 @@ tidy-check: ## Fail if go.mod/go.sum are not tidy
 	cd test/tools/govulncheck && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 	cd test/tools/kubectl && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 	cd test/tools/kubelet && $(GO) mod tidy && git diff --exit-code go.mod go.sum
+	cd test/tools/kubeadm && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 
 vuln: ## govulncheck (pinned in test/tools/govulncheck) against the offline database VULNDB: none reachable in the product or nfpm; the test module's findings reported
 	@test -f "$(VULNDB)/index/db.json" || { echo "no vulnerability database at '$(VULNDB)': set VULNDB to a copy of the Go vulnerability database (v1 layout)"; exit 1; }
