@@ -53,6 +53,7 @@ deps: ## Download the Go modules of the product and the test modules
 	cd test/tools/kubectl && $(GO) mod download
 	cd test/tools/kubelet && $(GO) mod download
 	cd test/tools/kubeadm && $(GO) mod download
+	cd test/tools/capi && $(GO) mod download
 	cd packaging/tools && $(GO) mod download
 
 build: ## Build bin/certagent
@@ -63,6 +64,7 @@ vet: ## go vet and gofmt over every module; the test module's non-test code must
 	$(GO) vet ./...
 	$(GO) vet -tags failpoints ./...
 	cd test && $(GO) vet ./...
+	cd test/tools/capi && $(GO) vet ./...
 	cd test && $(GO) build ./...
 
 tidy-check: ## Fail if go.mod/go.sum are not tidy
@@ -73,6 +75,7 @@ tidy-check: ## Fail if go.mod/go.sum are not tidy
 	cd test/tools/kubectl && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 	cd test/tools/kubelet && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 	cd test/tools/kubeadm && $(GO) mod tidy && git diff --exit-code go.mod go.sum
+	cd test/tools/capi && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 
 vuln: ## govulncheck (pinned in test/tools/govulncheck) against the offline database VULNDB: none reachable in the product or nfpm; the test module's findings reported
 	@test -f "$(VULNDB)/index/db.json" || { echo "no vulnerability database at '$(VULNDB)': set VULNDB to a copy of the Go vulnerability database (v1 layout)"; exit 1; }
