@@ -92,12 +92,17 @@ func validateAgainstCRD(t *testing.T, example []byte) {
 		_, err := templates.Namespace(obj.GetNamespace()).Create(ctx, obj, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}, FieldValidation: "Strict"})
 		return err
 	}
-	// The API server's discovery of a new CRD takes a moment.
-	var last error
-	waitUntil(t, "the example accepted by the API server", 30*time.Second, func() bool {
-		last = create(unstructuredYAML(t, example))
-		return last == nil
-	})
+	// The API server serves a new CRD's resource a moment after it is
+	// established: retry while it answers NotFound.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		err := create(unstructuredYAML(t, example))
+		if err == nil {
+			break
+		}
+		if !apierrors.IsNotFound(err) || time.Now().After(deadline) {
+			t.Fatalf("the API server refuses the example: %v", err)
+		}
+	}
 	// The check is strict: a misspelt field is refused.
 	bad := unstructuredYAML(t, example)
 	if err := unstructured.SetNestedField(bad.Object, "/x", "spec", "template", "spec", "joinConfiguration", "patches", "dir"); err != nil {
