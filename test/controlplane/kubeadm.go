@@ -81,7 +81,7 @@ func (cp *ControlPlane) PrepareKubeadm(ctx context.Context, kubeadm string) (*Ku
 		return nil, fmt.Errorf("prepare kubeadm: %w", err)
 	}
 	config := filepath.Join(dir, "config.yaml")
-	data := fmt.Sprintf(kubeadmConfigTemplate, token, advertise, u.Port(), cp.bins.Version, u.Host, filepath.Join(cp.Dir, "pki"), ports[0], ports[1])
+	data := fmt.Sprintf(kubeadmConfigTemplate, token, advertise, u.Port(), cp.bins.Version, u.Host, ports[0], ports[1])
 	if err := os.WriteFile(config, []byte(data), 0o600); err != nil {
 		return nil, fmt.Errorf("prepare kubeadm: %w", err)
 	}
@@ -99,8 +99,10 @@ func (cp *ControlPlane) PrepareKubeadm(ctx context.Context, kubeadm string) (*Ku
 }
 
 // kubeadmConfigTemplate: token, advertise address, bind port, Kubernetes
-// version, controlPlaneEndpoint, certificatesDir, kubelet port, kubelet
-// healthz port.
+// version, controlPlaneEndpoint, kubelet port, kubelet healthz port.
+// certificatesDir stays kubeadm's default, /etc/kubernetes/pki: the cluster's
+// KubeletConfiguration names its ca.crt as the kubelet's clientCAFile, where
+// kubeadm join puts the CA on each node.
 const kubeadmConfigTemplate = `apiVersion: kubeadm.k8s.io/v1beta4
 kind: InitConfiguration
 bootstrapTokens:
@@ -120,7 +122,6 @@ apiVersion: kubeadm.k8s.io/v1beta4
 kind: ClusterConfiguration
 kubernetesVersion: %s
 controlPlaneEndpoint: %s
-certificatesDir: %s
 ---
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration

@@ -15,7 +15,7 @@
 //     run, saying why, where the real kubelet would obtain or rotate
 //     certificates itself beside certagent: rotateCertificates or
 //     serverTLSBootstrap true, or no tlsCertFile (it would make a
-//     self-signed one);
+//     self-signed one); and, as the kubelet, without its clientCAFile;
 //   - with --bootstrap-kubeconfig it runs the kubelet's own client bootstrap
 //     (k8s.io/kubernetes/pkg/kubelet/certificate/bootstrap.LoadClientCert),
 //     which returns at once when kubelet.conf holds a valid certificate and
@@ -55,6 +55,7 @@ import (
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/cert"
 	"k8s.io/cri-client/pkg/fake"
 	kubeletconfig "k8s.io/kubelet/config/v1beta1"
 	"k8s.io/kubernetes/pkg/kubelet/certificate/bootstrap"
@@ -150,6 +151,12 @@ func run(ctx context.Context, f flags) error {
 		return fmt.Errorf("%s: serverTLSBootstrap is true: the kubelet would request its serving certificate itself, beside certagent", f.config)
 	case kc.TLSCertFile == "" || kc.TLSPrivateKeyFile == "":
 		return fmt.Errorf("%s: no tlsCertFile/tlsPrivateKeyFile: the kubelet would serve a self-signed certificate, not certagent's", f.config)
+	}
+	// The kubelet loads its client CA at start and exits without it.
+	if ca := kc.Authentication.X509.ClientCAFile; ca != "" {
+		if _, err := cert.NewPool(ca); err != nil {
+			return fmt.Errorf("authentication.x509.clientCAFile: %w", err)
+		}
 	}
 	node := f.hostnameOverride
 	if node == "" {
