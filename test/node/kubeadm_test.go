@@ -396,7 +396,12 @@ timeouts:
   kubeletHealthCheck: 15s
 `, join.Endpoint, join.Token, join.CACertHash, kubeadmPatches, preflightNoRuntime)
 		writeFile(t, c.file("/root/join.yaml"), config, 0o600)
-		out, err, took := kubeadm(6*time.Minute, "kubeadm", "join", "--config", "/root/join.yaml")
+		// 60 s of certagent wait (the drop-in's bound) and kubeadm's 15 s.
+		out, err, took := kubeadm(3*time.Minute, "kubeadm", "join", "--config", "/root/join.yaml")
+		if took >= 3*time.Minute {
+			ps, _ := c.exec(30*time.Second, "ps", "-eo", "pid,etime,args")
+			t.Fatalf("kubeadm join without an approver still runs after %s (a restart of the kubelet waiting for its ExecStartPre?):\n%s\n%s", took.Round(time.Second), out, ps)
+		}
 		if err == nil {
 			t.Fatalf("kubeadm join without an approver succeeded after %s:\n%s", took.Round(time.Millisecond), out)
 		}
