@@ -192,7 +192,7 @@ node-deps: ## Install (apt-get, as root) what the package checks and the node su
 		command -v $${c%%:*} >/dev/null || missing="$$missing $${c#*:}"; done; \
 	if [ -n "$$missing" ]; then echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
-node: node-deps packages ## Node suite (root): boot Debian with systemd in systemd-nspawn, cloud-init installs the .deb; the .rpm with its scriptlets
+node: node-deps packages ## Node suite (root): boot Debian with systemd in systemd-nspawn, cloud-init installs the .deb; the .rpm with its scriptlets; the real kubeadm join, reset and the Cluster API example's cloud-init on such nodes (kubeadm built once)
 	$(MAKE) --no-print-directory packages ARCHES=amd64 VERSION='$(VERSION)+upgrade' DIST=$(DIST)/newer
 	CGO_ENABLED=0 $(GO) build -tags failpoints -trimpath -o $(DIST)/build/certagent-failpoints ./cmd/certagent
 	cd test && CERTAGENT_DEB='$(CURDIR)/$(DIST)/certagent_*_amd64.deb' CERTAGENT_DEB_NEWER='$(CURDIR)/$(DIST)/newer/certagent_*_amd64.deb' \

@@ -100,12 +100,14 @@ func buildStandin(ctx context.Context, version string) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return "", err
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w -X main.kubernetesVersion="+version, "-o", out, "../cmd/kubelet-standin")
+	// Built aside and renamed: another run may be copying the last one.
+	tmp := fmt.Sprintf("%s.%d", out, os.Getpid())
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w -X main.kubernetesVersion="+version, "-o", tmp, "../cmd/kubelet-standin")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building the kubelet stand-in: %w\n%s", err, b)
 	}
-	return out, nil
+	return out, os.Rename(tmp, out)
 }
 
 // prepareKubeadmNode writes into a node's root what a node that joins with
