@@ -11,6 +11,9 @@ DIST      ?= dist
 NFPM      := $(GO) tool -modfile=$(CURDIR)/packaging/tools/go.mod nfpm
 LDFLAGS   := -s -w -X github.com/certagent/certagent/agent.Version=$(VERSION)
 BIN       := bin/certagent
+# The cluster-side attestation service (packaging/cluster runs it as a Deployment).
+CLUSTER_LDFLAGS := -s -w -X github.com/certagent/certagent/cluster/command.Version=$(VERSION)
+CLUSTER_BIN     := bin/certagent-cluster
 E2E_FLAGS ?= -count=1 -timeout 50m
 
 FUZZTIME  ?= 30s
@@ -56,8 +59,10 @@ deps: ## Download the Go modules of the product and the test modules
 	cd test/tools/capi && $(GO) mod download
 	cd packaging/tools && $(GO) mod download
 
-build: ## Build bin/certagent
+build: ## Build bin/certagent (the node agent) and bin/certagent-cluster (the attestation service); the node binary must not link the cluster side or Prometheus's client
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/certagent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(CLUSTER_LDFLAGS)' -o $(CLUSTER_BIN) ./cmd/certagent-cluster
+	@! $(GO) list -deps ./cmd/certagent | grep -E '^github.com/certagent/certagent/cluster/|^github.com/prometheus/client_golang' || { echo "cmd/certagent links the cluster side or client_golang"; exit 1; }
 
 vet: ## go vet and gofmt over every module; the test module's non-test code must build on its own (govulncheck loads it so)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
@@ -111,8 +116,8 @@ e2e-deps: rules-deps ## Install (apt-get, as root) what the end-to-end suite nee
 	@command -v strace >/dev/null || { echo "installing strace"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace; }
 	@command -v containerd >/dev/null && command -v runc >/dev/null && test -x /usr/lib/cni/bridge || { echo "installing containerd, runc, containernetworking-plugins"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containerd runc containernetworking-plugins; }
 
-e2e: build e2e-deps ## End-to-end tests against a real kube-apiserver, controller-manager and etcd, and the real kubelet on containerd (built and cached on first use; as root)
-	cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) $(GO) test $(E2E_FLAGS) ./controlplane/ ./noderuntime/ ./e2e/
+e2e: build e2e-deps tpm-deps ## End-to-end tests against a real kube-apiserver, controller-manager and etcd, the real kubelet on containerd, and the attestation service with a software TPM per node (built and cached on first use; as root)
+	cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) CERTAGENT_CLUSTER_BIN=$(CURDIR)/$(CLUSTER_BIN) $(GO) test $(E2E_FLAGS) ./controlplane/ ./noderuntime/ ./e2e/ ./attestation/
 
 test: deps vet tidy-check vuln rules unit sim-short e2e compat-oldest fleet-short package-check node ## Every test suite (what CI runs; as root: the package checks and the node suite need it)
 

@@ -25,6 +25,10 @@ type Config struct {
 	// NodeName is the node name to obtain a certificate for; the service
 	// refuses any other than the one enrolled for this TPM. Required.
 	NodeName string
+	// ExpirationSeconds, if not zero, is the client certificate lifetime to
+	// ask for (at least attestation.MinExpirationSeconds); the service and
+	// the signer may shorten it.
+	ExpirationSeconds int32
 	// CallTimeout bounds each of the two HTTPS calls; 30s if zero.
 	CallTimeout time.Duration
 	// Logger is named "tpm" below it; zap.NewNop() if nil.
@@ -46,6 +50,9 @@ func New(cfg Config) (*Attestor, error) {
 	}
 	if verr := attestation.ValidateNodeName(cfg.NodeName); verr != nil {
 		return nil, fmt.Errorf("attestation: %s", verr.Message)
+	}
+	if cfg.ExpirationSeconds != 0 && cfg.ExpirationSeconds < attestation.MinExpirationSeconds {
+		return nil, fmt.Errorf("attestation: ExpirationSeconds %d is below the least Kubernetes accepts, %d", cfg.ExpirationSeconds, attestation.MinExpirationSeconds)
 	}
 	if cfg.CallTimeout == 0 {
 		cfg.CallTimeout = 30 * time.Second
@@ -83,11 +90,12 @@ func (a *Attestor) Attest(ctx context.Context, csrPEM []byte) ([]byte, error) {
 
 	log := a.log.With(zap.String("ek_hash", attestation.EKHash(d.EKPublic())), zap.String("node", a.cfg.NodeName))
 	ch, err := a.client.begin(ctx, &attestation.BeginRequest{
-		NodeName:      a.cfg.NodeName,
-		EKPublic:      d.EKPublic(),
-		EKCertificate: d.EKCertificate(),
-		AKPublic:      d.AKPublic(),
-		CSR:           string(csrPEM),
+		NodeName:          a.cfg.NodeName,
+		EKPublic:          d.EKPublic(),
+		EKCertificate:     d.EKCertificate(),
+		AKPublic:          d.AKPublic(),
+		CSR:               string(csrPEM),
+		ExpirationSeconds: a.cfg.ExpirationSeconds,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("beginning attestation: %w", err)

@@ -3,6 +3,7 @@ package attestor
 import (
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -105,15 +106,15 @@ func New(cfg Config) (*Attestor, error) {
 
 // outcome is one call's result for the handler to log, count and answer.
 type outcome struct {
-	node, ekHash string
-	refusal      *attestation.Error
-	cause        error // for the log only: an internal failure's detail
+	node, claimed, ekHash string
+	refusal               *attestation.Error
+	cause                 error // for the log only: an internal failure's detail
 }
 
 // begin runs the checks a BeginRequest must pass, in checklist order, then
 // opens a session with a credential for the AK under the EK and a nonce.
 func (a *Attestor) begin(ctx context.Context, req *attestation.BeginRequest) (*attestation.BeginResponse, outcome) {
-	o := outcome{node: req.NodeName}
+	o := outcome{node: req.NodeName, claimed: req.NodeName}
 	if o.refusal = req.Validate(); o.refusal != nil {
 		return nil, o
 	}
@@ -155,23 +156,30 @@ func (a *Attestor) begin(ctx context.Context, req *attestation.BeginRequest) (*a
 		return nil, o
 	}
 
-	s := &session{ekHash: o.ekHash, node: name, ak: key, csrDER: csrDER, csrPEM: []byte(req.CSR), csr: csr}
+	s := &session{ekHash: o.ekHash, node: name, ak: key, csrDER: csrDER, csrPEM: []byte(req.CSR), csr: csr, expSecs: req.ExpirationSeconds}
+	rsp, refusal, err := a.challenge(s, ek)
+	o.refusal, o.cause = refusal, err
+	return rsp, o
+}
+
+// challenge opens session s: a random id, secret and nonce, the secret
+// wrapped in a credential only the TPM holding ek can activate, and only
+// for s's AK.
+func (a *Attestor) challenge(s *session, ek *rsa.PublicKey) (*attestation.BeginResponse, *attestation.Error, error) {
 	id := make([]byte, 24)
 	s.secret, s.nonce = make([]byte, 32), make([]byte, 32)
 	for _, b := range [][]byte{id, s.secret, s.nonce} {
 		if _, err := io.ReadFull(a.rand, b); err != nil {
-			o.refusal, o.cause = attestation.Refuse(attestation.ReasonInternal, "the service could not make a challenge; try again"), err
-			return nil, o
+			return nil, attestation.Refuse(attestation.ReasonInternal, "the service could not make a challenge; try again"), err
 		}
 	}
 	s.id = base64.RawURLEncoding.EncodeToString(id)
-	credential, encSecret, err := makeCredential(a.rand, ek, key.name, s.secret)
+	credential, encSecret, err := makeCredential(a.rand, ek, s.ak.name, s.secret)
 	if err != nil {
-		o.refusal, o.cause = attestation.Refuse(attestation.ReasonInternal, "the service could not make a credential for this EK; try again"), err
-		return nil, o
+		return nil, attestation.Refuse(attestation.ReasonInternal, "the service could not make a credential for this EK; try again"), err
 	}
-	if o.refusal = a.sessions.add(s); o.refusal != nil {
-		return nil, o
+	if refusal := a.sessions.add(s); refusal != nil {
+		return nil, refusal, nil
 	}
 	return &attestation.BeginResponse{
 		SessionID:       s.id,
@@ -179,7 +187,7 @@ func (a *Attestor) begin(ctx context.Context, req *attestation.BeginRequest) (*a
 		EncryptedSecret: encSecret,
 		Nonce:           s.nonce,
 		Expires:         s.expires,
-	}, o
+	}, nil, nil
 }
 
 // finish runs the checks a FinishRequest must pass against its session, in
@@ -189,12 +197,12 @@ func (a *Attestor) finish(ctx context.Context, req *attestation.FinishRequest) (
 	if o.refusal = req.Validate(); o.refusal != nil {
 		return nil, o
 	}
-	s, rerr := a.sessions.take(req.SessionID)
+	s, who, rerr := a.sessions.take(req.SessionID)
+	o.node, o.claimed, o.ekHash = who.node, who.node, who.ekHash
 	if rerr != nil {
 		o.refusal = rerr
 		return nil, o
 	}
-	o.node, o.ekHash = s.node, s.ekHash
 	if o.refusal = checkSecret(s.secret, req.Secret); o.refusal != nil {
 		return nil, o
 	}
@@ -208,7 +216,7 @@ func (a *Attestor) finish(ctx context.Context, req *attestation.FinishRequest) (
 		o.refusal, o.cause = rerr, err
 		return nil, o
 	}
-	chain, err := a.issuer.Issue(ctx, IssueRequest{NodeName: s.node, EKHash: s.ekHash, CSRPEM: s.csrPEM, CSR: s.csr})
+	chain, err := a.issuer.Issue(ctx, IssueRequest{NodeName: s.node, EKHash: s.ekHash, CSRPEM: s.csrPEM, CSR: s.csr, ExpirationSeconds: s.expSecs})
 	if err != nil {
 		o.refusal, o.cause = attestation.Refuse(attestation.ReasonIssueFailed, "the attestation passed but issuing the certificate failed; begin again later"), err
 		return nil, o

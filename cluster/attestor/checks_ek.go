@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/asn1"
+	"errors"
 	"slices"
 	"time"
 
@@ -96,9 +97,15 @@ func checkEKCertChain(cert *x509.Certificate, cas *ManufacturerCAs, now time.Tim
 	return nil
 }
 
-// lookupEnrolledName: the EK is enrolled, and for which node.
+// lookupEnrolledName: the EK is enrolled, and for which node. A refusal
+// from the Enrollments (such as an ambiguous enrolment) is passed on as it
+// is; any other failure is internal and retryable.
 func lookupEnrolledName(ctx context.Context, enrolled Enrollments, ekHash string) (string, *attestation.Error, error) {
 	name, ok, err := enrolled.NodeName(ctx, ekHash)
+	var refusal *attestation.Error
+	if errors.As(err, &refusal) {
+		return "", refusal, nil
+	}
 	if err != nil {
 		return "", attestation.Refuse(attestation.ReasonInternal, "looking up the enrolment failed; try again"), err
 	}

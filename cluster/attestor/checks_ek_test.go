@@ -5,6 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -104,6 +105,13 @@ func (failingEnrollments) NodeName(context.Context, string) (string, bool, error
 	return "", false, errors.New("apiserver unreachable")
 }
 
+// refusingEnrollments refuses every lookup, as an ambiguous enrolment does.
+type refusingEnrollments struct{}
+
+func (refusingEnrollments) NodeName(context.Context, string) (string, bool, error) {
+	return "", false, fmt.Errorf("looking up: %w", attestation.Refuse(attestation.ReasonAmbiguousEnrollment, "enrolled twice"))
+}
+
 func TestLookupEnrolledName(t *testing.T) {
 	enrolled := StaticEnrollments{"sha256:aa": "node-a"}
 	for _, tc := range []struct {
@@ -116,6 +124,7 @@ func TestLookupEnrolledName(t *testing.T) {
 		{"enrolled", enrolled, "sha256:aa", "node-a", ""},
 		{"not enrolled", enrolled, "sha256:bb", "", attestation.ReasonUnknownEK},
 		{"lookup fails", failingEnrollments{}, "sha256:aa", "", attestation.ReasonInternal},
+		{"the enrolment refuses (wrapped)", refusingEnrollments{}, "sha256:aa", "", attestation.ReasonAmbiguousEnrollment},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			name, got, _ := lookupEnrolledName(context.Background(), tc.enrolled, tc.ekHash)

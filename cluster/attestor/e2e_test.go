@@ -211,6 +211,10 @@ func TestAttestIssuesTheEnrolledNodesCertificate(t *testing.T) {
 		t.Errorf("the success was not observed and logged: %v", e.outcomes.all())
 	}
 
+	if o := e.outcomes.all(); o[0].ClaimedNode != "node-a" || o[len(o)-1].ClaimedNode != "node-a" {
+		t.Errorf("outcomes without the claimed name: %+v", o)
+	}
+
 	// After a reboot (TPM power cycle: transient objects gone, nothing
 	// persisted by certagent) the node attests again with the same enrolment.
 	if err := d.Restart(); err != nil {
@@ -377,11 +381,12 @@ func mustCSRDER(t *testing.T, csrPEM string) []byte {
 // fakeIssuer signs attested CSRs with a CA of its own, as the Kubernetes
 // signer would, and records what it issued.
 type fakeIssuer struct {
-	key    *ecdsa.PrivateKey
-	cert   *x509.Certificate
-	mu     sync.Mutex
-	issued []string
-	fail   error
+	key      *ecdsa.PrivateKey
+	cert     *x509.Certificate
+	mu       sync.Mutex
+	issued   []string
+	requests []attestor.IssueRequest
+	fail     error
 }
 
 func newFakeIssuer(t *testing.T) *fakeIssuer {
@@ -416,6 +421,7 @@ func (f *fakeIssuer) Issue(_ context.Context, req attestor.IssueRequest) ([]byte
 		return nil, err
 	}
 	f.issued = append(f.issued, req.NodeName)
+	f.requests = append(f.requests, req)
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }
 
@@ -483,4 +489,41 @@ func TestAttestRefusesAnEnrolmentWithdrawnMidExchange(t *testing.T) {
 
 	_, err := e.node(d, "node-a").Attest(context.Background(), csrFor(t, "system:node:node-a"))
 	e.wantRefused(err, attestation.ReasonUnknownEK)
+}
+
+func TestAttestPassesTheAskedLifetimeToTheIssuer(t *testing.T) {
+	ca := swtpm.NewTestCA(t, "vendor")
+	e := newEnv(t, nil)
+	d := swtpm.StartTest(t, ca)
+	e.enrol(d, "node-a")
+	cas := x509.NewCertPool()
+	cas.AddCert(e.srv.Certificate())
+	n, err := tpm.New(tpm.Config{TPMPath: d.Path(), ServiceURL: e.srv.URL, ServiceCAs: cas, NodeName: "node-a", ExpirationSeconds: 3600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Attest(context.Background(), csrFor(t, "system:node:node-a")); err != nil {
+		t.Fatal(err)
+	}
+	e.issuer.mu.Lock()
+	defer e.issuer.mu.Unlock()
+	if got := e.issuer.requests[0].ExpirationSeconds; got != 3600 {
+		t.Errorf("the issuer was asked for %d s, want the node's 3600", got)
+	}
+}
+
+func TestAttestOutcomeNamesTheClaimAndTheEnrolment(t *testing.T) {
+	ca := swtpm.NewTestCA(t, "vendor")
+	e := newEnv(t, nil)
+	a := swtpm.StartTest(t, ca)
+	e.enrol(a, "node-a")
+	_, err := e.node(a, "node-b").Attest(context.Background(), csrFor(t, "system:node:node-b"))
+	e.wantRefused(err, attestation.ReasonNameMismatch)
+	o := e.outcomes.all()[0]
+	if o.Node != "node-a" || o.ClaimedNode != "node-b" || o.Detail == "" || o.EKHash == "" {
+		t.Errorf("outcome %+v, want node-a enrolled, node-b claimed, a detail and the EK hash", o)
+	}
+	if e.logs.FilterField(zap.String("claimed_node", "node-b")).FilterField(zap.String("node", "node-a")).Len() != 1 {
+		t.Errorf("the refusal's log line does not name both the claimed and the enrolled node: %v", e.logs.All())
+	}
 }

@@ -47,17 +47,20 @@ func serve(a *Attestor, w http.ResponseWriter, r *http.Request, step Step, in an
 	} else {
 		rsp, o = call(r.Context())
 	}
-	reason := attestation.Reason("")
+	reason, detail := attestation.Reason(""), ""
 	log := a.log.With(zap.String("step", string(step)), zap.String("remote", r.RemoteAddr))
 	if o.node != "" {
 		log = log.With(zap.String("node", o.node))
+	}
+	if o.claimed != "" {
+		log = log.With(zap.String("claimed_node", o.claimed))
 	}
 	if o.ekHash != "" {
 		log = log.With(zap.String("ek_hash", o.ekHash))
 	}
 	if o.refusal != nil {
-		reason = o.refusal.Reason
-		fields := []zap.Field{zap.String("reason", string(reason)), zap.String("detail", o.refusal.Message)}
+		reason, detail = o.refusal.Reason, o.refusal.Message
+		fields := []zap.Field{zap.String("reason", string(reason)), zap.String("detail", detail)}
 		if o.cause != nil {
 			fields = append(fields, zap.Error(o.cause))
 		}
@@ -71,7 +74,7 @@ func serve(a *Attestor, w http.ResponseWriter, r *http.Request, step Step, in an
 		}
 		writeJSON(w, http.StatusOK, rsp)
 	}
-	a.observer.Observe(Outcome{Step: step, Reason: reason, Node: o.node, EKHash: o.ekHash})
+	a.observer.Observe(Outcome{Step: step, Reason: reason, Node: o.node, ClaimedNode: o.claimed, EKHash: o.ekHash, Detail: detail, Cause: o.cause})
 }
 
 func decode(w http.ResponseWriter, r *http.Request, into any) error {

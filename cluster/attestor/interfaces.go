@@ -10,8 +10,10 @@ import (
 // Enrollments answers which node, if any, an EK is enrolled for.
 type Enrollments interface {
 	// NodeName returns the node name enrolled for ekHash (attestation.EKHash
-	// of the EK's PKIX DER); ok is false when there is none. An error means
-	// the lookup itself failed (the node may try again).
+	// of the EK's PKIX DER); ok is false when there is none. An error that
+	// is an *attestation.Error refuses the attestation with its reason (the
+	// enrolment itself is unusable, e.g. ambiguous); any other error means
+	// the lookup failed (the node may try again).
 	NodeName(ctx context.Context, ekHash string) (name string, ok bool, err error)
 }
 
@@ -33,6 +35,9 @@ type IssueRequest struct {
 	// CSRPEM is the CSR as the node sent it; CSR is it parsed.
 	CSRPEM []byte
 	CSR    *x509.CertificateRequest
+	// ExpirationSeconds is the lifetime the node asked for, 0 for the
+	// signer's default (the Issuer applies its own policy to it).
+	ExpirationSeconds int32
 }
 
 // Issuer turns an attested CSR into a certificate (in Kubernetes: post the
@@ -58,8 +63,16 @@ type Outcome struct {
 	Reason attestation.Reason
 	// Node is the enrolled node name once known, else the name asked for.
 	Node string
+	// ClaimedNode is the name the node asked for (at finish: the name its
+	// begin asked for).
+	ClaimedNode string
 	// EKHash is empty when the request was too malformed to have one.
 	EKHash string
+	// Detail is the refusal's message as the node was told it (no secret).
+	Detail string
+	// Cause is an internal failure's error, which the node is not told: for
+	// the operator's eyes (logs, Events) only.
+	Cause error
 }
 
 // Observer is told every outcome (count attempts and refusals by reason).

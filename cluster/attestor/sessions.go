@@ -21,6 +21,7 @@ type session struct {
 	csrDER  []byte
 	csrPEM  []byte
 	csr     *x509.CertificateRequest
+	expSecs int32 // the lifetime asked for, 0 for the signer's default
 	expires time.Time
 }
 
@@ -40,8 +41,18 @@ type sessionStore struct {
 	open          map[string]*session
 	perEK         map[string]int
 	openQueue     []tombstone // ids in open, oldest first; taken ones skipped
-	expired, used map[string]time.Time
+	expired, used map[string]gone
 	forgetQueue   []tombstone // ids in expired or used, by when to forget them
+}
+
+// owner is whose a session is, for the log line and Event of a refusal.
+type owner struct{ node, ekHash string }
+
+// gone is an expired or used session until it is forgotten at at: whose it
+// was, so a late or replayed finish is logged against that node and EK.
+type gone struct {
+	owner
+	at time.Time
 }
 
 type tombstone struct {
@@ -53,7 +64,7 @@ func newSessionStore(c clock.PassiveClock, ttl time.Duration, max, maxPerEK int)
 	return &sessionStore{
 		clock: c, ttl: ttl, max: max, maxPerEK: maxPerEK,
 		open: map[string]*session{}, perEK: map[string]int{},
-		expired: map[string]time.Time{}, used: map[string]time.Time{},
+		expired: map[string]gone{}, used: map[string]gone{},
 	}
 }
 
@@ -78,27 +89,29 @@ func (st *sessionStore) add(s *session) *attestation.Error {
 	return nil
 }
 
-// take is the one way to a session: checkSessionFresh and single use.
-func (st *sessionStore) take(id string) (*session, *attestation.Error) {
+// take is the one way to a session: checkSessionFresh and single use. Its
+// owner is known whenever the id is (open, expired or used).
+func (st *sessionStore) take(id string) (*session, owner, *attestation.Error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	now := st.clock.Now()
 	st.sweep(now)
-	if _, ok := st.used[id]; ok {
-		return nil, attestation.Refuse(attestation.ReasonReplayed, "this session was already finished; each is single use: begin again")
+	if g, ok := st.used[id]; ok {
+		return nil, g.owner, attestation.Refuse(attestation.ReasonReplayed, "this session was already finished; each is single use: begin again")
 	}
-	if _, ok := st.expired[id]; ok {
+	if g, ok := st.expired[id]; ok {
 		delete(st.expired, id)
-		st.markUsed(id, now)
-		return nil, attestation.Refuse(attestation.ReasonStaleNonce, "this session expired before its finish (sessions live %v): begin again", st.ttl)
+		st.markUsed(id, g.owner, now)
+		return nil, g.owner, attestation.Refuse(attestation.ReasonStaleNonce, "this session expired before its finish (sessions live %v): begin again", st.ttl)
 	}
 	s, ok := st.open[id]
 	if !ok {
-		return nil, attestation.Refuse(attestation.ReasonUnknownSession, "no such session (the service may have restarted): begin again")
+		return nil, owner{}, attestation.Refuse(attestation.ReasonUnknownSession, "no such session (the service may have restarted): begin again")
 	}
+	who := owner{node: s.node, ekHash: s.ekHash}
 	st.closeOpen(s)
-	st.markUsed(id, now)
-	return s, nil
+	st.markUsed(id, who, now)
+	return s, who, nil
 }
 
 func (st *sessionStore) closeOpen(s *session) {
@@ -108,9 +121,9 @@ func (st *sessionStore) closeOpen(s *session) {
 	}
 }
 
-func (st *sessionStore) markUsed(id string, now time.Time) {
+func (st *sessionStore) markUsed(id string, who owner, now time.Time) {
 	at := now.Add(st.ttl)
-	st.used[id] = at
+	st.used[id] = gone{owner: who, at: at}
 	st.forgetQueue = append(st.forgetQueue, tombstone{id, at})
 }
 
@@ -126,7 +139,7 @@ func (st *sessionStore) sweep(now time.Time) {
 			// late, its tombstone may sit behind later ones in the queue:
 			// that only delays forgetting it.)
 			if at := s.expires.Add(st.ttl); now.Before(at) {
-				st.expired[id] = at
+				st.expired[id] = gone{owner: owner{node: s.node, ekHash: s.ekHash}, at: at}
 				st.forgetQueue = append(st.forgetQueue, tombstone{id, at})
 			}
 		}
@@ -134,10 +147,10 @@ func (st *sessionStore) sweep(now time.Time) {
 	for len(st.forgetQueue) > 0 && !now.Before(st.forgetQueue[0].at) {
 		t := st.forgetQueue[0]
 		st.forgetQueue = st.forgetQueue[1:]
-		if at, ok := st.used[t.id]; ok && !at.After(now) {
+		if g, ok := st.used[t.id]; ok && !g.at.After(now) {
 			delete(st.used, t.id)
 		}
-		if at, ok := st.expired[t.id]; ok && !at.After(now) {
+		if g, ok := st.expired[t.id]; ok && !g.at.After(now) {
 			delete(st.expired, t.id)
 		}
 	}

@@ -37,18 +37,30 @@ func TestSessionStore(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := clocktesting.NewFakeClock(time.Now())
 			st := newSessionStore(clock, ttl, 3, 2)
+			owners := map[string]string{} // id -> EK of its add
 			for i, s := range tc.steps {
 				var verb, id, ek string
 				fmt.Sscan(s.do, &verb, &id, &ek)
 				var got *attestation.Error
 				switch verb {
 				case "add":
-					got = st.add(&session{id: id, ekHash: ek})
+					got = st.add(&session{id: id, ekHash: ek, node: "node-" + ek})
+					owners[id] = ek
 				case "take":
 					var sess *session
-					sess, got = st.take(id)
+					var who owner
+					sess, who, got = st.take(id)
 					if got == nil && sess.id != id {
 						t.Fatalf("step %d: took %q", i, sess.id)
+					}
+					// Known sessions, even replayed or stale, name their
+					// owner (for the refusal's log line and Event).
+					want := owner{}
+					if got == nil || got.Reason != attestation.ReasonUnknownSession {
+						want = owner{node: "node-" + owners[id], ekHash: owners[id]}
+					}
+					if who != want {
+						t.Fatalf("step %d %q: owner %+v, want %+v", i, s.do, who, want)
 					}
 				case "wait":
 					d, _ := time.ParseDuration(id)

@@ -2,8 +2,11 @@ package attestation
 
 import (
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -150,5 +153,93 @@ func TestReasons(t *testing.T) {
 		if got := tc.reason.Retryable(); got != tc.retryable {
 			t.Errorf("%s: retryable %t, want %t", tc.reason, got, tc.retryable)
 		}
+	}
+}
+
+func TestBeginRequestExpirationSeconds(t *testing.T) {
+	good := BeginRequest{NodeName: "node-a", EKPublic: []byte{1}, AKPublic: []byte{1}, CSR: testCSR}
+	for _, tc := range []struct {
+		seconds int32
+		want    Reason
+	}{
+		{0, ""},
+		{MinExpirationSeconds, ""},
+		{86400, ""},
+		{MinExpirationSeconds - 1, ReasonBadRequest},
+		{-1, ReasonBadRequest},
+	} {
+		m := good
+		m.ExpirationSeconds = tc.seconds
+		wantReason(t, m.Validate(), tc.want)
+	}
+}
+
+func TestReasonsListsEveryReason(t *testing.T) {
+	seen := map[Reason]bool{}
+	for _, r := range Reasons {
+		if seen[r] {
+			t.Errorf("%s listed twice", r)
+		}
+		seen[r] = true
+	}
+	// Every reason has a distinct status or retry rule checked in
+	// TestReasons; this pins the count so a new reason is added here too.
+	if len(Reasons) != 17 {
+		t.Errorf("Reasons has %d entries; add the new reason to it", len(Reasons))
+	}
+}
+
+func TestTPMEnrollment(t *testing.T) {
+	hash := EKHash([]byte("abc"))
+	good := NewTPMEnrollment("node-a", hash, "CN=vendor")
+	wantReason(t, good.Validate(), "")
+	for _, tc := range []struct {
+		name   string
+		change func(*TPMEnrollment)
+	}{
+		{"another kind", func(e *TPMEnrollment) { e.Kind = "Node" }},
+		{"another version", func(e *TPMEnrollment) { e.APIVersion = EnrollmentGroup + "/v1" }},
+		{"no name", func(e *TPMEnrollment) { e.Metadata.Name = "" }},
+		{"an upper-case name", func(e *TPMEnrollment) { e.Metadata.Name = "Node-A" }},
+		{"no hash", func(e *TPMEnrollment) { e.Spec.EKPublicKeyHash = "" }},
+		{"hex without sha256:", func(e *TPMEnrollment) { e.Spec.EKPublicKeyHash = hash[len("sha256:"):] }},
+		{"upper-case hex", func(e *TPMEnrollment) { e.Spec.EKPublicKeyHash = strings.ToUpper(hash) }},
+		{"a short hash", func(e *TPMEnrollment) { e.Spec.EKPublicKeyHash = hash[:70] }},
+		{"a non-hex digit", func(e *TPMEnrollment) { e.Spec.EKPublicKeyHash = hash[:70] + "g" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := good
+			tc.change(&e)
+			wantReason(t, e.Validate(), ReasonBadRequest)
+		})
+	}
+	// The record's JSON is the custom resource's.
+	data, err := json.Marshal(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"apiVersion":"attestation.certagent.io/v1alpha1","kind":"TPMEnrollment","metadata":{"name":"node-a"},"spec":{"ekPublicKeyHash":"` + hash + `","ekCertificateIssuer":"CN=vendor"}}`
+	if string(data) != want {
+		t.Errorf("JSON\n%s\nwant\n%s", data, want)
+	}
+}
+
+func TestEKHashPatternMatchesValidateEKHash(t *testing.T) {
+	re := regexp.MustCompile(EKHashPattern)
+	hash := EKHash([]byte("abc"))
+	for _, s := range []string{hash, strings.ToUpper(hash), hash[7:], hash[:70], hash + "0", "sha256:" + strings.Repeat("g", 64), "sha1:" + hash[7:]} {
+		if got, want := re.MatchString(s), ValidateEKHash(s) == nil; got != want {
+			t.Errorf("%q: pattern %t, ValidateEKHash %t", s, got, want)
+		}
+	}
+}
+
+func TestServiceCAHash(t *testing.T) {
+	// The form kubeadm prints for --discovery-token-ca-cert-hash: the
+	// SHA-256 of the certificate's SubjectPublicKeyInfo, not of the
+	// certificate.
+	c := &x509.Certificate{RawSubjectPublicKeyInfo: []byte("abc"), Raw: []byte("whole certificate")}
+	if got, want := ServiceCAHash(c), "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"; got != want {
+		t.Errorf("ServiceCAHash = %s, want %s", got, want)
 	}
 }

@@ -31,7 +31,16 @@ type BeginRequest struct {
 	// CSR is the kubelet client certificate request, PEM, signed on the node
 	// by a key that never leaves it.
 	CSR string `json:"csr"`
+	// ExpirationSeconds, if not zero, is the certificate lifetime the node
+	// asks for (a Kubernetes CSR's spec.expirationSeconds: at least
+	// MinExpirationSeconds). The service may shorten it to its policy, and
+	// the signer to its own maximum.
+	ExpirationSeconds int32 `json:"expirationSeconds,omitempty"`
 }
+
+// MinExpirationSeconds is the shortest certificate lifetime a node may ask
+// for: Kubernetes refuses a CSR's expirationSeconds below 600.
+const MinExpirationSeconds = 600
 
 // BeginResponse is the service's challenge: a credential only the TPM holding
 // the EK can activate, and only for the AK named in it, plus a fresh nonce.

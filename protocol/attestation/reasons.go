@@ -20,6 +20,10 @@ const (
 	ReasonUntrustedEKCA Reason = "untrusted_ek_ca"
 	// ReasonUnknownEK: no node is enrolled for this EK.
 	ReasonUnknownEK Reason = "unknown_ek"
+	// ReasonAmbiguousEnrollment: more than one node is enrolled for this EK,
+	// so which node the TPM is cannot be told; an operator must remove all
+	// but one enrolment.
+	ReasonAmbiguousEnrollment Reason = "ambiguous_enrollment"
 	// ReasonNameMismatch: the name asked for (in the request or the CSR) is
 	// not the name enrolled for this EK.
 	ReasonNameMismatch Reason = "name_mismatch"
@@ -51,6 +55,15 @@ const (
 	// ReasonInternal: the service failed; try later.
 	ReasonInternal Reason = "internal"
 )
+
+// Reasons lists every reason, in the order the service checks them (for
+// metrics that start every series at zero).
+var Reasons = []Reason{
+	ReasonBadRequest, ReasonEKCertMismatch, ReasonUntrustedEKCA, ReasonUnknownEK,
+	ReasonAmbiguousEnrollment, ReasonNameMismatch, ReasonBadAK, ReasonBadCSR,
+	ReasonUnknownSession, ReasonStaleNonce, ReasonReplayed, ReasonBadSecret,
+	ReasonBadSignature, ReasonBadQuote, ReasonBusy, ReasonIssueFailed, ReasonInternal,
+}
 
 // HTTPStatus is the status code the service answers a refusal with.
 func (r Reason) HTTPStatus() int {

@@ -47,6 +47,9 @@ func (m *BeginRequest) Validate() *Error {
 	if _, err := CSRDER(m.CSR); err != nil {
 		return err
 	}
+	if m.ExpirationSeconds != 0 && m.ExpirationSeconds < MinExpirationSeconds {
+		return Refuse(ReasonBadRequest, "expirationSeconds must be 0 (the signer's default) or at least %d, is %d", MinExpirationSeconds, m.ExpirationSeconds)
+	}
 	return nil
 }
 

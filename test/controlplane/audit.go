@@ -9,13 +9,14 @@ import (
 )
 
 // auditPolicy records, once each, the requests of nodes and bootstrap tokens
-// (what certagent sends) and nothing else.
+// (what certagent sends) and of service accounts (the attestation service),
+// and nothing else.
 const auditPolicy = `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
 rules:
 - level: Metadata
-  userGroups: ["system:nodes", "system:bootstrappers"]
+  userGroups: ["system:nodes", "system:bootstrappers", "system:serviceaccounts"]
 - level: None
 `
 

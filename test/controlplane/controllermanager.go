@@ -124,3 +124,36 @@ func (cp *ControlPlane) probeCSRSigning(ctx context.Context, p *process) error {
 		}
 	}
 }
+
+// StopControllerManager stops kube-controller-manager (SIGTERM, then SIGKILL
+// after 10 s): CSRs stay unsigned (and unapproved by csrapproving) until
+// StartControllerManager. Stopping a stopped one is a no-op.
+func (cp *ControlPlane) StopControllerManager() error {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if cp.kcm == nil || cp.kcm.exited() {
+		cp.kcm = nil
+		return nil
+	}
+	err := cp.kcm.terminate(10 * time.Second)
+	cp.kcm = nil
+	if err != nil {
+		return fmt.Errorf("stop kube-controller-manager: %w", err)
+	}
+	cp.logf("control plane: kube-controller-manager stopped")
+	return nil
+}
+
+// StartControllerManager starts kube-controller-manager again after
+// StopControllerManager and waits until it signs a probe CSR.
+func (cp *ControlPlane) StartControllerManager(ctx context.Context) error {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if cp.stopped {
+		return fmt.Errorf("start kube-controller-manager: control plane has been stopped")
+	}
+	if cp.kcm != nil && !cp.kcm.exited() {
+		return fmt.Errorf("start kube-controller-manager: already running")
+	}
+	return cp.startControllerManager(ctx)
+}
