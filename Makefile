@@ -55,6 +55,8 @@ deps: ## Download the Go modules of the product and the test modules
 	cd test/tools/govulncheck && $(GO) mod download
 	cd test/tools/kubectl && $(GO) mod download
 	cd test/tools/kubelet && $(GO) mod download
+	cd test/tools/kubeadm && $(GO) mod download
+	cd test/tools/capi && $(GO) mod download
 	cd packaging/tools && $(GO) mod download
 
 build: ## Build bin/certagent (the node agent) and bin/certagent-cluster (the attestation service); the node binary must not link the cluster side or Prometheus's client
@@ -67,6 +69,7 @@ vet: ## go vet and gofmt over every module; the test module's non-test code must
 	$(GO) vet ./...
 	$(GO) vet -tags failpoints ./...
 	cd test && $(GO) vet ./...
+	cd test/tools/capi && $(GO) vet ./...
 	cd test && $(GO) build ./...
 
 tidy-check: ## Fail if go.mod/go.sum are not tidy
@@ -76,6 +79,8 @@ tidy-check: ## Fail if go.mod/go.sum are not tidy
 	cd test/tools/govulncheck && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 	cd test/tools/kubectl && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 	cd test/tools/kubelet && $(GO) mod tidy && git diff --exit-code go.mod go.sum
+	cd test/tools/kubeadm && $(GO) mod tidy && git diff --exit-code go.mod go.sum
+	cd test/tools/capi && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 
 vuln: ## govulncheck (pinned in test/tools/govulncheck) against the offline database VULNDB: none reachable in the product or nfpm; the test module's findings reported
 	@test -f "$(VULNDB)/index/db.json" || { echo "no vulnerability database at '$(VULNDB)': set VULNDB to a copy of the Go vulnerability database (v1 layout)"; exit 1; }
@@ -192,7 +197,7 @@ node-deps: ## Install (apt-get, as root) what the package checks and the node su
 		command -v $${c%%:*} >/dev/null || missing="$$missing $${c#*:}"; done; \
 	if [ -n "$$missing" ]; then echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
-node: node-deps packages ## Node suite (root): boot Debian with systemd in systemd-nspawn, cloud-init installs the .deb; the .rpm with its scriptlets
+node: node-deps packages ## Node suite (root): boot Debian with systemd in systemd-nspawn, cloud-init installs the .deb; the .rpm with its scriptlets; the real kubeadm join, reset and the Cluster API example's cloud-init on such nodes (kubeadm built once)
 	$(MAKE) --no-print-directory packages ARCHES=amd64 VERSION='$(VERSION)+upgrade' DIST=$(DIST)/newer
 	CGO_ENABLED=0 $(GO) build -tags failpoints -trimpath -o $(DIST)/build/certagent-failpoints ./cmd/certagent
 	cd test && CERTAGENT_DEB='$(CURDIR)/$(DIST)/certagent_*_amd64.deb' CERTAGENT_DEB_NEWER='$(CURDIR)/$(DIST)/newer/certagent_*_amd64.deb' \

@@ -268,3 +268,50 @@ func TestCSRNameIsDeterministic(t *testing.T) {
 		t.Fatalf("names: same key %q %q, other key %q, other kind %q", a, b, c, d)
 	}
 }
+
+// TestKubeletReadyNamesTheServingCSRToApprove: while the serving CSR waits
+// for approval, what holds the kubelet back names that CSR and the command
+// that approves it (certagent wait prints it in the kubelet's journal, where
+// a failed kubeadm join points).
+func TestKubeletReadyNamesTheServingCSRToApprove(t *testing.T) {
+	f := newFixture(t)
+	var signing atomic.Bool // the signer issues what is created while set
+	signing.Store(true)
+	f.client.PrependReactor("create", "certificatesigningrequests", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if signing.Load() {
+			f.sign(a.(k8stesting.CreateAction).GetObject().(*certificatesv1.CertificateSigningRequest))
+		}
+		return false, nil, nil
+	})
+	b := f.bootstrapper()
+	if _, err := b.EnsureClient(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	_, missing := b.KubeletReady(context.Background(), true)
+	if missing == nil || strings.Contains(missing.Error(), "approve") {
+		t.Fatalf("before any serving request: %v, want no valid serving certificate and nothing to approve", missing)
+	}
+	// The serving request waits: its key is on disk, its CSR unapproved.
+	signing.Store(false)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, _ = b.EnsureServing(ctx, false)
+	list, err := f.client.CertificatesV1().CertificateSigningRequests().List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pending string
+	for _, c := range list.Items {
+		if c.Spec.SignerName == certificatesv1.KubeletServingSignerName {
+			pending = c.Name
+		}
+	}
+	if pending == "" {
+		t.Fatal("no serving CSR was posted")
+	}
+	_, missing = b.KubeletReady(context.Background(), true)
+	want := "; waiting for approval of " + pending + " (kubectl certificate approve " + pending + ")"
+	if missing == nil || !strings.HasSuffix(missing.Error(), want) {
+		t.Fatalf("KubeletReady = %v, want it to end %q", missing, want)
+	}
+}

@@ -25,7 +25,9 @@ type AuditEvent struct {
 	Stage      string `json:"stage"`
 	Verb       string `json:"verb"`
 	RequestURI string `json:"requestURI"`
-	User       struct {
+	// UserAgent is the client's User-Agent header: which program sent it.
+	UserAgent string `json:"userAgent"`
+	User      struct {
 		Username string   `json:"username"`
 		Groups   []string `json:"groups"`
 	} `json:"user"`

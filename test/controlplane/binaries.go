@@ -104,7 +104,7 @@ func EnsureBinaries(ctx context.Context, logf func(format string, args ...any)) 
 	if !exists(bins.Etcd) {
 		logf("building etcd into %s (first run only, about 30 seconds)...", dir)
 		start := time.Now()
-		if err := goBuild(ctx, etcdDir, dir, map[string]string{".": "etcd"}); err != nil {
+		if err := goBuild(ctx, etcdDir, dir, map[string]string{".": "etcd"}, nil); err != nil {
 			return Binaries{}, fmt.Errorf("build etcd: %w", err)
 		}
 		logf("built etcd in %s", time.Since(start).Round(time.Second))
@@ -115,10 +115,10 @@ func EnsureBinaries(ctx context.Context, logf func(format string, args ...any)) 
 		if err := goBuild(ctx, k8sDir, dir, map[string]string{
 			"k8s.io/kubernetes/cmd/kube-apiserver":          "kube-apiserver",
 			"k8s.io/kubernetes/cmd/kube-controller-manager": "kube-controller-manager",
-		}); err != nil {
+		}, nil); err != nil {
 			return Binaries{}, fmt.Errorf("build kube-apiserver and kube-controller-manager %s: %w", version, err)
 		}
-		if err := goBuild(ctx, k8sDir, dir, map[string]string{".": "loadercheck"}); err != nil {
+		if err := goBuild(ctx, k8sDir, dir, map[string]string{".": "loadercheck"}, nil); err != nil {
 			return Binaries{}, fmt.Errorf("build loadercheck %s: %w", version, err)
 		}
 		logf("built kube-apiserver and kube-controller-manager %s in %s", version, time.Since(start).Round(time.Second))
@@ -250,17 +250,18 @@ func lockFile(ctx context.Context, path string, logf func(string, ...any)) (func
 	}
 }
 
-// goBuild runs `go build -trimpath` in dir for each package in pkgs (package
-// path -> binary name), all in one invocation, into a temporary directory
-// inside outDir, then renames each binary into outDir.
-func goBuild(ctx context.Context, dir, outDir string, pkgs map[string]string) error {
+// goBuild runs `go build -trimpath [flags]` in dir for each package in pkgs
+// (package path -> binary name), all in one invocation, with env added to the
+// environment, into a temporary directory inside outDir, then renames each
+// binary into outDir.
+func goBuild(ctx context.Context, dir, outDir string, pkgs map[string]string, env []string, flags ...string) error {
 	tmp, err := os.MkdirTemp(outDir, ".build-")
 	if err != nil {
 		return fmt.Errorf("create temp build dir: %w", err)
 	}
 	defer os.RemoveAll(tmp)
 
-	args := []string{"build", "-trimpath"}
+	args := append([]string{"build", "-trimpath"}, flags...)
 	var out string
 	if len(pkgs) == 1 {
 		for _, name := range pkgs {
@@ -279,7 +280,7 @@ func goBuild(ctx context.Context, dir, outDir string, pkgs map[string]string) er
 	cmd.Dir = dir
 	// The test module and the etcd tool are standalone modules; a go.work
 	// file further up must not change what gets built.
-	cmd.Env = append(os.Environ(), "GOWORK=off")
+	cmd.Env = append(append(os.Environ(), "GOWORK=off"), env...)
 	output, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("go %s (in %s): %w\n%s", strings.Join(args, " "), dir, err, tail(output, 40))

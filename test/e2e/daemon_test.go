@@ -385,3 +385,29 @@ func TestDaemonNoticesDeletedKubeconfig(t *testing.T) {
 		t.Errorf("/readyz = %d after recovery", code)
 	}
 }
+
+// TestDaemonFinishesABootstrapWhoseKubeconfigWasDeleted: the bootstrap
+// kubeconfig is deleted while the client CSR waits for approval, as kubeadm
+// join does when it gives up (it removes bootstrap-kubelet.conf on its way
+// out, whatever happened); approved later, the certificate is stored and
+// kubelet.conf works: the request was made, the approval is not wasted.
+func TestDaemonFinishesABootstrapWhoseKubeconfigWasDeleted(t *testing.T) {
+	n := newNode(t, controlplane.TokenOptions{}) // client CSRs wait for approval
+	n.writeConfig("serving:\n  enabled: false\nmetrics:\n  address: 127.0.0.1:0\n")
+	ns := newNotifySocket(t)
+	p := n.startDaemon(ns)
+	csr := n.waitForCSR(certificatesv1.KubeAPIServerClientKubeletSignerName, time.Minute)
+	if err := os.Remove(n.bootstrap); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // the daemon sees the deletion
+	if err := cp.ApproveCSR(context.Background(), csr.Name); err != nil {
+		t.Fatal(err)
+	}
+	approved := time.Now()
+	ns.waitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, time.Minute)
+	if who, err := n.whoAmI(); err != nil || who != "system:node:"+n.name {
+		t.Fatalf("kubelet.conf authenticates as %q, %v\n%s", who, err, p.out.String())
+	}
+	t.Logf("kubelet.conf works %s after the approval", time.Since(approved).Round(time.Millisecond))
+}
