@@ -20,8 +20,14 @@ type Config struct {
 	// ServiceURL is the attestation service, https://host[:port]. Required.
 	ServiceURL string
 	// ServiceCAs verifies the service's serving certificate; it comes from
-	// the node's user-data, with the service URL. Required.
+	// the node's user-data, with the service URL. It or ServiceCAHash is
+	// required.
 	ServiceCAs *x509.CertPool
+	// ServiceCAHash pins the service's CA instead ("sha256:<hex>" of its
+	// SubjectPublicKeyInfo, attestation.ServiceCAHash; what init-tls prints):
+	// the service sends its CA after its certificate, and the certificate
+	// must chain to the CA in that chain whose key has this hash.
+	ServiceCAHash string
 	// NodeName is the node name to obtain a certificate for; the service
 	// refuses any other than the one enrolled for this TPM. Required.
 	NodeName string
@@ -45,8 +51,8 @@ type Attestor struct {
 
 // New checks cfg and returns an Attestor.
 func New(cfg Config) (*Attestor, error) {
-	if cfg.ServiceCAs == nil {
-		return nil, errors.New("attestation: ServiceCAs is required (the CA of the attestation service's certificate)")
+	if cfg.ServiceCAs == nil && cfg.ServiceCAHash == "" {
+		return nil, errors.New("attestation: the attestation service's CA is required (ServiceCAs, or ServiceCAHash to pin it)")
 	}
 	if verr := attestation.ValidateNodeName(cfg.NodeName); verr != nil {
 		return nil, fmt.Errorf("attestation: %s", verr.Message)
@@ -60,7 +66,7 @@ func New(cfg Config) (*Attestor, error) {
 	if cfg.CallTimeout < 0 {
 		return nil, fmt.Errorf("attestation: CallTimeout %v is negative", cfg.CallTimeout)
 	}
-	client, err := newServiceClient(cfg.ServiceURL, cfg.ServiceCAs, cfg.CallTimeout)
+	client, err := newServiceClient(cfg.ServiceURL, cfg.ServiceCAs, cfg.ServiceCAHash, cfg.CallTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("attestation: %w", err)
 	}

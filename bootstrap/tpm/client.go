@@ -24,7 +24,7 @@ type serviceClient struct {
 	http *http.Client
 }
 
-func newServiceClient(serviceURL string, cas *x509.CertPool, timeout time.Duration) (*serviceClient, error) {
+func newServiceClient(serviceURL string, cas *x509.CertPool, caHash string, timeout time.Duration) (*serviceClient, error) {
 	u, err := url.Parse(serviceURL)
 	if err != nil {
 		return nil, fmt.Errorf("parsing attestation service URL %q: %w", serviceURL, err)
@@ -32,9 +32,15 @@ func newServiceClient(serviceURL string, cas *x509.CertPool, timeout time.Durati
 	if u.Scheme != "https" || u.Host == "" {
 		return nil, fmt.Errorf("attestation service URL %q must be https://host[:port]", serviceURL)
 	}
+	tlsConfig := &tls.Config{RootCAs: cas, MinVersion: tls.VersionTLS12}
+	if cas == nil {
+		if err := pinCA(tlsConfig, caHash); err != nil {
+			return nil, err
+		}
+	}
 	tr := &http.Transport{
 		Proxy:               nil, // a node's proxy settings must not see this exchange
-		TLSClientConfig:     &tls.Config{RootCAs: cas, MinVersion: tls.VersionTLS12},
+		TLSClientConfig:     tlsConfig,
 		TLSHandshakeTimeout: 10 * time.Second,
 		MaxIdleConns:        1,
 		IdleConnTimeout:     30 * time.Second,

@@ -22,6 +22,8 @@ func TestNewChecksItsConfig(t *testing.T) {
 	}{
 		{"complete", func(*Config) {}, true},
 		{"no service CA", func(c *Config) { c.ServiceCAs = nil }, false},
+		{"the service CA pinned by hash", func(c *Config) { c.ServiceCAs, c.ServiceCAHash = nil, "sha256:"+strings.Repeat("ab", 32) }, true},
+		{"a malformed hash", func(c *Config) { c.ServiceCAs, c.ServiceCAHash = nil, "sha256:abc" }, false},
 		{"plain http", func(c *Config) { c.ServiceURL = "http://attest.example" }, false},
 		{"no host", func(c *Config) { c.ServiceURL = "https://" }, false},
 		{"no node name", func(c *Config) { c.NodeName = "" }, false},
@@ -76,7 +78,7 @@ func TestClientCalls(t *testing.T) {
 			if !tc.trusted {
 				cas = x509.NewCertPool()
 			}
-			c, err := newServiceClient(srv.URL, cas, 10*time.Second)
+			c, err := newServiceClient(srv.URL, cas, "", 10*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
