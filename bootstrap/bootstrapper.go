@@ -30,6 +30,9 @@ type Config struct {
 	// IssuerCAFile, if set, is the CA issued certificates must chain to;
 	// otherwise the cluster CA of the kubeconfig used to ask for them.
 	IssuerCAFile string
+	// Attestation, if set, is a way to a first client certificate beside the
+	// bootstrap kubeconfig (and before it unless AfterToken).
+	Attestation *Attestation
 	// AllowInsecureBootstrap accepts a bootstrap kubeconfig with insecure-skip-tls-verify.
 	AllowInsecureBootstrap bool
 	// ServingDNSNames and ServingIPs are added to the serving certificate's SANs.
@@ -92,6 +95,8 @@ func New(cfg Config) (*Bootstrapper, error) {
 		return nil, errors.New("node name is empty")
 	case cfg.CertDir == "" || cfg.KubeconfigPath == "" || cfg.BootstrapKubeconfigPath == "":
 		return nil, errors.New("certDir, kubeconfig and bootstrapKubeconfig must all be set")
+	case cfg.Attestation != nil && (cfg.Attestation.Attest == nil || cfg.Attestation.Server == "" || cfg.Attestation.CAFile == ""):
+		return nil, errors.New("attestation needs the exchange, the API server and the cluster CA file")
 	case cfg.ExpirationSeconds != 0 && cfg.ExpirationSeconds < 600:
 		return nil, fmt.Errorf("requested duration %ds is below the API minimum of 600s", cfg.ExpirationSeconds)
 	}

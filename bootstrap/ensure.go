@@ -64,50 +64,71 @@ func (b *Bootstrapper) EnsureClient(ctx context.Context, renew bool) (StepResult
 	return StepResult{Leaf: node.Leaf}, nil
 }
 
-// afterRejection starts over with a bootstrap kubeconfig if one was dropped
-// in place, and otherwise says what to do.
+// afterRejection starts over with a credential source if there is one (a
+// bootstrap kubeconfig dropped in place, or attestation), and otherwise
+// says what to do.
 func (b *Bootstrapper) afterRejection(ctx context.Context, rejection error) (StepResult, error) {
-	if _, err := os.Stat(b.cfg.BootstrapKubeconfigPath); err == nil {
-		b.log.Warn("the API server rejects kubelet.conf; bootstrapping again with the bootstrap kubeconfig", zap.Error(rejection))
+	_, err := os.Stat(b.cfg.BootstrapKubeconfigPath)
+	if err == nil || b.cfg.Attestation != nil {
+		b.log.Warn("the API server rejects kubelet.conf; bootstrapping again", zap.Error(rejection))
 		return b.bootstrap(ctx, rejection)
 	}
 	return StepResult{}, fmt.Errorf("%w: %v", ErrIdentityRejected, rejection)
 }
 
-// bootstrap obtains the client certificate with the bootstrap kubeconfig
-// (reason says why kubelet.conf will not do), writes kubelet.conf, proves it
-// works and deletes the bootstrap kubeconfig.
+// bootstrap obtains the client certificate from the first credential
+// source that gives one (reason says why kubelet.conf will not do), writes
+// kubelet.conf, proves it works and deletes the bootstrap kubeconfig.
 func (b *Bootstrapper) bootstrap(ctx context.Context, reason error) (StepResult, error) {
 	if errors.Is(reason, os.ErrNotExist) {
 		reason = fmt.Errorf("%s does not exist", b.cfg.KubeconfigPath)
 	}
-	boot, err := kubeconfig.LoadBootstrap(b.cfg.BootstrapKubeconfigPath, b.cfg.AllowInsecureBootstrap)
-	if errors.Is(err, os.ErrNotExist) {
+	var failed []error
+	for _, next := range b.sources() {
+		src, err := next()
+		if errors.Is(err, errNoSource) {
+			continue
+		}
+		if err == nil {
+			var out StepResult
+			if out, err = b.bootstrapWith(ctx, reason, src); err == nil || out.Stored {
+				return out, err // a stored certificate is finished with, whatever happens next
+			}
+		}
+		if len(failed) == 0 && len(b.sources()) > 1 {
+			b.log.Warn("a credential source failed; trying the next", zap.Error(err))
+		}
+		failed = append(failed, err)
+	}
+	if len(failed) == 0 {
 		return StepResult{}, fmt.Errorf("%w: %w, and there is no bootstrap kubeconfig at %s: write a bootstrap-token kubeconfig there (see the README)", ErrNoCredentials, reason, b.cfg.BootstrapKubeconfigPath)
 	}
-	if err != nil {
-		return StepResult{}, err
-	}
-	b.warnIfReadable(b.cfg.BootstrapKubeconfigPath)
+	return StepResult{}, mostHopeful(failed)
+}
+
+// bootstrapWith obtains the client certificate from src, writes kubelet.conf,
+// proves it works and deletes the bootstrap kubeconfig.
+func (b *Bootstrapper) bootstrapWith(ctx context.Context, reason error, src *source) (StepResult, error) {
 	b.log.Info("bootstrapping the client certificate", zap.String("reason", reason.Error()),
-		zap.String("bootstrap_kubeconfig", b.cfg.BootstrapKubeconfigPath), zap.String("server", boot.Config.Host))
+		zap.String("source", src.name), zap.String("with", src.cred.Path), zap.String("server", src.cred.Config.Host))
 	var out StepResult
 	// A certificate the API server refused is not used again.
-	if leaf := b.storedUsable(Client, boot.Config); leaf != nil && !rejectsCredential(reason) {
+	if leaf := b.storedUsable(Client, src.cred.Config); leaf != nil && !rejectsCredential(reason) {
 		// A bootstrap interrupted after storing the certificate: finish it
 		// with that certificate instead of asking for another.
 		b.log.Info("finishing an interrupted bootstrap with the client certificate already stored", zap.String("path", CurrentPath(b.cfg.CertDir, Client)))
 		out.Leaf = leaf
 	} else {
-		leaf, err := b.obtainCertificate(ctx, Client, Credential{Config: boot.Config, Path: boot.Path, Bootstrap: true})
+		leaf, err := b.obtainCertificate(ctx, Client, src.cred)
 		if err != nil {
 			return StepResult{}, err
 		}
 		out = StepResult{Leaf: leaf, Stored: true}
+		b.recordSource(src.name)
 	}
 	// Only now: kubelet.conf must never reference a certificate that a crash
-	// could lose. It carries the bootstrap kubeconfig's connection settings.
-	if err := b.writeKubeletKubeconfig(boot.Cluster); err != nil {
+	// could lose. It carries the source's connection settings.
+	if err := b.writeKubeletKubeconfig(src.cluster); err != nil {
 		return out, err
 	}
 	failpoint.Inject("client.kubeconfig-written")
@@ -121,9 +142,13 @@ func (b *Bootstrapper) bootstrap(ctx context.Context, reason error) (StepResult,
 	if err := b.prove(ctx, node); err != nil {
 		return out, fmt.Errorf("%s was written but does not work yet, so the bootstrap kubeconfig is kept: %w", b.cfg.KubeconfigPath, err)
 	}
-	b.log.Info("kubelet.conf works", zap.String("kubeconfig", b.cfg.KubeconfigPath), zap.String("user", "system:node:"+b.cfg.NodeName))
+	b.log.Info("kubelet.conf works", zap.String("kubeconfig", b.cfg.KubeconfigPath), zap.String("user", "system:node:"+b.cfg.NodeName), zap.String("source", src.name))
 	failpoint.Inject("client.proven")
-	return out, b.removeBootstrap()
+	if src.cred.Bootstrap {
+		return out, b.removeBootstrap()
+	}
+	b.removeBootstrapIfPresent()
+	return out, nil
 }
 
 // renewClient renews a valid client certificate with the node's own identity
@@ -136,6 +161,7 @@ func (b *Bootstrapper) renewClient(ctx context.Context, node *Node) (StepResult,
 		return StepResult{Leaf: node.Leaf}, err
 	}
 	out := StepResult{Leaf: leaf, Stored: true}
+	b.recordSource(SourceRenewal)
 	current := CurrentPath(b.cfg.CertDir, Client)
 	if node.Config.CertFile != current || node.Config.KeyFile != current {
 		b.log.Info("rewriting kubelet.conf to reference the renewed certificate", zap.String("kubeconfig", b.cfg.KubeconfigPath))

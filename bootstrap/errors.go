@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/certagent/certagent/protocol/attestation"
 	"golang.org/x/net/http2"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
@@ -73,6 +74,10 @@ func IsTransient(err error) bool {
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return true
+	}
+	var refusal *attestation.Error
+	if errors.As(err, &refusal) {
+		return refusal.Reason.Retryable() // the service restarting, busy, a stale nonce
 	}
 	// Local files are not: a full, read-only or failing disk is a NodeFault
 	// (retried on a schedule of its own), permissions need a person. Checked

@@ -93,6 +93,9 @@ type Credential struct {
 	Path string
 	// Bootstrap: a bootstrap token (otherwise the node's own certificate).
 	Bootstrap bool
+	// attest, if set, has the CSR issued through TPM attestation instead of
+	// posting it with Config (Path then names the service).
+	attest func(ctx context.Context, csrPEM []byte) ([]byte, error)
 }
 
 func (n *Node) credential(path string) Credential { return Credential{Config: n.Config, Path: path} }

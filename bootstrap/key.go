@@ -60,6 +60,7 @@ func LoadPendingKey(certDir string, kind Kind) (crypto.Signer, error) {
 // the next attempt finds a key that is already stored, or whose CSR was
 // denied, and discards it again.
 func discardPendingKey(certDir string, kind Kind) error {
+	_ = os.Remove(pendingCSRPath(certDir, kind)) // an attested request's CSR, if any: first, it is the key's
 	err := os.Remove(PendingKeyPath(certDir, kind))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("removing pending key: %w", err)

@@ -75,7 +75,13 @@ func (b *Bootstrapper) obtain(ctx context.Context, kind Kind, cred Credential) (
 	defer func() { b.settleKey(kind, keyFate(err, fresh, posted), err == nil, log) }()
 	failpoint.Inject("obtain.key-ready")
 	req := b.request(kind)
-	csrName, certPEM, err := b.postAndWait(ctx, req, cred, key, &posted, log)
+	var csrName string
+	var certPEM []byte
+	if cred.attest != nil {
+		certPEM, err = b.attestAndReceive(ctx, req, cred, key, &posted, log)
+	} else {
+		csrName, certPEM, err = b.postAndWait(ctx, req, cred, key, &posted, log)
+	}
 	if csrName != "" {
 		log = csrLog(log, req, csrName) // the key's fate and the store are told with the CSR
 	}
