@@ -128,7 +128,12 @@ func (a *Agent) newBootstrapper(cfg config.Config) (*bootstrap.Bootstrapper, err
 	if err != nil {
 		return nil, err
 	}
+	att, err := attestation(cfg, a.log)
+	if err != nil {
+		return nil, err
+	}
 	bc := bootstrap.Config{
+		Attestation:             att,
 		NodeName:                cfg.NodeName,
 		CertDir:                 cfg.CertDir,
 		KubeconfigPath:          cfg.Kubeconfig,

@@ -47,6 +47,8 @@ type Config struct {
 	Rotation RotationConfig `json:"rotation"`
 	Hooks    HooksConfig    `json:"hooks"`
 	Metrics  MetricsConfig  `json:"metrics"`
+	// Attestation joins the node with its TPM (off unless serviceURL is set).
+	Attestation AttestationConfig `json:"attestation"`
 }
 
 // HooksConfig lists commands run after certificates are written.
@@ -167,6 +169,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := ParseLogLevel(c.LogLevel); err != nil {
 		errs = append(errs, fmt.Errorf("logLevel: %w", err))
+	}
+	if err := c.Attestation.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -47,6 +47,13 @@ type CertificateStatus struct {
 	Valid            bool        `json:"valid"`
 	Error            string      `json:"error,omitempty"`
 	PendingCSR       *PendingCSR `json:"pendingCSR,omitempty"`
+	// PendingAttestation: the pending key's request goes to the attestation
+	// service (no CSR of ours to approve).
+	PendingAttestation bool `json:"pendingAttestation,omitempty"`
+	// ObtainedBy says how the client certificate was obtained: "bootstrap
+	// token", "TPM attestation", "renewal with the node's certificate"
+	// (omitted when unknown).
+	ObtainedBy string `json:"obtainedBy,omitempty"`
 }
 
 // PendingCSR is a request whose key is on disk and that has not been stored yet.
@@ -102,7 +109,12 @@ func certificateStatus(cfg config.Config, kind bootstrap.Kind, now time.Time) Ce
 		deadline := cfg.RenewalPolicy().NextRenewal(CertInfo(cfg.CertDir, kind, leaf)).UTC()
 		cs.RenewalDeadline = &deadline
 	}
-	if key, err := bootstrap.LoadPendingKey(cfg.CertDir, kind); err == nil && key != nil {
+	if kind == bootstrap.Client && cs.Present {
+		cs.ObtainedBy = bootstrap.ObtainedBy(cfg.CertDir)
+	}
+	if bootstrap.PendingAttestation(cfg.CertDir, kind) {
+		cs.PendingAttestation = true
+	} else if key, err := bootstrap.LoadPendingKey(cfg.CertDir, kind); err == nil && key != nil {
 		if name, err := (bootstrap.Request{Kind: kind, NodeName: cfg.NodeName}).CSRName(key.Public()); err == nil {
 			cs.PendingCSR = &PendingCSR{Name: name, ApproveCommand: "kubectl certificate approve " + name}
 		}
@@ -141,8 +153,14 @@ func (st Status) WriteText(w io.Writer, now time.Time) {
 				fmt.Fprintf(w, "  renews:    due now (deadline %s)\n", c.RenewalDeadline.Format(time.RFC3339))
 			}
 		}
+		if c.ObtainedBy != "" {
+			fmt.Fprintf(w, "  obtained:  by %s\n", c.ObtainedBy)
+		}
 		if c.PendingCSR != nil {
 			fmt.Fprintf(w, "  pending:   %s (%s)\n", c.PendingCSR.Name, c.PendingCSR.ApproveCommand)
+		}
+		if c.PendingAttestation {
+			fmt.Fprintf(w, "  pending:   a request to the attestation service (retried until it issues)\n")
 		}
 	}
 }

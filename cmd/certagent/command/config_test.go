@@ -115,7 +115,9 @@ serving: {dnsNames: [main.example], ipAddresses: [10.0.0.1]}
 func TestConfigListsEverySettingInTheDocsOrder(t *testing.T) {
 	want := []string{"nodeName", "bootstrapKubeconfig", "kubeconfig", "certDir", "issuerCAFile", "allowInsecureBootstrap",
 		"timeout", "logLevel", "serving.enabled", "serving.dnsNames", "serving.ipAddresses",
-		"rotation.requestedDuration", "rotation.renewBefore", "hooks.postRenew", "metrics.address"}
+		"rotation.requestedDuration", "rotation.renewBefore", "hooks.postRenew", "metrics.address",
+		"attestation.serviceURL", "attestation.serviceCAFile", "attestation.serviceCAHash", "attestation.tpm", "attestation.server",
+		"attestation.certificateAuthority", "attestation.order"}
 	path := configDir(t, "nodeName: node-1\n", nil)
 	_, stdout, _ := runConfig(t, "--config", path)
 	var keys []string

@@ -18,6 +18,8 @@ Usage:
                                (-o text|json); --check validates it as run would, starting nothing
   certagent wait [flags]       block until a kubelet can start: kubelet.conf accepted and (unless
                                serving is off) the serving certificate in place (kubelet's ExecStartPre)
+  certagent attest enroll      print this node's TPMEnrollment, to enrol its TPM
+                               (certagent attest enroll | kubectl apply -f -)
   certagent version            print the version
 
 Run "certagent <command> -h" for the flags of a command.
@@ -40,6 +42,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return configCommand(args[1:], stdout, stderr)
 	case "wait":
 		return waitCommand(args[1:], stdout, stderr)
+	case "attest":
+		return attestCommand(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "certagent %s (%s, %s/%s)\n", agent.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
