@@ -144,6 +144,17 @@ func (cp *ControlPlane) StopControllerManager() error {
 	return nil
 }
 
+// SetSigningDuration sets the --cluster-signing-duration of the next
+// StartControllerManager (0: the one the control plane started with, or 24h).
+func (cp *ControlPlane) SetSigningDuration(d time.Duration) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if d == 0 {
+		d = cp.startSigningDuration
+	}
+	cp.signingDuration = d
+}
+
 // StartControllerManager starts kube-controller-manager again after
 // StopControllerManager and waits until it signs a probe CSR.
 func (cp *ControlPlane) StartControllerManager(ctx context.Context) error {

@@ -73,11 +73,13 @@ type ControlPlane struct {
 	pki             *pkiFiles
 	port            int
 	signingDuration time.Duration
-	kcmQPS          float32
-	kcmBurst        int
-	maxInflight     [2]int // --max-requests-inflight, --max-mutating-requests-inflight; 0: default
-	kcmKubeconfig   string
-	logf            func(string, ...any)
+	// startSigningDuration is signingDuration as Start set it.
+	startSigningDuration time.Duration
+	kcmQPS               float32
+	kcmBurst             int
+	maxInflight          [2]int // --max-requests-inflight, --max-mutating-requests-inflight; 0: default
+	kcmKubeconfig        string
+	logf                 func(string, ...any)
 
 	mu        sync.Mutex
 	stopped   bool
@@ -119,6 +121,7 @@ func Start(ctx context.Context, bins Binaries, opts Options) (*ControlPlane, err
 	if cp.signingDuration == 0 {
 		cp.signingDuration = 24 * time.Hour
 	}
+	cp.startSigningDuration = cp.signingDuration
 	if cp.logf == nil {
 		cp.logf = func(string, ...any) {}
 	}
