@@ -36,6 +36,10 @@ type Clients struct {
 	api map[bool]*API // by Credential.Bootstrap
 }
 
+// UserAgent is the User-Agent of every request: the API server's audit log
+// names certagent, not Go's HTTP client, as the maker of its CSRs.
+const UserAgent = "certagent"
+
 // NewClients returns a Clients with no transport yet.
 func NewClients() *Clients { return &Clients{api: map[bool]*API{}} }
 
@@ -54,6 +58,9 @@ func (c *Clients) forCredential(bootstrap bool, rc *rest.Config) (*API, error) {
 		return nil, fmt.Errorf("reading the kubeconfig's certificate, key or CA: %w", err)
 	}
 	cfg.CAFile, cfg.CertFile, cfg.KeyFile = "", "", ""
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = UserAgent
+	}
 	fp := fingerprint(bootstrap, cfg)
 	c.mu.Lock()
 	defer c.mu.Unlock()

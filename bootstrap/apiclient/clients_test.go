@@ -21,6 +21,8 @@ type apiServer struct {
 	srv  *httptest.Server
 	mu   sync.Mutex
 	open map[net.Conn]bool
+	// agents are the User-Agent headers of the requests, in order.
+	agents []string
 }
 
 func newAPIServer(t *testing.T) *apiServer {
@@ -29,6 +31,9 @@ func newAPIServer(t *testing.T) *apiServer {
 		if r.ProtoMajor != 2 {
 			t.Errorf("request over %s, want HTTP/2 as with an API server", r.Proto)
 		}
+		s.mu.Lock()
+		s.agents = append(s.agents, r.UserAgent())
+		s.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprint(w, `{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview","status":{"userInfo":{"username":"system:node:n"}}}`)
 	}))
@@ -73,6 +78,28 @@ func review(t *testing.T, api *API, err error) {
 	}
 	if _, err := api.SelfSubjectReview(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRequestsNameCertagent: every request says it comes from certagent, so
+// that the API server's audit log tells certagent's CSRs from the kubelet's
+// (Go's default would name no program).
+func TestRequestsNameCertagent(t *testing.T) {
+	s := newAPIServer(t)
+	c := NewClients()
+	boot, err := c.ForBootstrap(s.credential("token"))
+	review(t, boot, err)
+	node, err := c.ForNode(s.credential("node"))
+	review(t, node, err)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.agents) != 2 {
+		t.Fatalf("%d requests, want 2", len(s.agents))
+	}
+	for _, ua := range s.agents {
+		if ua != UserAgent {
+			t.Errorf("User-Agent %q, want %q", ua, UserAgent)
+		}
 	}
 }
 
