@@ -10,6 +10,8 @@ import (
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/certagent/certagent/protocol/servingnames"
 )
 
 // Each check returns nil when it passes, else the refusal naming it.
@@ -132,13 +134,7 @@ func checkIP(ip net.IP, node *corev1.Node, nodes Nodes) *Decision {
 // checkDNS: name is the node's name, a Hostname, InternalDNS or ExternalDNS
 // address of its Node, or "<node name>.<suffix>" for an allowed suffix.
 func checkDNS(name string, node *corev1.Node, suffixes []string) *Decision {
-	allowed := []string{node.Name}
-	for _, a := range node.Status.Addresses {
-		switch a.Type {
-		case corev1.NodeHostName, corev1.NodeInternalDNS, corev1.NodeExternalDNS:
-			allowed = append(allowed, a.Address)
-		}
-	}
+	allowed := servingnames.NodeDNSNames(node.Name, node.Status.Addresses)
 	for _, s := range suffixes {
 		allowed = append(allowed, node.Name+"."+s)
 	}
@@ -151,18 +147,7 @@ func checkDNS(name string, node *corev1.Node, suffixes []string) *Decision {
 
 // IPAddresses are the node's InternalIP and ExternalIP addresses, in
 // canonical form (unparsable ones left out).
-func IPAddresses(node *corev1.Node) []string {
-	var out []string
-	for _, a := range node.Status.Addresses {
-		if a.Type != corev1.NodeInternalIP && a.Type != corev1.NodeExternalIP {
-			continue
-		}
-		if ip := net.ParseIP(a.Address); ip != nil && !slices.Contains(out, ip.String()) {
-			out = append(out, ip.String())
-		}
-	}
-	return out
-}
+func IPAddresses(node *corev1.Node) []string { return servingnames.NodeIPs(node.Status.Addresses) }
 
 func ipStrings(ips []net.IP) []string {
 	out := make([]string, len(ips))
