@@ -1,12 +1,14 @@
 package approver
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -212,12 +214,90 @@ func TestApproverDenies(t *testing.T) {
 // approved by the approver alone (kube-controller-manager approves no
 // serving CSR) and certagent --once ends with the certificate on disk.
 func TestCertagentServingApprovedByTheApprover(t *testing.T) {
+	ip := primaryIP(t)
+	const name = "ap-certagent"
+	makeNode(t, name, "InternalIP="+ip, "Hostname="+name)
+	cmd := certagent(t, name, "--once", "--timeout", "90s")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("certagent run --once: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(cmd.Args[len(cmd.Args)-1]), "pki", "kubelet-server-current.pem")); err != nil { // beside the config file
+		t.Error(err)
+	}
+	servingCSRApproved(t, name)
+}
+
+// TestCertagentWarnsOfAnAddressTheNodeDoesNotReport: the real certagent
+// daemon whose Node does not report the host's primary address warns, in its
+// log and in a Warning Event ServingNamesNotOnNode on the Node, that an
+// approver checking the Node will refuse that address; once the Node reports
+// it, the approver approves and certagent stores the certificate.
+func TestCertagentWarnsOfAnAddressTheNodeDoesNotReport(t *testing.T) {
+	ip := primaryIP(t)
+	const name = "ap-certagent-moved"
+	makeNode(t, name, "InternalIP=10.88.7.1")
+	cmd := certagent(t, name) // the daemon: --once writes no Events
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	want := ip + " is not an address of Node " + name
+	var note string
+	err := wait.PollUntilContextTimeout(context.Background(), 250*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		list, err := cp.Admin.EventsV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil // the next poll
+		}
+		for _, e := range list.Items {
+			if e.Regarding.Kind == "Node" && e.Regarding.Name == name && e.Reason == "ServingNamesNotOnNode" {
+				note = e.Note
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("no ServingNamesNotOnNode Event on Node %s: %v\n%s", name, err, out.String())
+	}
+	if !strings.Contains(note, "an approver checking the Node will refuse it: "+want) {
+		t.Errorf("Event note %q, want it to name %q", note, want)
+	}
+	n, err := cp.Admin.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	setAddresses(t, n, "InternalIP="+ip)
+	current := filepath.Join(filepath.Dir(cmd.Args[len(cmd.Args)-1]), "pki", "kubelet-server-current.pem")
+	if err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
+		_, err := os.Stat(current)
+		return err == nil, nil
+	}); err != nil {
+		t.Fatalf("no serving certificate a minute after the Node reported %s:\n%s", ip, out.String())
+	}
+	if !strings.Contains(out.String(), "the serving CSR asks for names the Node does not report") || !strings.Contains(out.String(), want) {
+		t.Errorf("certagent's log does not warn of %q:\n%s", want, out.String())
+	}
+	servingCSRApproved(t, name)
+}
+
+// primaryIP is the address certagent puts in its serving CSR (the kubelet's
+// choice of the host's primary address).
+func primaryIP(t *testing.T) string {
+	t.Helper()
 	ip, err := utilnet.ChooseHostInterface()
 	if err != nil {
 		t.Skipf("no primary address for certagent's serving SANs: %v", err)
 	}
-	const name = "ap-certagent"
-	makeNode(t, name, "InternalIP="+ip.String(), "Hostname="+name)
+	return ip.String()
+}
+
+// certagent is certagent run for node name with a fresh auto-approved
+// bootstrap token, in a directory of its own (the last argument is the
+// config file there), metrics off, and extra flags.
+func certagent(t *testing.T, name string, extra ...string) *exec.Cmd {
+	t.Helper()
 	dir := t.TempDir()
 	tok, err := cp.CreateBootstrapToken(context.Background(), controlplane.TokenOptions{AutoApprove: true})
 	if err != nil {
@@ -227,17 +307,18 @@ func TestCertagentServingApprovedByTheApprover(t *testing.T) {
 	if err := cp.WriteBootstrapKubeconfig(bootstrap, tok, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(cfg, []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\n"), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\nmetrics:\n  address: \"\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(certagentBin, "run", "--once", "--timeout", "90s", "--config", cfg, "--node-name", name,
-		"--bootstrap-kubeconfig", bootstrap, "--kubeconfig", filepath.Join(dir, "kubelet.conf"), "--cert-dir", filepath.Join(dir, "pki")).CombinedOutput()
-	if err != nil {
-		t.Fatalf("certagent run --once: %v\n%s", err, out)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "pki", "kubelet-server-current.pem")); err != nil {
-		t.Error(err)
-	}
+	args := append([]string{"run", "--node-name", name, "--bootstrap-kubeconfig", bootstrap,
+		"--kubeconfig", filepath.Join(dir, "kubelet.conf"), "--cert-dir", filepath.Join(dir, "pki")}, extra...)
+	return exec.Command(certagentBin, append(args, "--config", cfg)...)
+}
+
+// servingCSRApproved: node name has exactly one serving CSR, approved by the
+// approver.
+func servingCSRApproved(t *testing.T, name string) {
+	t.Helper()
 	list, err := cp.Admin.CertificatesV1().CertificateSigningRequests().List(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -255,4 +336,22 @@ func TestCertagentServingApprovedByTheApprover(t *testing.T) {
 	if serving != 1 {
 		t.Errorf("%d serving CSRs of %s, want 1", serving, name)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the process's writes and the test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
