@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/certagent/certagent/cluster/rbac"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -37,7 +38,8 @@ type RunConfig struct {
 }
 
 // Run runs the approver until ctx ends. It returns an error for a start-up
-// failure (configuration, the health listener, caches that never sync).
+// failure (configuration, missing RBAC, the health listener, caches that
+// never sync).
 func Run(ctx context.Context, cfg RunConfig) error {
 	if cfg.REST == nil {
 		return errors.New("approver: no API server connection (REST)")
@@ -54,6 +56,9 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	client, err := kubernetes.NewForConfig(cfg.REST)
 	if err != nil {
 		return fmt.Errorf("making the API client: %w", err)
+	}
+	if err := rbac.Check(ctx, client, permissions, Manifest); err != nil {
+		return fmt.Errorf("approver: %w", err)
 	}
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
