@@ -116,8 +116,8 @@ e2e-deps: rules-deps ## Install (apt-get, as root) what the end-to-end suite nee
 	@command -v strace >/dev/null || { echo "installing strace"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace; }
 	@command -v containerd >/dev/null && command -v runc >/dev/null && test -x /usr/lib/cni/bridge || { echo "installing containerd, runc, containernetworking-plugins"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containerd runc containernetworking-plugins; }
 
-e2e: build e2e-deps tpm-deps ## End-to-end tests against a real kube-apiserver, controller-manager and etcd, the real kubelet on containerd, and the attestation service with a software TPM per node (built and cached on first use; as root)
-	cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) CERTAGENT_CLUSTER_BIN=$(CURDIR)/$(CLUSTER_BIN) $(GO) test $(E2E_FLAGS) ./controlplane/ ./noderuntime/ ./e2e/ ./attestation/
+e2e: build e2e-deps tpm-deps ## End-to-end tests against a real kube-apiserver, controller-manager and etcd, the real kubelet on containerd, the attestation service with a software TPM per node, and the serving CSR approver (built and cached on first use; as root)
+	cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) CERTAGENT_CLUSTER_BIN=$(CURDIR)/$(CLUSTER_BIN) $(GO) test $(E2E_FLAGS) ./controlplane/ ./noderuntime/ ./e2e/ ./attestation/ ./approver/
 
 test: deps vet tidy-check vuln rules unit sim-short e2e compat-oldest fleet-short package-check node ## Every test suite (what CI runs; as root: the package checks and the node suite need it)
 

@@ -146,6 +146,7 @@ func (a *Agent) newBootstrapper(cfg config.Config) (*bootstrap.Bootstrapper, err
 		Clock:                   a.clock,
 		Logger:                  a.log.Named("bootstrap"),
 		OnWaiting:               a.onWaiting,
+		OnServingNames:          a.onServingNames,
 		BeforeStore: func(kind bootstrap.Kind) error {
 			if len(cfg.Hooks.PostRenew) == 0 {
 				return nil // nothing to run: no marker, no fsyncs
@@ -205,6 +206,9 @@ func (a *Agent) onWaiting(kind bootstrap.Kind, name string) {
 			s.Attempts++
 			isNew = true
 		}
+		if s.WaitingCSR != name {
+			s.Unreported = nil
+		}
 		s.WaitingCSR = name
 	})
 	if isNew && kind == bootstrap.Serving {
@@ -214,6 +218,16 @@ func (a *Agent) onWaiting(kind bootstrap.Kind, name string) {
 		a.publishStatus() // "waiting for approval of …": a person may be needed
 		a.idle.settled()  // and that may take days
 	}
+}
+
+// onServingNames hears which names the waiting serving CSR asks for that
+// the Node does not report: they go in STATUS and an Event.
+func (a *Agent) onServingNames(csr string, unreported []string) {
+	a.certs.Update(bootstrap.Serving, func(s *observe.Cert) { s.Unreported = unreported })
+	if len(unreported) > 0 {
+		a.events.ServingNamesUnreported(csr, unreported)
+	}
+	a.publishStatus()
 }
 
 // onIdentity hears what the API server thinks of kubelet.conf.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 
@@ -63,6 +64,13 @@ type Config struct {
 	// OnWaiting, if set, hears when a CSR has been posted (or found) and is
 	// being waited on (csrName), and when the wait is over (csrName "").
 	OnWaiting func(kind Kind, csrName string)
+	// OnServingNames, if set, hears, once a serving CSR waits for approval,
+	// which of its names the node's Node object does not report, in plain
+	// words (none: every name is reported).
+	OnServingNames func(csrName string, unreported []string)
+	// NodeAddresses, if set, reads the Node's status.addresses with the
+	// credential instead of Clients (tests inject a fake).
+	NodeAddresses func(ctx context.Context, cred Credential, name string) ([]corev1.NodeAddress, error)
 	// BeforeStore, if set, runs just before a certificate is stored; an error stops the store.
 	BeforeStore func(kind Kind) error
 	// OnIdentity, if set, hears every change of what is known about

@@ -165,6 +165,9 @@ func (b *Bootstrapper) postAndWait(ctx context.Context, req Request, cred Creden
 		log.Info("waiting for the CSR to be approved and issued")
 	}
 	b.waiting(kind, csr.Name)
+	if kind == Serving && Pending(csr) {
+		b.checkServingNames(ctx, cred, req, csr.Name, log)
+	}
 	certPEM, err = waitForCertificate(ctx, b.cfg.Clock, client, csr)
 	b.waiting(kind, "")
 	if err != nil {

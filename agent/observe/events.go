@@ -29,6 +29,7 @@ const (
 	ReasonCertificateIssued  = "CertificateIssued"
 	ReasonCertificateRenewed = "CertificateRenewed"
 	ReasonServingCSRPending  = "ServingCSRPending"
+	ReasonServingNames       = "ServingNamesNotOnNode"
 	ReasonCSRDenied          = "CSRDenied"
 	ReasonRenewalFailing     = "CertificateRenewalFailing"
 	ReasonBootstrapRemoved   = "BootstrapKubeconfigRemoved"
@@ -280,13 +281,4 @@ func (r *Events) Outcome(kind bootstrap.Kind, o rotate.Outcome, repeatedFault bo
 	if removed != "" {
 		r.record(nodeEvent{typ: corev1.EventTypeNormal, reason: ReasonBootstrapRemoved, action: "Cleanup", note: removedNote})
 	}
-}
-
-// ServingCSRPending tells that the serving CSR name waits for approval, if
-// it still does (still) servingPendingAfter from now: an approver that
-// answers at once leaves no Event to read.
-func (r *Events) ServingCSRPending(name string, still func() bool) {
-	r.record(nodeEvent{typ: corev1.EventTypeNormal, reason: ReasonServingCSRPending, action: "RequestCertificate", kind: bootstrap.Serving,
-		note:  fmt.Sprintf("serving CSR %s waits for approval: kubectl certificate approve %s", name, name),
-		after: ServingPendingAfter, still: still})
 }

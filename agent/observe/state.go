@@ -15,10 +15,14 @@ import (
 
 // Cert is what the daemon knows about one of the two certificates.
 type Cert struct {
-	NotAfter    time.Time // of the stored certificate; zero if none
-	Deadline    time.Time // when it is renewed (rotate.Policy.NextRenewal)
-	WaitingCSR  string    // CSR being waited on, if any
-	LastErr     error     // last failure, cleared by a success
+	NotAfter   time.Time // of the stored certificate; zero if none
+	Deadline   time.Time // when it is renewed (rotate.Policy.NextRenewal)
+	WaitingCSR string    // CSR being waited on, if any
+	// Unreported are the names the waiting serving CSR asks for that the
+	// Node does not report, in plain words (an approver checking the Node
+	// refuses them).
+	Unreported  []string
+	LastErr     error // last failure, cleared by a success
 	Class       rotate.Class
 	RetryAt     time.Time // when the next attempt after LastErr is due
 	Attempts    uint64    // requests made (bootstrap or renewal)
@@ -109,6 +113,8 @@ func (c *Certs) describe(kind bootstrap.Kind, cfg config.Config, now time.Time) 
 	}
 	var other *bootstrap.OtherNodeError
 	switch {
+	case s.WaitingCSR != "" && kind == bootstrap.Serving && len(s.Unreported) > 0:
+		return fmt.Sprintf("waiting for approval of %s; an approver checking the Node will refuse it: %s", s.WaitingCSR, strings.Join(s.Unreported, "; "))
 	case s.WaitingCSR != "" && kind == bootstrap.Serving:
 		return fmt.Sprintf("waiting for approval of %s (kubectl certificate approve %s)", s.WaitingCSR, s.WaitingCSR)
 	case s.WaitingCSR != "":

@@ -1,7 +1,7 @@
 // Package command is certagent-cluster's command line: it parses flags,
 // installs the signal handlers, builds the logger and the API client, and
-// hands over to cluster/server (serve) or cluster/inittls (init-tls). It
-// holds no behaviour of its own.
+// hands over to cluster/server (serve), cluster/approver (approve) or
+// cluster/inittls (init-tls). It holds no behaviour of its own.
 package command
 
 import (
@@ -22,13 +22,16 @@ import (
 // Version is set at build time with -ldflags "-X github.com/certagent/certagent/cluster/command.Version=...".
 var Version = "dev"
 
-const usage = `certagent-cluster is the cluster side of certagent's TPM attestation: nodes prove
+const usage = `certagent-cluster is the cluster side of certagent: the TPM attestation service (nodes prove
 with their TPM that they are the node enrolled for their name, and get their kubelet
-client certificate without any secret in their user-data.
+client certificate without any secret in their user-data), and the approver of kubelet
+serving certificates that checks what the node owns.
 
 Usage:
   certagent-cluster serve [flags]      run the attestation service (in the cluster, as the Deployment
                                        in packaging/cluster does)
+  certagent-cluster approve [flags]    approve kubelet serving CSRs whose names the node owns: its
+                                       name, its Node's addresses (docs/approver.md)
   certagent-cluster init-tls [flags]   make the service's CA and serving certificate (once, as the
                                        operator) and print the CA for the nodes' user-data
   certagent-cluster version            print the version
@@ -45,6 +48,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		return serveCommand(args[1:], stderr)
+	case "approve":
+		return approveCommand(args[1:], stderr)
 	case "init-tls":
 		return initTLSCommand(args[1:], stdout, stderr)
 	case "version", "--version":

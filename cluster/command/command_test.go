@@ -21,6 +21,9 @@ func TestMain_(t *testing.T) {
 		{[]string{"serve", "extra"}, 2, "unexpected arguments"},
 		{[]string{"serve", "--kubeconfig", "/nonexistent"}, 1, "connecting to the API server"},
 		{[]string{"init-tls", "-o", "yaml"}, 2, "-o"},
+		{[]string{"approve", "--dns-suffix", ".example.com"}, 2, "leading dot"},
+		{[]string{"approve", "extra"}, 2, "unexpected arguments"},
+		{[]string{"approve", "--kubeconfig", "/nonexistent"}, 1, "connecting to the API server"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
@@ -42,6 +45,17 @@ func TestParseServe(t *testing.T) {
 	if cfg.Listen != ":9443" || cfg.HealthListen != ":8080" || cfg.MaxExpiration != 24*time.Hour ||
 		cfg.ManufacturerRoots != "/etc/roots.pem" || cfg.TLSCertFile != "/etc/certagent-cluster/tls/tls.crt" ||
 		cfg.IssueTimeout != 20*time.Second || f.qps != 5 || f.burst != 100 || f.logFormat != "json" {
+		t.Errorf("parsed %+v %+v", cfg, f)
+	}
+}
+
+func TestParseApprove(t *testing.T) {
+	cfg, f, err := parseApprove([]string{"--dns-suffix", "a.example.com,b.example.com", "--max-duration", "720h", "--deny", "--kubeconfig", "/k"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(cfg.Policy.DNSSuffixes, " ") != "a.example.com b.example.com" || cfg.Policy.MaxExpiration != 720*time.Hour ||
+		!cfg.Deny || cfg.HealthListen != ":8080" || f.kubeconfig != "/k" || f.logFormat != "json" {
 		t.Errorf("parsed %+v %+v", cfg, f)
 	}
 }

@@ -1,6 +1,7 @@
-// Command certagent-cluster is the cluster side of certagent's TPM
-// attestation: the service nodes prove their TPM to, and the command that
-// makes its TLS material; see docs/attestation.md.
+// Command certagent-cluster is the cluster side of certagent: the TPM
+// attestation service nodes prove their TPM to, the command that makes its
+// TLS material (docs/attestation.md), and the approver of kubelet serving
+// CSRs (docs/approver.md).
 package main
 
 import (

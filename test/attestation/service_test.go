@@ -18,35 +18,16 @@ import (
 	"testing"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/certagent/certagent/test/controlplane"
 )
 
 // serviceAccountKubeconfig writes a kubeconfig that authenticates as the
-// service account sa of the namespace with a TokenRequest token, as the
-// pod's projected token would: the service then has exactly that account's
-// RBAC.
+// service account sa of the namespace, with exactly that account's RBAC.
 func serviceAccountKubeconfig(ctx context.Context, sa string) (string, error) {
-	expiry := int64(3600)
-	tr, err := cp.Admin.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, sa,
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry}}, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("TokenRequest for %s/%s: %w", namespace, sa, err)
-	}
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["cluster"] = &clientcmdapi.Cluster{Server: cp.URL, CertificateAuthorityData: cp.CACertPEM}
-	cfg.AuthInfos[sa] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
-	cfg.Contexts["sa"] = &clientcmdapi.Context{Cluster: "cluster", AuthInfo: sa}
-	cfg.CurrentContext = "sa"
 	path := filepath.Join(work, "kubeconfig-"+sa)
-	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
-		return "", fmt.Errorf("writing %s: %w", path, err)
-	}
-	return path, nil
+	return path, cp.ServiceAccountKubeconfig(ctx, namespace, sa, path)
 }
 
 // mountTLSSecret writes the Secret init-tls made into dir, as the kubelet

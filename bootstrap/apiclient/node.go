@@ -1,0 +1,39 @@
+package apiclient
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+)
+
+// NodeAddresses reads the Node name's status.addresses (the Node authorizer
+// lets a node get its own Node). The Node is read as JSON into its
+// addresses only: the lean scheme stays without the core API group.
+func (a *API) NodeAddresses(ctx context.Context, name string) ([]corev1.NodeAddress, error) {
+	cfg := rest.CopyConfig(a.cfg)
+	cfg.APIPath = "/api"
+	cfg.GroupVersion = &corev1.SchemeGroupVersion
+	cfg.NegotiatedSerializer = codecs.WithoutConversion()
+	cfg.ContentType, cfg.AcceptContentTypes = runtime.ContentTypeJSON, runtime.ContentTypeJSON
+	c, err := rest.RESTClientForConfigAndClient(cfg, a.http)
+	if err != nil {
+		return nil, fmt.Errorf("building the Node client: %w", err)
+	}
+	raw, err := c.Get().Timeout(RequestTimeout).Resource("nodes").Name(name).DoRaw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var node struct {
+		Status struct {
+			Addresses []corev1.NodeAddress `json:"addresses"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal(raw, &node); err != nil {
+		return nil, fmt.Errorf("reading Node %s: %w", name, err)
+	}
+	return node.Status.Addresses, nil
+}

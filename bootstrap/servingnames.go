@@ -1,0 +1,59 @@
+package bootstrap
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/certagent/certagent/protocol/servingnames"
+)
+
+// checkServingNames looks, once the serving CSR waits for approval, whether
+// the node's Node object reports every name the CSR asks for: an approver
+// that checks the Node (certagent-cluster approve) refuses one it does not.
+// It says so in the log and to OnServingNames; an error reading the Node
+// (no permission, a timeout) only skips the look, at debug.
+func (b *Bootstrapper) checkServingNames(ctx context.Context, cred Credential, req Request, csrName string, log *zap.Logger) {
+	if b.cfg.OnServingNames == nil && !log.Core().Enabled(zap.WarnLevel) {
+		return
+	}
+	read := b.cfg.NodeAddresses
+	if read == nil && b.cfg.NewCSRClient != nil {
+		return // a fake CSR API (tests) and no Node to read
+	}
+	if read == nil {
+		read = func(ctx context.Context, cred Credential, name string) ([]corev1.NodeAddress, error) {
+			api, err := b.cfg.Clients.ForNode(cred.Config)
+			if err != nil {
+				return nil, err
+			}
+			return api.NodeAddresses(ctx, name)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second) // a look, not worth a long wait
+	defer cancel()
+	addrs, err := read(ctx, cred, req.NodeName)
+	if err != nil {
+		if !apierrors.IsNotFound(err) {
+			log.Debug("could not read the Node to compare the serving names", zap.Error(err))
+			return
+		}
+	}
+	unreported := servingnames.Unreported(req.NodeName, addrs, req.DNSNames, req.IPAddresses)
+	if err != nil {
+		// The approver waits for the Node; the kubelet registers it, and
+		// certagent's kubelet drop-in starts the kubelet only once this
+		// certificate is in place: a person must break the circle.
+		unreported = []string{"Node " + req.NodeName + " does not exist yet: an approver that checks the Node waits for the kubelet to register it, and a kubelet started by certagent's drop-in (certagent wait) waits for this certificate; approve this CSR by hand (kubectl certificate approve " + csrName + ")"}
+	}
+	if len(unreported) > 0 {
+		log.Warn("the serving CSR asks for names the Node does not report: an approver that checks the Node will not approve it until it does",
+			zap.Strings("unreported", unreported))
+	}
+	if b.cfg.OnServingNames != nil {
+		b.cfg.OnServingNames(csrName, unreported)
+	}
+}

@@ -1,0 +1,107 @@
+package approver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/certagent/certagent/cluster/rbac"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/record"
+)
+
+// RunConfig configures Run: the controller as certagent-cluster approve runs it.
+type RunConfig struct {
+	// REST is the connection to the API server. Required.
+	REST *rest.Config
+	// Policy and Deny are Config's.
+	Policy Policy
+	Deny   bool
+	// HealthListen is the plain-HTTP address of /healthz and /readyz (ready
+	// once the caches synced); none if empty.
+	HealthListen string
+	// Workers decide CSRs in parallel (2 if zero).
+	Workers int
+	// Resync is the informers' resync period (10 minutes if zero).
+	Resync time.Duration
+	// Logger is the root logger; zap.NewNop() if nil.
+	Logger *zap.Logger
+}
+
+// Run runs the approver until ctx ends. It returns an error for a start-up
+// failure (configuration, missing RBAC, the health listener, caches that
+// never sync).
+func Run(ctx context.Context, cfg RunConfig) error {
+	if cfg.REST == nil {
+		return errors.New("approver: no API server connection (REST)")
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = 2
+	}
+	if cfg.Resync == 0 {
+		cfg.Resync = 10 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	client, err := kubernetes.NewForConfig(cfg.REST)
+	if err != nil {
+		return fmt.Errorf("making the API client: %w", err)
+	}
+	if err := rbac.Check(ctx, client, permissions, Manifest); err != nil {
+		return fmt.Errorf("approver: %w", err)
+	}
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	c, err := New(Config{
+		Client: client, CSRs: NewCSRInformer(client, cfg.Resync), Nodes: NewNodeInformer(client, cfg.Resync),
+		Policy: cfg.Policy, Deny: cfg.Deny, Logger: cfg.Logger,
+		Recorder: broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "certagent-cluster-approver"}),
+	})
+	if err != nil {
+		return err
+	}
+	var ready atomic.Bool
+	if cfg.HealthListen != "" {
+		stop, err := serveHealth(cfg.HealthListen, &ready, cfg.Logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	return c.Run(ctx, cfg.Workers, func() { ready.Store(true) })
+}
+
+// serveHealth serves /healthz (alive) and /readyz (the caches synced).
+func serveHealth(addr string, ready *atomic.Bool, log *zap.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening for health checks on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "starting: syncing the CSR and Node caches", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("the health listener failed", zap.Error(err))
+		}
+	}()
+	return func() { _ = srv.Close() }, nil
+}
