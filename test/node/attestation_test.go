@@ -222,4 +222,25 @@ func TestCloudInitAttestationOnSystemd(t *testing.T) {
 			t.Errorf("after the restart certagent status says:\n%s", st)
 		}
 	})
+
+	// Last, as it takes the node's certificates away. This kernel has no TPM
+	// driver, so a device node 10:224 (tpm0's) opens with ENODEV: the open
+	// got through the unit's private /dev and its device policy to the kernel
+	// (the shipped unit used to hide it: "stat /dev/tpmrm0: no such file or
+	// directory"; a device policy denying it: "operation not permitted").
+	t.Run("the unit lets certagent open /dev/tpmrm0, the default TPM", func(t *testing.T) {
+		c.must("mknod", "/dev/tpmrm0", "c", "10", "224")
+		c.must("rm", "/etc/certagent/config.d/40-tpm.yaml")
+		c.must("systemctl", "stop", "certagent")
+		c.must("sh", "-c", "rm /etc/kubernetes/kubelet.conf /var/lib/kubelet/pki/kubelet-client-*")
+		c.must("systemctl", "start", "--no-block", "certagent")
+		var journal string
+		waitUntil(t, "certagent trying /dev/tpmrm0", time.Minute, func() bool {
+			journal = c.must("journalctl", "-u", "certagent", "--no-pager", "-o", "cat")
+			return strings.Contains(journal, "opening TPM /dev/tpmrm0: ")
+		})
+		if !strings.Contains(journal, "opening TPM /dev/tpmrm0: open /dev/tpmrm0: no such device") {
+			t.Errorf("certagent in its unit could not reach /dev/tpmrm0:\n%s", tail([]byte(journal), 2000))
+		}
+	})
 }
