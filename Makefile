@@ -197,12 +197,13 @@ node-deps: ## Install (apt-get, as root) what the package checks and the node su
 		command -v $${c%%:*} >/dev/null || missing="$$missing $${c#*:}"; done; \
 	if [ -n "$$missing" ]; then echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
-node: node-deps packages ## Node suite (root): boot Debian with systemd in systemd-nspawn, cloud-init installs the .deb; the .rpm with its scriptlets; the real kubeadm join, reset and the Cluster API example's cloud-init on such nodes (kubeadm built once)
+node: node-deps tpm-deps packages ## Node suite (root): boot Debian with systemd in systemd-nspawn, cloud-init installs the .deb (with a bootstrap token, and with TPM attestation against a software TPM and the cluster-side service); the .rpm with its scriptlets; the real kubeadm join, reset and the Cluster API example's cloud-init on such nodes (kubeadm built once)
 	$(MAKE) --no-print-directory packages ARCHES=amd64 VERSION='$(VERSION)+upgrade' DIST=$(DIST)/newer
 	CGO_ENABLED=0 $(GO) build -tags failpoints -trimpath -o $(DIST)/build/certagent-failpoints ./cmd/certagent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(CLUSTER_LDFLAGS)' -o $(DIST)/build/certagent-cluster ./cmd/certagent-cluster
 	cd test && CERTAGENT_DEB='$(CURDIR)/$(DIST)/certagent_*_amd64.deb' CERTAGENT_DEB_NEWER='$(CURDIR)/$(DIST)/newer/certagent_*_amd64.deb' \
 		CERTAGENT_RPM='$(CURDIR)/$(DIST)/certagent-*.x86_64.rpm' CERTAGENT_RPM_NEWER='$(CURDIR)/$(DIST)/newer/certagent-*.x86_64.rpm' \
-		CERTAGENT_FAILPOINT_BIN='$(CURDIR)/$(DIST)/build/certagent-failpoints' \
+		CERTAGENT_FAILPOINT_BIN='$(CURDIR)/$(DIST)/build/certagent-failpoints' CERTAGENT_CLUSTER_BIN='$(CURDIR)/$(DIST)/build/certagent-cluster' \
 		$(GO) test -count=1 -timeout 30m -v ./node/
 
 clean: ## Remove build output (not the control-plane cache in ~/.cache/certagent-test)

@@ -84,7 +84,7 @@ attestation:
   tpm: %s
   server: %s
   certificateAuthority: %s
-`, name, n.kubeconf, n.certDir, filepath.Join(n.dir, "bootstrap-kubelet.conf"), svc.url, serviceCA.Hash, n.tpm.Path(), cp.URL, cp.CAFile)
+`, name, n.kubeconf, n.certDir, filepath.Join(n.dir, "bootstrap-kubelet.conf"), svc.URL, serviceCA.Hash, n.tpm.Path(), cp.URL, cp.CAFile)
 	if err := os.WriteFile(n.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +323,7 @@ func TestCloudInitAttestationExample(t *testing.T) {
 	for old, v := range map[string]string{
 		"REPLACE_CA_DATA":             base64.StdEncoding.EncodeToString(cp.CACertPEM),
 		"REPLACE_API_SERVER_URL":      cp.URL,
-		"REPLACE_ATTESTATION_URL":     svc.url,
+		"REPLACE_ATTESTATION_URL":     svc.URL,
 		"REPLACE_ATTESTATION_CA_HASH": serviceCA.Hash,
 	} {
 		if !strings.Contains(filled, old) {

@@ -259,7 +259,7 @@ func TestAttestationServiceCAPinnedByHash(t *testing.T) {
 		_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, DNSName: "127.0.0.1"})
 		return err
 	}
-	conn, err := tls.Dial("tcp", strings.TrimPrefix(svc.url, "https://"), &tls.Config{
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(svc.URL, "https://"), &tls.Config{
 		InsecureSkipVerify:    true, // verified by pinned, against the hash alone
 		VerifyPeerCertificate: pinned,
 	})

@@ -9,43 +9,35 @@ package attestation
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/certagent/certagent/internal/swtpm"
+	"github.com/certagent/certagent/test/clusterside"
 	"github.com/certagent/certagent/test/controlplane"
 )
 
 const (
-	namespace      = "certagent-system"
-	serviceAccount = "certagent-cluster"
+	namespace      = clusterside.Namespace
+	serviceAccount = clusterside.ServiceAccount
 	// saUser is the service account's user name, the CSRs' requester.
-	saUser = "system:serviceaccount:" + namespace + ":" + serviceAccount
+	saUser = clusterside.SAUser
 )
 
 var (
-	cp         *controlplane.ControlPlane
-	clusterBin string
-	kubectlBin string
+	cp *controlplane.ControlPlane
+	// cluster is the cluster side as an operator installs it (package clusterside).
+	cluster *clusterside.Cluster
 	// manifests is packaging/cluster.
 	manifests string
 	// vendor is the TPM maker the service trusts (--manufacturer-roots).
 	vendor *swtpm.CA
 	// serviceCA is what init-tls printed: the CA nodes trust the service by.
-	serviceCA struct {
-		Hash string `json:"caHash"`
-		PEM  string `json:"caPEM"`
-	}
-	// tlsDir holds tls.crt and tls.key as the Deployment mounts them.
-	tlsDir string
+	serviceCA struct{ Hash, PEM string }
 	// work is the suite's scratch directory.
 	work string
 	// svc is the service the tests share, with the shipped RBAC.
@@ -88,29 +80,18 @@ func tailLines(s string, n int) string {
 // what an operator installs (the manifests, init-tls) and starts the service
 // as its Deployment would run it.
 func setUp(ctx context.Context, logf func(string, ...any)) error {
-	var err error
-	if clusterBin, err = clusterBinary(ctx); err != nil {
-		return fmt.Errorf("building certagent-cluster: %w", err)
-	}
-	if manifests, err = filepath.Abs(filepath.Join("..", "..", "packaging", "cluster")); err != nil {
-		return err
-	}
-	if vendor, err = swtpm.NewCA(filepath.Join(work, "vendor-ca"), "vendor"); err != nil {
-		return err
-	}
 	bins, err := controlplane.EnsureBinaries(ctx, logf)
 	if err != nil {
 		return fmt.Errorf("building the control plane: %w", err)
 	}
-	if kubectlBin, err = controlplane.EnsureKubectl(ctx, logf); err != nil {
-		return fmt.Errorf("building kubectl: %w", err)
-	}
 	if cp, err = controlplane.Start(ctx, bins, controlplane.Options{Dir: filepath.Join(work, "cp"), Logf: logf}); err != nil {
 		return fmt.Errorf("starting the control plane: %w", err)
 	}
-	if err := install(ctx); err != nil {
+	if cluster, err = clusterside.Install(ctx, cp, work, logf); err != nil {
 		return err
 	}
+	manifests, vendor = cluster.Manifests, cluster.Vendor
+	serviceCA.Hash, serviceCA.PEM = cluster.CA.Hash, cluster.CA.PEM
 	kubeconfig, err := serviceAccountKubeconfig(ctx, serviceAccount)
 	if err != nil {
 		return err
@@ -118,53 +99,13 @@ func setUp(ctx context.Context, logf func(string, ...any)) error {
 	if svc, err = startService(ctx, "shared", kubeconfig, freeAddr(), freeAddr()); err != nil {
 		return err
 	}
-	logf("control plane at %s, attestation service at %s (log %s)", cp.URL, svc.url, svc.logPath)
+	logf("control plane at %s, attestation service at %s (log %s)", cp.URL, svc.URL, svc.LogPath)
 	return nil
-}
-
-// install does the operator's steps of docs/attestation.md: apply the
-// Namespace, the CRD and the RBAC, then init-tls.
-func install(ctx context.Context) error {
-	for _, f := range []string{"00-namespace.yaml", "10-crd.yaml", "20-rbac.yaml"} {
-		if out, err := kubectlCmd(ctx, "", "apply", "--server-side", "-f", filepath.Join(manifests, f)); err != nil {
-			return fmt.Errorf("kubectl apply --server-side -f %s: %w\n%s", f, err, out)
-		}
-	}
-	if out, err := kubectlCmd(ctx, "", "wait", "--for=condition=Established", "--timeout=60s", "crd/tpmenrollments.attestation.certagent.io"); err != nil {
-		return fmt.Errorf("waiting for the CRD: %w\n%s", err, out)
-	}
-	out, err := exec.CommandContext(ctx, clusterBin, "init-tls", "--kubeconfig", cp.AdminKubeconfig,
-		"--namespace", namespace, "--san", "127.0.0.1", "-o", "json").Output()
-	if err != nil {
-		return fmt.Errorf("certagent-cluster init-tls: %w", err)
-	}
-	if err := json.Unmarshal(out, &serviceCA); err != nil {
-		return fmt.Errorf("init-tls -o json printed %q: %w", out, err)
-	}
-	tlsDir = filepath.Join(work, "tls")
-	return mountTLSSecret(ctx, tlsDir)
-}
-
-// clusterBinary is $CERTAGENT_CLUSTER_BIN (the Makefile builds it), else a
-// build of ../../cmd/certagent-cluster.
-func clusterBinary(ctx context.Context) (string, error) {
-	if p := os.Getenv("CERTAGENT_CLUSTER_BIN"); p != "" {
-		return filepath.Abs(p)
-	}
-	out := filepath.Join(work, "certagent-cluster")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/certagent-cluster")
-	cmd.Dir = filepath.Join("..", "..")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	return out, cmd.Run()
 }
 
 // kubectlCmd runs kubectl as the cluster admin, stdin from stdin if set.
 func kubectlCmd(ctx context.Context, stdin string, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, kubectlBin, append([]string{"--kubeconfig", cp.AdminKubeconfig}, args...)...)
-	if stdin != "" {
-		cmd.Stdin = strings.NewReader(stdin)
-	}
-	return cmd.CombinedOutput()
+	return cluster.KubectlCmd(ctx, stdin, args...)
 }
 
 // kubectl is kubectlCmd in a test: a failure fails it.
@@ -178,11 +119,4 @@ func kubectl(t *testing.T, stdin string, args ...string) string {
 }
 
 // freeAddr is a free loopback address.
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-}
+func freeAddr() string { return clusterside.FreeAddr() }

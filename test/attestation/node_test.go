@@ -113,7 +113,7 @@ func waitEnrollmentsSeen(t *testing.T) {
 			seen = int(s.metric(t, "certagent_attestation_enrollments")) == len(list.Items)
 		}
 		if !seen {
-			t.Fatalf("the cache of service %s does not hold the %d TPMEnrollments", s.name, len(list.Items))
+			t.Fatalf("the cache of service %s does not hold the %d TPMEnrollments", s.Name, len(list.Items))
 		}
 	}
 }
@@ -121,7 +121,7 @@ func waitEnrollmentsSeen(t *testing.T) {
 // attest runs certagent's node half against s for the node's CSR.
 func (n *node) attest(s *service, expirationSeconds int32) ([]byte, error) {
 	n.t.Helper()
-	a, err := tpm.New(tpm.Config{TPMPath: n.tpm.Path(), ServiceURL: s.url, ServiceCAs: serviceCAPool(),
+	a, err := tpm.New(tpm.Config{TPMPath: n.tpm.Path(), ServiceURL: s.URL, ServiceCAs: serviceCAPool(),
 		NodeName: n.name, ExpirationSeconds: expirationSeconds})
 	if err != nil {
 		n.t.Fatal(err)
@@ -164,7 +164,7 @@ func pemCert(c *x509.Certificate) []byte {
 func post(t *testing.T, s *service, path string, msg any) (int, *attestation.Error, []byte) {
 	t.Helper()
 	body, _ := json.Marshal(msg)
-	rsp, err := s.client().Post(s.url+path, "application/json", bytes.NewReader(body))
+	rsp, err := s.client().Post(s.URL+path, "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func refusalLogged(t *testing.T, s *service, reason attestation.Reason, claimed 
 			return l
 		}
 	}
-	t.Fatalf("no log line \"attestation refused\" with reason %s for claimed node %s in %s", reason, claimed, s.logPath)
+	t.Fatalf("no log line \"attestation refused\" with reason %s for claimed node %s in %s", reason, claimed, s.LogPath)
 	return nil
 }
 

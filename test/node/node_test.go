@@ -17,24 +17,29 @@ import (
 )
 
 // userData is the example from packaging/cloud-init with the values an
-// operator fills in, the package installed from the file the test copies in
-// instead of a package repository, and the locale module off (a minbase root
-// file system has no locales).
+// operator fills in (userDataFrom).
 func userData(t *testing.T, token, debName string) string {
 	t.Helper()
-	data, err := os.ReadFile("../../packaging/cloud-init/user-data.yaml")
+	return userDataFrom(t, "user-data.yaml", debName, map[string]string{"REPLACE_BOOTSTRAP_TOKEN": token})
+}
+
+// userDataFrom is the example packaging/cloud-init/<example> with the API
+// server's URL, the cluster CA and values filled in, the package installed
+// from the file the test copies in instead of a package repository, and the
+// locale module off (a minbase root file system has no locales).
+func userDataFrom(t *testing.T, example, debName string, values map[string]string) string {
+	t.Helper()
+	data, err := os.ReadFile("../../packaging/cloud-init/" + example)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := string(data)
-	for old, new := range map[string]string{
-		"REPLACE_API_SERVER_URL":            cp.URL,
-		"REPLACE_CA_DATA":                   base64.StdEncoding.EncodeToString(cp.CACertPEM),
-		"REPLACE_BOOTSTRAP_TOKEN":           token,
-		"[apt-get, install, -y, certagent]": "[dpkg, -i, /root/dist/" + debName + "]",
-	} {
+	values["REPLACE_API_SERVER_URL"] = cp.URL
+	values["REPLACE_CA_DATA"] = base64.StdEncoding.EncodeToString(cp.CACertPEM)
+	values["[apt-get, install, -y, certagent]"] = "[dpkg, -i, /root/dist/" + debName + "]"
+	for old, new := range values {
 		if !strings.Contains(s, old) {
-			t.Fatalf("the example user-data lacks %q", old)
+			t.Fatalf("the example %s lacks %q", example, old)
 		}
 		s = strings.ReplaceAll(s, old, new)
 	}
