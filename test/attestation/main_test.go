@@ -9,11 +9,9 @@ package attestation
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,14 +19,15 @@ import (
 	"time"
 
 	"github.com/certagent/certagent/internal/swtpm"
+	"github.com/certagent/certagent/test/attestsvc"
 	"github.com/certagent/certagent/test/controlplane"
 )
 
 const (
-	namespace      = "certagent-system"
-	serviceAccount = "certagent-cluster"
+	namespace      = attestsvc.Namespace
+	serviceAccount = attestsvc.ServiceAccount
 	// saUser is the service account's user name, the CSRs' requester.
-	saUser = "system:serviceaccount:" + namespace + ":" + serviceAccount
+	saUser = attestsvc.SAUser
 )
 
 var (
@@ -40,10 +39,7 @@ var (
 	// vendor is the TPM maker the service trusts (--manufacturer-roots).
 	vendor *swtpm.CA
 	// serviceCA is what init-tls printed: the CA nodes trust the service by.
-	serviceCA struct {
-		Hash string `json:"caHash"`
-		PEM  string `json:"caPEM"`
-	}
+	serviceCA attestsvc.ServiceCA
 	// tlsDir holds tls.crt and tls.key as the Deployment mounts them.
 	tlsDir string
 	// work is the suite's scratch directory.
@@ -92,7 +88,7 @@ func setUp(ctx context.Context, logf func(string, ...any)) error {
 	if clusterBin, err = clusterBinary(ctx); err != nil {
 		return fmt.Errorf("building certagent-cluster: %w", err)
 	}
-	if manifests, err = filepath.Abs(filepath.Join("..", "..", "packaging", "cluster")); err != nil {
+	if manifests, err = attestsvc.Manifests(); err != nil {
 		return err
 	}
 	if vendor, err = swtpm.NewCA(filepath.Join(work, "vendor-ca"), "vendor"); err != nil {
@@ -123,48 +119,21 @@ func setUp(ctx context.Context, logf func(string, ...any)) error {
 }
 
 // install does the operator's steps of docs/attestation.md: apply the
-// Namespace, the CRD and the RBAC, then init-tls.
+// Namespace, the CRD and the RBAC, then init-tls (package attestsvc).
 func install(ctx context.Context) error {
-	for _, f := range []string{"00-namespace.yaml", "10-crd.yaml", "20-rbac.yaml"} {
-		if out, err := kubectlCmd(ctx, "", "apply", "--server-side", "-f", filepath.Join(manifests, f)); err != nil {
-			return fmt.Errorf("kubectl apply --server-side -f %s: %w\n%s", f, err, out)
-		}
-	}
-	if out, err := kubectlCmd(ctx, "", "wait", "--for=condition=Established", "--timeout=60s", "crd/tpmenrollments.attestation.certagent.io"); err != nil {
-		return fmt.Errorf("waiting for the CRD: %w\n%s", err, out)
-	}
-	out, err := exec.CommandContext(ctx, clusterBin, "init-tls", "--kubeconfig", cp.AdminKubeconfig,
-		"--namespace", namespace, "--san", "127.0.0.1", "-o", "json").Output()
-	if err != nil {
-		return fmt.Errorf("certagent-cluster init-tls: %w", err)
-	}
-	if err := json.Unmarshal(out, &serviceCA); err != nil {
-		return fmt.Errorf("init-tls -o json printed %q: %w", out, err)
-	}
 	tlsDir = filepath.Join(work, "tls")
-	return mountTLSSecret(ctx, tlsDir)
+	var err error
+	serviceCA, err = attestsvc.Install(ctx, cp, kubectlBin, clusterBin, manifests, tlsDir)
+	return err
 }
 
 // clusterBinary is $CERTAGENT_CLUSTER_BIN (the Makefile builds it), else a
 // build of ../../cmd/certagent-cluster.
-func clusterBinary(ctx context.Context) (string, error) {
-	if p := os.Getenv("CERTAGENT_CLUSTER_BIN"); p != "" {
-		return filepath.Abs(p)
-	}
-	out := filepath.Join(work, "certagent-cluster")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/certagent-cluster")
-	cmd.Dir = filepath.Join("..", "..")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	return out, cmd.Run()
-}
+func clusterBinary(ctx context.Context) (string, error) { return attestsvc.ClusterBinary(ctx, work) }
 
 // kubectlCmd runs kubectl as the cluster admin, stdin from stdin if set.
 func kubectlCmd(ctx context.Context, stdin string, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, kubectlBin, append([]string{"--kubeconfig", cp.AdminKubeconfig}, args...)...)
-	if stdin != "" {
-		cmd.Stdin = strings.NewReader(stdin)
-	}
-	return cmd.CombinedOutput()
+	return attestsvc.Kubectl(ctx, kubectlBin, cp, stdin, args...)
 }
 
 // kubectl is kubectlCmd in a test: a failure fails it.

@@ -24,6 +24,7 @@ import (
 	"github.com/certagent/certagent/bootstrap/tpm"
 	"github.com/certagent/certagent/internal/swtpm"
 	"github.com/certagent/certagent/protocol/attestation"
+	"github.com/certagent/certagent/test/attestsvc"
 )
 
 // node is a simulated node: its own software TPM, and a kubelet client key
@@ -155,9 +156,7 @@ func serviceCAPool() *x509.CertPool {
 	return p
 }
 
-func pemCert(c *x509.Certificate) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-}
+func pemCert(c *x509.Certificate) []byte { return attestsvc.PEMCert(c) }
 
 // post sends a protocol message as a node would and returns the status,
 // the refusal (nil on 200) and the body.

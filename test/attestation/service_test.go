@@ -6,65 +6,25 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-
-	"github.com/certagent/certagent/test/controlplane"
+	"github.com/certagent/certagent/test/attestsvc"
 )
 
 // serviceAccountKubeconfig writes a kubeconfig that authenticates as the
-// service account sa of the namespace with a TokenRequest token, as the
-// pod's projected token would: the service then has exactly that account's
-// RBAC.
+// service account sa of the namespace (package attestsvc).
 func serviceAccountKubeconfig(ctx context.Context, sa string) (string, error) {
-	expiry := int64(3600)
-	tr, err := cp.Admin.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, sa,
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry}}, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("TokenRequest for %s/%s: %w", namespace, sa, err)
-	}
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["cluster"] = &clientcmdapi.Cluster{Server: cp.URL, CertificateAuthorityData: cp.CACertPEM}
-	cfg.AuthInfos[sa] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
-	cfg.Contexts["sa"] = &clientcmdapi.Context{Cluster: "cluster", AuthInfo: sa}
-	cfg.CurrentContext = "sa"
-	path := filepath.Join(work, "kubeconfig-"+sa)
-	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
-		return "", fmt.Errorf("writing %s: %w", path, err)
-	}
-	return path, nil
+	return attestsvc.ServiceAccountKubeconfig(ctx, cp, work, sa)
 }
 
-// mountTLSSecret writes the Secret init-tls made into dir, as the kubelet
-// mounts it into the pod.
+// mountTLSSecret writes the Secret init-tls made into dir.
 func mountTLSSecret(ctx context.Context, dir string) error {
-	s, err := cp.Admin.CoreV1().Secrets(namespace).Get(ctx, "certagent-cluster-tls", metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("reading the Secret init-tls made: %w", err)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	for _, k := range []string{"tls.crt", "tls.key"} {
-		if err := os.WriteFile(filepath.Join(dir, k), s.Data[k], 0o600); err != nil {
-			return err
-		}
-	}
-	return nil
+	return attestsvc.MountTLSSecret(ctx, cp, dir)
 }
 
 // running are the services started and not stopped, by name.
@@ -81,33 +41,26 @@ func runningServices() []*service {
 	return out
 }
 
-// service is one certagent-cluster serve process.
+// service is one certagent-cluster serve process (attestsvc.Process) with
+// the tests' name for it.
 type service struct {
+	*attestsvc.Process
 	name, url, health, logPath string
-	args                       []string
-	cmd                        *exec.Cmd
-	done                       chan struct{}
 }
 
 // startService runs `certagent-cluster serve` as the Deployment's container
-// does (JSON logs, the mounted TLS Secret), with the manufacturer-CA policy on
-// for the vendor CA and a 2 h cap on lifetimes, and waits for /readyz.
+// does (attestsvc.ServeArgs: JSON logs, the mounted TLS Secret, the
+// manufacturer-CA policy on for the vendor CA, a 2 h cap on lifetimes), and
+// waits for /readyz.
 func startService(ctx context.Context, name, kubeconfig, listen, healthListen string, extra ...string) (*service, error) {
-	roots, inters := filepath.Join(work, "vendor-roots.pem"), filepath.Join(work, "vendor-intermediates.pem")
-	if err := os.WriteFile(roots, pemCert(vendor.Root), 0o644); err != nil {
+	roots, inters, err := attestsvc.WriteVendorPEM(work, vendor.Root, vendor.Intermediate)
+	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(inters, pemCert(vendor.Intermediate), 0o644); err != nil {
-		return nil, err
-	}
-	s := &service{
-		name: name, url: "https://" + listen, health: "http://" + healthListen,
-		logPath: filepath.Join(work, "service-"+name+".log"),
-		args: append([]string{"serve", "--kubeconfig", kubeconfig, "--listen", listen, "--health-listen", healthListen,
-			"--tls-cert-file", filepath.Join(tlsDir, "tls.crt"), "--tls-private-key-file", filepath.Join(tlsDir, "tls.key"),
-			"--manufacturer-roots", roots, "--manufacturer-intermediates", inters,
-			"--max-expiration", "2h", "--log-level", "debug"}, extra...),
-	}
+	s := &service{name: name, url: "https://" + listen, health: "http://" + healthListen,
+		logPath: filepath.Join(work, "service-"+name+".log")}
+	s.Process = &attestsvc.Process{Bin: clusterBin, LogPath: s.logPath, Health: s.health,
+		Args: attestsvc.ServeArgs(kubeconfig, listen, healthListen, tlsDir, roots, inters, "debug", extra...)}
 	if err := s.start(); err != nil {
 		return nil, err
 	}
@@ -119,76 +72,34 @@ func startService(ctx context.Context, name, kubeconfig, listen, healthListen st
 }
 
 func (s *service) start() error {
-	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
+	if err := s.Start(); err != nil {
 		return err
 	}
-	defer logFile.Close()
-	s.cmd = exec.Command(clusterBin, s.args...)
-	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := controlplane.Spawn(s.cmd); err != nil {
-		return fmt.Errorf("starting certagent-cluster: %w", err)
-	}
-	s.done = make(chan struct{})
-	go func() { _ = s.cmd.Wait(); close(s.done) }()
 	running.Store(s.name, s)
 	return nil
 }
 
-func (s *service) exited() bool {
-	select {
-	case <-s.done:
-		return true
-	default:
-		return false
-	}
-}
+func (s *service) exited() bool { return s.Exited() }
 
-// waitReady polls /readyz until it answers 200.
 func (s *service) waitReady(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if s.exited() {
-			return fmt.Errorf("certagent-cluster %s exited: %v\n%s", s.name, s.cmd.ProcessState, s.logText())
-		}
-		if rsp, err := http.Get(s.health + "/readyz"); err == nil {
-			rsp.Body.Close()
-			if rsp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
+	if err := s.WaitReady(ctx, timeout); err != nil {
+		return fmt.Errorf("service %s: %w", s.name, err)
 	}
-	return fmt.Errorf("certagent-cluster %s not ready after %v:\n%s", s.name, timeout, s.logText())
+	return nil
 }
 
 // stop sends SIGTERM and returns the exit code (-1 if it had to be killed).
 func (s *service) stop() int {
-	if s == nil || s.cmd == nil {
+	if s == nil {
 		return -1
 	}
-	if !s.exited() {
-		_ = s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.done:
-		case <-time.After(40 * time.Second):
-			_ = s.cmd.Process.Kill()
-			<-s.done
-			return -1
-		}
-	}
-	return s.cmd.ProcessState.ExitCode()
+	return s.Stop()
 }
 
 // crash kills the process with SIGKILL.
 func (s *service) crash() {
-	_ = s.cmd.Process.Kill()
-	<-s.done
+	_ = s.Cmd.Process.Kill()
+	<-s.Done
 }
 
 // restart runs the same command again (same ports and files) and waits for
@@ -203,10 +114,7 @@ func (s *service) restart(t *testing.T) {
 	}
 }
 
-func (s *service) logText() string {
-	data, _ := os.ReadFile(s.logPath)
-	return string(data)
-}
+func (s *service) logText() string { return s.LogText() }
 
 // logLines are the service's JSON log lines.
 func (s *service) logLines() []map[string]any {
@@ -232,22 +140,11 @@ func (s *service) logLines() []map[string]any {
 // if absent.
 func (s *service) metric(t *testing.T, series string) float64 {
 	t.Helper()
-	rsp, err := http.Get(s.health + "/metrics")
+	v, err := s.Metric(series)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("metric %s: %v", series, err)
 	}
-	defer rsp.Body.Close()
-	body, _ := io.ReadAll(rsp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				t.Fatalf("metric %s: %v", series, err)
-			}
-			return f
-		}
-	}
-	return 0
+	return v
 }
 
 // attempts is certagent_attestation_attempts_total for result and reason.
