@@ -270,8 +270,10 @@ func joinRun(t *testing.T, ac *attestCluster, path string, round int) {
 	}
 	f := newFleet(t, ac.cluster, certagentPath, prefix, n, "serving:\n  enabled: false\n")
 	j := &JoinRun{Path: path, Round: round, N: n}
+	var tpms []*swtpm.TPM
 	if path == pathAttestation {
-		tpms, manufacture, start := startTPMs(t, ac, f)
+		var manufacture, start time.Duration
+		tpms, manufacture, start = startTPMs(t, ac, f)
 		j.TPMManufacture, j.TPMStart = manufacture, start
 		t.Logf("%d swtpm manufactured in %s, started in %s", n, secs(manufacture), secs(start))
 		t0 := time.Now()
@@ -288,6 +290,7 @@ func joinRun(t *testing.T, ac *attestCluster, path string, round int) {
 	}
 	attempts0 := ac.attempts(t)
 	apiserver, service := startMeter(t, ac.APIServerPID()), startMeter(t, ac.svc.Cmd.Process.Pid)
+	tpmCPU0 := tpmCPU(t, tpms)
 	f.run(t)
 	j.Spawn = f.spawned.Sub(f.start)
 	f.waitAll(t, "kubelet.conf", scaleUpTimeout, hasKubeconfig)
@@ -306,6 +309,7 @@ func joinRun(t *testing.T, ac *attestCluster, path string, round int) {
 	apiserver.stop(t)
 	service.stop(t)
 	j.APIServerCPU, j.ServiceCPU, j.NodeCPU = apiserver.cpu/float64(n), service.cpu/float64(n), f.cpuSeconds()/float64(n)
+	j.TPMCPU = (tpmCPU(t, tpms) - tpmCPU0) / float64(n)
 	j.Requests = ac.requestsByIdentity(t, f, f.start, end)
 	for k, v := range ac.attempts(t) {
 		if d := v - attempts0[k]; d != 0 {
@@ -382,9 +386,23 @@ func joinRun(t *testing.T, ac *attestCluster, path string, round int) {
 		t.Logf("  API requests per node, %s: %s (%s)", who, num(sum(j.Requests[who])), requestsText(j.Requests[who]))
 	}
 	t.Logf("  client CSRs: exactly 1 per node: %v; requested by %v", j.Exact, requesters)
-	t.Logf("  CPU per node: attestation service %.1f ms, kube-apiserver %.1f ms, the node's certagent %.1f ms",
-		1000*j.ServiceCPU, 1000*j.APIServerCPU, 1000*j.NodeCPU)
+	t.Logf("  CPU per node: attestation service %.1f ms, kube-apiserver %.1f ms, the node's certagent %.1f ms, its swtpm %.1f ms",
+		1000*j.ServiceCPU, 1000*j.APIServerCPU, 1000*j.NodeCPU, 1000*j.TPMCPU)
 	t.Logf("  service attempts: %v; daemons exited %d; kubelet.conf not working %d", j.Attempts, j.Exited, j.Failures)
+}
+
+// tpmCPU is the CPU seconds of the running swtpm processes so far.
+func tpmCPU(t *testing.T, tpms []*swtpm.TPM) float64 {
+	t.Helper()
+	total := 0.0
+	for _, tp := range tpms {
+		s, err := cpuSeconds(tp.PID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += s
+	}
+	return total
 }
 
 // attempts is the service's certagent_attestation_attempts_total by its
