@@ -22,6 +22,8 @@ FUZZTIME  ?= 30s
 FLEET_N       ?= 500
 FLEET_SHORT_N ?= 20
 FLEET_QPS     ?= 500
+# make fleet-attest: nodes in each of its two fleets (by TPM attestation, each with its own swtpm; by token).
+FLEET_ATTEST_N ?= 100
 # make fleet: times the like-for-like pair (certagent client only, the kubelet's path) runs under each limit,
 # alternating (one 500-node fleet against another varies by a fifth from run to run here).
 FLEET_ROUNDS  ?= 3
@@ -43,7 +45,7 @@ K8S_MINORS    := $(shell ls test/k8s | grep '^v1\.' | sort -t. -k2,2nr)
 COMPAT_MINORS ?= $(K8S_MINORS)
 COMPAT_TESTS  := ^(TestBootstrapClientAndServing|TestDaemonRenewsBothCertificates|TestRestartWhilePendingReusesCSR|TestDeniedClientCSR|TestDeniedServingCSR)$$
 
-.PHONY: help build tpm-deps unit e2e e2e-deps node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short vuln compat compat-oldest rules rules-deps fleet fleet-short fleet-overload fleet-deps
+.PHONY: help build tpm-deps unit e2e e2e-deps node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short vuln compat compat-oldest rules rules-deps fleet fleet-short fleet-overload fleet-attest fleet-deps
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -168,6 +170,13 @@ fleet-overload: build ## Only the fleet's overload comparison: FLEET_OVERLOAD_N 
 	set -o pipefail; cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) FLEET_N=$(FLEET_OVERLOAD_N) FLEET_OUT=$(CURDIR)/bin/fleet-overload \
 		$(GO) test -count=1 -timeout 60m -v -run '^TestOverload$$' ./fleet/ -args -fleet.qps=$(FLEET_QPS) $(FLEET_OVERLOAD_ARGS) 2>&1 | tee $(CURDIR)/bin/fleet-overload/test.log
 	@cat bin/fleet-overload/fleet.md
+
+fleet-attest: build tpm-deps ## FLEET_ATTEST_N (100) nodes, each with its own swtpm, join at once by TPM attestation (certagent-cluster serve, shipped RBAC), then as many by bootstrap token, on one control plane: time to kubelet.conf, API requests per node by identity, CSRs, CPU; bin/fleet-attest/fleet.md (as root)
+	@rm -rf $(CURDIR)/bin/fleet-attest; mkdir -p $(CURDIR)/bin/fleet-attest
+	set -o pipefail; cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) CERTAGENT_CLUSTER_BIN=$(CURDIR)/$(CLUSTER_BIN) FLEET_N=$(FLEET_ATTEST_N) FLEET_ATTEST=1 FLEET_OUT=$(CURDIR)/bin/fleet-attest \
+		$(GO) test -count=1 -timeout 60m -v -run '^TestAttestationScaleUp$$' ./fleet/ -args -fleet.qps=$(FLEET_QPS) 2>&1 | tee $(CURDIR)/bin/fleet-attest/test.log
+	@grep -q -- '--- PASS: TestAttestationScaleUp' $(CURDIR)/bin/fleet-attest/test.log || { echo 'TestAttestationScaleUp did not run and pass'; exit 1; }
+	@cat bin/fleet-attest/fleet.md
 
 bench: ## Benchmarks: certagent vs the kubelet's bootstrap (whole process, and traced phase by phase; BENCH_RUNS (20) alternating pairs, BENCH_PACE (300ms) apart), approval-to-disk latency, an idle daemon's memory (anonymous, PSS, USS, RSS) and CPU over BENCH_IDLE (3m)
 	cd test && $(GO) test -run '^$$' -bench 'BenchmarkClientBootstrap$$' -benchtime $${BENCH_RUNS:-20}x -count=1 ./bench/

@@ -112,6 +112,16 @@ func (t *TPM) Start() error {
 	return lastErr
 }
 
+// PID is the running swtpm's process ID, 0 when stopped.
+func (t *TPM) PID() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cmd == nil {
+		return 0
+	}
+	return t.cmd.Process.Pid
+}
+
 // Stop kills swtpm (a power cut: transient objects and sessions are gone, the
 // seeds and NV stay in Dir) and waits for it to exit. Stopping a stopped TPM
 // is a no-op.

@@ -125,6 +125,9 @@ func (s *Service) start() error {
 	return nil
 }
 
+// PID is the process's id.
+func (s *Service) PID() int { return s.cmd.Process.Pid }
+
 // Exited says whether the process has exited.
 func (s *Service) Exited() bool {
 	select {

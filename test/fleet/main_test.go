@@ -65,7 +65,7 @@ func run(m *testing.M) int {
 	stopSharedCluster()
 	restoreLimits()
 	report.Took = time.Since(report.Started)
-	if *flagOut != "" && (len(report.ScaleUps)+len(report.Waves)+len(report.Overloads) > 0 || report.Outage != nil) {
+	if *flagOut != "" && (len(report.ScaleUps)+len(report.Waves)+len(report.Overloads)+len(report.Joins) > 0 || report.Outage != nil) {
 		if err := report.Write(*flagOut); err != nil {
 			logf("writing the report: %v", err)
 			return 1

@@ -33,6 +33,32 @@ type Report struct {
 	Outage     *Outage
 	Waves      []*Wave
 	Overloads  []*Overload
+	Joins      []*JoinRun
+}
+
+// JoinRun is one fleet of N joining at once by TPM attestation or by the
+// bootstrap token (TestAttestationScaleUp), serving certificate off.
+type JoinRun struct {
+	Path  string // "attestation" or "bootstrap token"
+	Round int
+	N     int
+	// The swtpm instances' manufacture (swtpm_setup) and start, and the
+	// enrolment, all before the fleet's start: not counted in its times.
+	TPMManufacture, TPMStart, Enroll time.Duration
+	Spawn                            time.Duration
+	Written                          Dist // kubelet.conf on disk (its mtime), from the fleet's start
+	// Requests per node by identity (the node's own, the service account's,
+	// the bootstrap token's), then by "verb resource".
+	Requests   map[string]map[string]float64
+	Requesters map[string]int // client CSRs by requester
+	Exact      bool           // exactly one client CSR (and no other) for every node
+	// CPU seconds per node over the window: the attestation service's, the
+	// API server's, the node's own certagent's.
+	ServiceCPU, APIServerCPU, NodeCPU float64
+	TPMCPU                            float64            // the node's swtpm (a real node's TPM is its own chip)
+	Attempts                          map[string]float64 // the service's attempts in the window, by result
+	Exited                            int                // daemons that exited
+	Failures                          int                // nodes whose kubelet.conf did not work afterwards
 }
 
 // Dist is a distribution of per-node times, from the fleet's start.
@@ -248,6 +274,9 @@ func (r *Report) Markdown() string {
 	if len(r.ScaleUps) > 0 {
 		r.scaleUpTable(&b)
 		r.ratioTable(&b)
+	}
+	if len(r.Joins) > 0 {
+		r.joinTable(&b)
 	}
 	if o := r.Outage; o != nil {
 		fmt.Fprintf(&b, "## API server outage under %d running daemons\n\n| what | result |\n|---|---|\n", o.N)
@@ -566,3 +595,52 @@ const probeUser = "ops-probe"
 // probePath is what the probe asks for: a small read, as an operator's
 // kubectl get would.
 const probePath = "/api/v1/namespaces/kube-system"
+
+func (r *Report) joinTable(b *strings.Builder) {
+	fmt.Fprintf(b, "## Joining by TPM attestation against the bootstrap token: %d nodes at once\n\n", r.Joins[0].N)
+	b.WriteString("Each attested node has its own swtpm, enrolled by its EK hash, and no bootstrap kubeconfig; the service is `certagent-cluster serve` with the shipped RBAC. Serving certificate off in both. Requests per node from the audit log, the fleet's start to 10 s after the last node (or its last Event); the service account's are all of its requests in that window.\n\n")
+	row := table(b, r.Joins, func(j *JoinRun) string {
+		if len(r.Joins) > 2 {
+			return fmt.Sprintf("%s (round %d)", j.Path, j.Round)
+		}
+		return j.Path
+	})
+	attestOnly := func(f func(*JoinRun) string) func(*JoinRun) string {
+		return func(j *JoinRun) string {
+			if j.Path != "attestation" {
+				return "—"
+			}
+			return f(j)
+		}
+	}
+	row("swtpm manufactured / started (not counted)", attestOnly(func(j *JoinRun) string { return secs(j.TPMManufacture) + " / " + secs(j.TPMStart) }))
+	row("TPMEnrollments applied and in the service's cache (not counted)", attestOnly(func(j *JoinRun) string { return secs(j.Enroll) }))
+	row("processes started in", func(j *JoinRun) string { return secs(j.Spawn) })
+	row("kubelet.conf written, p50 / p99 / max", func(j *JoinRun) string { return j.Written.String() })
+	for _, who := range []string{"the node's own", "the service account's", "the bootstrap token's"} {
+		row("API requests per node, "+who, func(j *JoinRun) string {
+			m := j.Requests[who]
+			if len(m) == 0 {
+				return "0"
+			}
+			return num(sum(m)) + ": " + countsText(m)
+		})
+	}
+	row("client CSRs: exactly 1 per node (every node checked); requested by", func(j *JoinRun) string {
+		var parts []string
+		for k, v := range j.Requesters {
+			parts = append(parts, fmt.Sprintf("%s %d", k, v))
+		}
+		sort.Strings(parts)
+		return fmt.Sprintf("%v; %s", j.Exact, strings.Join(parts, ", "))
+	})
+	row("attestation service CPU per node", func(j *JoinRun) string { return fmt.Sprintf("%.1f ms", 1000*j.ServiceCPU) })
+	row("kube-apiserver CPU per node", func(j *JoinRun) string { return fmt.Sprintf("%.1f ms", 1000*j.APIServerCPU) })
+	row("the node's certagent CPU", func(j *JoinRun) string { return fmt.Sprintf("%.1f ms", 1000*j.NodeCPU) })
+	row("the node's swtpm CPU (a real node's TPM is its own chip)", attestOnly(func(j *JoinRun) string { return fmt.Sprintf("%.1f ms", 1000*j.TPMCPU) }))
+	row("service attempts (challenged, issued, refused)", attestOnly(func(j *JoinRun) string {
+		return fmt.Sprintf("%.0f, %.0f, %.0f", j.Attempts["challenged"], j.Attempts["issued"], j.Attempts["refused"])
+	}))
+	row("failures: daemons exited, kubelet.conf not working", func(j *JoinRun) string { return fmt.Sprintf("%d, %d", j.Exited, j.Failures) })
+	b.WriteString("\n")
+}

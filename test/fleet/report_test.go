@@ -149,3 +149,34 @@ func secondsDist(v ...float64) Dist {
 	}
 	return NewDist(ts)
 }
+
+// TestMarkdownJoins: the attestation comparison's table gives each fleet's
+// requests by identity, its CSRs' requester and the swtpm figures for the
+// attested fleet only.
+func TestMarkdownJoins(t *testing.T) {
+	d := secondsDist
+	r := &Report{N: 2, Joins: []*JoinRun{
+		{Path: "attestation", Round: 1, N: 2, TPMManufacture: 3 * time.Second, TPMStart: time.Second, Written: d(1, 2),
+			Requests: map[string]map[string]float64{
+				"the node's own":        {"create selfsubjectreviews": 1, "create events": 1},
+				"the service account's": {"create certificatesigningrequests": 1, "update certificatesigningrequests/approval": 1},
+			},
+			Requesters: map[string]int{"system:serviceaccount:certagent-system:certagent-cluster": 2}, Exact: true,
+			ServiceCPU: 0.006, TPMCPU: 0.1, Attempts: map[string]float64{"challenged": 2, "issued": 2}},
+		{Path: "bootstrap token", Round: 1, N: 2, Written: d(1, 3),
+			Requests:   map[string]map[string]float64{"the bootstrap token's": {"create certificatesigningrequests": 1, "watch certificatesigningrequests": 1}},
+			Requesters: map[string]int{"system:bootstrap:abc": 1}, Exact: false, Exited: 1},
+	}}
+	markdownHas(t, r.Markdown(),
+		"| | attestation | bootstrap token |",
+		"| swtpm manufactured / started (not counted) | 3.0 s / 1.0 s | — |",
+		"| kubelet.conf written, p50 / p99 / max | 1.0 s / 2.0 s / 2.0 s | 1.0 s / 3.0 s / 3.0 s |",
+		"| API requests per node, the service account's | 2: create certificatesigningrequests 1, update certificatesigningrequests/approval 1 | 0 |",
+		"| API requests per node, the bootstrap token's | 0 | 2: create certificatesigningrequests 1, watch certificatesigningrequests 1 |",
+		"| true; system:serviceaccount:certagent-system:certagent-cluster 2 | false; system:bootstrap:abc 1 |",
+		"| attestation service CPU per node | 6.0 ms | 0.0 ms |",
+		"| the node's swtpm CPU (a real node's TPM is its own chip) | 100.0 ms | — |",
+		"| service attempts (challenged, issued, refused) | 2, 2, 0 | — |",
+		"| failures: daemons exited, kubelet.conf not working | 0, 0 | 1, 0 |",
+	)
+}
