@@ -153,21 +153,40 @@ func (s *attestService) attest(ctx context.Context, csrPEM []byte) ([]byte, erro
 	if err != nil {
 		return nil, err
 	}
-	if slow > 0 { // the exchange and the signing take their time
-		t := time.NewTimer(slow)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if err := s.gate(); err != nil { // it may have gone meanwhile
+	// The exchange takes half the time, the signing the other half: a
+	// node cut off then (a restart) leaves a CSR the service made.
+	if err := wait(ctx, slow/2); err != nil {
 		return nil, err
 	}
-	return s.issue(csrPEM)
+	a.mu.Lock()
+	err = s.gate() // it may have gone meanwhile
+	var chain []byte
+	if err == nil {
+		chain, err = s.issue(csrPEM)
+	}
+	a.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if err := wait(ctx, slow-slow/2); err != nil {
+		return nil, err
+	}
+	return chain, nil
+}
+
+// wait sleeps for d unless ctx ends first.
+func wait(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // admit checks what the node sent and whether the service answers.
