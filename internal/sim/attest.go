@@ -59,6 +59,7 @@ type attestService struct {
 	down     bool          // unreachable
 	busy     bool          // answers busy (retryable)
 	slow     time.Duration // each exchange takes this long
+	lossy    bool          // the answer is lost after the CSR is made (a connection reset)
 
 	byKey map[string][]byte // the CSR last sent with each key
 	// An attestation, for counting: from a client certificate stored to
@@ -89,6 +90,7 @@ type attestStats struct {
 	ExpiredOff, ExpiredOffOK    int // of them: the certificate expired while the node was off
 	LongestAwait                time.Duration
 	Holidays, LongSuspends      int
+	Lost                        int // answers lost after the CSR was made
 	Unenrolments                int
 }
 
@@ -109,14 +111,15 @@ func (s *attestStats) add(o attestStats) {
 	s.Holidays += o.Holidays
 	s.LongSuspends += o.LongSuspends
 	s.Unenrolments += o.Unenrolments
+	s.Lost += o.Lost
 }
 
 func (s attestStats) String(nodeYears float64) string {
 	if s.Nodes == 0 {
 		return "no attestation nodes"
 	}
-	return fmt.Sprintf("%d attestation nodes: %d exchanges (%d refused, %d unreachable), %.1f attestation CSRs per attestation node-year (%d adopted on a retry), at most %d CSRs in one attestation; %d spells without a credential while enrolled, %d over by attestation (%d of %d after the certificate expired while off), the longest %s once the node could work; %d holidays, %d long suspends, %d unenrolments",
-		s.Nodes, s.Calls, s.Refused, s.Unreachable, float64(s.Created)/nodeYears, s.Adopted, s.MostPerAttestation,
+	return fmt.Sprintf("%d attestation nodes: %d exchanges (%d refused, %d unreachable), %.1f attestation CSRs per attestation node-year (%d answers lost after the CSR was made, %d adopted on a retry), at most %d CSRs in one attestation; %d spells without a credential while enrolled, %d over by attestation (%d of %d after the certificate expired while off), the longest %s once the node could work; %d holidays, %d long suspends, %d unenrolments",
+		s.Nodes, s.Calls, s.Refused, s.Unreachable, float64(s.Created)/nodeYears, s.Lost, s.Adopted, s.MostPerAttestation,
 		s.Awaits, s.AwaitsRecovered, s.ExpiredOffOK, s.ExpiredOff, s.LongestAwait.Round(time.Second), s.Holidays, s.LongSuspends, s.Unenrolments)
 }
 
@@ -164,9 +167,16 @@ func (s *attestService) attest(ctx context.Context, csrPEM []byte) ([]byte, erro
 	if err == nil {
 		chain, err = s.issue(csrPEM)
 	}
+	// Besides the spells, one answer in six is lost (the node's retry must
+	// find the CSR the service made, with the same key).
+	lost := err == nil && (s.lossy || s.w.rngFor("answer lost", s.w.stats.Attest.Calls).IntN(6) == 0)
 	a.mu.Unlock()
 	if err != nil {
 		return nil, err
+	}
+	if lost {
+		s.w.stats.Attest.Lost++
+		return nil, fmt.Errorf("reading the attestation service's finish answer: %w", &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)})
 	}
 	if err := wait(ctx, slow-slow/2); err != nil {
 		return nil, err

@@ -85,6 +85,11 @@ func (w *World) planAttestation(span time.Duration) {
 		w.episode("attestation service slow", r, time.Hour, 2*24*time.Hour,
 			set(func() { s.slow = d }), set(func() { s.slow = 0 }))
 	})
+	w.poisson("attestation answers lost", 6, span, func(r *rand.Rand) {
+		w.episode("attestation answers lost", r, time.Minute, time.Hour,
+			func() { set(func() { s.lossy = true })(); w.svcUnhealthy("lossy") },
+			func() { set(func() { s.lossy = false })(); w.svcHealthy("lossy") })
+	})
 	w.poisson("unenrolled", 2, span, func(r *rand.Rand) {
 		// The enrolment deleted (a mistake, the node decommissioned and
 		// brought back); someone enrols it again later.
