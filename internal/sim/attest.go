@@ -79,50 +79,6 @@ type refusalSnap struct {
 	certificate []byte
 }
 
-// attestStats are the attestation figures of a seed.
-type attestStats struct {
-	Nodes                       int // seeds with attestation configured
-	Calls, Refused, Unreachable int
-	Created, Adopted            int // CSRs the service created; answers with one it had made
-	MostPerAttestation          int // most CSRs created within one attestation
-	Attestations                int // attestations that created a CSR
-	Awaits, AwaitsRecovered     int // spells without a credential while enrolled; over by attestation
-	ExpiredOff, ExpiredOffOK    int // of them: the certificate expired while the node was off
-	LongestAwait                time.Duration
-	Holidays, LongSuspends      int
-	Lost                        int // answers lost after the CSR was made
-	Unenrolments                int
-}
-
-func (s *attestStats) add(o attestStats) {
-	s.Nodes += o.Nodes
-	s.Calls += o.Calls
-	s.Refused += o.Refused
-	s.Unreachable += o.Unreachable
-	s.Created += o.Created
-	s.Adopted += o.Adopted
-	s.MostPerAttestation = max(s.MostPerAttestation, o.MostPerAttestation)
-	s.Attestations += o.Attestations
-	s.Awaits += o.Awaits
-	s.AwaitsRecovered += o.AwaitsRecovered
-	s.ExpiredOff += o.ExpiredOff
-	s.ExpiredOffOK += o.ExpiredOffOK
-	s.LongestAwait = max(s.LongestAwait, o.LongestAwait)
-	s.Holidays += o.Holidays
-	s.LongSuspends += o.LongSuspends
-	s.Unenrolments += o.Unenrolments
-	s.Lost += o.Lost
-}
-
-func (s attestStats) String(nodeYears float64) string {
-	if s.Nodes == 0 {
-		return "no attestation nodes"
-	}
-	return fmt.Sprintf("%d attestation nodes: %d exchanges (%d refused, %d unreachable), %.1f attestation CSRs per attestation node-year (%d answers lost after the CSR was made, %d adopted on a retry), at most %d CSRs in one attestation; %d spells without a credential while enrolled, %d over by attestation (%d of %d after the certificate expired while off), the longest %s once the node could work; %d holidays, %d long suspends, %d unenrolments",
-		s.Nodes, s.Calls, s.Refused, s.Unreachable, float64(s.Created)/nodeYears, s.Lost, s.Adopted, s.MostPerAttestation,
-		s.Awaits, s.AwaitsRecovered, s.ExpiredOffOK, s.ExpiredOff, s.LongestAwait.Round(time.Second), s.Holidays, s.LongSuspends, s.Unenrolments)
-}
-
 func newAttestService(w *World, mode attestMode) *attestService {
 	return &attestService{w: w, mode: mode, enrolled: true, caFile: w.dir + "/etc/ca.crt",
 		byKey: map[string][]byte{}, names: map[string]bool{}, keys: map[string]bool{}}
