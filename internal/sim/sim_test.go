@@ -37,8 +37,13 @@ var (
 // no stranding the world does not explain, the bootstrap kubeconfig deleted
 // only once the API server accepts kubelet.conf and a request with its
 // certificate succeeded, every rescue over within 2 hours of the node being
-// able to work (strand.go); and at the end, CSR creations per day bounded.
-// The summary counts strandings, rescues and their recovery times.
+// able to work (strand.go); for nodes that join by TPM attestation, an
+// enrolled node without a credential has one again within the same 2 hours
+// once it and the service can work, a refusal leaves kubelet.conf and the
+// client certificate alone, a retry sends the same CSR for the same key and
+// one attestation creates one CSR (attestcheck.go); and at the end, CSR
+// creations per day bounded. The summary counts strandings, rescues and
+// their recovery times, and the attestation figures.
 func TestSim(t *testing.T) {
 	base := "/dev/shm" // fsync costs nothing on tmpfs; the real code path runs anyway
 	if fi, err := os.Stat(base); err != nil || !fi.IsDir() {
