@@ -13,7 +13,6 @@ package sim
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -85,7 +84,6 @@ type csr struct {
 	obj     *certificatesv1.CertificateSigningRequest
 	created time.Time
 	done    time.Time // issued, denied or failed; zero while pending
-	pubKey  crypto.PublicKey
 	// pendingGC is the cleaner's check 24 hours after creation
 	pendingGC *event
 }
@@ -360,11 +358,9 @@ func (c *client) Create(_ context.Context, in *certificatesv1.CertificateSigning
 	block, _ := pem.Decode(in.Spec.Request)
 	// The signature is the real API server's to check (the end-to-end suite
 	// posts to one); here it would only cost time.
-	req, err := x509.ParseCertificateRequest(block.Bytes)
-	if err != nil {
+	if _, err := x509.ParseCertificateRequest(block.Bytes); err != nil {
 		return nil, apierrors.NewBadRequest("invalid request")
 	}
-	now := a.w.now()
 	// Invariant: never a second pending request of one kind for the same
 	// names (a node whose address changed must ask anew; it cannot delete).
 	for _, o := range a.objects {
@@ -372,6 +368,14 @@ func (c *client) Create(_ context.Context, in *certificatesv1.CertificateSigning
 			a.fail("a %s CSR %s was posted while %s (posted %s) was still pending", in.Spec.SignerName, in.Name, o.obj.Name, o.created.Format(time.RFC3339))
 		}
 	}
+	o := a.insert(in, who.user)
+	return o.obj.DeepCopy(), nil
+}
+
+// insert stores a new CSR requested by user and has it decided (afterCreate);
+// a.mu is held.
+func (a *API) insert(in *certificatesv1.CertificateSigningRequest, user string) *csr {
+	now := a.w.now()
 	if a.deleted[in.Name] {
 		a.reused++
 	}
@@ -381,13 +385,13 @@ func (c *client) Create(_ context.Context, in *certificatesv1.CertificateSigning
 	obj.UID = types.UID(fmt.Sprint(a.uid))
 	obj.ResourceVersion = fmt.Sprint(a.rv)
 	obj.CreationTimestamp = metav1.NewTime(now)
-	obj.Spec.Username = who.user
-	o := &csr{obj: obj, created: now, pubKey: req.PublicKey}
+	obj.Spec.Username = user
+	o := &csr{obj: obj, created: now}
 	a.objects[in.Name] = o
 	a.creates[in.Spec.SignerName] = append(a.creates[in.Spec.SignerName], now)
 	a.notify(watch.Added, o)
 	a.w.afterCreate(o)
-	return obj.DeepCopy(), nil
+	return o
 }
 
 func (c *client) Get(_ context.Context, name string, _ metav1.GetOptions) (*certificatesv1.CertificateSigningRequest, error) {

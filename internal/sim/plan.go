@@ -76,7 +76,7 @@ func (w *World) plan(span time.Duration) {
 		// true time and its wall clock move on. The jump detector notices
 		// within a minute of waking.
 		w.clk.suspended.Add(int64(d))
-		w.healthySince = w.now()
+		w.healthySince, w.lastResume = w.now(), w.now()
 		w.after(time.Duration(r.Float64()*float64(time.Minute)), "jump noticed", w.jumps.broadcast)
 	})
 	w.poisson("clock error", 12, span, func(r *rand.Rand) {
@@ -120,6 +120,7 @@ func (w *World) plan(span time.Duration) {
 	})
 	w.poisson("kubelet.conf deleted", 1, span, func(r *rand.Rand) {
 		_ = os.Remove(w.cfg.Kubeconfig)
+		w.forgetRefusal() // the world's doing, not the agent's
 		w.setUnhealthy("no credentials")
 		w.dropLater(logUniform(r, time.Minute, 24*time.Hour), "kubelet.conf deleted", false, func() { w.setHealthy("no credentials") })
 	})
@@ -161,6 +162,7 @@ func (w *World) plan(span time.Duration) {
 			a.objects, a.tokens = map[string]*csr{}, map[string]time.Time{}
 			a.closeAllWatches()
 			a.mu.Unlock()
+			w.enrolmentsLost(r)
 			w.setUnhealthy("cluster rebuilt")
 			w.dropLater(logUniform(r, time.Minute, 2*24*time.Hour), "cluster rebuilt", false, func() { w.setHealthy("cluster rebuilt") })
 		})
@@ -187,6 +189,9 @@ func (w *World) reconfigure(r *rand.Rand) {
 			c.Hooks.PostRenew = nil
 		}
 	case 3:
+		if w.inst == nil {
+			return // the revert below must come before any start: with no agent running, a burst of events (a long suspend) could start one first
+		}
 		c.Metrics.Address = "127.0.0.1:1" // needs a restart: refused whole
 	default: // unchanged
 	}
@@ -226,6 +231,7 @@ func Run(seed uint64, span time.Duration, base string, log *zap.Logger) (string,
 	w.baseline = runtime.NumGoroutine()
 	end := w.now().Add(span)
 	w.plan(span)
+	w.planAttestation(span)
 	w.start()
 	synctest.Wait()
 	w.afterEvent()

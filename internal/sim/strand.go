@@ -57,10 +57,10 @@ const (
 
 // strandState is what watchStranding saw last.
 type strandState struct {
-	looked         bool
-	credOK, bootOK bool
-	since          time.Time // when the node was found stranded; zero if it is not
-	cause          string
+	looked                   bool
+	credOK, bootOK, attestOK bool      // attestOK: enrolled with the attestation service
+	since                    time.Time // when the node was found stranded; zero if it is not
+	cause                    string
 }
 
 // rescue is a bootstrap kubeconfig dropped onto a stranded node, until the
@@ -121,16 +121,19 @@ func (w *World) bootstrapUsable() (bool, string) {
 func (w *World) watchStranding() {
 	credOK, credWhy := w.credential()
 	bootOK, bootWhy := w.bootstrapUsable()
+	attestOK := w.enrolled()
 	prev := w.strand
-	w.strand.looked, w.strand.credOK, w.strand.bootOK = true, credOK, bootOK
+	w.strand.looked, w.strand.credOK, w.strand.bootOK, w.strand.attestOK = true, credOK, bootOK, attestOK
 	if r := w.rescue; r != nil && credOK && bootWhy == "no bootstrap kubeconfig" {
 		w.recovered(r)
 	}
-	stranded := !credOK && !bootOK
+	stranded := !credOK && !bootOK && !attestOK
 	switch {
 	case stranded && prev.since.IsZero():
 		cause := credWhy
-		if prev.looked && prev.bootOK && !prev.credOK {
+		if prev.looked && prev.attestOK && !prev.credOK {
+			cause = "not enrolled" // what changed is the enrolment: a person's doing
+		} else if prev.looked && prev.bootOK && !prev.credOK {
 			cause = bootWhy // what changed is the bootstrap kubeconfig
 			w.failMu.Lock()
 			accepted := w.removedAccepted
@@ -149,6 +152,9 @@ func (w *World) watchStranding() {
 		w.stranded(cause, credWhy)
 	case !stranded && !prev.since.IsZero():
 		w.unstranded()
+	}
+	if w.attest != nil {
+		w.watchAwait(credOK, credWhy, attestOK)
 	}
 }
 
@@ -175,7 +181,7 @@ func (w *World) stranded(cause, credWhy string) {
 		w.failMu.Unlock()
 		w.fail("seed %d: the node was stranded at %s: the agent deleted the bootstrap kubeconfig at %s while the API server did not accept kubelet.conf (%s)",
 			w.seed, now.Format(time.RFC3339), at.Format(time.RFC3339), credWhy)
-	case h == 0: // the world did it
+	case h == 0, cause == "not enrolled": // the world did it
 	case cause == "client certificate expired":
 		if h >= expiryGrace {
 			w.fail("%s: it should have renewed", why)
@@ -210,7 +216,7 @@ func (w *World) dropLater(d time.Duration, why string, onlyIfStranded bool, then
 		w.watchStranding() // the agent may have acted since the last look
 		stranded := !w.strand.since.IsZero()
 		if stranded || !onlyIfStranded {
-			w.dropBootstrapKubeconfig()
+			w.rescueNode()
 		}
 		if stranded {
 			r := &rescue{at: w.now(), since: w.strand.since, cause: w.strand.cause}
@@ -344,6 +350,7 @@ func (s *Stats) add(o Stats) {
 	s.Recoveries = append(s.Recoveries, o.Recoveries...)
 	s.LongestWait = max(s.LongestWait, o.LongestWait)
 	s.BootProofsFailed += o.BootProofsFailed
+	s.Attest.add(o.Attest)
 }
 
 // strandings is the report's part about strandings and rescues.

@@ -87,6 +87,8 @@ type Stats struct {
 	// failed because of the scenario while a bootstrap kubeconfig was on
 	// disk, waiting on it.
 	BootProofsFailed int
+	// Attest: the attestation figures (attest.go, attestcheck.go).
+	Attest attestStats
 }
 
 // instance is one run of the agent (a process, between a start and a kill).
@@ -141,7 +143,15 @@ type World struct {
 	minLifetime  time.Duration
 
 	caRenewAt time.Duration // after the start
-	logger    *zap.Logger   // the agent's; a no-op unless debugging
+
+	// attest is the attestation service of a node configured with
+	// attestation; nil for a token-only node (attest.go).
+	attest     *attestService
+	await      awaitState      // attestcheck.go
+	svcActive  map[string]bool // conditions under which the service cannot issue
+	svcSince   time.Time       // true time the last of them ended
+	lastResume time.Time       // true time the node last woke from a suspend
+	logger     *zap.Logger     // the agent's; a no-op unless debugging
 
 	fileMu  sync.Mutex
 	fileCfg config.Config // the configuration file as it is now
@@ -290,7 +300,10 @@ func newWorld(seed uint64, base string) (*World, error) {
 	if err := os.MkdirAll(filepath.Dir(c.Kubeconfig), 0o755); err != nil {
 		return nil, err
 	}
-	w.dropBootstrapKubeconfig()
+	w.setupAttestation()
+	if w.attest == nil || w.attest.mode != attestOnly {
+		w.dropBootstrapKubeconfig()
+	}
 	return w, nil
 }
 
@@ -337,6 +350,9 @@ func (w *World) options() agent.Options {
 			bc.NewCSRClient = w.api.clientFor
 			bc.CheckIdentity = w.api.checkIdentity
 			bc.PrimaryIP = func() net.IP { return *w.ip.Load() }
+			if w.attest != nil {
+				bc.Attestation = w.attest.attestation()
+			}
 			removed, kubeconfig := bc.OnBootstrapRemoved, bc.KubeconfigPath
 			bc.OnBootstrapRemoved = func(path string) {
 				w.bootstrapRemoved(kubeconfig)
@@ -497,6 +513,7 @@ func (w *World) setHealthy(cond string) {
 		delete(w.active, cond)
 		w.healthySince = w.now()
 		w.rescueWhenHealthy()
+		w.awaitWhenHealthy()
 	}
 }
 
@@ -566,6 +583,7 @@ func (w *World) checkFiles() {
 		return // the same files as last time
 	}
 	w.checked = key
+	w.checkRefusal()
 	if _, err := os.Lstat(w.cfg.Kubeconfig); err == nil {
 		rc, err := w.kubeconfig(kcKey)
 		if err != nil {
@@ -597,6 +615,7 @@ func (w *World) checkFiles() {
 			continue
 		}
 		if kind == bootstrap.Client && !pair.Leaf.NotAfter.Equal(w.clientExpiry) {
+			w.newClientCertificate()
 			w.clientExpiry = pair.Leaf.NotAfter
 			leaf := pair.Leaf
 			w.at(leaf.NotAfter.Add(time.Second), "client expiry check", func() { w.checkExpiry(leaf) })
@@ -679,11 +698,19 @@ func (w *World) afterCreate(o *csr) {
 			defer a.mu.Unlock()
 			if a.objects[o.obj.Name] == o {
 				a.decide(o, approve, reason)
+				if !approve && w.attest != nil {
+					w.attest.explained = true // the node's key goes with its denied CSR
+				}
 				w.after(time.Hour+time.Second, "csrcleaner", func() { a.mu.Lock(); a.collect(o); a.mu.Unlock() })
 			}
 		})
 	}
 	switch {
+	case o.obj.Spec.Username == serviceUser:
+		// The attestation service approves its own at once; the cleaner
+		// deletes it an hour later.
+		w.after(time.Hour+time.Second, "csrcleaner", func() { a.mu.Lock(); a.collect(o); a.mu.Unlock() })
+		return
 	case o.obj.Spec.SignerName == certificatesv1.KubeAPIServerClientKubeletSignerName && a.denyClient:
 		decide(time.Duration(r.Float64()*float64(5*time.Second)), false, "MisconfiguredApprover")
 	case o.obj.Spec.SignerName == certificatesv1.KubeAPIServerClientKubeletSignerName:
@@ -761,8 +788,8 @@ func (w *World) summary() string {
 	w.failMu.Lock()
 	status := w.lastStatus
 	w.failMu.Unlock()
-	return fmt.Sprintf("STATUS=%q\nseed %d: lifetime %s, renewBefore %s, serving %v, hooks %d: %d client and %d serving CSRs (at most %d a day), %d restarts (%d at failpoints), %d suspends, %d outages, %d events",
-		status, w.seed, w.minLifetime.Round(time.Minute), w.cfg.Rotation.RenewBefore.Duration, w.cfg.ServingEnabled(), len(w.cfg.Hooks.PostRenew),
+	return fmt.Sprintf("STATUS=%q\nseed %d: %s, lifetime %s, renewBefore %s, serving %v, hooks %d: %d client and %d serving CSRs (at most %d a day), %d restarts (%d at failpoints), %d suspends, %d outages, %d events",
+		status, w.seed, w.mode(), w.minLifetime.Round(time.Minute), w.cfg.Rotation.RenewBefore.Duration, w.cfg.ServingEnabled(), len(w.cfg.Hooks.PostRenew),
 		s.ClientCSRs, s.ServingCSRs, s.MaxPerDay, s.Restarts, s.Kills, s.Suspends, s.Outages, s.Events)
 }
 
