@@ -36,19 +36,22 @@ func (b *Bootstrapper) checkServingNames(ctx context.Context, cred Credential, r
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second) // a look, not worth a long wait
 	defer cancel()
 	addrs, err := read(ctx, cred, req.NodeName)
-	if err != nil {
-		if !apierrors.IsNotFound(err) {
-			log.Debug("could not read the Node to compare the serving names", zap.Error(err))
-			return
-		}
+	switch {
+	case apierrors.IsNotFound(err):
+		// A new node: the kubelet registers its Node, and a kubelet behind
+		// certagent's drop-in (certagent wait) starts only once this
+		// certificate is in place, so an approver that checks the Node waits
+		// for a person. Said in the log only: every new node's first serving
+		// CSR comes before its Node, whatever approves it, and a Warning
+		// Event for each would be noise where an approver answers at once.
+		log.Info("no Node yet to compare the serving names with: an approver that checks the Node (certagent-cluster approve) waits for the kubelet to register it, and a kubelet started by certagent wait waits for this certificate; approve this first CSR by hand",
+			zap.String("approve", "kubectl certificate approve "+csrName))
+		return
+	case err != nil:
+		log.Debug("could not read the Node to compare the serving names", zap.Error(err))
+		return
 	}
 	unreported := servingnames.Unreported(req.NodeName, addrs, req.DNSNames, req.IPAddresses)
-	if err != nil {
-		// The approver waits for the Node; the kubelet registers it, and
-		// certagent's kubelet drop-in starts the kubelet only once this
-		// certificate is in place: a person must break the circle.
-		unreported = []string{"Node " + req.NodeName + " does not exist yet: an approver that checks the Node waits for the kubelet to register it, and a kubelet started by certagent's drop-in (certagent wait) waits for this certificate; approve this CSR by hand (kubectl certificate approve " + csrName + ")"}
-	}
 	if len(unreported) > 0 {
 		log.Warn("the serving CSR asks for names the Node does not report: an approver that checks the Node will not approve it until it does",
 			zap.Strings("unreported", unreported))
