@@ -61,7 +61,7 @@ deps: ## Download the Go modules of the product and the test modules
 	cd test/tools/capi && $(GO) mod download
 	cd packaging/tools && $(GO) mod download
 
-build: ## Build bin/certagent (the node agent) and bin/certagent-cluster (the attestation service); the node binary must not link the cluster side or Prometheus's client
+build: ## Build bin/certagent (the node agent) and bin/certagent-cluster (the attestation service and the serving CSR approver); the node binary must not link the cluster side or Prometheus's client
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/certagent
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(CLUSTER_LDFLAGS)' -o $(CLUSTER_BIN) ./cmd/certagent-cluster
 	@! $(GO) list -deps ./cmd/certagent | grep -E '^github.com/certagent/certagent/cluster/|^github.com/prometheus/client_golang' || { echo "cmd/certagent links the cluster side or client_golang"; exit 1; }
