@@ -1,16 +1,16 @@
 package approver
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/certagent/certagent/internal/syncbuf"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -237,7 +237,7 @@ func TestCertagentWarnsOfAnAddressTheNodeDoesNotReport(t *testing.T) {
 	const name = "ap-certagent-moved"
 	makeNode(t, name, "InternalIP=10.88.7.1")
 	cmd := certagent(t, name) // the daemon: --once writes no Events
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -336,22 +336,4 @@ func servingCSRApproved(t *testing.T, name string) {
 	if serving != 1 {
 		t.Errorf("%d serving CSRs of %s, want 1", serving, name)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's writes and the test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -12,10 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/certagent/certagent/internal/syncbuf"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -92,25 +92,8 @@ func (n *node) args(extra ...string) []string {
 // proc is a running certagent with its output captured.
 type proc struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *syncbuf.Buffer
 	done chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // start runs `certagent run` for the node with extra flags, capturing its output.
@@ -123,7 +106,7 @@ func (n *node) start(extra ...string) *proc {
 // it is killed and its whole output checked for secrets.
 func (n *node) launch(env []string, args ...string) *proc {
 	n.t.Helper()
-	p := &proc{cmd: exec.Command(certagentBin, args...), out: &syncBuffer{}, done: make(chan error, 1)}
+	p := &proc{cmd: exec.Command(certagentBin, args...), out: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	if env != nil {
 		p.cmd.Env = append(os.Environ(), env...)
 	}

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certagent/certagent/internal/syncbuf"
+
 	certificatesv1 "k8s.io/api/certificates/v1"
 
 	"github.com/certagent/certagent/test/controlplane"
@@ -64,7 +66,7 @@ scrape_configs:
 	l.Close()
 	cmd := exec.Command(prometheusBin, "--config.file", filepath.Join(dir, "prometheus.yml"),
 		"--storage.tsdb.path", filepath.Join(dir, "data"), "--web.listen-address", addr)
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -4,32 +4,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"go.uber.org/zap"
 
 	"github.com/certagent/certagent/agent"
 	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/internal/syncbuf"
 )
-
-// syncBuffer is a strings.Builder the logger and the test may share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestLogLevels(t *testing.T) {
 	for _, tc := range []struct {
@@ -47,7 +29,7 @@ func TestLogLevels(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var buf syncBuffer
+			var buf syncbuf.Buffer
 			log, err := newLogger("console", zap.NewAtomicLevelAt(level), &buf)
 			if err != nil {
 				t.Fatal(err)
@@ -144,7 +126,7 @@ func TestReloadChangesTheLogLevel(t *testing.T) {
 	}
 	l, _ := config.ParseLogLevel(cfg.LogLevel)
 	level := zap.NewAtomicLevelAt(l)
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	log, err := newLogger("console", level, &buf)
 	if err != nil {
 		t.Fatal(err)
