@@ -79,6 +79,9 @@ type Agent struct {
 	// controlTimeout is controlReadTimeout (tests shorten it).
 	controlTimeout time.Duration
 	idle           *settler // nil: idle connections are left to time out (all but the daemon)
+	// readyCh is closed when READY=1 is sent.
+	readyCh chan struct{}
+	trust   *follower // nil: not following the published trust (yet)
 }
 
 // New builds an agent from a validated configuration.
@@ -108,6 +111,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		certs:          observe.NewCerts(),
 		loops:          map[bootstrap.Kind]*worker{},
 		controlTimeout: controlReadTimeout,
+		readyCh:        make(chan struct{}),
 	}
 	b, err := a.newBootstrapper(cfg)
 	if err != nil {
@@ -139,6 +143,7 @@ func (a *Agent) newBootstrapper(cfg config.Config) (*bootstrap.Bootstrapper, err
 		KubeconfigPath:          cfg.Kubeconfig,
 		BootstrapKubeconfigPath: cfg.BootstrapKubeconfig,
 		IssuerCAFile:            cfg.IssuerCAFile,
+		TrustCAFile:             trustCAFile(cfg),
 		AllowInsecureBootstrap:  cfg.AllowInsecureBootstrap,
 		ServingDNSNames:         cfg.Serving.DNSNames,
 		ServingIPs:              ips,

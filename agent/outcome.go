@@ -108,6 +108,7 @@ func (a *Agent) markReadyIf(o rotate.Outcome) {
 	first := ok && !a.ready
 	if first {
 		a.ready = true
+		close(a.readyCh)
 	}
 	a.mu.Unlock()
 	if !first {

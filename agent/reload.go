@@ -10,7 +10,7 @@ import (
 
 // restartOnly are the settings a running agent cannot change: its files,
 // its identity and its listener. A reload that changes one is refused whole.
-var restartOnly = []string{"nodeName", "certDir", "kubeconfig", "bootstrapKubeconfig", "metrics.address"}
+var restartOnly = []string{"nodeName", "certDir", "kubeconfig", "bootstrapKubeconfig", "metrics.address", "trust.follow", "trust.caFile"}
 
 // Reload re-reads the configuration with load (Run calls it on SIGHUP,
 // systemctl reload) and applies what changed: new serving names make the

@@ -153,6 +153,9 @@ func (a *Agent) startServices(ctx context.Context, bg *sync.WaitGroup, cfg confi
 	if a.events != nil {
 		bg.Go(func() { a.events.Run(ctx) })
 	}
+	if cfg.Trust.Follow {
+		bg.Go(func() { a.followTrust(ctx) })
+	}
 	if !a.opts.NoControlSocket {
 		if stop, err := a.serveControl(ctx, cfg.CertDir); err != nil {
 			a.log.Warn("certagent renew cannot reach this daemon; it will wait for the lock instead", zap.Error(err))

@@ -34,6 +34,7 @@ func (t task) Step(ctx context.Context, renew bool) (rotate.Result, error) {
 	res := rotate.Result{Cert: observe.CertInfo(cfg.CertDir, t.kind, out.Leaf), Stored: out.Stored}
 	if out.Leaf != nil {
 		t.a.noteCertificate(t.kind, res.Cert)
+		t.a.noteCA(t.kind, out.Leaf)
 	}
 	if err == nil {
 		// The whole step is on disk (for the client: kubelet.conf written and

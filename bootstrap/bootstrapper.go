@@ -31,6 +31,10 @@ type Config struct {
 	// IssuerCAFile, if set, is the CA issued certificates must chain to;
 	// otherwise the cluster CA of the kubeconfig used to ask for them.
 	IssuerCAFile string
+	// TrustCAFile, if set, is the file kubelet.conf names as its CA
+	// (trust.follow): written with the CA of the kubeconfig the client
+	// certificate came with, then kept by the agent.
+	TrustCAFile string
 	// Attestation, if set, is a way to a first client certificate beside the
 	// bootstrap kubeconfig (and before it unless AfterToken).
 	Attestation *Attestation

@@ -194,6 +194,10 @@ func datedFiles(certDir string, kind Kind) ([]string, error) {
 // writeKubeletKubeconfig writes kubelet.conf for cluster atomically (through
 // a symlink: the link stays and its target is replaced).
 func (b *Bootstrapper) writeKubeletKubeconfig(cluster *clientcmdapi.Cluster) error {
+	cluster, err := b.withTrustFile(cluster)
+	if err != nil {
+		return err
+	}
 	data, err := kubeconfig.EncodeKubelet(cluster, CurrentPath(b.cfg.CertDir, Client))
 	if err != nil {
 		return err

@@ -49,6 +49,8 @@ type Config struct {
 	Metrics  MetricsConfig  `json:"metrics"`
 	// Attestation joins the node with its TPM (off unless serviceURL is set).
 	Attestation AttestationConfig `json:"attestation"`
+	// Trust follows the cluster's published trust through a CA rotation.
+	Trust TrustConfig `json:"trust"`
 }
 
 // HooksConfig lists commands run after certificates are written.
@@ -171,6 +173,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("logLevel: %w", err))
 	}
 	if err := c.Attestation.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Trust.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -38,6 +38,7 @@ serving: {enabled: false, dnsNames: [a], ipAddresses: [10.0.0.1]}
 rotation: {requestedDuration: 24h, renewBefore: 1h}
 hooks: {postRenew: [{command: [x]}]}
 metrics: {address: ":1"}
+trust: {follow: true, caFile: /t, kubeletClientCAFile: /kc, kubeletClientCASigner: example.com/s, reissueSpread: 1m}
 `), true)
 	if err != nil {
 		t.Fatal(err)

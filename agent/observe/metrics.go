@@ -85,6 +85,7 @@ func WriteMetrics(w *Expo, c *Certs, serving bool, version string, now time.Time
 		states[i] = *c.cert(k)
 	}
 	ready := !states[0].NotAfter.IsZero() && now.Before(states[0].NotAfter) && c.identity.Accepted
+	trust := c.trustCopy()
 	c.mu.Unlock()
 
 	for _, m := range certSeriesList {
@@ -104,6 +105,7 @@ func WriteMetrics(w *Expo, c *Certs, serving bool, version string, now time.Time
 		w.family(errs[0], errs[1], "counter")
 		w.sample(errs[0], float64(states[i].Errors))
 	}
+	writeTrustMetrics(w, kinds, states, trust)
 	writeProcessMetrics(w)
 }
 

@@ -30,6 +30,10 @@ type Cert struct {
 	Denied      uint64    // CSRs of ours that were denied
 	LastSuccess time.Time // last time a certificate was stored
 	HookErrors  uint64
+	// CA and CASHA name the CA that signed the stored certificate (its
+	// common name, and trust.Fingerprint or "" when the node does not know
+	// that CA).
+	CA, CASHA string
 }
 
 // Certs is what the daemon knows about its two certificates and about
@@ -39,6 +43,7 @@ type Certs struct {
 	mu       sync.Mutex
 	certs    map[bootstrap.Kind]*Cert
 	identity bootstrap.Identity // what the API server thinks of kubelet.conf
+	trust    TrustState
 }
 
 // NewCerts knows nothing yet.
