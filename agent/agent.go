@@ -14,6 +14,7 @@ import (
 	"github.com/certagent/certagent/bootstrap"
 	"github.com/certagent/certagent/bootstrap/apiclient"
 	"github.com/certagent/certagent/rotate"
+	"github.com/certagent/certagent/trust"
 )
 
 // Options are the agent's injected dependencies.
@@ -47,6 +48,9 @@ type Options struct {
 	// server; Run calls it once the daemon has settled (idle.go). nil: never
 	// (the CLI's daemon passes CloseIdleConnections).
 	CloseIdle func(*bootstrap.Bootstrapper)
+	// TrustSource, if set, is the published trust for the node's
+	// credential (tests inject a fake); default the API's ClusterTrustBundles.
+	TrustSource func(*bootstrap.Bootstrapper) (trust.Source, error)
 }
 
 // WatchFunc watches dirs until ctx ends, sending on the returned channel after changes.

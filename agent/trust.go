@@ -50,6 +50,7 @@ func (a *Agent) followTrust(ctx context.Context) {
 	a.mu.Lock()
 	a.trust = fo
 	a.mu.Unlock()
+	a.certs.UpdateTrust(func(t *observe.TrustState) { t.Following = true })
 	f := &trust.Follower{Source: fo.source, Apply: fo.apply, Failed: fo.failed,
 		Clock: a.clock, Rand: a.rand, Log: a.log.Named("trust")}
 	f.Run(ctx)
@@ -62,6 +63,9 @@ func (fo *follower) source(ctx context.Context) (trust.Source, error) {
 	b := fo.a.bootstrapper()
 	if err := b.UseTrustFile(ctx); err != nil {
 		return nil, fmt.Errorf("moving kubelet.conf to the CA file %s: %w", fo.a.Config().TrustCAFile(), err)
+	}
+	if fo.a.opts.TrustSource != nil {
+		return fo.a.opts.TrustSource(b)
 	}
 	api, err := b.NodeAPI()
 	if err != nil {
@@ -83,18 +87,26 @@ func (fo *follower) failed(err error) {
 func (fo *follower) apply(ctx context.Context, src trust.Source, all []trust.Published) error {
 	cfg := fo.a.Config()
 	fo.remember(all)
-	if b, ok, err := trust.BySigner(all, trust.SignerAPIServerServing); ok {
-		if err == nil {
-			chain, name, cerr := src.ServerChain(ctx)
-			if cerr != nil {
-				return cerr // not a refusal: the round is retried
-			}
-			err = trust.CheckServer(b, chain, name, fo.a.clock.Now())
+	serving, ok, err := trust.BySigner(all, trust.SignerAPIServerServing)
+	if ok && err == nil {
+		chain, name, cerr := src.ServerChain(ctx)
+		if cerr != nil {
+			return cerr // not a refusal: the round is retried
 		}
-		fo.keep(observe.TrustFileCA, "kubelet.conf's CA file", cfg.TrustCAFile(), b, err)
+		err = trust.CheckServer(serving, chain, name, fo.a.clock.Now())
+	}
+	if ok {
+		fo.keep(observe.TrustFileCA, "kubelet.conf's CA file", cfg.TrustCAFile(), serving, err)
 	}
 	if p := cfg.Trust.KubeletClientCAFile; p != "" {
-		if b, ok, err := trust.BySigner(all, cfg.KubeletClientCASigner()); ok {
+		// The default signer is the API server's: one CA signs the API
+		// server's certificates, as kubeadm sets it up, and the same check
+		// keeps a bundle that does not trust it out.
+		b := serving
+		if signer := cfg.KubeletClientCASigner(); signer != trust.SignerAPIServerServing {
+			b, ok, err = trust.BySigner(all, signer)
+		}
+		if ok {
 			fo.keep(observe.TrustFileKubeletClientCA, "the kubelet's client CA file", p, b, err)
 		}
 	}
