@@ -52,7 +52,7 @@ func (a *Agent) observe(kind bootstrap.Kind, o rotate.Outcome) {
 		removed, a.bootstrapRemoved = a.bootstrapRemoved, ""
 		a.mu.Unlock()
 	}
-	a.events.Outcome(kind, o, repeatedFault, removed)
+	a.events.Outcome(kind, o, repeatedFault, removed, a.certs.Get(kind).SignedBy())
 	if kind == bootstrap.Client {
 		a.markReadyIf(o)
 	}

@@ -2,10 +2,16 @@ package agent
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 	"time"
 
+	"k8s.io/client-go/rest"
+
+	"github.com/certagent/certagent/agent/observe"
+	"github.com/certagent/certagent/agent/observe/observetest"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/bootstrap/apiclient"
 	"github.com/certagent/certagent/trust"
 )
 
@@ -14,10 +20,13 @@ import (
 // agent keeps; the new CA is trusted once published (kubelet.conf's CA and
 // the kubelet's client CA); once the kubelet signers' published bundles name
 // it, both certificates are re-issued from it within trust.reissueSpread,
-// once each; when the old CA is withdrawn only the new one is trusted.
+// once each; when the old CA is withdrawn only the new one is trusted. The
+// Node's Events tell each step, and the renewal's names the new CA.
 func TestDaemonFollowsACARotation(t *testing.T) {
 	dir := t.TempDir()
+	sink := &observetest.Events{}
 	daemonTest(t, followTrust(dir), func(t *testing.T, f *daemonFixture) {
+		f.eventsTo(func(*rest.Config) (apiclient.EventClient, error) { return sink, nil })
 		old := f.sg
 		src := trustFixture(t, f)
 		caFile, clientCA := f.cfg.TrustCAFile(), f.cfg.Trust.KubeletClientCAFile
@@ -61,6 +70,24 @@ func TestDaemonFollowsACARotation(t *testing.T) {
 		fams := scrape(t, f.agent)
 		if v, _ := sample(t, fams, "certagent_trust_cas", ""); v != 1 {
 			t.Fatalf("certagent_trust_cas = %v, want 1", v)
+		}
+		for _, r := range []string{observe.ReasonTrustUpdated, observe.ReasonReissueScheduled} {
+			if sink.Find(r) == nil {
+				t.Fatalf("no %s Event; got %v", r, sink.Reasons())
+			}
+		}
+		st := observe.ReadStatus(f.cfg, f.clk.Now())
+		if st.Trust == nil || len(st.Trust.CAFile.CAs) != 1 || !strings.Contains(st.Trust.CAFile.CAs[0], `"ca-2"`) {
+			t.Fatalf("certagent status says the trust is %+v, want ca-2 alone", st.Trust)
+		}
+		for _, c := range st.Certificates {
+			if !strings.HasPrefix(c.SignedBy, `"ca-2"`) {
+				t.Fatalf("certagent status says the %s certificate is signed by %s, want ca-2", c.Kind, c.SignedBy)
+			}
+		}
+		renewed := sink.Find(observe.ReasonCertificateRenewed)
+		if want := `signed by CA "ca-2" (sha256 ` + trust.Fingerprint(next.cert) + ")"; renewed == nil || !strings.Contains(renewed.Note, want) {
+			t.Fatalf("the re-issue's %s Event does not say %s: %+v", observe.ReasonCertificateRenewed, want, renewed)
 		}
 	})
 }

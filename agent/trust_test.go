@@ -86,7 +86,7 @@ func (s *fakeTrust) serve(t *testing.T, sg *signer) {
 func laterSigner(t *testing.T, sg *signer) *signer {
 	n := newSigner(t)
 	tmpl := *n.cert
-	tmpl.Subject = pkix.Name{CommonName: "ca-2"}
+	tmpl.Subject, tmpl.RawSubject = pkix.Name{CommonName: "ca-2"}, nil
 	tmpl.NotBefore = sg.cert.NotBefore.Add(time.Minute)
 	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, n.key.Public(), n.key)
 	if err != nil {

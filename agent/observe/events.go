@@ -255,8 +255,9 @@ func certName(kind bootstrap.Kind) string {
 // attempt failed, but not a retry that failed as the last one did for a
 // fault of the node (repeatedFault), which comes every few seconds. removed
 // is the bootstrap kubeconfig the step removed, if any: told in the client
-// certificate's CertificateIssued, or on its own.
-func (r *Events) Outcome(kind bootstrap.Kind, o rotate.Outcome, repeatedFault bool, removed string) {
+// certificate's CertificateIssued, or on its own. signedBy names the CA of a
+// stored certificate for people ("" if unknown).
+func (r *Events) Outcome(kind bootstrap.Kind, o rotate.Outcome, repeatedFault bool, removed, signedBy string) {
 	name := certName(kind)
 	removedNote := fmt.Sprintf("removed the bootstrap kubeconfig %s: kubelet.conf is proven to work", removed)
 	switch {
@@ -266,6 +267,9 @@ func (r *Events) Outcome(kind bootstrap.Kind, o rotate.Outcome, repeatedFault bo
 			reason, action = ReasonCertificateRenewed, "Renew"
 		}
 		note := fmt.Sprintf("%s certificate stored; valid until %s, renewal due %s", name, stamp(o.Cert.NotAfter), stamp(o.Next))
+		if signedBy != "" {
+			note += "; signed by CA " + signedBy
+		}
 		if removed != "" {
 			note += "; " + removedNote // one write for the whole bootstrap
 			removed = ""

@@ -36,6 +36,18 @@ type Cert struct {
 	CA, CASHA string
 }
 
+// SignedBy names the CA of the stored certificate for people: its common
+// name and fingerprint, or its issuer's name alone; "" if unknown.
+func (s Cert) SignedBy() string {
+	switch {
+	case s.CASHA != "":
+		return fmt.Sprintf("%q (sha256 %s)", s.CA, s.CASHA)
+	case s.CA != "":
+		return fmt.Sprintf("%q", s.CA)
+	}
+	return ""
+}
+
 // Certs is what the daemon knows about its two certificates and about
 // kubelet.conf; the STATUS line and the metrics are made of it. It is safe
 // for concurrent use, and calls nothing while it holds its lock.

@@ -22,6 +22,9 @@ type Status struct {
 	Kubeconfig          FileStatus          `json:"kubeconfig"`
 	BootstrapKubeconfig FileStatus          `json:"bootstrapKubeconfig"`
 	Certificates        []CertificateStatus `json:"certificates"`
+	// Trust is what the agent keeps of the cluster's published trust
+	// (trust.follow); absent when not following.
+	Trust *TrustStatus `json:"trust,omitempty"`
 }
 
 // FileStatus says whether a file is there.
@@ -38,6 +41,9 @@ type CertificateStatus struct {
 	File             string      `json:"file,omitempty"` // the dated file the current link points to
 	Subject          string      `json:"subject,omitempty"`
 	Issuer           string      `json:"issuer,omitempty"`
+	// SignedBy names the CA that signed it: a CA of kubelet.conf, of the
+	// trust file or of issuerCAFile, by common name and fingerprint.
+	SignedBy string `json:"signedBy,omitempty"`
 	DNSNames         []string    `json:"dnsNames,omitempty"`
 	IPAddresses      []string    `json:"ipAddresses,omitempty"`
 	NotBefore        *time.Time  `json:"notBefore,omitempty"`
@@ -73,9 +79,15 @@ func ReadStatus(cfg config.Config, now time.Time) Status {
 	if cfg.ServingEnabled() {
 		kinds = append(kinds, bootstrap.Serving)
 	}
+	known := knownCAs(cfg)
 	for _, k := range kinds {
-		st.Certificates = append(st.Certificates, certificateStatus(cfg, k, now))
+		cs, leaf := certificateStatus(cfg, k, now)
+		if leaf != nil {
+			cs.SignedBy = signedBy(known, leaf)
+		}
+		st.Certificates = append(st.Certificates, cs)
 	}
+	st.Trust = readTrust(cfg)
 	return st
 }
 
@@ -84,15 +96,16 @@ func fileStatus(p string) FileStatus {
 	return FileStatus{Path: p, Exists: err == nil}
 }
 
-func certificateStatus(cfg config.Config, kind bootstrap.Kind, now time.Time) CertificateStatus {
+func certificateStatus(cfg config.Config, kind bootstrap.Kind, now time.Time) (CertificateStatus, *x509.Certificate) {
 	cs := CertificateStatus{Kind: string(kind), Path: bootstrap.CurrentPath(cfg.CertDir, kind)}
+	var leaf *x509.Certificate
 	pair, err := bootstrap.LoadCurrent(cfg.CertDir, kind)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
 		cs.Error = err.Error()
 	default:
-		leaf := pair.Leaf
+		leaf = pair.Leaf
 		cs.Present = true
 		if target, err := os.Readlink(cs.Path); err == nil {
 			cs.File = filepath.Base(target)
@@ -119,7 +132,7 @@ func certificateStatus(cfg config.Config, kind bootstrap.Kind, now time.Time) Ce
 			cs.PendingCSR = &PendingCSR{Name: name, ApproveCommand: "kubectl certificate approve " + name}
 		}
 	}
-	return cs
+	return cs, leaf
 }
 
 // WriteText prints st for people.
@@ -138,6 +151,7 @@ func (st Status) WriteText(w io.Writer, now time.Time) {
 			fmt.Fprintf(w, "  file:      %s\n", c.File)
 			fmt.Fprintf(w, "  subject:   %s\n", c.Subject)
 			fmt.Fprintf(w, "  issuer:    %s\n", c.Issuer)
+			fmt.Fprintf(w, "  signed by: %s\n", c.SignedBy)
 			if len(c.DNSNames)+len(c.IPAddresses) > 0 {
 				fmt.Fprintf(w, "  names:     %s\n", strings.Join(append(append([]string{}, c.DNSNames...), c.IPAddresses...), ", "))
 			}
@@ -163,6 +177,7 @@ func (st Status) WriteText(w io.Writer, now time.Time) {
 			fmt.Fprintf(w, "  pending:   a request to the attestation service (retried until it issues)\n")
 		}
 	}
+	st.Trust.writeText(w)
 }
 
 func presence(ok bool) string {

@@ -117,7 +117,8 @@ func TestConfigListsEverySettingInTheDocsOrder(t *testing.T) {
 		"timeout", "logLevel", "serving.enabled", "serving.dnsNames", "serving.ipAddresses",
 		"rotation.requestedDuration", "rotation.renewBefore", "hooks.postRenew", "metrics.address",
 		"attestation.serviceURL", "attestation.serviceCAFile", "attestation.serviceCAHash", "attestation.tpm", "attestation.server",
-		"attestation.certificateAuthority", "attestation.order"}
+		"attestation.certificateAuthority", "attestation.order",
+		"trust.follow", "trust.caFile", "trust.kubeletClientCAFile", "trust.kubeletClientCASigner", "trust.reissueSpread"}
 	path := configDir(t, "nodeName: node-1\n", nil)
 	_, stdout, _ := runConfig(t, "--config", path)
 	var keys []string
