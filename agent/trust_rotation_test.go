@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -143,6 +144,36 @@ func TestReissueWaitsForTheSignerToMove(t *testing.T) {
 		}
 		if f.logged("the signer still issues from the old CA") != 1 {
 			t.Fatal("the re-issue that came back from the old CA was not warned about once")
+		}
+	})
+}
+
+// TestDaemonMovesKubeletConfToTheTrustFile: a node that bootstrapped before
+// trust.follow was turned on has kubelet.conf name the bootstrap
+// kubeconfig's CA file; the daemon started with it writes that CA to the
+// trust file, rewrites kubelet.conf to name the file, and follows from there,
+// without a new certificate.
+func TestDaemonMovesKubeletConfToTheTrustFile(t *testing.T) {
+	dir := t.TempDir()
+	daemonTest(t, nil, func(t *testing.T, f *daemonFixture) {
+		f.start()
+		f.advance(time.Minute)
+		f.stop()
+		if before := kubeletConfCA(t, f.cfg.Kubeconfig); before != filepath.Join(f.dir, "ca.crt") {
+			t.Fatalf("kubelet.conf names CA %q before trust.follow", before)
+		}
+		followTrust(dir)(&f.cfg)
+		src := trustFixture(t, f)
+		if got := kubeletConfCA(t, f.cfg.Kubeconfig); got != f.cfg.TrustCAFile() {
+			t.Fatalf("kubelet.conf names CA %q, want %s", got, f.cfg.TrustCAFile())
+		}
+		wantCAs(t, f.cfg.TrustCAFile(), f.sg)
+		next := laterSigner(t, f.sg)
+		src.publish(trust.SignerAPIServerServing, append(append([]byte{}, f.sg.pem...), next.pem...))
+		f.advanceIn(5*time.Second, time.Second)
+		wantCAs(t, f.cfg.TrustCAFile(), f.sg, next)
+		if f.clientCSRs() != 1 {
+			t.Fatalf("client CSRs %d: moving kubelet.conf over must not renew", f.clientCSRs())
 		}
 	})
 }
