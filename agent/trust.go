@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"go.uber.org/zap"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/observe"
@@ -75,11 +76,14 @@ func (fo *follower) source(ctx context.Context) (trust.Source, error) {
 }
 
 func (fo *follower) failed(err error) {
-	if errors.Is(err, trust.ErrNotServed) {
-		fo.a.log.Warn("not following the cluster's trust: the API server serves no ClusterTrustBundles (Kubernetes 1.37, or 1.33–1.36 with the ClusterTrustBundle feature gate and certificates.k8s.io/v1beta1 on); kubelet.conf's CA stays as it is", zap.Error(err))
-		return
+	switch {
+	case apierrors.IsForbidden(err):
+		fo.a.log.Warn("not allowed to read the cluster's published trust: apply packaging/cluster/trust/rbac.yaml (asking again in about 10 minutes)", zap.Error(err))
+	case errors.Is(err, trust.ErrNotServed):
+		fo.a.log.Warn("not following the cluster's trust: the API server serves no ClusterTrustBundles (Kubernetes 1.37, or 1.33–1.36 with the ClusterTrustBundle feature gate and certificates.k8s.io/v1beta1 on), and kube-public's ConfigMaps cannot be read either; kubelet.conf's CA stays as it is (asking again in about an hour)", zap.Error(err))
+	default:
+		fo.a.log.Warn("cannot read the cluster's published trust; retrying", zap.Error(err))
 	}
-	fo.a.log.Warn("cannot read the cluster's published trust (a node needs packaging/cluster/trust/rbac.yaml applied to read ClusterTrustBundles)", zap.Error(err))
 }
 
 // apply adopts what the cluster publishes: kubelet.conf's CA, the kubelet's

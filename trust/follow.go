@@ -16,7 +16,7 @@ import (
 type Source interface {
 	// List returns every ClusterTrustBundle and the resourceVersion to
 	// watch from. ErrNotServed: the API server serves no version of the
-	// API that certagent speaks.
+	// API that certagent speaks, nor can the trust be read elsewhere.
 	List(ctx context.Context) ([]Published, string, error)
 	// Watch reports changes after resourceVersion.
 	Watch(ctx context.Context, resourceVersion string) (watch.Interface, error)
@@ -74,10 +74,10 @@ func (f *Follower) Run(ctx context.Context) {
 		}
 		pause := wait
 		switch {
-		case errors.Is(err, ErrNotServed):
-			pause = notServedFor
 		case apierrors.IsForbidden(err):
 			pause = forbiddenFor
+		case errors.Is(err, ErrNotServed):
+			pause = notServedFor
 		default:
 			wait = min(2*wait, retryMax)
 		}
