@@ -128,6 +128,7 @@ func (fo *follower) apply(ctx context.Context, src trust.Source, all []trust.Pub
 		}
 		fo.planReissue(ctx, kind, b)
 	}
+	fo.a.runDueTrustHooks(ctx)
 	return nil
 }
 
@@ -143,6 +144,10 @@ func (fo *follower) keep(role, what, path string, b trust.Bundle, err error) {
 			fo.a.certs.UpdateTrust(func(t *observe.TrustState) { t.CAs[role] = len(b.CAs) })
 			return
 		}
+	}
+	if merr := fo.a.markTrustHooksDue(path); merr != nil {
+		fo.a.log.Error("cannot record that the postTrust hooks are due; keeping the file as it is", zap.String("path", path), zap.Error(merr))
+		return
 	}
 	if werr := atomicfile.WriteFile(path, b.PEM(), 0o644); werr != nil {
 		fo.a.log.Error("cannot write the cluster's published trust", zap.String("path", path), zap.Error(werr))
