@@ -82,7 +82,7 @@ func (f *Follower) Run(ctx context.Context) {
 			wait = min(2*wait, retryMax)
 		}
 		pause = time.Duration(float64(pause) * (0.5 + f.Rand()))
-		f.Log.Info("following the published trust: retrying", zap.Error(err), zap.Duration("in", pause))
+		f.Log.Debug("following the published trust: retrying", zap.Error(err), zap.Duration("in", pause))
 		select {
 		case <-ctx.Done():
 		case <-f.Clock.After(pause):
