@@ -22,8 +22,10 @@ type Bundle struct {
 var ErrRefused = errors.New("refused")
 
 // ParseBundle reads a PEM bundle of CA certificates. It refuses, wrapping
-// ErrRefused, anything but CERTIFICATE blocks, bytes outside them, a
-// certificate that does not parse or is not a CA, and a bundle without one.
+// ErrRefused, anything but CERTIFICATE blocks, bytes after the last one (a
+// bundle cut short), a certificate that does not parse or is not a CA, and
+// a bundle without one. Text before or between blocks is dropped, as the
+// ClusterTrustBundle API lets its consumers do.
 func ParseBundle(data []byte) (Bundle, error) {
 	var b Bundle
 	rest := data
