@@ -244,24 +244,7 @@ func TestCertagentWarnsOfAnAddressTheNodeDoesNotReport(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	want := ip + " is not an address of Node " + name
-	var note string
-	err := wait.PollUntilContextTimeout(context.Background(), 250*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
-		list, err := cp.Admin.EventsV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return false, nil // the next poll
-		}
-		for _, e := range list.Items {
-			if e.Regarding.Kind == "Node" && e.Regarding.Name == name && e.Reason == "ServingNamesNotOnNode" {
-				note = e.Note
-				return true, nil
-			}
-		}
-		return false, nil
-	})
-	if err != nil {
-		t.Fatalf("no ServingNamesNotOnNode Event on Node %s: %v\n%s", name, err, out.String())
-	}
-	if !strings.Contains(note, "an approver checking the Node will refuse it: "+want) {
+	if note := waitNodeEvent(t, name, "ServingNamesNotOnNode", out); !strings.Contains(note, "an approver checking the Node will refuse it: "+want) {
 		t.Errorf("Event note %q, want it to name %q", note, want)
 	}
 	n, err := cp.Admin.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})

@@ -182,10 +182,17 @@ func csrEvents(t *testing.T, name string) []corev1.Event {
 // waitEvent waits for an Event with reason on the CSR and returns it.
 func waitEvent(t *testing.T, name, reason string) corev1.Event {
 	t.Helper()
+	return waitEventWith(t, name, reason, "")
+}
+
+// waitEventWith waits for an Event with reason on the CSR whose message
+// contains text, and returns it.
+func waitEventWith(t *testing.T, name, reason, text string) corev1.Event {
+	t.Helper()
 	var found corev1.Event
 	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
 		for _, e := range csrEvents(t, name) {
-			if e.Reason == reason {
+			if e.Reason == reason && strings.Contains(e.Message, text) {
 				found = e
 				return true, nil
 			}
@@ -193,7 +200,7 @@ func waitEvent(t *testing.T, name, reason string) corev1.Event {
 		return false, nil
 	})
 	if err != nil {
-		t.Fatalf("no Event %s on CSR %s; there are %s", reason, name, describe(csrEvents(t, name)))
+		t.Fatalf("no Event %s %q on CSR %s; there are %s", reason, text, name, describe(csrEvents(t, name)))
 	}
 	return found
 }
@@ -216,4 +223,29 @@ func assertPending(t *testing.T, name string) {
 	if len(csr.Status.Conditions) != 0 {
 		t.Errorf("CSR %s is not pending: %+v", name, csr.Status.Conditions)
 	}
+}
+
+// waitNodeEvent waits a minute for an Event (events.k8s.io) with reason on
+// the Node name, as certagent writes them, and returns its note; else the
+// test fails with log, certagent's output.
+func waitNodeEvent(t *testing.T, name, reason string, log fmt.Stringer) string {
+	t.Helper()
+	var note string
+	err := wait.PollUntilContextTimeout(context.Background(), 250*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		list, err := cp.Admin.EventsV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil // the next poll
+		}
+		for _, e := range list.Items {
+			if e.Regarding.Kind == "Node" && e.Regarding.Name == name && e.Reason == reason {
+				note = e.Note
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("no %s Event on Node %s: %v\n%s", reason, name, err, log)
+	}
+	return note
 }

@@ -3,7 +3,8 @@
 // kube-controller-manager and etcd, as the service account of
 // packaging/cluster/approver with exactly its RBAC, and makes CSRs with
 // nodes' own credentials (client certificates of system:node:<name> in
-// system:nodes).
+// system:nodes). As root, the API server listens on the address of a bridge
+// the suite creates, for nodes in network namespaces (netns_test.go).
 package approver
 
 import (
@@ -55,6 +56,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(work)
+	defer func() { bridge.down() }()
 	if err := setUp(ctx, logf); err != nil {
 		logf("%v", err)
 		return 1
@@ -91,7 +93,14 @@ func setUp(ctx context.Context, logf func(string, ...any)) error {
 	if kubectlBin, err = controlplane.EnsureKubectl(ctx, logf); err != nil {
 		return fmt.Errorf("building kubectl: %w", err)
 	}
-	if cp, err = controlplane.Start(ctx, bins, controlplane.Options{Dir: filepath.Join(work, "cp"), Logf: logf}); err != nil {
+	opts := controlplane.Options{Dir: filepath.Join(work, "cp"), Logf: logf}
+	if os.Geteuid() == 0 { // the API server on the bridge, for TestTwoNodesInNetworkNamespaces
+		if bridge, err = bridgeUp(ctx); err != nil {
+			return fmt.Errorf("creating the bridge for network namespaces: %w", err)
+		}
+		opts.BindAddress = bridge.ip
+	}
+	if cp, err = controlplane.Start(ctx, bins, opts); err != nil {
 		return fmt.Errorf("starting the control plane: %w", err)
 	}
 	manifests, err := filepath.Abs(filepath.Join("..", "..", "packaging", "cluster"))

@@ -24,8 +24,8 @@ const (
 func (cp *ControlPlane) apiserverArgs() []string {
 	args := []string{
 		"--etcd-servers", cp.EtcdURL,
-		"--bind-address", "127.0.0.1",
-		"--advertise-address", "127.0.0.1",
+		"--bind-address", cp.bindAddress.String(),
+		"--advertise-address", cp.bindAddress.String(),
 		"--secure-port", strconv.Itoa(cp.port),
 		"--client-ca-file", cp.pki.CACert,
 		"--tls-cert-file", cp.pki.ServingCert,

@@ -3,8 +3,10 @@ package controlplane
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -36,6 +38,12 @@ type Options struct {
 	// machine.
 	MaxRequestsInflight         int
 	MaxMutatingRequestsInflight int
+	// BindAddress is the API server's --bind-address and
+	// --advertise-address, and an IP SAN of its serving certificate besides
+	// 127.0.0.1; URL names it. It must be an address of this host when Start
+	// runs (a bridge for network namespaces to reach the API server). Nil
+	// keeps 127.0.0.1: loopback only.
+	BindAddress net.IP
 	// Logf, if set, receives progress messages.
 	Logf func(string, ...any)
 }
@@ -46,7 +54,8 @@ type ControlPlane struct {
 	Dir string
 	// LogDir holds <component>.log for each process: Dir/logs.
 	LogDir string
-	// URL is the apiserver's URL, https://127.0.0.1:<port>.
+	// URL is the apiserver's URL, https://127.0.0.1:<port> (or
+	// Options.BindAddress instead of 127.0.0.1).
 	URL string
 	// EtcdURL is etcd's client URL, http://127.0.0.1:<port>.
 	EtcdURL string
@@ -78,6 +87,7 @@ type ControlPlane struct {
 	kcmQPS               float32
 	kcmBurst             int
 	maxInflight          [2]int // --max-requests-inflight, --max-mutating-requests-inflight; 0: default
+	bindAddress          net.IP // Options.BindAddress, 127.0.0.1 if nil
 	kcmKubeconfig        string
 	logf                 func(string, ...any)
 
@@ -116,7 +126,11 @@ func Start(ctx context.Context, bins Binaries, opts Options) (*ControlPlane, err
 		kcmQPS:          opts.ControllerManagerQPS,
 		kcmBurst:        opts.ControllerManagerBurst,
 		maxInflight:     [2]int{opts.MaxRequestsInflight, opts.MaxMutatingRequestsInflight},
+		bindAddress:     opts.BindAddress,
 		logf:            opts.Logf,
+	}
+	if cp.bindAddress == nil {
+		cp.bindAddress = net.IPv4(127, 0, 0, 1)
 	}
 	if cp.signingDuration == 0 {
 		cp.signingDuration = 24 * time.Hour
@@ -141,7 +155,7 @@ func (cp *ControlPlane) start(ctx context.Context) error {
 	if err := os.MkdirAll(cp.LogDir, 0o755); err != nil {
 		return fmt.Errorf("create log dir: %w", err)
 	}
-	p, err := generatePKI(filepath.Join(cp.Dir, "pki"))
+	p, err := generatePKI(filepath.Join(cp.Dir, "pki"), cp.bindAddress)
 	if err != nil {
 		return fmt.Errorf("generate PKI: %w", err)
 	}
@@ -191,7 +205,7 @@ func (cp *ControlPlane) startFirstAPIServer(ctx context.Context) error {
 			return err
 		}
 		cp.port = ports[0]
-		cp.URL = fmt.Sprintf("https://127.0.0.1:%d", cp.port)
+		cp.URL = "https://" + net.JoinHostPort(cp.bindAddress.String(), strconv.Itoa(cp.port))
 		if err := cp.setupAdmin(); err != nil {
 			return err
 		}

@@ -38,13 +38,13 @@ type pkiFiles struct {
 const certValidity = 10 * 365 * 24 * time.Hour
 
 // generatePKI creates a fresh ECDSA P-256 cluster CA and, signed by it, the
-// apiserver serving certificate (SANs 127.0.0.1 and localhost), an admin
+// apiserver serving certificate (SANs 127.0.0.1, localhost and bind), an admin
 // client certificate (CN=certagent-admin, O=system:masters), a
 // controller-manager client certificate, the apiserver's client certificate
 // for kubelets (CN=kube-apiserver-kubelet-client, O=system:masters, as
 // kubeadm makes it), and a service-account key pair, all written as PEM under
 // dir.
-func generatePKI(dir string) (*pkiFiles, error) {
+func generatePKI(dir string, bind net.IP) (*pkiFiles, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create pki dir: %w", err)
 	}
@@ -88,6 +88,9 @@ func generatePKI(dir string) (*pkiFiles, error) {
 		DNSNames:    []string{"localhost"},
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if !bind.IsLoopback() {
+		serving.IPAddresses = append(serving.IPAddresses, bind)
 	}
 	if _, _, err := p.issue(serving, p.ServingCert, p.ServingKey); err != nil {
 		return nil, fmt.Errorf("apiserver serving cert: %w", err)
