@@ -5,10 +5,8 @@ import (
 	"crypto/x509"
 	"io"
 	"net/http"
-	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/certagent/certagent/test/kubelettest"
 	"k8s.io/client-go/util/certificate"
@@ -25,18 +23,10 @@ func (n *node) startDaemon(ns *notifySocket, extra ...string) *proc {
 	return n.launch([]string{"NOTIFY_SOCKET=" + ns.Path, "WATCHDOG_USEC=2000000"}, n.args(extra...)...)
 }
 
-var addrRE = regexp.MustCompile(`serving /metrics, /healthz and /readyz\s+\{"address": "([0-9.:]+)"`)
-
 // httpAddr is the metrics listener's address, from the log.
 func (p *proc) httpAddr(t *testing.T) string {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if m := addrRE.FindStringSubmatch(p.out.String()); m != nil {
-			return m[1]
-		}
-	}
-	t.Fatalf("no metrics address in the log:\n%s", p.out.String())
-	return ""
+	return kubelettest.MetricsAddr(t, p.out.String)
 }
 
 func httpGet(t *testing.T, url string) (int, string) {

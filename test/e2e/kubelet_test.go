@@ -2,24 +2,17 @@ package e2e
 
 import (
 	"context"
-	"crypto/x509"
 	"fmt"
-	"net"
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilnet "k8s.io/apimachinery/pkg/util/net"
 
 	"github.com/certagent/certagent/test/controlplane"
 	"github.com/certagent/certagent/test/kubelettest"
-	"github.com/certagent/certagent/test/noderuntime"
 )
 
 // TestKubeletLivesOnCertagentFiles runs the real kubelet (built from
@@ -34,32 +27,8 @@ import (
 func TestKubeletLivesOnCertagentFiles(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	if err := noderuntime.Check(); err != nil {
-		t.Fatalf("the kubelet suite runs a real container runtime: %v", err)
-	}
-	kubeletBin, err := controlplane.EnsureKubelet(ctx, t.Logf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A short directory: containerd's socket name must fit in 108 bytes.
-	rt, err := os.MkdirTemp("", "kl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { noderuntime.Unmount(rt); os.RemoveAll(rt) })
-	image, err := noderuntime.BuildImage(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctd, err := noderuntime.Start(ctx, filepath.Join(rt, "containerd"), image)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ctd.Close)
-	nodeIP, err := utilnet.ChooseHostInterface()
-	if err != nil {
-		t.Skipf("no host interface the kubelet could report as the node's address: %v", err)
-	}
+	h := kubelettest.NewHost(ctx, t)
+	nodeIP := h.NodeIP
 
 	n := newNode(t, controlplane.TokenOptions{AutoApprove: true})
 	// renewBefore 7m: a renewal about every 3 minutes (certificates live 15,
@@ -80,18 +49,10 @@ func TestKubeletLivesOnCertagentFiles(t *testing.T) {
 		t.Fatalf("serving certificate IPs %v lack the host's primary address %s", s.IPAddresses, nodeIP)
 	}
 
-	port := kubelettest.FreePort(t)
-	cfg := filepath.Join(n.dir, "kubelet-config.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, kubelettest.Config, n.certDir, cp.CAFile, port, ctd.Endpoint, rt), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// -v=1: client-go logs when it finds a new client certificate file.
-	kubelet, logPath, exited := kubelettest.Start(t, kubeletBin, "--hostname-override", n.name, "--kubeconfig", n.kubeconf,
-		"--config", cfg, "--cert-dir", n.certDir, "--root-dir", filepath.Join(rt, "kubelet"), "-v=1")
+	k := h.StartKubelet(t, cp, n.name, n.dir, n.kubeconf, n.certDir, cp.CAFile, cp.CACertPEM)
+	kubelet, w, exited := k.Cmd, k.Watch, k.Exited
+	logPath := w.Log
 	pid := kubelet.Process.Pid
-	w := &kubelettest.Watch{CP: cp, Node: n.name, CertDir: n.certDir, Start: time.Now(), Addr: net.JoinHostPort(nodeIP.String(), strconv.Itoa(port)), Log: logPath}
-	w.Roots = x509.NewCertPool()
-	w.Roots.AppendCertsFromPEM(cp.CACertPEM)
 
 	fail := func(format string, args ...any) {
 		t.Helper()
@@ -99,22 +60,9 @@ func TestKubeletLivesOnCertagentFiles(t *testing.T) {
 	}
 
 	// Boot: the Node registers and turns Ready.
-	var ready time.Duration
-	for ready == 0 {
-		select {
-		case err := <-exited:
-			fail("the kubelet exited during boot: %v", err)
-		case <-time.After(200 * time.Millisecond):
-		}
-		if node, err := cp.Admin.CoreV1().Nodes().Get(ctx, n.name, metav1.GetOptions{}); err == nil && kubelettest.NodeReady(node) {
-			ready = time.Since(w.Start)
-			if got := kubelettest.InternalIP(node); got != nodeIP.String() {
-				fail("Node InternalIP %q, want %s", got, nodeIP)
-			}
-		}
-		if time.Since(w.Start) > 3*time.Minute {
-			fail("Node %s not Ready 3 minutes after the kubelet started", n.name)
-		}
+	ready, err := k.WaitReady(ctx, nodeIP)
+	if err != nil {
+		fail("%v", err)
 	}
 
 	// A pod on the node: the runtime works, and kubectl logs and exec reach

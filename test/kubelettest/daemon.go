@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"testing"
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -65,4 +67,19 @@ func ApproveServing(ctx context.Context, cp *controlplane.ControlPlane, node str
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+var metricsAddrRE = regexp.MustCompile(`serving /metrics, /healthz and /readyz\s+\{"address": "([0-9.:]+)"`)
+
+// MetricsAddr is the address of certagent's metrics listener, from its log
+// (log returns the output so far); it waits up to 30 s for the line.
+func MetricsAddr(t *testing.T, log func() string) string {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if m := metricsAddrRE.FindStringSubmatch(log()); m != nil {
+			return m[1]
+		}
+	}
+	t.Fatalf("no metrics address in the log:\n%s", log())
+	return ""
 }

@@ -176,3 +176,9 @@ func (w *Watch) MaxLeaseGap(now time.Time) time.Duration {
 	}
 	return gap
 }
+
+func x509Pool(pemData []byte) *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemData)
+	return pool
+}
