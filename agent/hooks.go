@@ -52,42 +52,52 @@ func (a *Agent) runDueHooks(ctx context.Context, kind bootstrap.Kind, leaf *x509
 	if leaf != nil {
 		notAfter = leaf.NotAfter
 	}
-	for i, h := range cfg.Hooks.PostRenew {
-		if ctx.Err() != nil {
-			return // stopping: the marker stays, the hooks run after the restart
-		}
-		timeout := h.Timeout.Duration
-		if timeout == 0 {
-			timeout = defaultHookTimeout
-		}
-		hctx, cancel := context.WithTimeout(ctx, timeout)
-		env := []string{
-			"CERTAGENT_CERT_KIND=" + string(kind),
-			"CERTAGENT_CERT_FILE=" + path,
-			"CERTAGENT_NODE_NAME=" + cfg.NodeName,
-			"CERTAGENT_NOT_AFTER=" + notAfter.UTC().Format(time.RFC3339),
-		}
-		start := a.clock.Now()
-		out, err := a.opts.RunHook(hctx, h, env)
-		if err != nil && hctx.Err() != nil {
-			err = hctx.Err()
-		}
-		cancel()
-		log := a.log.With(zap.Int("hook", i), zap.Strings("command", h.Command), zap.String("certificate", string(kind)),
-			zap.Duration("took", a.clock.Since(start)), zap.ByteString("output", truncate(out, 2048)))
-		if err != nil {
-			a.certs.Update(kind, func(s *observe.Cert) { s.HookErrors++ })
-			log.Warn("post-renew hook failed", zap.Error(err))
-			continue
-		}
-		log.Info("post-renew hook ran")
+	env := []string{
+		"CERTAGENT_CERT_KIND=" + string(kind),
+		"CERTAGENT_CERT_FILE=" + path,
+		"CERTAGENT_NODE_NAME=" + cfg.NodeName,
+		"CERTAGENT_NOT_AFTER=" + notAfter.UTC().Format(time.RFC3339),
 	}
+	failed := a.runHooks(ctx, "post-renew", cfg.Hooks.PostRenew, env, zap.String("certificate", string(kind)))
+	a.certs.Update(kind, func(s *observe.Cert) { s.HookErrors += uint64(failed) })
 	if ctx.Err() != nil {
 		return
 	}
 	if err := os.Remove(marker); err != nil && !errors.Is(err, os.ErrNotExist) {
 		a.log.Warn("clearing the hooks marker", zap.String("path", marker), zap.Error(err))
 	}
+}
+
+// runHooks runs hooks (what they are, for the log) one after the other with
+// env, until ctx ends, and returns how many failed. A failing hook is logged,
+// never fatal.
+func (a *Agent) runHooks(ctx context.Context, what string, hooks []config.Hook, env []string, fields ...zap.Field) int {
+	failed := 0
+	for i, h := range hooks {
+		if ctx.Err() != nil {
+			return failed // stopping: the marker stays, the hooks run after the restart
+		}
+		timeout := h.Timeout.Duration
+		if timeout == 0 {
+			timeout = defaultHookTimeout
+		}
+		hctx, cancel := context.WithTimeout(ctx, timeout)
+		start := a.clock.Now()
+		out, err := a.opts.RunHook(hctx, h, env)
+		if err != nil && hctx.Err() != nil {
+			err = hctx.Err()
+		}
+		cancel()
+		log := a.log.With(append(fields, zap.Int("hook", i), zap.Strings("command", h.Command),
+			zap.Duration("took", a.clock.Since(start)), zap.ByteString("output", truncate(out, 2048)))...)
+		if err != nil {
+			failed++
+			log.Warn(what+" hook failed", zap.Error(err))
+			continue
+		}
+		log.Info(what + " hook ran")
+	}
+	return failed
 }
 
 // execHook runs h's command without a shell.

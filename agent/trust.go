@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"go.uber.org/zap"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/observe"
@@ -75,11 +76,14 @@ func (fo *follower) source(ctx context.Context) (trust.Source, error) {
 }
 
 func (fo *follower) failed(err error) {
-	if errors.Is(err, trust.ErrNotServed) {
-		fo.a.log.Warn("not following the cluster's trust: the API server serves no ClusterTrustBundles (Kubernetes 1.37, or 1.33–1.36 with the ClusterTrustBundle feature gate and certificates.k8s.io/v1beta1 on); kubelet.conf's CA stays as it is", zap.Error(err))
-		return
+	switch {
+	case apierrors.IsForbidden(err):
+		fo.a.log.Warn("not allowed to read the cluster's published trust: apply packaging/cluster/trust/rbac.yaml (asking again in about 10 minutes)", zap.Error(err))
+	case errors.Is(err, trust.ErrNotServed):
+		fo.a.log.Warn("not following the cluster's trust: the API server serves no ClusterTrustBundles (Kubernetes 1.37, or 1.33–1.36 with the ClusterTrustBundle feature gate and certificates.k8s.io/v1beta1 on), and kube-public's ConfigMaps cannot be read either; kubelet.conf's CA stays as it is (asking again in about an hour)", zap.Error(err))
+	default:
+		fo.a.log.Warn("cannot read the cluster's published trust; retrying", zap.Error(err))
 	}
-	fo.a.log.Warn("cannot read the cluster's published trust (a node needs packaging/cluster/trust/rbac.yaml applied to read ClusterTrustBundles)", zap.Error(err))
 }
 
 // apply adopts what the cluster publishes: kubelet.conf's CA, the kubelet's
@@ -124,6 +128,7 @@ func (fo *follower) apply(ctx context.Context, src trust.Source, all []trust.Pub
 		}
 		fo.planReissue(ctx, kind, b)
 	}
+	fo.a.runDueTrustHooks(ctx)
 	return nil
 }
 
@@ -139,6 +144,10 @@ func (fo *follower) keep(role, what, path string, b trust.Bundle, err error) {
 			fo.a.certs.UpdateTrust(func(t *observe.TrustState) { t.CAs[role] = len(b.CAs) })
 			return
 		}
+	}
+	if merr := fo.a.markTrustHooksDue(path); merr != nil {
+		fo.a.log.Error("cannot record that the postTrust hooks are due; keeping the file as it is", zap.String("path", path), zap.Error(merr))
+		return
 	}
 	if werr := atomicfile.WriteFile(path, b.PEM(), 0o644); werr != nil {
 		fo.a.log.Error("cannot write the cluster's published trust", zap.String("path", path), zap.Error(werr))

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	"k8s.io/client-go/rest"
 
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/agent/observe/observetest"
 	"github.com/certagent/certagent/bootstrap"
@@ -174,6 +177,47 @@ func TestDaemonMovesKubeletConfToTheTrustFile(t *testing.T) {
 		wantCAs(t, f.cfg.TrustCAFile(), f.sg, next)
 		if f.clientCSRs() != 1 {
 			t.Fatalf("client CSRs %d: moving kubelet.conf over must not renew", f.clientCSRs())
+		}
+	})
+}
+
+// TestPostTrustHooksRunAfterATrustFileChanged: hooks.postTrust run once per
+// change of a trust file, after it is on disk, with the files that changed;
+// a round that changes nothing runs none.
+func TestPostTrustHooksRunAfterATrustFileChanged(t *testing.T) {
+	dir := t.TempDir()
+	var calls []string
+	daemonTest(t, followTrust(dir), func(t *testing.T, f *daemonFixture) {
+		f.cfg.Hooks.PostTrust = []config.Hook{{Command: []string{"restart-kubelet"}}}
+		f.opts.RunHook = func(_ context.Context, h config.Hook, env []string) ([]byte, error) {
+			if h.Command[0] != "restart-kubelet" {
+				return nil, nil // a postRenew hook
+			}
+			files := ""
+			for _, e := range env {
+				if v, ok := strings.CutPrefix(e, "CERTAGENT_TRUST_FILES="); ok {
+					files = v
+				}
+			}
+			for _, p := range strings.Fields(files) {
+				if b := bundleOf(t, p); len(b.CAs) != 2 {
+					return nil, fmt.Errorf("%s holds %d CAs when the hook runs", p, len(b.CAs))
+				}
+			}
+			calls = append(calls, files)
+			return nil, nil
+		}
+		old := f.sg
+		src := trustFixture(t, f)
+		calls = nil // the first round wrote the files from kubelet.conf's CA
+		next := laterSigner(t, old)
+		src.publish(trust.SignerAPIServerServing, append(append([]byte{}, old.pem...), next.pem...))
+		f.advanceIn(5*time.Second, time.Second)
+		src.publish(trust.SignerKubeletClient, old.pem) // changes no file
+		f.advanceIn(5*time.Second, time.Second)
+		want := f.cfg.TrustCAFile() + " " + f.cfg.Trust.KubeletClientCAFile
+		if len(calls) != 1 || calls[0] != want {
+			t.Fatalf("postTrust hooks ran with %q, want once with %q", calls, want)
 		}
 	})
 }

@@ -16,7 +16,7 @@ import (
 type Source interface {
 	// List returns every ClusterTrustBundle and the resourceVersion to
 	// watch from. ErrNotServed: the API server serves no version of the
-	// API that certagent speaks.
+	// API that certagent speaks, nor can the trust be read elsewhere.
 	List(ctx context.Context) ([]Published, string, error)
 	// Watch reports changes after resourceVersion.
 	Watch(ctx context.Context, resourceVersion string) (watch.Interface, error)
@@ -74,15 +74,15 @@ func (f *Follower) Run(ctx context.Context) {
 		}
 		pause := wait
 		switch {
-		case errors.Is(err, ErrNotServed):
-			pause = notServedFor
 		case apierrors.IsForbidden(err):
 			pause = forbiddenFor
+		case errors.Is(err, ErrNotServed):
+			pause = notServedFor
 		default:
 			wait = min(2*wait, retryMax)
 		}
 		pause = time.Duration(float64(pause) * (0.5 + f.Rand()))
-		f.Log.Info("following the published trust: retrying", zap.Error(err), zap.Duration("in", pause))
+		f.Log.Debug("following the published trust: retrying", zap.Error(err), zap.Duration("in", pause))
 		select {
 		case <-ctx.Done():
 		case <-f.Clock.After(pause):

@@ -57,6 +57,8 @@ type Config struct {
 type HooksConfig struct {
 	// PostRenew hooks run after each certificate is written (bootstrap or renewal).
 	PostRenew []Hook `json:"postRenew,omitempty"`
+	// PostTrust hooks run after a trust file (trust.follow) changed.
+	PostTrust []Hook `json:"postTrust,omitempty"`
 }
 
 // Hook is one command, run without a shell.

@@ -36,7 +36,7 @@ timeout: 1m
 logLevel: debug
 serving: {enabled: false, dnsNames: [a], ipAddresses: [10.0.0.1]}
 rotation: {requestedDuration: 24h, renewBefore: 1h}
-hooks: {postRenew: [{command: [x]}]}
+hooks: {postRenew: [{command: [x]}], postTrust: [{command: [z]}]}
 metrics: {address: ":1"}
 trust: {follow: true, caFile: /t, kubeletClientCAFile: /kc, kubeletClientCASigner: example.com/s, reissueSpread: 1m}
 `), true)

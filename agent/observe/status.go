@@ -35,15 +35,15 @@ type FileStatus struct {
 
 // CertificateStatus describes one of the kubelet's certificates.
 type CertificateStatus struct {
-	Kind             string      `json:"kind"` // client or server
-	Path             string      `json:"path"`
-	Present          bool        `json:"present"`
-	File             string      `json:"file,omitempty"` // the dated file the current link points to
-	Subject          string      `json:"subject,omitempty"`
-	Issuer           string      `json:"issuer,omitempty"`
+	Kind    string `json:"kind"` // client or server
+	Path    string `json:"path"`
+	Present bool   `json:"present"`
+	File    string `json:"file,omitempty"` // the dated file the current link points to
+	Subject string `json:"subject,omitempty"`
+	Issuer  string `json:"issuer,omitempty"`
 	// SignedBy names the CA that signed it: a CA of kubelet.conf, of the
 	// trust file or of issuerCAFile, by common name and fingerprint.
-	SignedBy string `json:"signedBy,omitempty"`
+	SignedBy         string      `json:"signedBy,omitempty"`
 	DNSNames         []string    `json:"dnsNames,omitempty"`
 	IPAddresses      []string    `json:"ipAddresses,omitempty"`
 	NotBefore        *time.Time  `json:"notBefore,omitempty"`

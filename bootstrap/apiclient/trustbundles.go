@@ -23,10 +23,12 @@ const ctbResource = "clustertrustbundles"
 
 // TrustBundles reads the ClusterTrustBundles in the newest version the API
 // server serves: certificates.k8s.io/v1 (1.37), else v1beta1 (1.33–1.36,
-// where turned on). It is a trust.Source.
+// where turned on); where neither is served, the ConfigMaps of kube-public
+// (trustconfigmaps.go). It is a trust.Source.
 type TrustBundles struct {
-	a  *API
-	gv schema.GroupVersion // found by List
+	a          *API
+	gv         schema.GroupVersion // found by List
+	configMaps bool                // no ClusterTrustBundle API: List read kube-public
 }
 
 // TrustBundles is the ClusterTrustBundle API of this credential.
@@ -63,14 +65,22 @@ func (t *TrustBundles) List(ctx context.Context) ([]trust.Published, string, err
 		if err != nil {
 			return nil, "", fmt.Errorf("listing ClusterTrustBundles (%s): %w", gv, err)
 		}
-		t.gv = gv
+		t.gv, t.configMaps = gv, false
 		return out, rv, nil
 	}
-	return nil, "", trust.ErrNotServed
+	out, rv, err := t.a.listConfigMaps(ctx)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w; %w", trust.ErrNotServed, err)
+	}
+	t.configMaps = true
+	return out, rv, nil
 }
 
 // Watch implements trust.Source, in the version List found.
 func (t *TrustBundles) Watch(ctx context.Context, resourceVersion string) (watch.Interface, error) {
+	if t.configMaps {
+		return t.a.watchConfigMaps(ctx, resourceVersion)
+	}
 	if t.gv.Empty() {
 		return nil, fmt.Errorf("watching ClusterTrustBundles before listing them")
 	}

@@ -115,7 +115,7 @@ serving: {dnsNames: [main.example], ipAddresses: [10.0.0.1]}
 func TestConfigListsEverySettingInTheDocsOrder(t *testing.T) {
 	want := []string{"nodeName", "bootstrapKubeconfig", "kubeconfig", "certDir", "issuerCAFile", "allowInsecureBootstrap",
 		"timeout", "logLevel", "serving.enabled", "serving.dnsNames", "serving.ipAddresses",
-		"rotation.requestedDuration", "rotation.renewBefore", "hooks.postRenew", "metrics.address",
+		"rotation.requestedDuration", "rotation.renewBefore", "hooks.postRenew", "hooks.postTrust", "metrics.address",
 		"attestation.serviceURL", "attestation.serviceCAFile", "attestation.serviceCAHash", "attestation.tpm", "attestation.server",
 		"attestation.certificateAuthority", "attestation.order",
 		"trust.follow", "trust.caFile", "trust.kubeletClientCAFile", "trust.kubeletClientCASigner", "trust.reissueSpread"}
