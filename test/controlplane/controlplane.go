@@ -66,7 +66,9 @@ type ControlPlane struct {
 	// CAKeyFile is the cluster CA's private key (PKCS#8 PEM).
 	CAKeyFile string
 	// AdminConfig authenticates with a client certificate in
-	// system:masters (CN=certagent-admin).
+	// system:masters (CN=certagent-admin). A CA rotation's phases replace
+	// AdminConfig and Admin (the CAs they trust, the certificate): read
+	// them afresh after a phase, and not from another goroutine during one.
 	AdminConfig *rest.Config
 	Admin       kubernetes.Interface
 	// AdminKubeconfig is a kubeconfig file (Dir/admin.conf) equivalent to
