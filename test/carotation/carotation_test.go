@@ -3,6 +3,7 @@ package carotation
 import (
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,13 @@ const (
 	nodeSideEnv = "CERTAGENT_CAROT_NODE"
 	// phaseGapEnv overrides phaseGap (a Go duration).
 	phaseGapEnv = "CERTAGENT_CAROT_PHASE_GAP"
+	// restartAfterServingEnv set to "1" also restarts the API server right
+	// after SwitchServing: the kubelet then reconnects before client-go
+	// re-read kubelet.conf's CA file (every 5 minutes), refuses the new
+	// serving certificate and leaves its Lease unrenewed until that re-read
+	// (3m53s measured). It shows why an operator must wait 5 minutes after
+	// the nodes trust both CAs before anything makes kubelets reconnect.
+	restartAfterServingEnv = "CERTAGENT_CAROT_RESTART_AFTER_SERVING"
 	// caInfoMetric is the metric line naming the CA a certificate
 	// ("client", "server") chains to: its CommonName and the first 16 hex
 	// digits of the SHA-256 of its DER.
@@ -98,7 +106,7 @@ type phase struct {
 }
 
 func (r *rotation) phases() []phase {
-	return []phase{
+	phases := []phase{
 		{"1 AddCA", r.addCA, r.followAddCA},
 		{"2 SwitchServing", cp.SwitchServing, nil},
 		{"3 SwitchSigners", cp.SwitchSigners, r.followSwitchSigners},
@@ -106,6 +114,10 @@ func (r *rotation) phases() []phase {
 		{"5 RemoveOldCA", cp.RemoveOldCA, r.followRemoveOldCA},
 		{"API server restart", restartAPIServer, nil},
 	}
+	if os.Getenv(restartAfterServingEnv) == "1" {
+		phases = slices.Insert(phases, 2, phase{"API server restart after SwitchServing", restartAPIServer, nil})
+	}
+	return phases
 }
 
 // restartAPIServer restarts the API server, as an operator's next change to
