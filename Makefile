@@ -45,7 +45,7 @@ K8S_MINORS    := $(shell ls test/k8s | grep '^v1\.' | sort -t. -k2,2nr)
 COMPAT_MINORS ?= $(K8S_MINORS)
 COMPAT_TESTS  := ^(TestBootstrapClientAndServing|TestDaemonRenewsBothCertificates|TestRestartWhilePendingReusesCSR|TestDeniedClientCSR|TestDeniedServingCSR)$$
 
-.PHONY: help build tpm-deps unit e2e e2e-deps node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short vuln compat compat-oldest rules rules-deps fleet fleet-short fleet-overload fleet-attest fleet-deps
+.PHONY: help build tpm-deps unit e2e e2e-deps carotation node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short vuln compat compat-oldest rules rules-deps fleet fleet-short fleet-overload fleet-attest fleet-deps
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -118,8 +118,11 @@ e2e-deps: rules-deps ## Install (apt-get, as root) what the end-to-end suite nee
 	@command -v strace >/dev/null || { echo "installing strace"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace; }
 	@command -v containerd >/dev/null && command -v runc >/dev/null && test -x /usr/lib/cni/bridge || { echo "installing containerd, runc, containernetworking-plugins"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containerd runc containernetworking-plugins; }
 
-e2e: build e2e-deps tpm-deps ## End-to-end tests against a real kube-apiserver, controller-manager and etcd, the real kubelet on containerd, the attestation service with a software TPM per node, and the serving CSR approver (built and cached on first use; as root)
-	cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) CERTAGENT_CLUSTER_BIN=$(CURDIR)/$(CLUSTER_BIN) $(GO) test $(E2E_FLAGS) ./controlplane/ ./noderuntime/ ./e2e/ ./attestation/ ./approver/
+e2e: build e2e-deps tpm-deps ## End-to-end tests against a real kube-apiserver, controller-manager and etcd, the real kubelet on containerd, the attestation service with a software TPM per node, the serving CSR approver, and a cluster CA rotation under the real kubelet (built and cached on first use; as root)
+	cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) CERTAGENT_CLUSTER_BIN=$(CURDIR)/$(CLUSTER_BIN) $(GO) test $(E2E_FLAGS) ./controlplane/ ./noderuntime/ ./e2e/ ./attestation/ ./approver/ ./carotation/
+
+carotation: build e2e-deps ## Only the cluster CA rotation of make e2e: five phases on a control plane of its own under certagent and the real kubelet (CERTAGENT_CAROT_PHASE_GAP=30s between phases; CERTAGENT_CAROT_NODE=off logs the node side's failures instead of failing; as root)
+	cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) $(GO) test $(E2E_FLAGS) -v -run TestCARotation ./carotation/
 
 test: deps vet tidy-check vuln rules unit sim-short e2e compat-oldest fleet-short package-check node ## Every test suite (what CI runs; as root: the package checks and the node suite need it)
 

@@ -27,7 +27,7 @@ func (cp *ControlPlane) apiserverArgs() []string {
 		"--bind-address", cp.bindAddress.String(),
 		"--advertise-address", cp.bindAddress.String(),
 		"--secure-port", strconv.Itoa(cp.port),
-		"--client-ca-file", cp.pki.CACert,
+		"--client-ca-file", cp.TrustBundleFile,
 		"--tls-cert-file", cp.pki.ServingCert,
 		"--tls-private-key-file", cp.pki.ServingKey,
 		"--service-account-key-file", cp.pki.SAPub,
@@ -41,7 +41,7 @@ func (cp *ControlPlane) apiserverArgs() []string {
 		// kubelet's serving certificate against the cluster CA, which signs
 		// kubernetes.io/kubelet-serving certificates, dial the Node's
 		// InternalIP, and authenticate with a client certificate of the CA.
-		"--kubelet-certificate-authority", cp.pki.CACert,
+		"--kubelet-certificate-authority", cp.TrustBundleFile,
 		"--kubelet-preferred-address-types", "InternalIP",
 		"--kubelet-client-certificate", cp.pki.KubeletClientCert,
 		"--kubelet-client-key", cp.pki.KubeletClientKey,

@@ -23,12 +23,17 @@ import (
 const controllerManagerReadyTimeout = 120 * time.Second
 
 // controllerManagerArgs returns kube-controller-manager's flags: only the
-// CSR and bootstrap-token controllers, signing with the cluster CA, no
+// CSR and bootstrap-token controllers (and, with PublishServingTrust, the
+// kube-apiserver-serving trust bundle publisher), signing with the cluster CA, no
 // leader election and no serving port; the client rate limit if set.
 func (cp *ControlPlane) controllerManagerArgs() []string {
+	controllers := "csrsigning,csrapproving,csrcleaner,tokencleaner,bootstrapsigner"
+	if cp.publishTrust {
+		controllers += "," + servingTrustPublisher
+	}
 	args := []string{
 		"--kubeconfig", cp.kcmKubeconfig,
-		"--controllers", "csrsigning,csrapproving,csrcleaner,tokencleaner,bootstrapsigner",
+		"--controllers", controllers,
 		"--cluster-signing-cert-file", cp.CAFile,
 		"--cluster-signing-key-file", cp.CAKeyFile,
 		"--cluster-signing-duration", cp.signingDuration.String(),
@@ -37,6 +42,10 @@ func (cp *ControlPlane) controllerManagerArgs() []string {
 		// setup) off.
 		"--secure-port", "0",
 		"--profiling=false",
+	}
+	if cp.publishTrust {
+		// Read once at start: changing it needs a restart.
+		args = append(args, "--root-ca-file", cp.TrustBundleFile)
 	}
 	if cp.kcmQPS > 0 {
 		args = append(args, "--kube-api-qps", strconv.FormatFloat(float64(cp.kcmQPS), 'f', -1, 32))
@@ -57,7 +66,7 @@ func (cp *ControlPlane) startControllerManager(ctx context.Context) error {
 		return err
 	}
 	cp.kcm = p
-	if err := cp.probeCSRSigning(ctx, p); err != nil {
+	if _, err := cp.probeCSRSigning(ctx, p); err != nil {
 		return fmt.Errorf("kube-controller-manager not ready: %w", err)
 	}
 	return nil
@@ -65,20 +74,21 @@ func (cp *ControlPlane) startControllerManager(ctx context.Context) error {
 
 // probeCSRSigning creates a kubelet client CSR as the admin (whose
 // system:masters group may create nodeclient CSRs, so csrapproving approves
-// it), waits for the certificate, and deletes the CSR again.
-func (cp *ControlPlane) probeCSRSigning(ctx context.Context, p *process) error {
+// it), waits for the certificate, deletes the CSR again and returns the
+// certificate (PEM).
+func (cp *ControlPlane) probeCSRSigning(ctx context.Context, p *process) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, controllerManagerReadyTimeout)
 	defer cancel()
 
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return fmt.Errorf("generate probe key: %w", err)
+		return nil, fmt.Errorf("generate probe key: %w", err)
 	}
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
 		Subject: pkix.Name{CommonName: "system:node:certagent-controlplane-probe", Organization: []string{"system:nodes"}},
 	}, key)
 	if err != nil {
-		return fmt.Errorf("create probe CSR: %w", err)
+		return nil, fmt.Errorf("create probe CSR: %w", err)
 	}
 	expiration := int32(600)
 	csr := &certificatesv1.CertificateSigningRequest{
@@ -93,7 +103,7 @@ func (cp *ControlPlane) probeCSRSigning(ctx context.Context, p *process) error {
 	csrs := cp.Admin.CertificatesV1().CertificateSigningRequests()
 	csr, err = csrs.Create(ctx, csr, metav1.CreateOptions{})
 	if err != nil {
-		return fmt.Errorf("create probe CSR: %w", err)
+		return nil, fmt.Errorf("create probe CSR: %w", err)
 	}
 	defer func() {
 		delCtx, delCancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -103,11 +113,11 @@ func (cp *ControlPlane) probeCSRSigning(ctx context.Context, p *process) error {
 
 	for {
 		if p.exited() {
-			return p.exitError()
+			return nil, p.exitError()
 		}
 		got, err := csrs.Get(ctx, csr.Name, metav1.GetOptions{})
 		if err == nil && len(got.Status.Certificate) > 0 {
-			return nil
+			return got.Status.Certificate, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -117,7 +127,7 @@ func (cp *ControlPlane) probeCSRSigning(ctx context.Context, p *process) error {
 			} else if got != nil {
 				state = fmt.Sprintf("conditions %v", got.Status.Conditions)
 			}
-			return fmt.Errorf("probe CSR %s not signed (%s): %w; last lines of %s:\n%s",
+			return nil, fmt.Errorf("probe CSR %s not signed (%s): %w; last lines of %s:\n%s",
 				csr.Name, state, ctx.Err(), p.logPath, p.logTail())
 		case <-p.done:
 		case <-time.After(200 * time.Millisecond):
@@ -167,4 +177,17 @@ func (cp *ControlPlane) StartControllerManager(ctx context.Context) error {
 		return fmt.Errorf("start kube-controller-manager: already running")
 	}
 	return cp.startControllerManager(ctx)
+}
+
+// SignProbeCSR has the running controller-manager approve and sign a kubelet
+// client CSR (system:node:certagent-controlplane-probe) and returns the
+// certificate (PEM): which CA signs kubelet certificates now.
+func (cp *ControlPlane) SignProbeCSR(ctx context.Context) ([]byte, error) {
+	cp.mu.Lock()
+	p := cp.kcm
+	cp.mu.Unlock()
+	if p == nil {
+		return nil, fmt.Errorf("sign probe CSR: kube-controller-manager is not running")
+	}
+	return cp.probeCSRSigning(ctx, p)
 }

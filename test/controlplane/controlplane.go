@@ -44,6 +44,13 @@ type Options struct {
 	// runs (a bridge for network namespaces to reach the API server). Nil
 	// keeps 127.0.0.1: loopback only.
 	BindAddress net.IP
+	// PublishServingTrust runs kube-controller-manager's
+	// kube-apiserver-serving-clustertrustbundle-publisher-controller with
+	// --root-ca-file = TrustBundleFile, so that it publishes the API server's
+	// serving CAs as a ClusterTrustBundle, and makes the API server's
+	// --client-ca-file and --kubelet-certificate-authority that same bundle
+	// file, as a CA rotation (AddCA … RemoveOldCA) needs.
+	PublishServingTrust bool
 	// Logf, if set, receives progress messages.
 	Logf func(string, ...any)
 }
@@ -61,13 +68,16 @@ type ControlPlane struct {
 	EtcdURL string
 	// CAFile is the cluster CA certificate (PEM); the CA signs the
 	// apiserver serving certificate, the admin client certificate, and,
-	// through the controller-manager, kubelet certificates.
+	// through the controller-manager, kubelet certificates. After a CA
+	// rotation's SwitchSigners it is the new CA's.
 	CAFile    string
 	CACertPEM []byte
 	// CAKeyFile is the cluster CA's private key (PKCS#8 PEM).
 	CAKeyFile string
 	// AdminConfig authenticates with a client certificate in
-	// system:masters (CN=certagent-admin).
+	// system:masters (CN=certagent-admin). A CA rotation's phases replace
+	// AdminConfig and Admin (the CAs they trust, the certificate): read
+	// them afresh after a phase, and not from another goroutine during one.
 	AdminConfig *rest.Config
 	Admin       kubernetes.Interface
 	// AdminKubeconfig is a kubeconfig file (Dir/admin.conf) equivalent to
@@ -78,8 +88,19 @@ type ControlPlane struct {
 	AuditLog    string
 	auditPolicy string
 
-	bins            Binaries
-	pki             *pkiFiles
+	// TrustBundleFile is the CA bundle the API server's --client-ca-file
+	// and --kubelet-certificate-authority name (and, with
+	// PublishServingTrust, the controller-manager's --root-ca-file): CAFile
+	// itself unless PublishServingTrust, where a CA rotation rewrites it.
+	TrustBundleFile string
+
+	bins         Binaries
+	pki          *pkiFiles
+	publishTrust bool
+	rotation     *caRotation
+	// clientCAPEM are the CAs the admin and controller-manager kubeconfigs
+	// trust for the API server: the cluster CA, both during a CA rotation.
+	clientCAPEM     []byte
 	port            int
 	signingDuration time.Duration
 	// startSigningDuration is signingDuration as Start set it.
@@ -128,6 +149,7 @@ func Start(ctx context.Context, bins Binaries, opts Options) (*ControlPlane, err
 		maxInflight:     [2]int{opts.MaxRequestsInflight, opts.MaxMutatingRequestsInflight},
 		bindAddress:     opts.BindAddress,
 		logf:            opts.Logf,
+		publishTrust:    opts.PublishServingTrust,
 	}
 	if cp.bindAddress == nil {
 		cp.bindAddress = net.IPv4(127, 0, 0, 1)
@@ -160,7 +182,11 @@ func (cp *ControlPlane) start(ctx context.Context) error {
 		return fmt.Errorf("generate PKI: %w", err)
 	}
 	cp.pki = p
+	cp.clientCAPEM = p.caCertPEM
 	cp.CAFile, cp.CAKeyFile, cp.CACertPEM = p.CACert, p.CAKey, p.caCertPEM
+	if err := cp.setUpTrustBundle(); err != nil {
+		return err
+	}
 	cp.AuditLog, cp.auditPolicy = filepath.Join(cp.LogDir, "audit.log"), filepath.Join(cp.Dir, "audit-policy.yaml")
 	if err := os.WriteFile(cp.auditPolicy, []byte(auditPolicy), 0o644); err != nil {
 		return fmt.Errorf("write audit policy: %w", err)
@@ -180,9 +206,8 @@ func (cp *ControlPlane) start(ctx context.Context) error {
 	}
 	cp.logf("control plane: kube-apiserver ready at %s after %s", cp.URL, time.Since(t0).Round(time.Millisecond))
 
-	if err := writeKubeconfig(cp.kcmKubeconfig,
-		clientCertKubeconfig(cp.URL, p.caCertPEM, "system:kube-controller-manager", p.kcmCertPEM, p.kcmKeyPEM)); err != nil {
-		return fmt.Errorf("controller-manager kubeconfig: %w", err)
+	if err := cp.writeControllerManagerKubeconfig(); err != nil {
+		return err
 	}
 	if err := cp.installKubeadmRBAC(ctx); err != nil {
 		return err
@@ -229,7 +254,7 @@ func (cp *ControlPlane) setupAdmin() error {
 	cp.AdminConfig = &rest.Config{
 		Host: cp.URL,
 		TLSClientConfig: rest.TLSClientConfig{
-			CAData:   cp.pki.caCertPEM,
+			CAData:   cp.clientCAPEM,
 			CertData: cp.pki.adminCertPEM,
 			KeyData:  cp.pki.adminKeyPEM,
 		},
@@ -243,8 +268,18 @@ func (cp *ControlPlane) setupAdmin() error {
 	}
 	cp.Admin = admin
 	if err := writeKubeconfig(cp.AdminKubeconfig,
-		clientCertKubeconfig(cp.URL, cp.pki.caCertPEM, "certagent-admin", cp.pki.adminCertPEM, cp.pki.adminKeyPEM)); err != nil {
+		clientCertKubeconfig(cp.URL, cp.clientCAPEM, "certagent-admin", cp.pki.adminCertPEM, cp.pki.adminKeyPEM)); err != nil {
 		return fmt.Errorf("admin kubeconfig: %w", err)
+	}
+	return nil
+}
+
+// writeControllerManagerKubeconfig writes the controller-manager's
+// kubeconfig: its client certificate, trusting clientCAPEM.
+func (cp *ControlPlane) writeControllerManagerKubeconfig() error {
+	if err := writeKubeconfig(cp.kcmKubeconfig,
+		clientCertKubeconfig(cp.URL, cp.clientCAPEM, "system:kube-controller-manager", cp.pki.kcmCertPEM, cp.pki.kcmKeyPEM)); err != nil {
+		return fmt.Errorf("controller-manager kubeconfig: %w", err)
 	}
 	return nil
 }

@@ -18,6 +18,11 @@
 //	token, err := cp.CreateBootstrapToken(ctx, controlplane.TokenOptions{AutoApprove: true})
 //	err = cp.WriteBootstrapKubeconfig(path, token, true)
 //
+// With Options.PublishServingTrust the controller-manager publishes the API
+// server's serving CAs as a ClusterTrustBundle, and AddCA, SwitchServing,
+// SwitchSigners, SwitchKubeletClient and RemoveOldCA rotate the cluster CA
+// phase by phase as an operator does (docs/ca-rotation.md).
+//
 // The binaries are built from the Go module proxy (k8s.io/kubernetes of the
 // minor in $CERTAGENT_K8S, pinned by its module under test/k8s, default
 // Newest; go.etcd.io/etcd/server/v3, pinned by test/tools/etcd) once per

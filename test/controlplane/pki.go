@@ -58,22 +58,9 @@ func generatePKI(dir string, bind net.IP) (*pkiFiles, error) {
 		KubeletClientKey:  filepath.Join(dir, "apiserver-kubelet-client.key"),
 	}
 
-	caKey, err := newKey()
+	caDER, caKey, err := newCA("certagent-test-ca")
 	if err != nil {
-		return nil, fmt.Errorf("generate CA key: %w", err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		Subject:               pkix.Name{CommonName: "certagent-test-ca"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(certValidity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	caDER, err := sign(caTmpl, caTmpl, caKey.Public(), caKey)
-	if err != nil {
-		return nil, fmt.Errorf("self-sign CA: %w", err)
+		return nil, err
 	}
 	if p.ca, err = x509.ParseCertificate(caDER); err != nil {
 		return nil, fmt.Errorf("parse CA: %w", err)
@@ -95,19 +82,8 @@ func generatePKI(dir string, bind net.IP) (*pkiFiles, error) {
 	if _, _, err := p.issue(serving, p.ServingCert, p.ServingKey); err != nil {
 		return nil, fmt.Errorf("apiserver serving cert: %w", err)
 	}
-	admin := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: "certagent-admin", Organization: []string{"system:masters"}},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if p.adminCertPEM, p.adminKeyPEM, err = p.issue(admin, p.AdminCert, p.AdminKey); err != nil {
-		return nil, fmt.Errorf("admin client cert: %w", err)
-	}
-	kcm := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: "system:kube-controller-manager", Organization: []string{"system:masters"}},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if p.kcmCertPEM, p.kcmKeyPEM, err = p.issue(kcm, p.KCMCert, p.KCMKey); err != nil {
-		return nil, fmt.Errorf("controller-manager client cert: %w", err)
+	if err := p.issueClients(); err != nil {
+		return nil, err
 	}
 	kubeletClient := &x509.Certificate{
 		Subject:     pkix.Name{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}},
@@ -134,9 +110,63 @@ func generatePKI(dir string, bind net.IP) (*pkiFiles, error) {
 	return p, nil
 }
 
+// issueClients issues the admin and controller-manager client certificates
+// with the current CA.
+func (p *pkiFiles) issueClients() error {
+	var err error
+	admin := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "certagent-admin", Organization: []string{"system:masters"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if p.adminCertPEM, p.adminKeyPEM, err = p.issue(admin, p.AdminCert, p.AdminKey); err != nil {
+		return fmt.Errorf("admin client cert: %w", err)
+	}
+	kcm := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "system:kube-controller-manager", Organization: []string{"system:masters"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if p.kcmCertPEM, p.kcmKeyPEM, err = p.issue(kcm, p.KCMCert, p.KCMKey); err != nil {
+		return fmt.Errorf("controller-manager client cert: %w", err)
+	}
+	return nil
+}
+
+// newCA makes a self-signed ECDSA P-256 CA named cn, valid from an hour ago
+// (so the later of two CAs has the later NotBefore) for certValidity.
+func newCA(cn string) ([]byte, *ecdsa.PrivateKey, error) {
+	key, err := newKey()
+	if err != nil {
+		return nil, nil, fmt.Errorf("generate CA key: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		Subject:               pkix.Name{CommonName: cn},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(certValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := sign(tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("self-sign CA %s: %w", cn, err)
+	}
+	return der, key, nil
+}
+
 // issue signs tmpl (a leaf certificate) with the CA using a fresh key and
 // writes certificate and key to certPath and keyPath.
 func (p *pkiFiles) issue(tmpl *x509.Certificate, certPath, keyPath string) (certPEM, keyPEM []byte, err error) {
+	der, key, err := issueLeaf(tmpl, p.ca, p.caKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	return writeCertAndKey(certPath, keyPath, der, key)
+}
+
+// issueLeaf signs tmpl with ca using a fresh key, valid from an hour ago for
+// certValidity.
+func issueLeaf(tmpl, ca *x509.Certificate, caKey crypto.Signer) ([]byte, *ecdsa.PrivateKey, error) {
 	key, err := newKey()
 	if err != nil {
 		return nil, nil, fmt.Errorf("generate key: %w", err)
@@ -146,11 +176,11 @@ func (p *pkiFiles) issue(tmpl *x509.Certificate, certPath, keyPath string) (cert
 	tmpl.NotAfter = now.Add(certValidity)
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	tmpl.BasicConstraintsValid = true
-	der, err := sign(tmpl, p.ca, key.Public(), p.caKey)
+	der, err := sign(tmpl, ca, key.Public(), caKey)
 	if err != nil {
 		return nil, nil, err
 	}
-	return writeCertAndKey(certPath, keyPath, der, key)
+	return der, key, nil
 }
 
 func newKey() (*ecdsa.PrivateKey, error) {

@@ -27,7 +27,7 @@ func (cp *ControlPlane) UserConfig(user string, groups ...string) (*rest.Config,
 	}
 	return &rest.Config{
 		Host:            cp.URL,
-		TLSClientConfig: rest.TLSClientConfig{CAData: cp.pki.caCertPEM, CertData: certPEM, KeyData: keyPEM},
+		TLSClientConfig: rest.TLSClientConfig{CAData: cp.clientCAPEM, CertData: certPEM, KeyData: keyPEM},
 		UserAgent:       "certagent-test-" + user,
 	}, nil
 }

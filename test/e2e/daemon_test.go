@@ -67,7 +67,7 @@ func TestDaemonRenewsBothCertificates(t *testing.T) {
 	go n.approver(ctx)
 	ns := newNotifySocket(t)
 	p := n.startDaemon(ns)
-	ns.waitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, time.Minute)
+	ns.WaitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, time.Minute)
 	addr := p.httpAddr(t)
 
 	keys := map[string]map[string]bool{"kubelet-client": {}, "kubelet-server": {}}
@@ -105,10 +105,10 @@ func TestDaemonRenewsBothCertificates(t *testing.T) {
 	}
 
 	// systemd heard STATUS and WATCHDOG.
-	ns.waitFor(t, "STATUS", func(m string) bool {
+	ns.WaitFor(t, "STATUS", func(m string) bool {
 		return strings.HasPrefix(m, "STATUS=client valid until ") && strings.Contains(m, "; serving: ")
 	}, 30*time.Second)
-	ns.waitFor(t, "WATCHDOG=1", func(m string) bool { return m == "WATCHDOG=1" }, 10*time.Second)
+	ns.WaitFor(t, "WATCHDOG=1", func(m string) bool { return m == "WATCHDOG=1" }, 10*time.Second)
 
 	// HTTP endpoints.
 	if code, body := httpGet(t, "http://"+addr+"/readyz"); code != 200 {
@@ -169,7 +169,7 @@ func TestDaemonRenewsBothCertificates(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("SIGTERM took %s", took)
 	}
-	ns.waitFor(t, "STOPPING=1", func(m string) bool { return m == "STOPPING=1" }, time.Second)
+	ns.WaitFor(t, "STOPPING=1", func(m string) bool { return m == "STOPPING=1" }, time.Second)
 	if !exists(filepath.Join(n.certDir, "kubelet-server-pending.key")) {
 		t.Error("the pending serving key was not kept across SIGTERM")
 	}
@@ -242,13 +242,13 @@ func TestDaemonDeniedServingNoStorm(t *testing.T) {
 	p := n.startDaemon(ns)
 	addr := p.httpAddr(t)
 	csr := n.waitForCSR(certificatesv1.KubeletServingSignerName, time.Minute)
-	ns.waitFor(t, "STATUS waiting for approval", func(m string) bool {
+	ns.WaitFor(t, "STATUS waiting for approval", func(m string) bool {
 		return strings.Contains(m, "serving: waiting for approval of "+csr.Name+" (kubectl certificate approve "+csr.Name+")")
 	}, 30*time.Second)
 	if err := cp.DenyCSR(context.Background(), csr.Name, "NotOurNode", "names do not match"); err != nil {
 		t.Fatal(err)
 	}
-	ns.waitFor(t, "STATUS after denial", func(m string) bool {
+	ns.WaitFor(t, "STATUS after denial", func(m string) bool {
 		return strings.Contains(m, "serving: retrying at ") && strings.Contains(m, "was denied")
 	}, 30*time.Second)
 	time.Sleep(15 * time.Second)
@@ -278,7 +278,7 @@ func TestDaemonStrandedNodeRecovers(t *testing.T) {
 	ns := newNotifySocket(t)
 	p := n.startDaemon(ns)
 	addr := p.httpAddr(t)
-	ns.waitFor(t, "STATUS waiting for a bootstrap kubeconfig", func(m string) bool {
+	ns.WaitFor(t, "STATUS waiting for a bootstrap kubeconfig", func(m string) bool {
 		return m == "STATUS=waiting for a bootstrap kubeconfig at "+n.bootstrap+" (no valid "+n.kubeconf+")"
 	}, 30*time.Second)
 	if code, _ := httpGet(t, "http://"+addr+"/readyz"); code != 503 {
@@ -293,7 +293,7 @@ func TestDaemonStrandedNodeRecovers(t *testing.T) {
 	if err := os.Rename(tmp, n.bootstrap); err != nil {
 		t.Fatal(err)
 	}
-	ns.waitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, 20*time.Second)
+	ns.WaitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, 20*time.Second)
 	if took := time.Since(dropped); took > 10*time.Second {
 		t.Errorf("recovered %s after the bootstrap kubeconfig appeared", took)
 	}
@@ -313,7 +313,7 @@ func TestDaemonSurvivesAPIServerOutage(t *testing.T) {
 	n.writeConfig(shortLived + "serving:\n  enabled: false\n")
 	ns := newNotifySocket(t)
 	p := n.startDaemon(ns)
-	ns.waitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, time.Minute)
+	ns.WaitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, time.Minute)
 	if err := cp.StopAPIServer(); err != nil {
 		t.Fatal(err)
 	}
@@ -358,12 +358,12 @@ func TestDaemonNoticesDeletedKubeconfig(t *testing.T) {
 	ns := newNotifySocket(t)
 	p := n.startDaemon(ns)
 	addr := p.httpAddr(t)
-	ns.waitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, time.Minute)
+	ns.WaitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, time.Minute)
 	if err := os.Remove(n.kubeconf); err != nil {
 		t.Fatal(err)
 	}
 	removed := time.Now()
-	ns.waitFor(t, "STATUS after deletion", func(m string) bool {
+	ns.WaitFor(t, "STATUS after deletion", func(m string) bool {
 		return strings.HasPrefix(m, "STATUS=waiting for a bootstrap kubeconfig at "+n.bootstrap)
 	}, 10*time.Second)
 	t.Logf("deletion noticed after %s", time.Since(removed).Round(time.Millisecond))
@@ -405,7 +405,7 @@ func TestDaemonFinishesABootstrapWhoseKubeconfigWasDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	approved := time.Now()
-	ns.waitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, time.Minute)
+	ns.WaitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, time.Minute)
 	if who, err := n.whoAmI(); err != nil || who != "system:node:"+n.name {
 		t.Fatalf("kubelet.conf authenticates as %q, %v\n%s", who, err, p.out.String())
 	}

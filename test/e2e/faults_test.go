@@ -98,7 +98,7 @@ func TestEndurance(t *testing.T) {
 	ns := newNotifySocket(t)
 	p := n.startDaemon(ns)
 	addr := p.httpAddr(t)
-	ns.waitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, time.Minute)
+	ns.WaitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, time.Minute)
 	t.Cleanup(func() {
 		if t.Failed() {
 			out := p.out.String()

@@ -24,7 +24,7 @@ func TestNoStormWhenTheSignerIssuesShorter(t *testing.T) {
 	n.writeConfig("rotation:\n  renewBefore: 25h\nserving:\n  enabled: false\nmetrics:\n  address: 127.0.0.1:0\n")
 	ns := newNotifySocket(t)
 	p := n.startDaemon(ns)
-	ns.waitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, time.Minute)
+	ns.WaitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, time.Minute)
 	time.Sleep(20 * time.Second)
 	if got := len(n.csrs(certificatesv1.KubeAPIServerClientKubeletSignerName)); got != 1 {
 		t.Fatalf("%d client CSRs in 20 s, want 1\n%s", got, p.out.String())
@@ -114,8 +114,8 @@ func TestRejectedKubeletConfRecovers(t *testing.T) {
 	p := n.startDaemon(ns)
 	addr := p.httpAddr(t)
 	want := "STATUS=client rejected by the API server (Unauthorized); drop a bootstrap kubeconfig at " + n.bootstrap + " to bootstrap again"
-	ns.waitFor(t, "STATUS rejected", func(m string) bool { return m == want }, 30*time.Second)
-	for _, m := range ns.all() {
+	ns.WaitFor(t, "STATUS rejected", func(m string) bool { return m == want }, 30*time.Second)
+	for _, m := range ns.All() {
 		if m == "READY=1" {
 			t.Fatal("READY=1 with a kubelet.conf the API server rejects")
 		}
@@ -130,7 +130,7 @@ func TestRejectedKubeletConfRecovers(t *testing.T) {
 	if err := os.Rename(tmp, n.bootstrap); err != nil {
 		t.Fatal(err)
 	}
-	ns.waitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, 30*time.Second)
+	ns.WaitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, 30*time.Second)
 	if who, err := n.whoAmI(); err != nil || who != "system:node:"+n.name {
 		t.Fatalf("after recovery kubelet.conf is %q, %v", who, err)
 	}
@@ -150,7 +150,7 @@ func TestRunOnceBesideTheDaemon(t *testing.T) {
 	n.writeConfig("serving:\n  enabled: false\nmetrics:\n  address: 127.0.0.1:0\n")
 	ns := newNotifySocket(t)
 	n.startDaemon(ns)
-	ns.waitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, time.Minute)
+	ns.WaitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, time.Minute)
 	code, out := n.runOnce()
 	if code != 0 || !strings.Contains(out, "the running certagent daemon did the work") || !strings.Contains(out, "client: valid until") || !strings.Contains(out, "not due") {
 		t.Fatalf("run --once beside the daemon: exit %d\n%s", code, out)

@@ -7,12 +7,12 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/certagent/certagent/test/controlplane"
+	"github.com/certagent/certagent/test/kubelettest"
 )
 
 var (
@@ -36,7 +36,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(work)
-	if certagentBin, err = buildCertagent(ctx, work); err != nil {
+	if certagentBin, err = kubelettest.BuildCertagent(ctx, work); err != nil {
 		logf("building certagent: %v", err)
 		return 1
 	}
@@ -55,17 +55,4 @@ func run(m *testing.M) int {
 	logf("control plane %s up at %s in %s", bins.Version, cp.URL, time.Since(start).Round(time.Millisecond))
 	defer cp.Stop()
 	return m.Run()
-}
-
-// buildCertagent uses $CERTAGENT_BIN if set (the Makefile builds it), else
-// builds ../../cmd/certagent.
-func buildCertagent(ctx context.Context, dir string) (string, error) {
-	if p := os.Getenv("CERTAGENT_BIN"); p != "" {
-		return filepath.Abs(p)
-	}
-	out := filepath.Join(dir, "certagent")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/certagent")
-	cmd.Dir = filepath.Join("..", "..")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	return out, cmd.Run()
 }

@@ -3,9 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,9 +16,9 @@ import (
 	"github.com/certagent/certagent/internal/syncbuf"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/certagent/certagent/test/controlplane"
+	"github.com/certagent/certagent/test/kubelettest"
 )
 
 // node is one simulated node: its own directories and node name.
@@ -178,22 +176,7 @@ func (n *node) csrs(signer string) []certificatesv1.CertificateSigningRequest {
 
 // listCSRs is csrs without the test's Fatal, for other goroutines.
 func (n *node) listCSRs(signer string) ([]certificatesv1.CertificateSigningRequest, error) {
-	list, err := cp.Admin.CertificatesV1().CertificateSigningRequests().List(context.Background(), metav1.ListOptions{})
-	if err != nil {
-		return nil, err
-	}
-	var out []certificatesv1.CertificateSigningRequest
-	for _, c := range list.Items {
-		block, _ := pem.Decode(c.Spec.Request)
-		if block == nil {
-			continue
-		}
-		req, err := x509.ParseCertificateRequest(block.Bytes)
-		if err == nil && req.Subject.CommonName == "system:node:"+n.name && c.Spec.SignerName == signer {
-			out = append(out, c)
-		}
-	}
-	return out, nil
+	return kubelettest.NodeCSRs(context.Background(), cp, n.name, signer)
 }
 
 // waitForCSR waits until exactly one CSR of signer exists for the node.

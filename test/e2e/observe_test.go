@@ -173,7 +173,7 @@ func TestPrometheusSeesCertagent(t *testing.T) {
 	p := n.startDaemon(ns)
 	approve, stop := context.WithCancel(context.Background())
 	go n.approver(approve)
-	ns.waitFor(t, "READY=1", func(m string) bool { return strings.Contains(m, "READY=1") }, time.Minute)
+	ns.WaitFor(t, "READY=1", func(m string) bool { return strings.Contains(m, "READY=1") }, time.Minute)
 	for n.current("kubelet-server") == nil {
 		time.Sleep(50 * time.Millisecond)
 	}

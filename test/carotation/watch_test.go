@@ -1,0 +1,115 @@
+package carotation
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/certagent/certagent/test/kubelettest"
+)
+
+// rotation is the test's view of the node through the rotation.
+type rotation struct {
+	t           *testing.T
+	n           *node
+	k           *kubelettest.Kubelet
+	agent       *daemon
+	pid         int    // the kubelet's
+	metricsAddr string // certagent's
+	strict      bool   // the node side's failures fail the test
+	lastProxy   time.Time
+	took        []string      // each phase and how long it took
+	reissued    time.Duration // from SwitchSigners to both certificates on the new CA
+	// clientSwitched is from the re-issued client certificate's storing to
+	// the kubelet's switching to it (client-go re-reads the file every 5
+	// minutes).
+	clientSwitched time.Duration
+	problems       []string
+	nodeSide       []string // the node side's failures when not strict
+}
+
+// watch observes the kubelet every 2 s (and reaches it through the API
+// server every 10 s) for d or until done holds; it reports whether done
+// held. The kubelet or certagent exiting ends the test.
+func (r *rotation) watch(ctx context.Context, d time.Duration, done func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		r.k.Watch.Observe(ctx)
+		if time.Since(r.lastProxy) >= 10*time.Second {
+			r.k.Watch.ThroughAPIServer(ctx)
+			r.lastProxy = time.Now()
+		}
+		if done != nil && done() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case err := <-r.k.Exited:
+			r.fatal("the kubelet (PID %d) exited: %v", r.pid, err)
+		case err := <-r.agent.done:
+			r.fatal("certagent exited: %v", err)
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// checkAlive records a problem unless the kubelet and certagent both run.
+func (r *rotation) checkAlive() {
+	if err := syscall.Kill(r.pid, 0); err != nil {
+		r.problem("the kubelet's PID %d is gone: %v", r.pid, err)
+	}
+	select {
+	case err := <-r.agent.done:
+		r.problem("certagent exited: %v", err)
+	default:
+	}
+}
+
+func (r *rotation) problem(format string, args ...any) {
+	r.problems = append(r.problems, fmt.Sprintf(format, args...))
+}
+
+// nodeProblem is a failure of certagent's node side: a problem, or only
+// logged when the node side is not enforced.
+func (r *rotation) nodeProblem(format string, args ...any) {
+	if r.strict {
+		r.problem(format, args...)
+		return
+	}
+	r.nodeSide = append(r.nodeSide, fmt.Sprintf(format, args...))
+}
+
+// fatal ends the test with the kubelet's and certagent's logs.
+func (r *rotation) fatal(format string, args ...any) {
+	r.t.Helper()
+	log := "(not started)"
+	if r.k != nil {
+		log = r.k.Watch.Log + ", last lines:\n" + kubelettest.TailFile(r.k.Watch.Log, 40)
+	}
+	r.t.Fatalf(format+"\nkubelet log %s\ncertagent:\n%s", append(args, log, r.agent.out.String())...)
+}
+
+// waitForKubeletFiles waits for what the kubelet starts on: certagent's
+// serving certificate and the client CA file it keeps.
+func (r *rotation) waitForKubeletFiles(ctx context.Context) {
+	for deadline := time.Now().Add(time.Minute); ; {
+		if kubelettest.CurrentLeaf(r.n.certDir, "kubelet-server") != nil && exists(r.n.clientCA) && exists(r.n.caFile()) {
+			return
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			r.fatal("no serving certificate, %s or %s a minute after READY", r.n.clientCA, r.n.caFile())
+		}
+		select {
+		case err := <-r.agent.done:
+			r.fatal("certagent exited: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }
