@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -141,7 +142,7 @@ func (fo *follower) keep(role, what, path string, b trust.Bundle, err error) {
 	}
 	if old, rerr := os.ReadFile(path); rerr == nil {
 		if cur, perr := trust.ParseBundle(old); perr == nil && cur.Equal(b) {
-			fo.a.certs.UpdateTrust(func(t *observe.TrustState) { t.CAs[role] = len(b.CAs) })
+			fo.noteFile(role, path, len(b.CAs))
 			return
 		}
 	}
@@ -153,9 +154,18 @@ func (fo *follower) keep(role, what, path string, b trust.Bundle, err error) {
 		fo.a.log.Error("cannot write the cluster's published trust", zap.String("path", path), zap.Error(werr))
 		return
 	}
-	fo.a.certs.UpdateTrust(func(t *observe.TrustState) { t.CAs[role] = len(b.CAs) })
+	fo.noteFile(role, path, len(b.CAs))
 	fo.a.log.Info("trust updated from the cluster's published bundle", zap.String("file", path), zap.String("cas", b.DescribeAll()))
 	fo.a.events.TrustUpdated(what, path, b.DescribeAll())
+}
+
+// noteFile records what the trust file of role holds and when it changed.
+func (fo *follower) noteFile(role, path string, cas int) {
+	var changed time.Time
+	if fi, err := os.Stat(path); err == nil {
+		changed = fi.ModTime()
+	}
+	fo.a.certs.UpdateTrust(func(t *observe.TrustState) { t.CAs[role], t.Changed[role] = cas, changed })
 }
 
 // refuse logs and tells a refusal; nothing changes.

@@ -75,6 +75,9 @@ func TestDaemonFollowsACARotation(t *testing.T) {
 		if v, _ := sample(t, fams, "certagent_trust_cas", ""); v != 1 {
 			t.Fatalf("certagent_trust_cas = %v, want 1", v)
 		}
+		if v, _ := sample(t, fams, "certagent_trust_changed_timestamp_seconds", ""); v <= 0 {
+			t.Fatalf("certagent_trust_changed_timestamp_seconds = %v, want when the file changed", v)
+		}
 		for _, r := range []string{observe.ReasonTrustUpdated, observe.ReasonReissueScheduled} {
 			if sink.Find(r) == nil {
 				t.Fatalf("no %s Event; got %v", r, sink.Reasons())

@@ -2,6 +2,8 @@ package observe
 
 import (
 	"fmt"
+	"maps"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -15,6 +17,8 @@ type TrustState struct {
 	// CAs counts the CAs of each file the agent keeps, by its role (TrustFileCA,
 	// TrustFileKubeletClientCA); absent: not written by this process.
 	CAs map[string]int
+	// Changed is when each file last changed (its modification time).
+	Changed map[string]time.Time
 	// Refused counts published bundles refused.
 	Refused uint64
 }
@@ -30,7 +34,7 @@ func (c *Certs) UpdateTrust(f func(*TrustState)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.trust.CAs == nil {
-		c.trust.CAs = map[string]int{}
+		c.trust.CAs, c.trust.Changed = map[string]int{}, map[string]time.Time{}
 	}
 	f(&c.trust)
 }
@@ -38,10 +42,7 @@ func (c *Certs) UpdateTrust(f func(*TrustState)) {
 // trustCopy is a copy of the trust state; c.mu is held.
 func (c *Certs) trustCopy() TrustState {
 	t := c.trust
-	t.CAs = make(map[string]int, len(c.trust.CAs))
-	for k, v := range c.trust.CAs {
-		t.CAs[k] = v
-	}
+	t.CAs, t.Changed = maps.Clone(c.trust.CAs), maps.Clone(c.trust.Changed)
 	return t
 }
 
@@ -61,6 +62,12 @@ func writeTrustMetrics(w *Expo, kinds []bootstrap.Kind, states []Cert, t TrustSt
 	for _, f := range []string{TrustFileCA, TrustFileKubeletClientCA} {
 		if n, ok := t.CAs[f]; ok {
 			w.sample("certagent_trust_cas", float64(n), "file", f)
+		}
+	}
+	w.family("certagent_trust_changed_timestamp_seconds", "When each trust file certagent keeps last changed, Unix time: a kubelet re-reads kubelet.conf's CA file and its client certificate up to 5 minutes later.", "gauge")
+	for _, f := range []string{TrustFileCA, TrustFileKubeletClientCA} {
+		if at, ok := t.Changed[f]; ok {
+			w.sample("certagent_trust_changed_timestamp_seconds", unixSeconds(at), "file", f)
 		}
 	}
 	w.family("certagent_trust_refused_total", "Published trust bundles refused (empty, malformed, not CAs, or not trusting the API server the node talks to).", "counter")
