@@ -22,6 +22,9 @@ FUZZTIME  ?= 30s
 FLEET_N       ?= 500
 FLEET_SHORT_N ?= 20
 FLEET_QPS     ?= 500
+# make fleet-carotation: nodes that follow a cluster CA rotation, and their trust.reissueSpread.
+FLEET_CAROT_N      ?= 100
+FLEET_CAROT_SPREAD ?= 2m
 # make fleet-attest: nodes in each of its two fleets (by TPM attestation, each with its own swtpm; by token).
 FLEET_ATTEST_N ?= 100
 # make fleet: times the like-for-like pair (certagent client only, the kubelet's path) runs under each limit,
@@ -45,7 +48,7 @@ K8S_MINORS    := $(shell ls test/k8s | grep '^v1\.' | sort -t. -k2,2nr)
 COMPAT_MINORS ?= $(K8S_MINORS)
 COMPAT_TESTS  := ^(TestBootstrapClientAndServing|TestDaemonRenewsBothCertificates|TestRestartWhilePendingReusesCSR|TestDeniedClientCSR|TestDeniedServingCSR)$$
 
-.PHONY: help build tpm-deps unit e2e e2e-deps carotation node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short vuln compat compat-oldest rules rules-deps fleet fleet-short fleet-overload fleet-attest fleet-deps
+.PHONY: help build tpm-deps unit e2e e2e-deps carotation node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short vuln compat compat-oldest rules rules-deps fleet fleet-short fleet-overload fleet-attest fleet-carotation fleet-deps
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -173,6 +176,13 @@ fleet-overload: build ## Only the fleet's overload comparison: FLEET_OVERLOAD_N 
 	set -o pipefail; cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) FLEET_N=$(FLEET_OVERLOAD_N) FLEET_OUT=$(CURDIR)/bin/fleet-overload \
 		$(GO) test -count=1 -timeout 60m -v -run '^TestOverload$$' ./fleet/ -args -fleet.qps=$(FLEET_QPS) $(FLEET_OVERLOAD_ARGS) 2>&1 | tee $(CURDIR)/bin/fleet-overload/test.log
 	@cat bin/fleet-overload/fleet.md
+
+fleet-carotation: build ## FLEET_CAROT_N (100) certagent nodes with trust.follow through a cluster CA rotation's five phases (docs/ca-rotation.md): how long each phase took to reach every node, the re-issue CSRs and their peak per 10 s with trust.reissueSpread FLEET_CAROT_SPREAD (2m); bin/fleet-carotation/carotation.md (as root)
+	@rm -rf $(CURDIR)/bin/fleet-carotation; mkdir -p $(CURDIR)/bin/fleet-carotation
+	set -o pipefail; cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) FLEET_N=$(FLEET_CAROT_N) FLEET_CAROT=1 FLEET_OUT=$(CURDIR)/bin/fleet-carotation \
+		$(GO) test -count=1 -timeout 60m -v -run '^TestCARotationFleet$$' ./fleet/ -args -fleet.qps=$(FLEET_QPS) -fleet.reissue-spread=$(FLEET_CAROT_SPREAD) 2>&1 | tee $(CURDIR)/bin/fleet-carotation/test.log
+	@grep -q -- '--- PASS: TestCARotationFleet' $(CURDIR)/bin/fleet-carotation/test.log || { echo 'TestCARotationFleet did not run and pass'; exit 1; }
+	@cat bin/fleet-carotation/carotation.md
 
 fleet-attest: build tpm-deps ## FLEET_ATTEST_N (100) nodes, each with its own swtpm, join at once by TPM attestation (certagent-cluster serve, shipped RBAC), then as many by bootstrap token, on one control plane: time to kubelet.conf, API requests per node by identity, CSRs, CPU; bin/fleet-attest/fleet.md (as root)
 	@rm -rf $(CURDIR)/bin/fleet-attest; mkdir -p $(CURDIR)/bin/fleet-attest

@@ -30,7 +30,7 @@ var flowControlManifest = filepath.Join("..", "..", packaging.FlowControlManifes
 func applyFlowControl(t *testing.T, c *cluster) (undo func()) {
 	t.Helper()
 	ctx := context.Background()
-	fc := c.client.FlowcontrolV1()
+	fc := c.api().FlowcontrolV1()
 	objs, err := packaging.ReadManifest(flowControlManifest)
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +74,7 @@ func waitClassified(t *testing.T, c *cluster, cfg *rest.Config, who, want string
 	deadline := time.Now().Add(time.Minute)
 	var got string
 	for time.Now().Before(deadline) {
-		fs, err := c.client.FlowcontrolV1().FlowSchemas().Get(ctx, want, metav1.GetOptions{})
+		fs, err := c.api().FlowcontrolV1().FlowSchemas().Get(ctx, want, metav1.GetOptions{})
 		if err == nil {
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.URL+"/apis/certificates.k8s.io/v1/certificatesigningrequests?limit=1", nil)
 			if resp, err := hc.Do(req); err == nil {
@@ -99,7 +99,7 @@ var metricLabel = regexp.MustCompile(`(\w+)="([^"]*)"`)
 // "<level>_count"), and the seats each level has ("<level>").
 func apfCounts(t *testing.T, c *cluster) (rejected, dispatched, wait, seats map[string]float64) {
 	t.Helper()
-	data, err := c.client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	data, err := c.api().CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
 	if err != nil {
 		t.Fatalf("reading the API server's metrics: %v", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,7 +32,9 @@ type cluster struct {
 	*controlplane.ControlPlane
 	label  string // "default limit (QPS 20, burst 30)" or the raised one
 	token  string
-	client kubernetes.Interface // admin, not rate-limited here: the approver must not be what paces the fleet
+	// client is admin's, not rate-limited here: the approver must not be
+	// what paces the fleet. A CA rotation replaces it (refreshClient).
+	client atomic.Pointer[kubernetes.Clientset]
 	stop   func()
 }
 
@@ -78,10 +81,7 @@ func startCluster(t *testing.T, name string, opts controlplane.Options) *cluster
 	}
 	c := &cluster{ControlPlane: cp, label: limitLabel(opts.ControllerManagerQPS, opts.ControllerManagerBurst)}
 	t.Logf("control plane %s with the controller-manager's %s up in %s", cpBins.Version, c.label, time.Since(start).Round(time.Millisecond))
-	cfg := rest.CopyConfig(cp.AdminConfig)
-	cfg.QPS, cfg.Burst = -1, 0 // no client-side limit
-	cfg.UserAgent = "fleet-approver"
-	if c.client, err = kubernetes.NewForConfig(cfg); err != nil {
+	if err := c.refreshClient(); err != nil {
 		cp.Stop()
 		t.Fatal(err)
 	}
@@ -96,6 +96,23 @@ func startCluster(t *testing.T, name string, opts controlplane.Options) *cluster
 	return c
 }
 
+// api is the admin client.
+func (c *cluster) api() kubernetes.Interface { return c.client.Load() }
+
+// refreshClient builds the admin client from the control plane's admin
+// configuration as it is now (a CA rotation's phases replace it).
+func (c *cluster) refreshClient() error {
+	cfg := rest.CopyConfig(c.AdminConfig)
+	cfg.QPS, cfg.Burst = -1, 0 // no client-side limit
+	cfg.UserAgent = "fleet-approver"
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	c.client.Store(cs)
+	return nil
+}
+
 func limitLabel(qps float32, burst int) string {
 	if qps == 0 {
 		return "default limit (QPS 20, burst 30)"
@@ -108,7 +125,6 @@ func limitLabel(qps float32, burst int) string {
 // watch ends), with a few workers so that approvals are not serialized
 // behind one round trip each.
 func (c *cluster) approveServing(ctx context.Context) {
-	csrs := c.client.CertificatesV1().CertificateSigningRequests()
 	todo := make(chan certificatesv1.CertificateSigningRequest, 4096)
 	var wg sync.WaitGroup
 	for range 8 {
@@ -127,6 +143,7 @@ func (c *cluster) approveServing(ctx context.Context) {
 		}
 	}
 	for ctx.Err() == nil {
+		csrs := c.api().CertificatesV1().CertificateSigningRequests()
 		list, err := csrs.List(ctx, metav1.ListOptions{})
 		if err != nil {
 			sleepCtx(ctx, time.Second) // the API server may be down (the outage)
@@ -153,7 +170,7 @@ func (c *cluster) approveServing(ctx context.Context) {
 // from the object the watch delivered (one write); on a conflict it reads
 // the CSR again.
 func (c *cluster) approve(ctx context.Context, csr *certificatesv1.CertificateSigningRequest) {
-	csrs := c.client.CertificatesV1().CertificateSigningRequests()
+	csrs := c.api().CertificatesV1().CertificateSigningRequests()
 	for range 5 {
 		for _, cond := range csr.Status.Conditions {
 			if cond.Type == certificatesv1.CertificateApproved || cond.Type == certificatesv1.CertificateDenied {
@@ -192,7 +209,7 @@ type csrInfo struct {
 // census lists every CSR with the node its subject names.
 func (c *cluster) census(t *testing.T) []csrInfo {
 	t.Helper()
-	list, err := c.client.CertificatesV1().CertificateSigningRequests().List(context.Background(), metav1.ListOptions{})
+	list, err := c.api().CertificatesV1().CertificateSigningRequests().List(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +230,7 @@ func (c *cluster) census(t *testing.T) []csrInfo {
 // deleteCSRs removes every CSR, so the next fleet starts on a clean slate.
 func (c *cluster) deleteCSRs(t *testing.T) {
 	t.Helper()
-	err := c.client.CertificatesV1().CertificateSigningRequests().DeleteCollection(context.Background(), metav1.DeleteOptions{}, metav1.ListOptions{})
+	err := c.api().CertificatesV1().CertificateSigningRequests().DeleteCollection(context.Background(), metav1.DeleteOptions{}, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -131,7 +131,7 @@ func overloadRun(t *testing.T, c *cluster, probeCfg *rest.Config, mode string, n
 	o.QueueWait = map[string]time.Duration{}
 	for _, level := range []string{"global-default", "system", "certagent-node-certificates"} {
 		// The gauge of a deleted level lingers: only levels that exist.
-		if _, err := c.client.FlowcontrolV1().PriorityLevelConfigurations().Get(context.Background(), level, metav1.GetOptions{}); err == nil {
+		if _, err := c.api().FlowcontrolV1().PriorityLevelConfigurations().Get(context.Background(), level, metav1.GetOptions{}); err == nil {
 			o.Seats[level] = seats[level]
 		}
 		if count := waits[level+"_count"]; count > 0 {
