@@ -10,6 +10,7 @@ import (
 
 	"github.com/certagent/certagent/agent/observe"
 	"github.com/certagent/certagent/bootstrap"
+	"github.com/certagent/certagent/rotate"
 	"github.com/certagent/certagent/trust"
 )
 
@@ -58,7 +59,14 @@ func (fo *follower) reissue(ctx context.Context, kind bootstrap.Kind, issuing *x
 	if w == nil {
 		return
 	}
-	var o = <-w.loop.Request(ctx, true)
+	// The loop may never answer (a step stuck past the workers' stop
+	// grace): waiting on it without ctx would hold up the daemon's stop.
+	var o rotate.Outcome
+	select {
+	case <-ctx.Done():
+		return
+	case o = <-w.loop.Request(ctx, true):
+	}
 	if o.Err != nil {
 		return // the loop retries with its back-off; the next round plans again
 	}
