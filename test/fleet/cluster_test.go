@@ -30,8 +30,8 @@ import (
 // kubelet-csr-approver would.
 type cluster struct {
 	*controlplane.ControlPlane
-	label  string // "default limit (QPS 20, burst 30)" or the raised one
-	token  string
+	label string // "default limit (QPS 20, burst 30)" or the raised one
+	token string
 	// client is admin's, not rate-limited here: the approver must not be
 	// what paces the fleet. A CA rotation replaces it (refreshClient).
 	client atomic.Pointer[kubernetes.Clientset]
