@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
@@ -101,7 +103,8 @@ func (a *API) watchConfigMaps(ctx context.Context, resourceVersion string) (watc
 	if err != nil {
 		return nil, fmt.Errorf("watching the ConfigMaps of %s: %w", publicNamespace, err)
 	}
-	return watch.NewStreamWatcher(&jsonEvents{body: body, dec: json.NewDecoder(body)}, nil), nil
+	return watch.NewStreamWatcher(&jsonEvents{body: body, dec: json.NewDecoder(body)},
+		apierrors.NewClientErrorReporter(http.StatusInternalServerError, http.MethodGet, "ClientWatchDecoding")), nil
 }
 
 // jsonEvents decodes a JSON watch stream into events without objects,
