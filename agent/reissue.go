@@ -53,6 +53,9 @@ func (fo *follower) reissue(ctx context.Context, kind bootstrap.Kind, issuing *x
 		return
 	case <-fo.a.clock.After(delay):
 	}
+	if leaf := currentLeaf(fo.a.Config().CertDir, kind); leaf != nil && leaf.CheckSignatureFrom(issuing) == nil {
+		return // renewed from the new CA meanwhile (a renewal that fell due)
+	}
 	fo.a.mu.Lock()
 	w := fo.a.loops[kind]
 	fo.a.mu.Unlock()
