@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Bundle is a set of CA certificates: no duplicates, oldest first (by
@@ -92,14 +93,27 @@ func (b Bundle) Equal(o Bundle) bool {
 	return slices.EqualFunc(b.normal().CAs, o.normal().CAs, func(x, y *x509.Certificate) bool { return x.Equal(y) })
 }
 
-// Newest is the CA that started last: the one a signer whose published
-// bundle this is issues from (docs/ca-rotation.md).
+// Newest is the CA whose key came last: the one a signer whose published
+// bundle this is issues from (docs/ca-rotation.md). A key is as old as its
+// first certificate, so an old CA renewed with its key during the overlap
+// (a later NotBefore) is not taken for the new one; of the newest key's
+// certificates, the latest is returned.
 func (b Bundle) Newest() *x509.Certificate {
-	n := b.normal().CAs
-	if len(n) == 0 {
-		return nil
+	n := b.normal().CAs // oldest first
+	first := map[string]time.Time{}
+	for _, c := range n {
+		k := string(c.RawSubjectPublicKeyInfo)
+		if _, ok := first[k]; !ok {
+			first[k] = c.NotBefore
+		}
 	}
-	return n[len(n)-1]
+	var newest *x509.Certificate
+	for _, c := range n {
+		if newest == nil || !first[string(c.RawSubjectPublicKeyInfo)].Before(first[string(newest.RawSubjectPublicKeyInfo)]) {
+			newest = c
+		}
+	}
+	return newest
 }
 
 // Pool is the bundle as roots.

@@ -2,6 +2,7 @@ package trust
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseBundleRefuses(t *testing.T) {
@@ -144,5 +146,29 @@ func TestFingerprint(t *testing.T) {
 	}
 	if Fingerprint(ca.old.cert) == Fingerprint(ca.new.cert) {
 		t.Error("two CAs have one fingerprint")
+	}
+}
+
+// TestNewestIsTheNewestKey: an old CA renewed with its own key during the
+// overlap starts after the new CA, but the new CA's key is still the one the
+// signer issues from; a leaf of the old key needs re-issue.
+func TestNewestIsTheNewestKey(t *testing.T) {
+	ca := newCAs(t)
+	tmpl := *ca.old.cert
+	tmpl.NotBefore, tmpl.RawSubject = ca.new.cert.NotBefore.Add(24*time.Hour), nil
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, &ca.old.key.PublicKey, ca.old.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bundleOf(t, ca.old.cert, ca.new.cert, renewed)
+	if got := b.Newest(); !same(got, ca.new.cert) {
+		t.Fatalf("Newest = %s (NotBefore %s), want the new CA's key", cn(got), got.NotBefore)
+	}
+	if _, need := NeedsReissue(newServer(t, ca.old, "a"), b); !need {
+		t.Fatal("a leaf of the old key does not need re-issue once the new key is published")
 	}
 }
