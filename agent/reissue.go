@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"crypto/x509"
-	"os"
 	"time"
 
 	"go.uber.org/zap"
@@ -86,11 +85,8 @@ func (fo *follower) reissue(ctx context.Context, kind bootstrap.Kind, issuing *x
 
 // currentLeaf is kind's stored certificate, nil if none.
 func currentLeaf(certDir string, kind bootstrap.Kind) *x509.Certificate {
-	pair, err := bootstrap.LoadCurrent(certDir, kind)
-	if err != nil {
-		return nil
-	}
-	return pair.Leaf
+	leaf, _ := bootstrap.CurrentLeaf(certDir, kind)
+	return leaf
 }
 
 // noteCA records which CA signed kind's stored certificate leaf: one of the
@@ -113,11 +109,9 @@ func (a *Agent) noteCA(kind bootstrap.Kind, leaf *x509.Certificate) {
 func (a *Agent) knownCAs() trust.Bundle {
 	var parts []trust.Bundle
 	if node, err := a.bootstrapper().LoadNode(); err == nil && node != nil {
-		data := node.Config.CAData
-		if len(data) == 0 && node.Config.CAFile != "" {
-			data, _ = os.ReadFile(node.Config.CAFile)
-		}
-		if b, err := trust.ParseBundle(data); err == nil {
+		if b, err := trust.ParseBundle(node.Config.CAData); err == nil {
+			parts = append(parts, b)
+		} else if b, err := trust.ReadBundle(node.Config.CAFile); err == nil {
 			parts = append(parts, b)
 		}
 	}

@@ -140,11 +140,9 @@ func (fo *follower) keep(role, what, path string, b trust.Bundle, err error) {
 		fo.refuse(what+" "+path, err)
 		return
 	}
-	if old, rerr := os.ReadFile(path); rerr == nil {
-		if cur, perr := trust.ParseBundle(old); perr == nil && cur.Equal(b) {
-			fo.noteFile(role, path, len(b.CAs))
-			return
-		}
+	if cur, rerr := trust.ReadBundle(path); rerr == nil && cur.Equal(b) {
+		fo.noteFile(role, path, len(b.CAs))
+		return
 	}
 	if merr := fo.a.markTrustHooksDue(path); merr != nil {
 		fo.a.log.Error("cannot record that the postTrust hooks are due; keeping the file as it is", zap.String("path", path), zap.Error(merr))

@@ -245,7 +245,7 @@ func (b *Bootstrapper) AcceptedNode() (*Node, error) {
 // (ErrNeedClient otherwise).
 func (b *Bootstrapper) EnsureServing(ctx context.Context, renew bool) (StepResult, error) {
 	defer b.settle(ctx, Serving)
-	cur, _ := currentLeaf(b.cfg.CertDir, Serving) // what is in place, for the outcome
+	cur, _ := CurrentLeaf(b.cfg.CertDir, Serving) // what is in place, for the outcome
 	node, err := b.AcceptedNode()
 	if err != nil {
 		return StepResult{Leaf: cur}, err

@@ -219,7 +219,7 @@ func (b *Bootstrapper) pendingKey(kind Kind) (crypto.Signer, []byte, bool, error
 // pendingKeyAlreadyStored reports whether the current certificate of kind
 // already uses key.
 func (b *Bootstrapper) pendingKeyAlreadyStored(kind Kind, key crypto.Signer) bool {
-	leaf, err := currentLeaf(b.cfg.CertDir, kind)
+	leaf, err := CurrentLeaf(b.cfg.CertDir, kind)
 	return err == nil && publicKeysEqual(leaf.PublicKey, key.Public())
 }
 

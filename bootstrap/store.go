@@ -94,10 +94,10 @@ func LoadCurrent(certDir string, kind Kind) (*tls.Certificate, error) {
 	return LoadPair(CurrentPath(certDir, kind))
 }
 
-// currentLeaf is the certificate (not the key) of kind's current file: for
+// CurrentLeaf is the certificate (not the key) of kind's current file: for
 // reporting and for comparing public keys, where LoadPair's check that the
 // key matches (a scalar multiplication) would be wasted.
-func currentLeaf(certDir string, kind Kind) (*x509.Certificate, error) {
+func CurrentLeaf(certDir string, kind Kind) (*x509.Certificate, error) {
 	data, err := os.ReadFile(CurrentPath(certDir, kind))
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -55,6 +56,15 @@ func ParseBundle(data []byte) (Bundle, error) {
 		return Bundle{}, fmt.Errorf("%w: no certificate in it", ErrRefused)
 	}
 	return b.normal(), nil
+}
+
+// ReadBundle is ParseBundle of the file at path.
+func ReadBundle(path string) (Bundle, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Bundle{}, err
+	}
+	return ParseBundle(data)
 }
 
 // Merge is the union of bundles.

@@ -4,7 +4,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/bootstrap/kubeconfig"
@@ -40,7 +39,7 @@ func readTrust(cfg config.Config) *TrustStatus {
 
 func trustFile(path string) TrustFileStatus {
 	st := TrustFileStatus{Path: path}
-	b, err := readBundle(path)
+	b, err := trust.ReadBundle(path)
 	if err != nil {
 		st.Error = err.Error()
 		return st
@@ -51,14 +50,6 @@ func trustFile(path string) TrustFileStatus {
 	return st
 }
 
-func readBundle(path string) (trust.Bundle, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return trust.Bundle{}, err
-	}
-	return trust.ParseBundle(data)
-}
-
 // knownCAs are the CAs the node has on disk: kubelet.conf's, the trust
 // file's and issuerCAFile's.
 func knownCAs(cfg config.Config) trust.Bundle {
@@ -66,12 +57,12 @@ func knownCAs(cfg config.Config) trust.Bundle {
 	if rc, err := kubeconfig.LoadKubelet(cfg.Kubeconfig); err == nil {
 		if b, err := trust.ParseBundle(rc.CAData); err == nil {
 			parts = append(parts, b)
-		} else if b, err := readBundle(rc.CAFile); err == nil {
+		} else if b, err := trust.ReadBundle(rc.CAFile); err == nil {
 			parts = append(parts, b)
 		}
 	}
 	for _, p := range []string{cfg.IssuerCAFile, trustCAFileIfFollowing(cfg)} {
-		if b, err := readBundle(p); p != "" && err == nil {
+		if b, err := trust.ReadBundle(p); p != "" && err == nil {
 			parts = append(parts, b)
 		}
 	}

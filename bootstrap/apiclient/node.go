@@ -6,20 +6,13 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/rest"
 )
 
 // NodeAddresses reads the Node name's status.addresses (the Node authorizer
 // lets a node get its own Node). The Node is read as JSON into its
 // addresses only: the lean scheme stays without the core API group.
 func (a *API) NodeAddresses(ctx context.Context, name string) ([]corev1.NodeAddress, error) {
-	cfg := rest.CopyConfig(a.cfg)
-	cfg.APIPath = "/api"
-	cfg.GroupVersion = &corev1.SchemeGroupVersion
-	cfg.NegotiatedSerializer = codecs.WithoutConversion()
-	cfg.ContentType, cfg.AcceptContentTypes = runtime.ContentTypeJSON, runtime.ContentTypeJSON
-	c, err := rest.RESTClientForConfigAndClient(cfg, a.http)
+	c, err := a.coreClient()
 	if err != nil {
 		return nil, fmt.Errorf("building the Node client: %w", err)
 	}
