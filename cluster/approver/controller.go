@@ -56,8 +56,8 @@ type Controller struct {
 	cfg      Config
 	nodes    Nodes
 	enrolled Enrollments // nil if cfg.Enrollments is
-	queue workqueue.TypedRateLimitingInterface[string]
-	log   *zap.Logger
+	queue    workqueue.TypedRateLimitingInterface[string]
+	log      *zap.Logger
 
 	mu       sync.Mutex
 	reported map[types.UID]string // per CSR, the last refusal or wait it has an Event for

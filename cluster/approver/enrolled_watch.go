@@ -22,7 +22,7 @@ func (c *Controller) watchEnrollments() error {
 	}
 	c.enrolled = store
 	if _, err := c.cfg.Enrollments.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { c.enqueuePending() },
+		AddFunc: func(any) { c.enqueuePending() },
 		UpdateFunc: func(o, n any) {
 			if changed(o, n) {
 				c.enqueuePending()
