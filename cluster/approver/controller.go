@@ -27,6 +27,12 @@ type Config struct {
 	// CSRs is NewCSRInformer's informer, Nodes NewNodeInformer's (the
 	// address index is required). Both required; Run runs them.
 	CSRs, Nodes cache.SharedIndexInformer
+	// Enrollments is enrollment.NewInformer's informer over the
+	// TPMEnrollments, or nil where the cluster serves none (then no CSR is
+	// checked against an enrolment). Run runs it.
+	Enrollments cache.SharedIndexInformer
+	// Metrics counts the decisions; none if nil.
+	Metrics *Metrics
 	// Policy decides.
 	Policy Policy
 	// Deny makes a refusal a Denied condition; otherwise (the default) a
@@ -47,10 +53,11 @@ const EventApproved = "Approved"
 
 // Controller approves kubelet serving CSRs the Policy approves.
 type Controller struct {
-	cfg   Config
-	nodes Nodes
-	queue workqueue.TypedRateLimitingInterface[string]
-	log   *zap.Logger
+	cfg      Config
+	nodes    Nodes
+	enrolled Enrollments // nil if cfg.Enrollments is
+	queue    workqueue.TypedRateLimitingInterface[string]
+	log      *zap.Logger
 
 	mu       sync.Mutex
 	reported map[types.UID]string // per CSR, the last refusal or wait it has an Event for
@@ -78,6 +85,9 @@ func New(cfg Config) (*Controller, error) {
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "kubelet-serving-csrs"}),
 		reported: map[types.UID]string{},
+	}
+	if err := c.watchEnrollments(); err != nil {
+		return nil, err
 	}
 	if _, err := cfg.CSRs.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    c.enqueueCSR,
@@ -131,13 +141,18 @@ func (c *Controller) Run(ctx context.Context, workers int, ready func()) error {
 	defer c.queue.ShutDown()
 	go c.cfg.CSRs.RunWithContext(ctx)
 	go c.cfg.Nodes.RunWithContext(ctx)
-	if !cache.WaitForCacheSync(ctx.Done(), c.cfg.CSRs.HasSynced, c.cfg.Nodes.HasSynced) {
+	synced := []cache.InformerSynced{c.cfg.CSRs.HasSynced, c.cfg.Nodes.HasSynced}
+	if c.cfg.Enrollments != nil {
+		go c.cfg.Enrollments.RunWithContext(ctx)
+		synced = append(synced, c.cfg.Enrollments.HasSynced)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return errors.New("approver: the CSR and Node caches did not sync")
+		return errors.New("approver: the CSR, Node and TPMEnrollment caches did not sync")
 	}
-	c.log.Info("approving kubelet serving CSRs", zap.Bool("deny", c.cfg.Deny),
+	c.log.Info("approving kubelet serving CSRs", zap.Bool("deny", c.cfg.Deny), zap.Bool("enrollments", c.enrolled != nil),
 		zap.Strings("dns_suffixes", c.cfg.Policy.DNSSuffixes), zap.Duration("max_duration", c.cfg.Policy.MaxExpiration))
 	if ready != nil {
 		ready()
@@ -175,20 +190,24 @@ func (c *Controller) sync(ctx context.Context, name string) error {
 	if !ok || !pending(csr) {
 		return nil
 	}
-	d := c.cfg.Policy.Decide(csr, c.nodes)
+	start := c.cfg.Clock.Now()
+	d := c.cfg.Policy.Decide(csr, c.nodes, c.enrolled)
 	log := c.log.With(zap.String("csr", csr.Name), zap.String("requester", csr.Spec.Username),
 		zap.String("verdict", d.Verdict.String()), zap.String("rule", d.Rule))
 	switch {
 	case d.Verdict == Ignore:
 		return nil
 	case d.Verdict == Approve:
-		return c.approve(ctx, csr, d, log)
+		err = c.approve(ctx, csr, d, log)
 	case d.Verdict == Refuse && c.cfg.Deny:
-		return c.deny(ctx, csr, d, log)
+		err = c.deny(ctx, csr, d, log)
 	default:
 		c.leavePending(csr, d, log)
-		return nil
 	}
+	if err == nil {
+		c.cfg.Metrics.observe(d, c.cfg.Clock.Since(start))
+	}
+	return err
 }
 
 func (c *Controller) approve(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, d Decision, log *zap.Logger) error {

@@ -26,17 +26,25 @@ type harness struct {
 
 func startController(t *testing.T, deny bool, objs ...any) *harness {
 	t.Helper()
+	return startControllerWith(t, func(c *Config) { c.Deny = deny }, objs...)
+}
+
+// startControllerWith is startController with the Config changed by change.
+func startControllerWith(t *testing.T, change func(*Config), objs ...any) *harness {
+	t.Helper()
 	h := &harness{t: t, client: fake.NewClientset(), now: time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)}
 	for _, o := range objs {
 		h.create(o)
 	}
 	rec := record.NewFakeRecorder(100)
 	h.events = rec.Events
-	c, err := New(Config{
+	cfg := Config{
 		Client: h.client, CSRs: NewCSRInformer(h.client, 0), Nodes: NewNodeInformer(h.client, 0),
-		Policy: Policy{DNSSuffixes: []string{"nodes.example.com"}}, Deny: deny, Recorder: rec,
+		Policy: Policy{DNSSuffixes: []string{"nodes.example.com"}}, Recorder: rec,
 		Clock: clocktesting.NewFakePassiveClock(h.now),
-	})
+	}
+	change(&cfg)
+	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

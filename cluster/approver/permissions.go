@@ -4,6 +4,7 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 
 	"github.com/certagent/certagent/cluster/rbac"
+	"github.com/certagent/certagent/protocol/attestation"
 )
 
 // Manifest is the RBAC that grants the approver's permissions.
@@ -25,6 +26,8 @@ var permissions = []rbac.Permission{
 	perm("certificates.k8s.io", "signers", "", SignerName, "approve", "to approve CSRs for the kubelet serving signer"),
 	perm("", "nodes", "", "", "list", "to read the Nodes' addresses (an informer)"),
 	perm("", "nodes", "", "", "watch", "to read the Nodes' addresses (an informer)"),
+	perm(attestation.EnrollmentGroup, attestation.EnrollmentResource, "", "", "list", "to read the names nodes were enrolled with (an informer)"),
+	perm(attestation.EnrollmentGroup, attestation.EnrollmentResource, "", "", "watch", "to read the names nodes were enrolled with (an informer)"),
 	{Attrs: authorizationv1.ResourceAttributes{Namespace: EventsNamespace, Resource: "events", Verb: "create"}, Why: "to record Events on CSRs"},
 	{Attrs: authorizationv1.ResourceAttributes{Namespace: EventsNamespace, Resource: "events", Verb: "patch"}, Why: "to record repeated Events on CSRs"},
 }

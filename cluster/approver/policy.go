@@ -10,6 +10,7 @@
 package approver
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"strings"
@@ -55,6 +56,9 @@ const (
 	RuleIPNotNodeAddress = "IPNotNodeAddress"
 	RuleIPOfAnotherNode  = "IPOfAnotherNode"
 	RuleDNSNotAllowed    = "DNSNameNotAllowed"
+	// The node joined by attestation: its TPMEnrollment lists its names.
+	RuleNotEnrolledAddress = "NotEnrolledAddress"
+	RuleNotEnrolledDNSName = "NotEnrolledDNSName"
 )
 
 // Decision is the verdict on one CSR, the rule that decided it, and a
@@ -107,8 +111,9 @@ func (p Policy) Check() error {
 // Decide runs the checks in order and returns the first that fails, or
 // Approve. Checks of the CSR alone come first, so a malformed CSR is refused
 // whether or not its Node exists; then the Node must exist (else Wait); then
-// each name is checked against the Nodes.
-func (p Policy) Decide(csr *certificatesv1.CertificateSigningRequest, nodes Nodes) Decision {
+// each name is checked against the Nodes and, where the node's TPMEnrollment
+// lists names (enrolled may be nil: none), against the enrolment too.
+func (p Policy) Decide(csr *certificatesv1.CertificateSigningRequest, nodes Nodes, enrolled Enrollments) Decision {
 	if csr.Spec.SignerName != SignerName {
 		return Decision{Verdict: Ignore, Rule: RuleSigner, Message: fmt.Sprintf("signer %s is not %s", csr.Spec.SignerName, SignerName)}
 	}
@@ -135,13 +140,14 @@ func (p Policy) Decide(csr *certificatesv1.CertificateSigningRequest, nodes Node
 		return Decision{Verdict: Wait, Rule: RuleNodeNotFound,
 			Message: fmt.Sprintf("Node %s does not exist yet; deciding when it does", node)}
 	}
+	e := enrolledNames(enrolled, node)
 	for _, ip := range req.IPAddresses {
-		if d := checkIP(ip, n, nodes); d != nil {
+		if d := cmp.Or(checkIP(ip, n, nodes), checkEnrolledIP(ip, node, e)); d != nil {
 			return *d
 		}
 	}
 	for _, name := range req.DNSNames {
-		if d := checkDNS(name, n, p.DNSSuffixes); d != nil {
+		if d := cmp.Or(checkDNS(name, n, p.DNSSuffixes), checkEnrolledDNS(name, node, e)); d != nil {
 			return *d
 		}
 	}

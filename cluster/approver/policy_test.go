@@ -147,7 +147,7 @@ func TestDecide(t *testing.T) {
 		{"a malformed CSR is refused before the Node is looked for", func(s *csrSpec) { s.user, s.cn = "system:node:n9", "system:node:n8" }, Refuse, RuleSubject, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := policy.Decide(servingCSR(t, tc.change), nodes)
+			d := policy.Decide(servingCSR(t, tc.change), nodes, nil)
 			if d.Verdict != tc.verdict || d.Rule != tc.rule || !strings.Contains(d.Message, tc.message) {
 				t.Errorf("got %v %s %q, want %v %s containing %q", d.Verdict, d.Rule, d.Message, tc.verdict, tc.rule, tc.message)
 			}
@@ -165,7 +165,7 @@ func TestDecideSharedAddress(t *testing.T) {
 		csr := servingCSR(t, func(s *csrSpec) {
 			s.user, s.cn, s.dns, s.ips = "system:node:"+n, "system:node:"+n, []string{n}, []string{"10.0.0.5"}
 		})
-		d := Policy{}.Decide(csr, nodes)
+		d := Policy{}.Decide(csr, nodes, nil)
 		if d.Verdict != Refuse || d.Rule != RuleIPOfAnotherNode || !strings.Contains(d.Message, "10.0.0.5 is also an address of Node n") {
 			t.Errorf("%s: got %v %s %q", n, d.Verdict, d.Rule, d.Message)
 		}
@@ -181,7 +181,7 @@ func TestDecideUnparsable(t *testing.T) {
 		"not a CSR body": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: []byte{1, 2, 3}}),
 	} {
 		csr.Spec.Request = req
-		if d := (Policy{}).Decide(csr, nodeMap{"n1": node("n1", "InternalIP=10.0.0.1")}); d.Verdict != Refuse || d.Rule != RuleRequest {
+		if d := (Policy{}).Decide(csr, nodeMap{"n1": node("n1", "InternalIP=10.0.0.1")}, nil); d.Verdict != Refuse || d.Rule != RuleRequest {
 			t.Errorf("%s: got %v %s %q", name, d.Verdict, d.Rule, d.Message)
 		}
 	}

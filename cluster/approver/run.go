@@ -9,13 +9,18 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/certagent/certagent/cluster/enrollment"
 	"github.com/certagent/certagent/cluster/rbac"
+	"github.com/certagent/certagent/protocol/attestation"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 )
 
@@ -26,8 +31,8 @@ type RunConfig struct {
 	// Policy and Deny are Config's.
 	Policy Policy
 	Deny   bool
-	// HealthListen is the plain-HTTP address of /healthz and /readyz (ready
-	// once the caches synced); none if empty.
+	// HealthListen is the plain-HTTP address of /healthz, /readyz (ready
+	// once the caches synced) and /metrics; none if empty.
 	HealthListen string
 	// Workers decide CSRs in parallel (2 if zero).
 	Workers int
@@ -63,8 +68,14 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
+	enrollments, err := enrollmentInformer(cfg, client)
+	if err != nil {
+		return err
+	}
+	metrics := NewMetrics()
 	c, err := New(Config{
 		Client: client, CSRs: NewCSRInformer(client, cfg.Resync), Nodes: NewNodeInformer(client, cfg.Resync),
+		Enrollments: enrollments, Metrics: metrics,
 		Policy: cfg.Policy, Deny: cfg.Deny, Logger: cfg.Logger,
 		Recorder: broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "certagent-cluster-approver"}),
 	})
@@ -73,7 +84,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	}
 	var ready atomic.Bool
 	if cfg.HealthListen != "" {
-		stop, err := serveHealth(cfg.HealthListen, &ready, cfg.Logger)
+		stop, err := serveHealth(cfg.HealthListen, &ready, metrics.Handler(), cfg.Logger)
 		if err != nil {
 			return err
 		}
@@ -82,8 +93,28 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	return c.Run(ctx, cfg.Workers, func() { ready.Store(true) })
 }
 
-// serveHealth serves /healthz (alive) and /readyz (the caches synced).
-func serveHealth(addr string, ready *atomic.Bool, log *zap.Logger) (stop func(), err error) {
+// enrollmentInformer is the TPMEnrollment informer, or nil if the API
+// server does not serve TPMEnrollments (the CRD is not installed: no node
+// joined by attestation). Installing it later needs a restart to be seen.
+func enrollmentInformer(cfg RunConfig, client kubernetes.Interface) (cache.SharedIndexInformer, error) {
+	_, err := client.Discovery().ServerResourcesForGroupVersion(attestation.EnrollmentAPIVersion)
+	if apierrors.IsNotFound(err) {
+		cfg.Logger.Info("the API server serves no TPMEnrollments: no CSR is checked against an enrolment (restart after installing packaging/cluster/10-crd.yaml)")
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("asking the API server whether it serves %s: %w", attestation.EnrollmentAPIVersion, err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg.REST)
+	if err != nil {
+		return nil, fmt.Errorf("making the dynamic API client: %w", err)
+	}
+	return enrollment.NewInformer(dyn, cfg.Resync), nil
+}
+
+// serveHealth serves /healthz (alive), /readyz (the caches synced) and
+// /metrics.
+func serveHealth(addr string, ready *atomic.Bool, metrics http.Handler, log *zap.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listening for health checks on %s: %w", addr, err)
@@ -97,6 +128,7 @@ func serveHealth(addr string, ready *atomic.Bool, log *zap.Logger) (stop func(),
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	mux.Handle("GET /metrics", metrics)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -46,6 +46,14 @@ type TPMEnrollmentSpec struct {
 	// operator's eyes only: the service trusts manufacturers by its own
 	// configuration, never by this field.
 	EKCertificateIssuer string `json:"ekCertificateIssuer,omitempty"`
+	// Addresses, when listed, are the only IP addresses the machine may
+	// have in a kubelet serving certificate (the approver also requires
+	// its Node to report them). Written by the operator's provisioning,
+	// which knows them; the node never vouches for itself here.
+	Addresses []string `json:"addresses,omitempty"`
+	// DNSNames, when listed, are likewise the only DNS names besides the
+	// node's name.
+	DNSNames []string `json:"dnsNames,omitempty"`
 }
 
 // NewTPMEnrollment is the record enrolling the TPM with ekHash as node.

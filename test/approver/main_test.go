@@ -107,11 +107,8 @@ func setUp(ctx context.Context, logf func(string, ...any)) error {
 	if err != nil {
 		return err
 	}
-	for _, f := range []string{"00-namespace.yaml", "approver/20-rbac.yaml"} {
-		cmd := exec.CommandContext(ctx, kubectlBin, "--kubeconfig", cp.AdminKubeconfig, "apply", "--server-side", "-f", filepath.Join(manifests, f))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("kubectl apply -f %s: %w\n%s", f, err, out)
-		}
+	if err := applyManifests(ctx, manifests); err != nil {
+		return err
 	}
 	saKubeconfig = filepath.Join(work, "kubeconfig-approver")
 	if err := cp.ServiceAccountKubeconfig(ctx, namespace, serviceAccount, saKubeconfig); err != nil {
