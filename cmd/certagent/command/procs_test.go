@@ -9,7 +9,7 @@ func TestOneProcessorUnlessTheOperatorSetsGOMAXPROCS(t *testing.T) {
 	was := runtime.GOMAXPROCS(0)
 	t.Cleanup(func() { runtime.GOMAXPROCS(was) })
 	for _, tc := range []struct {
-		env        string
+		env         string
 		start, want int
 	}{
 		{env: "", start: 4, want: 1},
