@@ -3,6 +3,7 @@ package observe
 import (
 	"maps"
 	"math"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +46,9 @@ func TestProcessMetricsAreThisProcesss(t *testing.T) {
 	pss, uss := gauge("certagent_process_proportional_memory_bytes"), gauge("certagent_process_unique_memory_bytes")
 	if !(anon <= uss && uss <= pss && pss <= 1.2*rss) {
 		t.Errorf("anonymous %v, USS %v, PSS %v, RSS %v bytes: want anonymous <= USS <= PSS <= RSS", anon, uss, pss, rss)
+	}
+	if procs := gauge("go_sched_gomaxprocs_threads"); procs != float64(runtime.GOMAXPROCS(0)) {
+		t.Errorf("go_sched_gomaxprocs_threads = %v, runtime.GOMAXPROCS says %d", procs, runtime.GOMAXPROCS(0))
 	}
 	start := gauge("process_start_time_seconds")
 	if s := float64(packageInit.Unix()); start > s+1 || start < s-60 {

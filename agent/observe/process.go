@@ -26,6 +26,7 @@ const userHZ = 100
 var goMetrics = []struct{ runtimeName, name, help string }{
 	{"/memory/classes/heap/objects:bytes", "go_memstats_heap_alloc_bytes", "Number of heap bytes allocated and currently in use."},
 	{"/memory/classes/total:bytes", "go_memstats_sys_bytes", "Number of bytes obtained from system."},
+	{"/sched/gomaxprocs:threads", "go_sched_gomaxprocs_threads", "The current runtime.GOMAXPROCS setting, or the number of operating system threads that can execute user-level Go code simultaneously."},
 }
 
 func writeProcessMetrics(e *Expo) {

@@ -52,7 +52,7 @@ func pubKeyID(c *x509.Certificate) string { return fmt.Sprintf("%x", c.RawSubjec
 // TestDaemonRenewsBothCertificates runs the daemon with 10-minute certificates
 // due a minute after issue: both are renewed more than once, each time with a
 // new key, kubelet.conf keeps authenticating, the hooks run, systemd hears
-// READY, STATUS and WATCHDOG, the HTTP endpoints answer, `certagent renew
+// READY, STATUS and WATCHDOG, the HTTP endpoints answer (GOMAXPROCS 1), `certagent renew
 // --force` beside it has the daemon renew at once, and SIGTERM stops promptly.
 func TestDaemonRenewsBothCertificates(t *testing.T) {
 	n := newNode(t, controlplane.TokenOptions{AutoApprove: true})
@@ -127,6 +127,10 @@ func TestDaemonRenewsBothCertificates(t *testing.T) {
 		if v < 3 {
 			t.Errorf("%s = %v, want at least 3", series, v)
 		}
+	}
+	// One processor unless the environment says otherwise (docs/metrics.md, "Memory").
+	if v := metric(body, "go_sched_gomaxprocs_threads"); v != "1" && os.Getenv("GOMAXPROCS") == "" {
+		t.Errorf("go_sched_gomaxprocs_threads = %q, want 1 with GOMAXPROCS unset", v)
 	}
 	if v := metric(body, `certagent_certificate_expiry_seconds{certificate="client"}`); v == "" || strings.HasPrefix(v, "-") || v == "0" {
 		t.Errorf("client expiry seconds = %q", v)

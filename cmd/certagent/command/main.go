@@ -3,6 +3,7 @@ package command
 import (
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 
 	"github.com/certagent/certagent/agent"
@@ -27,6 +28,7 @@ Run "certagent <command> -h" for the flags of a command.
 
 // Main runs the command line args (without the program name) and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
+	oneProcessor(os.Getenv)
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
