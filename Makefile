@@ -25,7 +25,8 @@ FLEET_QPS     ?= 500
 # make fleet-carotation: nodes that follow a cluster CA rotation, and their trust.reissueSpread.
 FLEET_CAROT_N      ?= 100
 FLEET_CAROT_SPREAD ?= 2m
-# make fleet-approver: nodes in each of its two fleets (the test's ad-hoc serving CSR approver, certagent-cluster approve).
+# make fleet-approver: nodes in each of its three fleets (the test's ad-hoc serving CSR approver; certagent-cluster approve, its
+# client limit as shipped and raised).
 FLEET_APPROVER_N ?= 100
 # make fleet-attest: nodes in each of its two fleets (by TPM attestation, each with its own swtpm; by token).
 FLEET_ATTEST_N ?= 100
@@ -164,7 +165,7 @@ define fleet-run
 	gnuplot -e "dir='$(3)'; n=$(1); qps=$(FLEET_QPS); out='$(3)/fleet.png'" test/fleet/fleet.gp
 endef
 
-fleet: build fleet-deps ## FLEET_N (500) real certagent daemons on one control plane: scale-up vs the kubelet's bootstrap (FLEET_ROUNDS (3) alternating rounds), an API server outage, renewal waves, overload with and without packaging/flowcontrol; bin/fleet/fleet.md, docs/fleet.png (29 min at 500; as root)
+fleet: build fleet-deps ## FLEET_N (500) real certagent daemons on one control plane: scale-up vs the kubelet's bootstrap (FLEET_ROUNDS (3) alternating rounds), an API server outage, renewal waves, overload with and without packaging/flowcontrol, the serving CSR approvers compared (the test's, certagent-cluster approve); bin/fleet/fleet.md, docs/fleet.png (29 min at 500; as root)
 	$(call fleet-run,$(FLEET_N),1,$(CURDIR)/bin/fleet,$(FLEET_ROUNDS))
 	cp bin/fleet/fleet.png docs/fleet.png
 	@cat bin/fleet/fleet.md
@@ -173,7 +174,7 @@ fleet-short: build fleet-deps ## make fleet at FLEET_SHORT_N (20) nodes without 
 	$(call fleet-run,$(FLEET_SHORT_N),0,$(CURDIR)/bin/fleet-short,1)
 	@cat bin/fleet-short/fleet.md
 
-fleet-approver: build ## Only the fleet's serving-approver comparison (make fleet runs it at FLEET_N): FLEET_APPROVER_N (100) certagent daemons, each in a network namespace with its Node made first, approved by the test's ad-hoc approver, then as many by certagent-cluster approve (shipped RBAC, its service account); bin/fleet-approver/fleet.md (as root)
+fleet-approver: build ## Only the fleet's serving-approver comparison (make fleet runs it at FLEET_N): FLEET_APPROVER_N (100) certagent daemons, each in a network namespace with its Node made first, approved by the test's ad-hoc approver, then by certagent-cluster approve (shipped RBAC, its service account) with its client limit as shipped and raised to FLEET_QPS; bin/fleet-approver/fleet.md (as root)
 	@rm -rf $(CURDIR)/bin/fleet-approver; mkdir -p $(CURDIR)/bin/fleet-approver
 	set -o pipefail; cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) CERTAGENT_CLUSTER_BIN=$(CURDIR)/$(CLUSTER_BIN) FLEET_N=$(FLEET_APPROVER_N) FLEET_APPROVER=1 FLEET_OUT=$(CURDIR)/bin/fleet-approver \
 		$(GO) test -count=1 -timeout 30m -v -run '^TestServingApprovers$$' ./fleet/ -args -fleet.qps=$(FLEET_QPS) 2>&1 | tee $(CURDIR)/bin/fleet-approver/test.log
