@@ -91,15 +91,21 @@ func (a *Approver) Stop() int {
 	if a == nil || a.cmd == nil {
 		return -1
 	}
-	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	return terminate(a.cmd, a.done, 20*time.Second)
+}
+
+// terminate sends cmd's process SIGTERM and waits grace for done, then
+// kills it; the exit code, -1 if it had to be killed.
+func terminate(cmd *exec.Cmd, done <-chan struct{}, grace time.Duration) int {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-a.done:
-	case <-time.After(20 * time.Second):
-		_ = a.cmd.Process.Kill()
-		<-a.done
+	case <-done:
+	case <-time.After(grace):
+		_ = cmd.Process.Kill()
+		<-done
 		return -1
 	}
-	return a.cmd.ProcessState.ExitCode()
+	return cmd.ProcessState.ExitCode()
 }
 
 // LogText is the process's log so far.
