@@ -25,6 +25,9 @@ FLEET_QPS     ?= 500
 # make fleet-carotation: nodes that follow a cluster CA rotation, and their trust.reissueSpread.
 FLEET_CAROT_N      ?= 100
 FLEET_CAROT_SPREAD ?= 2m
+# make fleet-approver: nodes in each of its three fleets (the test's ad-hoc serving CSR approver; certagent-cluster approve, its
+# client limit as shipped and raised).
+FLEET_APPROVER_N ?= 100
 # make fleet-attest: nodes in each of its two fleets (by TPM attestation, each with its own swtpm; by token).
 FLEET_ATTEST_N ?= 100
 # make fleet: times the like-for-like pair (certagent client only, the kubelet's path) runs under each limit,
@@ -48,7 +51,7 @@ K8S_MINORS    := $(shell ls test/k8s | grep '^v1\.' | sort -t. -k2,2nr)
 COMPAT_MINORS ?= $(K8S_MINORS)
 COMPAT_TESTS  := ^(TestBootstrapClientAndServing|TestDaemonRenewsBothCertificates|TestRestartWhilePendingReusesCSR|TestDeniedClientCSR|TestDeniedServingCSR)$$
 
-.PHONY: help build tpm-deps unit e2e e2e-deps carotation node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short vuln compat compat-oldest rules rules-deps fleet fleet-short fleet-overload fleet-attest fleet-carotation fleet-deps
+.PHONY: help build tpm-deps unit e2e e2e-deps carotation node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short vuln compat compat-oldest rules rules-deps fleet fleet-short fleet-approver fleet-overload fleet-attest fleet-carotation fleet-deps
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -157,12 +160,12 @@ fleet-deps: ## Install (apt-get, as root) gnuplot for make fleet's plot
 # $(call fleet-run,N,WAVE,OUT,ROUNDS): the fleet suite into OUT (fleet.md, plot data, test log, fleet.png).
 define fleet-run
 	@rm -rf $(3); mkdir -p $(3)
-	set -o pipefail; cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) FLEET_N=$(1) FLEET_WAVE=$(2) FLEET_OUT=$(3) FLEET_ROUNDS=$(4) \
-		$(GO) test -count=1 -timeout 90m -v ./fleet/ -args -fleet.qps=$(FLEET_QPS) 2>&1 | tee $(3)/test.log
+	set -o pipefail; cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) CERTAGENT_CLUSTER_BIN=$(CURDIR)/$(CLUSTER_BIN) FLEET_N=$(1) FLEET_WAVE=$(2) FLEET_OUT=$(3) FLEET_ROUNDS=$(4) \
+		FLEET_APPROVER=1 FLEET_APPROVER_N=$(1) $(GO) test -count=1 -timeout 90m -v ./fleet/ -args -fleet.qps=$(FLEET_QPS) 2>&1 | tee $(3)/test.log
 	gnuplot -e "dir='$(3)'; n=$(1); qps=$(FLEET_QPS); out='$(3)/fleet.png'" test/fleet/fleet.gp
 endef
 
-fleet: build fleet-deps ## FLEET_N (500) real certagent daemons on one control plane: scale-up vs the kubelet's bootstrap (FLEET_ROUNDS (3) alternating rounds), an API server outage, renewal waves, overload with and without packaging/flowcontrol; bin/fleet/fleet.md, docs/fleet.png (29 min at 500; as root)
+fleet: build fleet-deps ## FLEET_N (500) real certagent daemons on one control plane: scale-up vs the kubelet's bootstrap (FLEET_ROUNDS (3) alternating rounds), an API server outage, renewal waves, overload with and without packaging/flowcontrol, the serving CSR approvers compared (the test's, certagent-cluster approve); bin/fleet/fleet.md, docs/fleet.png (29 min at 500; as root)
 	$(call fleet-run,$(FLEET_N),1,$(CURDIR)/bin/fleet,$(FLEET_ROUNDS))
 	cp bin/fleet/fleet.png docs/fleet.png
 	@cat bin/fleet/fleet.md
@@ -170,6 +173,13 @@ fleet: build fleet-deps ## FLEET_N (500) real certagent daemons on one control p
 fleet-short: build fleet-deps ## make fleet at FLEET_SHORT_N (20) nodes without the renewal waves (make test runs it); bin/fleet-short/
 	$(call fleet-run,$(FLEET_SHORT_N),0,$(CURDIR)/bin/fleet-short,1)
 	@cat bin/fleet-short/fleet.md
+
+fleet-approver: build ## Only the fleet's serving-approver comparison (make fleet runs it at FLEET_N): FLEET_APPROVER_N (100) certagent daemons, each in a network namespace with its Node made first, approved by the test's ad-hoc approver, then by certagent-cluster approve (shipped RBAC, its service account) with its client limit as shipped and raised to FLEET_QPS; bin/fleet-approver/fleet.md (as root)
+	@rm -rf $(CURDIR)/bin/fleet-approver; mkdir -p $(CURDIR)/bin/fleet-approver
+	set -o pipefail; cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) CERTAGENT_CLUSTER_BIN=$(CURDIR)/$(CLUSTER_BIN) FLEET_N=$(FLEET_APPROVER_N) FLEET_APPROVER=1 FLEET_OUT=$(CURDIR)/bin/fleet-approver \
+		$(GO) test -count=1 -timeout 30m -v -run '^TestServingApprovers$$' ./fleet/ -args -fleet.qps=$(FLEET_QPS) 2>&1 | tee $(CURDIR)/bin/fleet-approver/test.log
+	@grep -q -- '--- PASS: TestServingApprovers' $(CURDIR)/bin/fleet-approver/test.log || { echo 'TestServingApprovers did not run and pass'; exit 1; }
+	@cat bin/fleet-approver/fleet.md
 
 fleet-overload: build ## Only the fleet's overload comparison: FLEET_OVERLOAD_N (200) daemons against an API server lowered to 20 + 10 concurrent requests, with and without packaging/flowcontrol, an ordinary user's latency meanwhile; bin/fleet-overload/fleet.md
 	@rm -rf $(CURDIR)/bin/fleet-overload; mkdir -p $(CURDIR)/bin/fleet-overload

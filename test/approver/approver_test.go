@@ -174,13 +174,13 @@ func TestApproverWaitsForTheNode(t *testing.T) {
 // denied, the rule as the condition's reason and the failure in its
 // message; a CSR waiting for its Node is not denied.
 func TestApproverDenies(t *testing.T) {
-	shared.stop()
+	shared.Stop()
 	deny, err := startApprover(context.Background(), "deny", "--deny", "--max-duration", "1h")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		deny.stop()
+		deny.Stop()
 		if shared, err = startApprover(context.Background(), "shared", "--dns-suffix", dnsSuffix); err != nil {
 			t.Fatal(err)
 		}

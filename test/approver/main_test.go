@@ -10,23 +10,18 @@ package approver
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/certagent/certagent/test/clusterside"
 	"github.com/certagent/certagent/test/controlplane"
 )
 
 const (
-	namespace      = "certagent-system"
-	serviceAccount = "certagent-approver"
 	// dnsSuffix is the shared approver's --dns-suffix.
 	dnsSuffix = "nodes.example.test"
 )
@@ -41,7 +36,7 @@ var (
 	saKubeconfig string
 	// shared is the approver the tests share: default mode (refusals left
 	// pending).
-	shared *approverProc
+	shared *clusterside.Approver
 )
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
@@ -56,16 +51,16 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(work)
-	defer func() { bridge.down() }()
+	defer func() { bridge.Down() }()
 	if err := setUp(ctx, logf); err != nil {
 		logf("%v", err)
 		return 1
 	}
 	defer cp.Stop()
-	defer func() { shared.stop() }()
+	defer func() { shared.Stop() }()
 	code := m.Run()
 	if code != 0 {
-		logf("the shared approver's log:\n%s", tail(shared.logText(), 40))
+		logf("the shared approver's log:\n%s", tail(shared.LogText(), 40))
 	}
 	return code
 }
@@ -98,26 +93,18 @@ func setUp(ctx context.Context, logf func(string, ...any)) error {
 		if bridge, err = bridgeUp(ctx); err != nil {
 			return fmt.Errorf("creating the bridge for network namespaces: %w", err)
 		}
-		opts.BindAddress = bridge.ip
+		opts.BindAddress = bridge.IP
 	}
 	if cp, err = controlplane.Start(ctx, bins, opts); err != nil {
 		return fmt.Errorf("starting the control plane: %w", err)
 	}
-	manifests, err := filepath.Abs(filepath.Join("..", "..", "packaging", "cluster"))
-	if err != nil {
-		return err
-	}
-	if err := applyManifests(ctx, manifests); err != nil {
-		return err
-	}
-	saKubeconfig = filepath.Join(work, "kubeconfig-approver")
-	if err := cp.ServiceAccountKubeconfig(ctx, namespace, serviceAccount, saKubeconfig); err != nil {
+	if saKubeconfig, err = clusterside.InstallApprover(ctx, cp, kubectlBin, work); err != nil {
 		return err
 	}
 	if shared, err = startApprover(ctx, "shared", "--dns-suffix", dnsSuffix); err != nil {
 		return err
 	}
-	logf("control plane at %s, approver log %s", cp.URL, shared.logPath)
+	logf("control plane at %s, approver log %s", cp.URL, shared.LogPath)
 	return nil
 }
 
@@ -133,76 +120,8 @@ func binary(ctx context.Context, env, name string) (string, error) {
 	return out, cmd.Run()
 }
 
-// approverProc is one certagent-cluster approve process.
-type approverProc struct {
-	name, logPath, health string
-	cmd                   *exec.Cmd
-	done                  chan struct{}
-}
-
-// startApprover runs certagent-cluster approve with the service account's
-// kubeconfig and extra flags, and waits for /readyz.
-func startApprover(ctx context.Context, name string, extra ...string) (*approverProc, error) {
-	a := &approverProc{name: name, logPath: filepath.Join(work, "approver-"+name+".log"), health: freeAddr(), done: make(chan struct{})}
-	logFile, err := os.OpenFile(a.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	defer logFile.Close()
-	a.cmd = exec.Command(clusterBin, append([]string{"approve", "--kubeconfig", saKubeconfig,
-		"--health-listen", a.health, "--log-level", "debug"}, extra...)...)
-	a.cmd.Stdout, a.cmd.Stderr = logFile, logFile
-	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := controlplane.Spawn(a.cmd); err != nil {
-		return nil, fmt.Errorf("starting certagent-cluster approve: %w", err)
-	}
-	go func() { _ = a.cmd.Wait(); close(a.done) }()
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
-		select {
-		case <-a.done:
-			return nil, fmt.Errorf("certagent-cluster approve exited: %v\n%s", a.cmd.ProcessState, a.logText())
-		case <-ctx.Done():
-			a.stop()
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if rsp, err := http.Get("http://" + a.health + "/readyz"); err == nil {
-			rsp.Body.Close()
-			if rsp.StatusCode == http.StatusOK {
-				return a, nil
-			}
-		}
-	}
-	a.stop()
-	return nil, fmt.Errorf("certagent-cluster approve not ready after a minute:\n%s", a.logText())
-}
-
-// stop sends SIGTERM and waits; the exit code (-1 if killed).
-func (a *approverProc) stop() int {
-	if a == nil || a.cmd == nil {
-		return -1
-	}
-	_ = a.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-a.done:
-	case <-time.After(20 * time.Second):
-		_ = a.cmd.Process.Kill()
-		<-a.done
-		return -1
-	}
-	return a.cmd.ProcessState.ExitCode()
-}
-
-func (a *approverProc) logText() string {
-	data, _ := os.ReadFile(a.logPath)
-	return string(data)
-}
-
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+// startApprover runs certagent-cluster approve as the Deployment does, with
+// the service account's kubeconfig, debug logs and extra flags.
+func startApprover(ctx context.Context, name string, extra ...string) (*clusterside.Approver, error) {
+	return clusterside.StartApprover(ctx, clusterBin, saKubeconfig, work, name, append([]string{"--log-level", "debug"}, extra...)...)
 }

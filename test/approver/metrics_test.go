@@ -15,7 +15,7 @@ import (
 // exposed) on the shared approver's /metrics; the test fails if it is absent.
 func scrapeValue(t *testing.T, sample string) float64 {
 	t.Helper()
-	rsp, err := http.Get("http://" + shared.health + "/metrics")
+	rsp, err := http.Get("http://" + shared.Health + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -165,17 +165,10 @@ func (s *Service) Stop() int {
 	if s == nil || s.cmd == nil {
 		return -1
 	}
-	if !s.Exited() {
-		_ = s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.done:
-		case <-time.After(40 * time.Second):
-			_ = s.cmd.Process.Kill()
-			<-s.done
-			return -1
-		}
+	if s.Exited() {
+		return s.cmd.ProcessState.ExitCode()
 	}
-	return s.cmd.ProcessState.ExitCode()
+	return terminate(s.cmd, s.done, 40*time.Second)
 }
 
 // Crash kills the process with SIGKILL.

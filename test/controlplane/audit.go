@@ -8,15 +8,19 @@ import (
 	"time"
 )
 
+// AuditedGroup is a group whose users' requests the audit log records: a
+// test's own client that is to be counted (the fleet's ad-hoc approver).
+const AuditedGroup = "certagent-test:audited"
+
 // auditPolicy records, once each, the requests of nodes and bootstrap tokens
-// (what certagent sends) and of service accounts (the attestation service),
-// and nothing else.
+// (what certagent sends), of service accounts (the attestation service, the
+// approver) and of AuditedGroup, and nothing else.
 const auditPolicy = `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
 rules:
 - level: Metadata
-  userGroups: ["system:nodes", "system:bootstrappers", "system:serviceaccounts"]
+  userGroups: ["system:nodes", "system:bootstrappers", "system:serviceaccounts", "` + AuditedGroup + `"]
 - level: None
 `
 

@@ -67,8 +67,15 @@ func stopSharedCluster() {
 
 // startCluster starts a control plane with opts (the controller-manager's
 // client rate limit, 0 for its defaults; the API server's concurrency) and
-// the approver.
+// the test's approver.
 func startCluster(t *testing.T, name string, opts controlplane.Options) *cluster {
+	t.Helper()
+	return startClusterWith(t, name, opts, true)
+}
+
+// startClusterWith starts a control plane with opts, and the test's
+// approver inside the test process if adhoc (else none).
+func startClusterWith(t *testing.T, name string, opts controlplane.Options, adhoc bool) *cluster {
 	t.Helper()
 	setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -91,7 +98,12 @@ func startCluster(t *testing.T, name string, opts controlplane.Options) *cluster
 	}
 	actx, acancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); c.approveServing(actx) }()
+	go func() {
+		defer close(done)
+		if adhoc {
+			approveServing(actx, c.api)
+		}
+	}()
 	c.stop = func() { acancel(); <-done; cp.Stop() }
 	return c
 }
@@ -124,7 +136,8 @@ func limitLabel(qps float32, burst int) string {
 // by watch (one list, then a watch from its resource version, again after a
 // watch ends), with a few workers so that approvals are not serialized
 // behind one round trip each.
-func (c *cluster) approveServing(ctx context.Context) {
+// api gives the client to use now (a CA rotation replaces the admin's).
+func approveServing(ctx context.Context, api func() kubernetes.Interface) {
 	todo := make(chan certificatesv1.CertificateSigningRequest, 4096)
 	var wg sync.WaitGroup
 	for range 8 {
@@ -132,7 +145,7 @@ func (c *cluster) approveServing(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			for csr := range todo {
-				c.approve(ctx, &csr)
+				approve(ctx, api(), &csr)
 			}
 		}()
 	}
@@ -143,7 +156,7 @@ func (c *cluster) approveServing(ctx context.Context) {
 		}
 	}
 	for ctx.Err() == nil {
-		csrs := c.api().CertificatesV1().CertificateSigningRequests()
+		csrs := api().CertificatesV1().CertificateSigningRequests()
 		list, err := csrs.List(ctx, metav1.ListOptions{})
 		if err != nil {
 			sleepCtx(ctx, time.Second) // the API server may be down (the outage)
@@ -169,8 +182,8 @@ func (c *cluster) approveServing(ctx context.Context) {
 // approve adds the Approved condition as `kubectl certificate approve` does,
 // from the object the watch delivered (one write); on a conflict it reads
 // the CSR again.
-func (c *cluster) approve(ctx context.Context, csr *certificatesv1.CertificateSigningRequest) {
-	csrs := c.api().CertificatesV1().CertificateSigningRequests()
+func approve(ctx context.Context, api kubernetes.Interface, csr *certificatesv1.CertificateSigningRequest) {
+	csrs := api.CertificatesV1().CertificateSigningRequests()
 	for range 5 {
 		for _, cond := range csr.Status.Conditions {
 			if cond.Type == certificatesv1.CertificateApproved || cond.Type == certificatesv1.CertificateDenied {

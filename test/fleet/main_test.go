@@ -23,9 +23,11 @@ var (
 	flagQPS  = flag.Float64("fleet.qps", 500, "the raised controller-manager --kube-api-qps (--kube-api-burst twice that)")
 	// For comparisons run by hand: which limits and fleets TestScaleUp runs, in order (a fleet may repeat,
 	// e.g. -fleet.limits=raised -fleet.variants=kubelet,client,client,kubelet to see what the order does).
-	flagLimits   = flag.String("fleet.limits", "default,raised", "the controller-manager limits TestScaleUp runs: default, raised")
-	flagVariants = flag.String("fleet.variants", "certagent,client,kubelet", "the fleets TestScaleUp runs under each limit, in order: certagent, client (certagent, client only), kubelet")
-	flagRounds   = flag.Int("fleet.rounds", envInt("FLEET_ROUNDS", 1), "times the like-for-like pair (client only, kubelet) runs under each limit, alternating (default $FLEET_ROUNDS, else 1)")
+	flagLimits    = flag.String("fleet.limits", "default,raised", "the controller-manager limits TestScaleUp runs: default, raised")
+	flagVariants  = flag.String("fleet.variants", "certagent,client,kubelet", "the fleets TestScaleUp runs under each limit, in order: certagent, client (certagent, client only), kubelet")
+	flagApprover  = flag.Bool("fleet.approver", os.Getenv("FLEET_APPROVER") == "1", "also compare the serving CSR approvers, the test's and certagent-cluster approve, at -fleet.approver-n nodes (as root; default $FLEET_APPROVER=1)")
+	flagApproverN = flag.Int("fleet.approver-n", envInt("FLEET_APPROVER_N", 0), "nodes in each approver fleet (default $FLEET_APPROVER_N, else -fleet.n)")
+	flagRounds    = flag.Int("fleet.rounds", envInt("FLEET_ROUNDS", 1), "times the like-for-like pair (client only, kubelet) runs under each limit, alternating (default $FLEET_ROUNDS, else 1)")
 )
 
 var (
@@ -43,6 +45,9 @@ func envInt(name string, def int) int {
 }
 
 func TestMain(m *testing.M) {
+	if kubeconfig := os.Getenv(adhocApproverEnv); kubeconfig != "" {
+		os.Exit(runAdhocApprover(kubeconfig)) // the test binary as the ad-hoc approver's process
+	}
 	flag.Parse()
 	os.Exit(run(m))
 }
@@ -65,7 +70,7 @@ func run(m *testing.M) int {
 	stopSharedCluster()
 	restoreLimits()
 	report.Took = time.Since(report.Started)
-	if *flagOut != "" && (len(report.ScaleUps)+len(report.Waves)+len(report.Overloads)+len(report.Joins) > 0 || report.Outage != nil) {
+	if *flagOut != "" && (len(report.ScaleUps)+len(report.Waves)+len(report.Overloads)+len(report.Joins)+len(report.Approvers) > 0 || report.Outage != nil) {
 		if err := report.Write(*flagOut); err != nil {
 			logf("writing the report: %v", err)
 			return 1

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/certagent/certagent/test/controlplane"
+	"github.com/certagent/certagent/test/nodenet"
 )
 
 // Which program bootstraps a fleet's nodes.
@@ -34,6 +35,7 @@ const (
 type member struct {
 	name                                   string
 	dir, boot, kubeconf, certDir, cfg, log string
+	netns                                  string // its network namespace, "" for the host's
 
 	mu       sync.Mutex
 	pid      int
@@ -86,6 +88,9 @@ func newFleet(t *testing.T, c *cluster, kind, prefix string, n int, extra string
 // argv is the command line of m's process.
 func (f *fleet) argv(m *member) []string {
 	var argv []string
+	if m.netns != "" {
+		argv = nodenet.InNetns(m.netns) // ip netns exec execs the program: same PID
+	}
 	if f.niced {
 		argv = []string{"nice", "-n", "19"} // nice execs the program: same PID
 	}

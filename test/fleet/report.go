@@ -34,6 +34,7 @@ type Report struct {
 	Waves      []*Wave
 	Overloads  []*Overload
 	Joins      []*JoinRun
+	Approvers  []*ApproverRun
 }
 
 // JoinRun is one fleet of N joining at once by TPM attestation or by the
@@ -277,6 +278,9 @@ func (r *Report) Markdown() string {
 	}
 	if len(r.Joins) > 0 {
 		r.joinTable(&b)
+	}
+	if len(r.Approvers) > 0 {
+		r.approverTable(&b)
 	}
 	if o := r.Outage; o != nil {
 		fmt.Fprintf(&b, "## API server outage under %d running daemons\n\n| what | result |\n|---|---|\n", o.N)

@@ -76,13 +76,7 @@ func TestMarkdownRatios(t *testing.T) {
 }
 
 func TestMarkdownOverload(t *testing.T) {
-	ms := func(v ...int) Dist {
-		var ts []time.Duration
-		for _, x := range v {
-			ts = append(ts, time.Duration(x)*time.Millisecond)
-		}
-		return NewDist(ts)
-	}
+	ms := millisDist
 	r := &Report{N: 2, Overloads: []*Overload{
 		{Mode: apfShipped, N: 2, Inflight: 20, Mutating: 10, ProbeRate: 10, Done: ms(1000, 2000), ProbeIdle: ms(2, 3), ProbeDuring: ms(4, 9),
 			ProbeRequests: 30, Requests: map[string]float64{"create certificatesigningrequests": 2}, Throttled: 0.5, Exact: true,
