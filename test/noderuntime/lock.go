@@ -7,10 +7,11 @@ import (
 )
 
 // hostLock is held from Start to Close: every test containerd uses the one
-// bridge (Bridge, Subnet) and Close removes it, so two suites running a
-// kubelet at once (go test runs packages in parallel: test/e2e,
-// test/approver, test/carotation) would break each other's pod network. The
-// kernel releases the flock if a test process dies.
+// bridge (Bridge, Subnet) and Close removes it, and every test kubelet the
+// one cgroupfs hierarchy (kubepods); with two suites running a kubelet at
+// once (go test runs packages in parallel: test/e2e, test/approver,
+// test/carotation), kubectl exec to one's pod failed with "container not
+// found" for 30 s on end. The kernel releases the flock if a test process dies.
 const hostLock = "/run/lock/certagent-noderuntime.lock"
 
 // lockHost waits for the lock file path (hostLock) and returns the open
