@@ -4,7 +4,9 @@
 // packaging/cluster/approver with exactly its RBAC, and makes CSRs with
 // nodes' own credentials (client certificates of system:node:<name> in
 // system:nodes). As root, the API server listens on the address of a bridge
-// the suite creates, for nodes in network namespaces (netns_test.go).
+// the suite creates, for nodes in network namespaces (netns_test.go). One
+// test runs the real kubelet on containerd (kubelet_test.go, root and
+// make e2e-deps).
 package approver
 
 import (

@@ -37,6 +37,7 @@ type Containerd struct {
 	dir, socket string
 	cmd         *exec.Cmd
 	exited      chan struct{}
+	lock        *os.File // hostLock, released by Close
 }
 
 // Check says what is missing for Start on this machine: root, containerd,
@@ -119,7 +120,19 @@ func Start(ctx context.Context, dir, imageArchive string) (*Containerd, error) {
 	if err := Check(); err != nil {
 		return nil, err
 	}
-	c := &Containerd{dir: dir, socket: filepath.Join(dir, "containerd.sock"), Log: filepath.Join(dir, "containerd.log"), exited: make(chan struct{})}
+	lock, err := lockHost(hostLock)
+	if err != nil {
+		return nil, err
+	}
+	c, err := start(ctx, dir, imageArchive, lock)
+	if err != nil {
+		lock.Close()
+	}
+	return c, err
+}
+
+func start(ctx context.Context, dir, imageArchive string, lock *os.File) (*Containerd, error) {
+	c := &Containerd{dir: dir, socket: filepath.Join(dir, "containerd.sock"), Log: filepath.Join(dir, "containerd.log"), exited: make(chan struct{}), lock: lock}
 	c.Endpoint = "unix://" + c.socket
 	if err := os.MkdirAll(filepath.Join(dir, "cni"), 0o755); err != nil {
 		return nil, err
@@ -206,6 +219,10 @@ func (c *Containerd) Close() {
 	killShims(c.socket)
 	unmountUnder(c.dir)
 	_ = exec.Command("ip", "link", "delete", Bridge).Run()
+	if c.lock != nil {
+		c.lock.Close()
+		c.lock = nil
+	}
 }
 
 // killShims kills the containerd-shim-runc-v2 processes started by the
