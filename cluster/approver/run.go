@@ -34,7 +34,9 @@ type RunConfig struct {
 	// HealthListen is the plain-HTTP address of /healthz, /readyz (ready
 	// once the caches synced) and /metrics; none if empty.
 	HealthListen string
-	// Workers decide CSRs in parallel (2 if zero).
+	// Workers decide CSRs in parallel (8 if zero): each decision waits on
+	// one write, so a scale-up's burst of CSRs is not served one round trip
+	// after another.
 	Workers int
 	// Resync is the informers' resync period (10 minutes if zero).
 	Resync time.Duration
@@ -50,7 +52,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		return errors.New("approver: no API server connection (REST)")
 	}
 	if cfg.Workers == 0 {
-		cfg.Workers = 2
+		cfg.Workers = 8
 	}
 	if cfg.Resync == 0 {
 		cfg.Resync = 10 * time.Minute
@@ -65,8 +67,14 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if err := rbac.Check(ctx, client, permissions, Manifest); err != nil {
 		return fmt.Errorf("approver: %w", err)
 	}
+	// Events through a client of their own, with its own rate limit: a burst
+	// of them (one per decision in a scale-up) must not queue the approvals.
+	eventClient, err := kubernetes.NewForConfig(cfg.REST)
+	if err != nil {
+		return fmt.Errorf("making the API client for Events: %w", err)
+	}
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: eventClient.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
 	enrollments, err := enrollmentInformer(cfg, client)
 	if err != nil {

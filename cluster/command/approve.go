@@ -33,7 +33,7 @@ func parseApprove(args []string, stderr io.Writer) (*approver.RunConfig, *serveF
 	fs.DurationVar(&cfg.Policy.MaxExpiration, "max-duration", 0, "longest expirationSeconds a CSR may ask for (0: no cap; a CSR asking none gets the signer's --cluster-signing-duration)")
 	fs.BoolVar(&cfg.Deny, "deny", false, "deny a refused CSR (default: leave it pending, decided again when a Node changes; an Event says why either way)")
 	fs.StringVar(&cfg.HealthListen, "health-listen", ":8080", "plain-HTTP `address` of /healthz and /readyz (empty: none)")
-	fs.IntVar(&cfg.Workers, "workers", 2, "CSRs decided in parallel")
+	fs.IntVar(&cfg.Workers, "workers", 8, "CSRs decided in parallel")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
