@@ -159,6 +159,9 @@ func (w *World) judgeRotation() {
 // checkTrustFiles: every version of the trust files certagent keeps holds
 // at least one CA, and the API server's current serving CA.
 func (w *World) checkTrustFiles() {
+	if !w.cfg.Trust.Follow {
+		return
+	}
 	for i, p := range []string{w.cfg.TrustCAFile(), w.cfg.Trust.KubeletClientCAFile} {
 		k := statKey(p)
 		if p == "" || k == "-;" || w.trustChecked[i] == k {

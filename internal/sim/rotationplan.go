@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"time"
 
 	"github.com/certagent/certagent/trust"
@@ -63,6 +64,7 @@ func (w *World) planRotation(span time.Duration) {
 	}
 	rot := &rotation{}
 	w.rotation = rot
+	w.followTrust()
 	w.stats.Rotation.Rotations++
 	t := w.now().Add(time.Duration((0.05 + 0.4*r.Float64()) * float64(span)))
 	for k := 1; k <= 5; k++ {
@@ -74,6 +76,23 @@ func (w *World) planRotation(span time.Duration) {
 	for r.Float64() < 0.4 {
 		w.planOffline(r, rot)
 	}
+}
+
+// followTrust turns trust.follow on, as an operator does on every node
+// before a rotation. Only the seeds with a rotation follow: the follower's
+// watch and its files cost a seed about twice its time, and without a
+// rotation there is nothing for it to follow (the sim's API server
+// publishes one bundle that never changes).
+func (w *World) followTrust() {
+	c := w.file()
+	c.Trust.Follow = true
+	c.Trust.KubeletClientCAFile = filepath.Join(c.CertDir, "kubelet-client-ca.crt")
+	if err := c.Validate(); err != nil {
+		w.fail("seed %d: trust.follow: the configuration is invalid: %v", w.seed, err)
+		return
+	}
+	w.setFile(c)
+	w.cfg = c
 }
 
 // planOffline cuts the node off from the API server from before a phase to

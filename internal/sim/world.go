@@ -297,8 +297,6 @@ func newWorld(seed uint64, base string) (*World, error) {
 	if r.Float64() < 0.5 {
 		c.Hooks.PostRenew = []config.Hook{{Command: []string{"/sim/hook"}}}
 	}
-	c.Trust.Follow = true
-	c.Trust.KubeletClientCAFile = filepath.Join(c.CertDir, "kubelet-client-ca.crt")
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("seed %d: the generated configuration is invalid: %w", seed, err)
 	}
@@ -406,6 +404,7 @@ func (w *World) kill() {
 		if w.frozen.Load() == 0 {
 			w.fail("Run did not return within a minute of its context's end")
 		}
+		w.unlockKilled()
 	}
 	w.inst, w.down = nil, true
 	w.setUnhealthy("agent down")
