@@ -37,6 +37,7 @@ type rotationState struct {
 	rv        int64             // the ClusterTrustBundles' resource version
 	leaf      *x509.Certificate // the API server's serving certificate
 	watches   int               // ClusterTrustBundle watches opened
+	good      []byte            // the serving bundle a bad one replaced (badbundle.go); nil if none
 	// offline > 0: the node cannot reach the API server (a partition
 	// around a phase of the rotation), whatever the other faults do.
 	offline int
@@ -71,6 +72,9 @@ func (a *API) publishedNow() map[string][]byte {
 // servingBundle is what a person puts in a bootstrap kubeconfig:
 // kube-public's cluster-info, as kube-controller-manager keeps it.
 func (a *API) servingBundle() []byte {
+	if a.rot.good != nil {
+		return bytes.Clone(a.rot.good)
+	}
 	return bytes.Clone(a.publishedNow()[trust.SignerAPIServerServing])
 }
 

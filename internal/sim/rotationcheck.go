@@ -162,6 +162,7 @@ func (w *World) checkTrustFiles() {
 	if !w.cfg.Trust.Follow {
 		return
 	}
+	w.checkBad()
 	for i, p := range []string{w.cfg.TrustCAFile(), w.cfg.Trust.KubeletClientCAFile} {
 		k := statKey(p)
 		if p == "" || k == "-;" || w.trustChecked[i] == k {

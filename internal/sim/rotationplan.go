@@ -76,6 +76,7 @@ func (w *World) planRotation(span time.Duration) {
 	for r.Float64() < 0.4 {
 		w.planOffline(r, rot)
 	}
+	w.planBadBundles(span)
 }
 
 // followTrust turns trust.follow on, as an operator does on every node

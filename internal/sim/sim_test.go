@@ -108,9 +108,9 @@ func TestSim(t *testing.T) {
 	}
 	took := time.Since(start)
 	nodeYears := float64(len(list)) * *years
-	line := fmt.Sprintf("%d seeds x %.2g simulated years in %s: %.1f client and %.1f serving CSRs per node-year, at most %d CSRs of one kind in a day; %d restarts (%d killed at failpoints), %d suspends, %d outages, %d events; %s; %s; %s; %d failed %s",
+	line := fmt.Sprintf("%d seeds x %.2g simulated years in %s: %.1f client and %.1f serving CSRs per node-year, at most %d CSRs of one kind in a day; %d restarts (%d killed at failpoints), %d suspends, %d outages, %d events; %s; %s; %s; %s; %d failed %s",
 		len(list), *years, took.Round(time.Millisecond), float64(total.ClientCSRs)/nodeYears, float64(total.ServingCSRs)/nodeYears,
-		total.MaxPerDay, total.Restarts, total.Kills, total.Suspends, total.Outages, total.Events, total.strandings(), total.Attest.String(float64(total.Attest.Nodes)**years), total.Rotation, len(failed), strings.Join(failed, " "))
+		total.MaxPerDay, total.Restarts, total.Kills, total.Suspends, total.Outages, total.Events, total.strandings(), total.Attest.String(float64(total.Attest.Nodes)**years), total.Rotation, total.Bad, len(failed), strings.Join(failed, " "))
 	t.Log(line)
 	if *report != "" {
 		f, err := os.OpenFile(*report, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)

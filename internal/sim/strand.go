@@ -356,6 +356,9 @@ func (s *Stats) add(o Stats) {
 	s.BootProofsFailed += o.BootProofsFailed
 	s.Attest.add(o.Attest)
 	s.Rotation.add(o.Rotation)
+	s.Bad.Published += o.Bad.Published
+	s.Bad.Judged += o.Bad.Judged
+	s.Bad.Refused += o.Bad.Refused
 }
 
 // strandings is the report's part about strandings and rescues.

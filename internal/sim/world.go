@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	"k8s.io/client-go/rest"
 
@@ -91,6 +92,8 @@ type Stats struct {
 	Attest attestStats
 	// Rotation: the CA rotation figures (rotationcheck.go).
 	Rotation rotationStats
+	// Bad: the bad bundles published (badbundle.go).
+	Bad badStats
 }
 
 // instance is one run of the agent (a process, between a start and a kill).
@@ -146,8 +149,10 @@ type World struct {
 
 	caRenewAt time.Duration // after the start
 
-	rotation     *rotation // the seed's CA rotation; nil if none (rotationplan.go)
-	trustChecked [2]string // statKey of the trust files at the last check
+	rotation     *rotation    // the seed's CA rotation; nil if none (rotationplan.go)
+	bad          *badBundle   // a bad bundle published now; nil if none (badbundle.go)
+	refusals     atomic.Int64 // the agent's refusals of published trust, from its log
+	trustChecked [2]string    // statKey of the trust files at the last check
 
 	// attest is the attestation service of a node configured with
 	// attestation; nil for a token-only node (attest.go).
@@ -347,7 +352,7 @@ func (w *World) options() agent.Options {
 	var mu sync.Mutex
 	r := w.rngFor("jitter", w.stats.Restarts)
 	return agent.Options{
-		Logger: w.logger, Clock: w.clk, Jumps: w.jumps, Notifier: w, NoControlSocket: true,
+		Logger: w.logger.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return zapcore.NewTee(c, refusalCounter{&w.refusals}) })), Clock: w.clk, Jumps: w.jumps, Notifier: w, NoControlSocket: true,
 		Rand:        func() float64 { mu.Lock(); defer mu.Unlock(); return r.Float64() },
 		Watch:       func(context.Context, *zap.Logger, ...string) (<-chan struct{}, error) { return w.events, nil },
 		RunHook:     w.hook,
