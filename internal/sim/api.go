@@ -458,7 +458,13 @@ func (c *client) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Inte
 		timeout = time.Duration(*opts.TimeoutSeconds) * time.Second
 	}
 	a.w.afterWatch(sw, timeout)
-	go func() { // the client side goes away with its context
+	a.closeOnDone(ctx, sw)
+	return sw, nil
+}
+
+// closeOnDone closes sw when the client side goes away with its context.
+func (a *API) closeOnDone(ctx context.Context, sw *simWatcher) {
+	go func() {
 		select {
 		case <-ctx.Done():
 			a.mu.Lock()
@@ -467,7 +473,6 @@ func (c *client) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Inte
 		case <-sw.done():
 		}
 	}()
-	return sw, nil
 }
 
 func sameNames(x, y *certificatesv1.CertificateSigningRequest) bool {

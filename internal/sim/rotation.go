@@ -187,15 +187,7 @@ func (s *trustSource) Watch(ctx context.Context, resourceVersion string) (watch.
 	a.rot.watches++ // afterWatch's draw is keyed by the CSRs' version, which a trust watch does not move
 	d := logUniform(a.w.rngFor("trust watch", a.rot.watches), time.Minute, trustWatchFor)
 	sw.closeEv = a.w.after(d, "close watch", func() { a.mu.Lock(); a.closeWatcher(sw); a.mu.Unlock() })
-	go func() {
-		select {
-		case <-ctx.Done():
-			a.mu.Lock()
-			a.closeWatcher(sw)
-			a.mu.Unlock()
-		case <-sw.done():
-		}
-	}()
+	a.closeOnDone(ctx, sw)
 	return sw, nil
 }
 
