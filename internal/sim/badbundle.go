@@ -22,7 +22,7 @@ import (
 // counted from the agent's log). Judged (checkBad, endBad): no version of
 // the trust files holds the bad bundle's CA (and checkTrustFiles still
 // wants each to hold a CA and verify the API server); a node that could
-// work through the whole window refused at least once and ends it with its
+// work through the whole window (badNotice at least) refused at least once and ends it with its
 // trust files as they were when it began.
 type badBundle struct {
 	kind    string
@@ -32,6 +32,11 @@ type badBundle struct {
 	existed [2]bool
 	refused int64 // refusals counted when it began
 }
+
+// badNotice is how long a working node is given to see a bad bundle: the
+// watch tells it at once, but a relist after a closed watch may wait out
+// the follower's retry (5 minutes, drawn up to 1.5 times).
+const badNotice = 15 * time.Minute
 
 var badKinds = []string{"empty", "malformed", "foreign"}
 
@@ -101,8 +106,11 @@ func (w *World) endBad() {
 	a.rot.good = nil
 	a.publish(trust.SignerAPIServerServing, good)
 	a.mu.Unlock()
-	if len(w.active) > 0 || w.healthySince.After(b.since) {
-		return // the node could not work throughout: it may not have seen it
+	if len(w.active) > 0 || w.healthySince.After(b.since) || w.now().Sub(b.since) < badNotice {
+		// The node could not work throughout, or not for long enough: it
+		// may not have seen it (a suspend over the whole window runs both
+		// ends at the instant it wakes).
+		return
 	}
 	w.stats.Bad.Judged++
 	if w.refusals.Load() == b.refused {
