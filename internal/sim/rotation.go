@@ -169,7 +169,8 @@ func (s *trustSource) List(context.Context) ([]trust.Published, string, error) {
 // trustWatchFor is how long the sim's API server keeps a ClusterTrustBundle
 // watch open at most. Real servers end watches after 30 to 60 minutes; here
 // they last up to days (outages and restarts end them sooner), because an event every
-// half hour over simulated years would dominate the run's time, and a
+// half hour over simulated years would dominate the run's time (they
+// last 30 minutes at least, as a real server's do), and a
 // relist after a server's timeout is what a relist after an outage is.
 const trustWatchFor = 3 * 24 * time.Hour
 
@@ -185,7 +186,7 @@ func (s *trustSource) Watch(ctx context.Context, resourceVersion string) (watch.
 		sw.sendTrust() // what it missed since its list
 	}
 	a.rot.watches++ // afterWatch's draw is keyed by the CSRs' version, which a trust watch does not move
-	d := logUniform(a.w.rngFor("trust watch", a.rot.watches), time.Minute, trustWatchFor)
+	d := logUniform(a.w.rngFor("trust watch", a.rot.watches), 30*time.Minute, trustWatchFor)
 	sw.closeEv = a.w.after(d, "close watch", func() { a.mu.Lock(); a.closeWatcher(sw); a.mu.Unlock() })
 	a.closeOnDone(ctx, sw)
 	return sw, nil
