@@ -42,6 +42,9 @@ FLEET_OVERLOAD_ARGS ?=
 SIM_SEEDS ?= 1000
 SIM_YEARS ?= 1
 SIM_FIRST ?= 1
+# Extra flags for the simulation (make sim-rotation sets -sim.rotate); seeds for make sim-rotation.
+SIM_ARGS  ?=
+SIM_ROTATION_SEEDS ?= 200
 
 # The Go vulnerability database (v1 layout, for govulncheck -db file://…): an offline copy.
 VULNDB    ?= $(firstword $(wildcard $(CURDIR)/../shared/vulndb /work/shared/vulndb))
@@ -51,7 +54,7 @@ K8S_MINORS    := $(shell ls test/k8s | grep '^v1\.' | sort -t. -k2,2nr)
 COMPAT_MINORS ?= $(K8S_MINORS)
 COMPAT_TESTS  := ^(TestBootstrapClientAndServing|TestDaemonRenewsBothCertificates|TestRestartWhilePendingReusesCSR|TestDeniedClientCSR|TestDeniedServingCSR)$$
 
-.PHONY: help build tpm-deps unit e2e e2e-deps carotation node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short vuln compat compat-oldest rules rules-deps fleet fleet-short fleet-approver fleet-overload fleet-attest fleet-carotation fleet-deps
+.PHONY: help build tpm-deps unit e2e e2e-deps carotation node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short sim-rotation vuln compat compat-oldest rules rules-deps fleet fleet-short fleet-approver fleet-overload fleet-attest fleet-carotation fleet-deps
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -105,11 +108,11 @@ unit: tpm-deps ## Unit tests with the race detector (the attestation tests with 
 
 sim: ## Simulate SIM_SEEDS nodes (default 1000) for a year each against a faulty control plane; SEED=n replays one with its log
 	@if [ -n "$(SEED)" ]; then \
-		GOGC=400 $(GO) test -tags failpoints -count=1 -run '^TestSim$$' ./internal/sim/ -sim.seed=$(SEED) -sim.years=$(SIM_YEARS) -sim.debug -v; \
+		GOGC=400 $(GO) test -tags failpoints -count=1 -run '^TestSim$$' ./internal/sim/ -sim.seed=$(SEED) -sim.years=$(SIM_YEARS) $(SIM_ARGS) -sim.debug -v; \
 	else \
 		$(GO) test -tags failpoints -c -o bin/sim.test ./internal/sim/ || exit 1; rm -f bin/sim.report; \
-		( GOGC=400 GOMAXPROCS=1 bin/sim.test -test.run '^TestSim$$' -sim.seeds=$(SIM_SEEDS) -sim.first=$(SIM_FIRST) -sim.years=$(SIM_YEARS) -sim.shard=0/2 -sim.report=bin/sim.report > bin/sim-0.log 2>&1; echo $$? > bin/sim-0.rc ) & \
-		( GOGC=400 GOMAXPROCS=1 bin/sim.test -test.run '^TestSim$$' -sim.seeds=$(SIM_SEEDS) -sim.first=$(SIM_FIRST) -sim.years=$(SIM_YEARS) -sim.shard=1/2 -sim.report=bin/sim.report > bin/sim-1.log 2>&1; echo $$? > bin/sim-1.rc ) & \
+		( GOGC=400 GOMAXPROCS=1 bin/sim.test -test.run '^TestSim$$' -sim.seeds=$(SIM_SEEDS) -sim.first=$(SIM_FIRST) -sim.years=$(SIM_YEARS) -sim.shard=0/2 -sim.report=bin/sim.report $(SIM_ARGS) > bin/sim-0.log 2>&1; echo $$? > bin/sim-0.rc ) & \
+		( GOGC=400 GOMAXPROCS=1 bin/sim.test -test.run '^TestSim$$' -sim.seeds=$(SIM_SEEDS) -sim.first=$(SIM_FIRST) -sim.years=$(SIM_YEARS) -sim.shard=1/2 -sim.report=bin/sim.report $(SIM_ARGS) > bin/sim-1.log 2>&1; echo $$? > bin/sim-1.rc ) & \
 		wait; cat bin/sim.report; grep -h -A30 -- '--- FAIL' bin/sim-0.log bin/sim-1.log | head -80; \
 		test "$$(cat bin/sim-0.rc bin/sim-1.rc)" = "$$(printf '0\n0')"; \
 	fi
@@ -130,7 +133,7 @@ e2e: build e2e-deps tpm-deps ## End-to-end tests against a real kube-apiserver, 
 carotation: build e2e-deps ## Only the cluster CA rotation of make e2e: five phases on a control plane of its own under certagent and the real kubelet (CERTAGENT_CAROT_PHASE_GAP=30s between phases; CERTAGENT_CAROT_NODE=off logs the node side's failures instead of failing; as root)
 	cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) $(GO) test $(E2E_FLAGS) -v -run TestCARotation ./carotation/
 
-test: deps vet tidy-check vuln rules unit sim-short e2e compat-oldest fleet-short package-check node ## Every test suite (what CI runs; as root: the package checks and the node suite need it)
+test: deps vet tidy-check vuln rules unit sim-short sim-rotation e2e compat-oldest fleet-short package-check node ## Every test suite (what CI runs; as root: the package checks and the node suite need it)
 
 compat: build e2e-deps ## The e2e core against every Kubernetes minor under test/k8s (COMPAT_MINORS="v1.33 v1.30" for some); table in bin/compat.md
 	@mkdir -p bin; rm -f bin/compat.md; fail=0; for v in $(COMPAT_MINORS); do \
@@ -145,6 +148,9 @@ compat-oldest: ## make compat for the oldest minor only (make test runs it; make
 
 sim-short: ## The simulation at 100 seeds (make test runs it; make sim runs 1000)
 	$(MAKE) --no-print-directory sim SIM_SEEDS=100
+
+sim-rotation: ## The simulation with a CA rotation in every seed (SIM_ROTATION_SEEDS, default 200; make test runs it; SEED=n replays one)
+	$(MAKE) --no-print-directory sim SIM_SEEDS=$(SIM_ROTATION_SEEDS) SIM_ARGS=-sim.rotate
 
 demo: build ## Start a local control plane, bootstrap a node with certagent, show its status, clean up
 	cd test && $(GO) run ./cmd/demo -certagent $(CURDIR)/$(BIN)

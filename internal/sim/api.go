@@ -48,21 +48,27 @@ var csrGR = schema.GroupResource{Group: "certificates.k8s.io", Resource: "certif
 // ca is a cluster CA: its key, and the certificates that carry it (a CA
 // renewed with the same key keeps verifying what the old one signed).
 type ca struct {
+	name  string
 	key   *ecdsa.PrivateKey
 	certs []*x509.Certificate // oldest first; the signer uses the newest
 	pem   []byte              // every cert, for kubeconfigs
 }
 
 func newCA(now time.Time, lifetime time.Duration) *ca {
+	return newNamedCA("sim-cluster-ca", now, lifetime)
+}
+
+// newNamedCA is a CA with a key of its own (a rotation's new CA).
+func newNamedCA(name string, now time.Time, lifetime time.Duration) *ca {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	c := &ca{key: key}
+	c := &ca{name: name, key: key}
 	c.renew(now, lifetime)
 	return c
 }
 
 // renew issues another CA certificate with the same key and subject.
 func (c *ca) renew(now time.Time, lifetime time.Duration) {
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(len(c.certs) + 1)), Subject: pkix.Name{CommonName: "sim-cluster-ca"},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(len(c.certs) + 1)), Subject: pkix.Name{CommonName: c.name},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(lifetime), IsCA: true, BasicConstraintsValid: true,
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, c.key.Public(), c.key)
@@ -117,9 +123,11 @@ type API struct {
 	// Who approves serving CSRs: an automatic approver (seconds) or a person.
 	humanApprover bool
 
-	verified   map[string]bool // authentication results by certificate
-	verifiedBy *ca
-	leaves     map[string]*x509.Certificate
+	verified    map[string]bool // authentication results by certificate
+	verifiedGen int             // the caGen they hold for
+
+	rot    rotationState // a CA rotation's state of the API server (rotation.go)
+	leaves map[string]*x509.Certificate
 
 	// Tallies for invariants and figures.
 	creates map[string][]time.Time // by signer
@@ -165,7 +173,7 @@ func (a *API) authenticate(rc *rest.Config) caller {
 	if len(caData) == 0 && rc.CAFile != "" {
 		caData, _ = os.ReadFile(rc.CAFile)
 	}
-	if !strings.Contains(string(caData), strings.TrimSpace(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.cluster.certs[0].Raw})))) {
+	if !strings.Contains(string(caData), strings.TrimSpace(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.servingCA().certs[0].Raw})))) {
 		return caller{err: &urlError{x509.UnknownAuthorityError{}}, why: "it trusts another cluster's CA"}
 	}
 	if rc.BearerToken != "" {
@@ -255,17 +263,18 @@ func (a *API) admit(rc *rest.Config) caller {
 	return who
 }
 
-// trusted reports whether the cluster CA signed leaf (remembered per
-// certificate: a signature check per request would dominate the run).
+// trusted reports whether a CA of the API server's client-CA set signed
+// leaf (remembered per certificate and set: a signature check per request
+// would dominate the run).
 func (a *API) trusted(leaf *x509.Certificate) bool {
 	key := string(leaf.Raw)
-	if v, ok := a.verified[key]; ok && a.verifiedBy == a.cluster {
+	if v, ok := a.verified[key]; ok && a.verifiedGen == a.rot.gen {
 		return v
 	}
-	if a.verifiedBy != a.cluster {
-		a.verified, a.verifiedBy = map[string]bool{}, a.cluster
+	if a.verified == nil || a.verifiedGen != a.rot.gen {
+		a.verified, a.verifiedGen = map[string]bool{}, a.rot.gen
 	}
-	v := a.cluster.signedBy(leaf)
+	v := slices.ContainsFunc(a.clientCAs(), func(c *ca) bool { return c.signedBy(leaf) })
 	a.verified[key] = v
 	return v
 }
@@ -279,7 +288,7 @@ func (e *urlError) Unwrap() error { return e.err }
 // gate is what every request meets first: an outage, throttling, errors.
 func (a *API) gate() error {
 	switch {
-	case a.down:
+	case a.down || a.rot.offline > 0:
 		return &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
 	case a.throttle > 0:
 		return apierrors.NewTooManyRequests("the server has received too many requests", int(a.throttle/time.Second))
@@ -449,7 +458,13 @@ func (c *client) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Inte
 		timeout = time.Duration(*opts.TimeoutSeconds) * time.Second
 	}
 	a.w.afterWatch(sw, timeout)
-	go func() { // the client side goes away with its context
+	a.closeOnDone(ctx, sw)
+	return sw, nil
+}
+
+// closeOnDone closes sw when the client side goes away with its context.
+func (a *API) closeOnDone(ctx context.Context, sw *simWatcher) {
+	go func() {
 		select {
 		case <-ctx.Done():
 			a.mu.Lock()
@@ -458,7 +473,6 @@ func (c *client) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Inte
 		case <-sw.done():
 		}
 	}()
-	return sw, nil
 }
 
 func sameNames(x, y *certificatesv1.CertificateSigningRequest) bool {

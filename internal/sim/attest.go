@@ -88,7 +88,7 @@ func newAttestService(w *World, mode attestMode) *attestService {
 // (the user-data, or the operator after a rebuild).
 func (s *attestService) writeCA() {
 	s.w.api.mu.Lock()
-	data := bytes.Clone(s.w.api.cluster.pem)
+	data := bytes.Clone(s.w.api.servingBundle())
 	s.w.api.mu.Unlock()
 	if err := os.WriteFile(s.caFile, data, 0o644); err != nil {
 		panic(err)

@@ -153,12 +153,13 @@ func (w *World) plan(span time.Duration) {
 
 	// One node in ten sees its cluster rebuilt (a new CA, an empty etcd);
 	// someone drops a new bootstrap kubeconfig later.
-	if r.Float64() < 0.1 {
+	if r.Float64() < 0.1 && w.rotation == nil {
 		at := time.Duration((0.2 + 0.7*r.Float64()) * float64(span))
 		w.after(at, "cluster rebuilt", func() {
 			a.mu.Lock()
 			a.cluster = newCA(w.now(), 10*365*24*time.Hour)
 			a.cluster.renew(w.now(), 10*365*24*time.Hour)
+			a.rot = rotationState{gen: a.rot.gen + 1}
 			a.objects, a.tokens = map[string]*csr{}, map[string]time.Time{}
 			a.closeAllWatches()
 			a.mu.Unlock()
@@ -230,6 +231,7 @@ func Run(seed uint64, span time.Duration, base string, log *zap.Logger) (string,
 	synctest.Wait()
 	w.baseline = runtime.NumGoroutine()
 	end := w.now().Add(span)
+	w.planRotation(span)
 	w.plan(span)
 	w.planAttestation(span)
 	w.start()
@@ -263,6 +265,7 @@ func Run(seed uint64, span time.Duration, base string, log *zap.Logger) (string,
 		ev := heap.Pop(&w.q).(*event)
 		w.qmu.Unlock()
 		synctest.Wait()
+		w.checkTrustFiles() // written before this event: judged by the world before it
 		w.stats.Events++
 		if w.kinds == nil {
 			w.kinds = map[string]int{}
@@ -287,6 +290,7 @@ func Run(seed uint64, span time.Duration, base string, log *zap.Logger) (string,
 	if w.failure == "" {
 		w.finishStranding()
 	}
+	w.finishRotation()
 	w.kill()
 	close(w.release) // frozen goroutines end
 	synctest.Wait()

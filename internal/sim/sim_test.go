@@ -19,13 +19,14 @@ import (
 )
 
 var (
-	seeds  = flag.Int("sim.seeds", 50, "number of seeds to simulate")
-	first  = flag.Uint64("sim.first", 1, "first seed")
-	only   = flag.Uint64("sim.seed", 0, "simulate only this seed (a reproduction)")
-	years  = flag.Float64("sim.years", 1, "simulated time per seed, in years")
-	shard  = flag.String("sim.shard", "0/1", "i/n: simulate every n-th seed starting at the i-th (to spread seeds over processes)")
-	report = flag.String("sim.report", "", "append a one-line summary of the run to this file")
-	debug  = flag.Bool("sim.debug", false, "print the agent's log (with -sim.seed)")
+	seeds     = flag.Int("sim.seeds", 50, "number of seeds to simulate")
+	first     = flag.Uint64("sim.first", 1, "first seed")
+	only      = flag.Uint64("sim.seed", 0, "simulate only this seed (a reproduction)")
+	years     = flag.Float64("sim.years", 1, "simulated time per seed, in years")
+	shard     = flag.String("sim.shard", "0/1", "i/n: simulate every n-th seed starting at the i-th (to spread seeds over processes)")
+	report    = flag.String("sim.report", "", "append a one-line summary of the run to this file")
+	debug     = flag.Bool("sim.debug", false, "print the agent's log (with -sim.seed)")
+	rotateAll = flag.Bool("sim.rotate", false, "give every seed a CA rotation (otherwise some seeds have one)")
 )
 
 // TestSim runs one node through simulated time for each seed and checks,
@@ -66,6 +67,7 @@ func TestSim(t *testing.T) {
 	if longest := rotate.PermanentBackoff.Longest(); longest+10*time.Minute > rescueBound {
 		t.Fatalf("the agent may rightly wait %s after a failure that needs a person (rotate.PermanentBackoff), too close to the %s a rescue is given (rescueBound in strand.go): revisit the bound", longest, rescueBound)
 	}
+	RotateAll = *rotateAll
 	span := time.Duration(*years * float64(365*24*time.Hour))
 	start := time.Now()
 	var total Stats
@@ -106,9 +108,9 @@ func TestSim(t *testing.T) {
 	}
 	took := time.Since(start)
 	nodeYears := float64(len(list)) * *years
-	line := fmt.Sprintf("%d seeds x %.2g simulated years in %s: %.1f client and %.1f serving CSRs per node-year, at most %d CSRs of one kind in a day; %d restarts (%d killed at failpoints), %d suspends, %d outages, %d events; %s; %s; %d failed %s",
+	line := fmt.Sprintf("%d seeds x %.2g simulated years in %s: %.1f client and %.1f serving CSRs per node-year, at most %d CSRs of one kind in a day; %d restarts (%d killed at failpoints), %d suspends, %d outages, %d events; %s; %s; %s; %s; %d failed %s",
 		len(list), *years, took.Round(time.Millisecond), float64(total.ClientCSRs)/nodeYears, float64(total.ServingCSRs)/nodeYears,
-		total.MaxPerDay, total.Restarts, total.Kills, total.Suspends, total.Outages, total.Events, total.strandings(), total.Attest.String(float64(total.Attest.Nodes)**years), len(failed), strings.Join(failed, " "))
+		total.MaxPerDay, total.Restarts, total.Kills, total.Suspends, total.Outages, total.Events, total.strandings(), total.Attest.String(float64(total.Attest.Nodes)**years), total.Rotation, total.Bad, len(failed), strings.Join(failed, " "))
 	t.Log(line)
 	if *report != "" {
 		f, err := os.OpenFile(*report, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)

@@ -161,6 +161,7 @@ func (w *World) watchStranding() {
 // stranded records and judges a stranding that begins now.
 func (w *World) stranded(cause, credWhy string) {
 	now := w.now()
+	cause = w.rotationCause(cause)
 	w.strand.since, w.strand.cause = now, cause
 	w.stats.Strandings++
 	if w.stats.StrandCauses == nil {
@@ -172,8 +173,8 @@ func (w *World) stranded(cause, credWhy string) {
 		w.rescue = nil
 	}
 	h := w.healthyFor()
-	why := fmt.Sprintf("seed %d: the node was stranded at %s (%s; kubelet.conf: %s) although it could work for the last %s (since %s)",
-		w.seed, now.Format(time.RFC3339), cause, credWhy, h.Round(time.Second), w.healthySince.Format(time.RFC3339))
+	why := fmt.Sprintf("seed %d: the node was stranded at %s (%s; kubelet.conf: %s) although it could work for the last %s (since %s)%s",
+		w.seed, now.Format(time.RFC3339), cause, credWhy, h.Round(time.Second), w.healthySince.Format(time.RFC3339), w.rotationNote())
 	switch {
 	case cause == "bootstrap kubeconfig deleted by the agent":
 		w.failMu.Lock()
@@ -181,7 +182,7 @@ func (w *World) stranded(cause, credWhy string) {
 		w.failMu.Unlock()
 		w.fail("seed %d: the node was stranded at %s: the agent deleted the bootstrap kubeconfig at %s while the API server did not accept kubelet.conf (%s)",
 			w.seed, now.Format(time.RFC3339), at.Format(time.RFC3339), credWhy)
-	case h == 0, cause == "not enrolled": // the world did it
+	case h == 0, cause == "not enrolled", strings.HasPrefix(cause, pacedCause): // the world did it
 	case cause == "client certificate expired":
 		if h >= expiryGrace {
 			w.fail("%s: it should have renewed", why)
@@ -217,6 +218,9 @@ func (w *World) dropLater(d time.Duration, why string, onlyIfStranded bool, then
 		stranded := !w.strand.since.IsZero()
 		if stranded || !onlyIfStranded {
 			w.rescueNode()
+		}
+		if stranded && strings.HasPrefix(w.strand.cause, pacedCause) && strings.Contains(w.status(), "drop a bootstrap kubeconfig") {
+			w.stats.Rotation.PacedTold++
 		}
 		if stranded {
 			r := &rescue{at: w.now(), since: w.strand.since, cause: w.strand.cause}
@@ -351,6 +355,10 @@ func (s *Stats) add(o Stats) {
 	s.LongestWait = max(s.LongestWait, o.LongestWait)
 	s.BootProofsFailed += o.BootProofsFailed
 	s.Attest.add(o.Attest)
+	s.Rotation.add(o.Rotation)
+	s.Bad.Published += o.Bad.Published
+	s.Bad.Judged += o.Bad.Judged
+	s.Bad.Refused += o.Bad.Refused
 }
 
 // strandings is the report's part about strandings and rescues.

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	"k8s.io/client-go/rest"
 
@@ -89,6 +90,10 @@ type Stats struct {
 	BootProofsFailed int
 	// Attest: the attestation figures (attest.go, attestcheck.go).
 	Attest attestStats
+	// Rotation: the CA rotation figures (rotationcheck.go).
+	Rotation rotationStats
+	// Bad: the bad bundles published (badbundle.go).
+	Bad badStats
 }
 
 // instance is one run of the agent (a process, between a start and a kill).
@@ -143,6 +148,11 @@ type World struct {
 	minLifetime  time.Duration
 
 	caRenewAt time.Duration // after the start
+
+	rotation     *rotation    // the seed's CA rotation; nil if none (rotationplan.go)
+	bad          *badBundle   // a bad bundle published now; nil if none (badbundle.go)
+	refusals     atomic.Int64 // the agent's refusals of published trust, from its log
+	trustChecked [2]string    // statKey of the trust files at the last check
 
 	// attest is the attestation service of a node configured with
 	// attestation; nil for a token-only node (attest.go).
@@ -316,7 +326,7 @@ func (w *World) dropBootstrapKubeconfig() {
 	token := id + "." + fmt.Sprintf("%016x", w.seed^uint64(w.api.uid))[:16]
 	exp := w.now().Add(24 * time.Hour)
 	w.api.tokens[token] = exp
-	ca := base64.StdEncoding.EncodeToString(w.api.cluster.pem)
+	ca := base64.StdEncoding.EncodeToString(w.api.servingBundle())
 	w.api.mu.Unlock()
 	w.bootToken = token
 	w.at(exp, "bootstrap token expires", func() {}) // watchStranding sees it lapse
@@ -342,10 +352,11 @@ func (w *World) options() agent.Options {
 	var mu sync.Mutex
 	r := w.rngFor("jitter", w.stats.Restarts)
 	return agent.Options{
-		Logger: w.logger, Clock: w.clk, Jumps: w.jumps, Notifier: w, NoControlSocket: true,
-		Rand:    func() float64 { mu.Lock(); defer mu.Unlock(); return r.Float64() },
-		Watch:   func(context.Context, *zap.Logger, ...string) (<-chan struct{}, error) { return w.events, nil },
-		RunHook: w.hook,
+		Logger: w.logger.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return zapcore.NewTee(c, refusalCounter{&w.refusals}) })), Clock: w.clk, Jumps: w.jumps, Notifier: w, NoControlSocket: true,
+		Rand:        func() float64 { mu.Lock(); defer mu.Unlock(); return r.Float64() },
+		Watch:       func(context.Context, *zap.Logger, ...string) (<-chan struct{}, error) { return w.events, nil },
+		RunHook:     w.hook,
+		TrustSource: w.api.trustSourceFor,
 		Bootstrap: func(bc *bootstrap.Config) {
 			bc.NewCSRClient = w.api.clientFor
 			bc.CheckIdentity = w.api.checkIdentity
@@ -387,8 +398,18 @@ func (w *World) kill() {
 		return
 	}
 	w.inst.cancel()
-	if err := <-w.inst.done; err != nil {
-		w.fail("Run returned %v", err)
+	select {
+	case err := <-w.inst.done:
+		if err != nil {
+			w.fail("Run returned %v", err)
+		}
+	case <-time.After(time.Minute):
+		// A goroutine frozen at a failpoint (the trust follower writing its
+		// file) holds Run's return: a SIGKILL ends such a process anyway.
+		if w.frozen.Load() == 0 {
+			w.fail("Run did not return within a minute of its context's end")
+		}
+		w.unlockKilled()
 	}
 	w.inst, w.down = nil, true
 	w.setUnhealthy("agent down")
@@ -780,6 +801,13 @@ func (w *World) afterWatch(sw *simWatcher, timeout time.Duration) {
 		w.api.closeWatcher(sw)
 		w.api.mu.Unlock()
 	})
+}
+
+// status is the agent's last STATUS line.
+func (w *World) status() string {
+	w.failMu.Lock()
+	defer w.failMu.Unlock()
+	return w.lastStatus
 }
 
 // summary is one line about the seed.
