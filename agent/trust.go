@@ -79,7 +79,7 @@ func (fo *follower) source(ctx context.Context) (trust.Source, error) {
 func (fo *follower) failed(err error) {
 	switch {
 	case apierrors.IsForbidden(err):
-		fo.a.log.Warn("not allowed to read the cluster's published trust: apply packaging/cluster/trust/rbac.yaml (asking again in about 10 minutes)", zap.Error(err))
+		fo.a.log.Warn("not allowed to read the cluster's published trust: apply packaging/cluster/trust/rbac.yaml (asking again once soon, then about every 10 minutes)", zap.Error(err))
 	case errors.Is(err, trust.ErrNotServed):
 		fo.a.log.Warn("not following the cluster's trust: the API server serves no ClusterTrustBundles (Kubernetes 1.37, or 1.33–1.36 with the ClusterTrustBundle feature gate and certificates.k8s.io/v1beta1 on), and kube-public's ConfigMaps cannot be read either; kubelet.conf's CA stays as it is (asking again in about an hour)", zap.Error(err))
 	default:

@@ -53,28 +53,34 @@ const (
 	settle       = time.Second
 	retryFirst   = time.Second
 	retryMax     = 5 * time.Minute
-	notServedFor = time.Hour        // ErrNotServed: the control plane is upgraded rarely
-	forbiddenFor = 10 * time.Minute // the RBAC of packaging/cluster/trust may be applied any time
+	notServedFor = time.Hour // ErrNotServed: the control plane is upgraded rarely
+	// forbiddenFor is the pause after a refusal that repeats: the RBAC of
+	// packaging/cluster/trust may be applied any time. A first refusal is
+	// retried on the ordinary back-off: an API server that is starting
+	// refuses before its RBAC caches have synced (v1.30, right after the
+	// restart of a CA rotation's phase 1: TestCARotation on v1.30).
+	forbiddenFor = 10 * time.Minute
 )
 
 // Run follows the published trust until ctx ends.
 func (f *Follower) Run(ctx context.Context) {
-	wait := retryFirst
+	wait, forbidden := retryFirst, false
 	for ctx.Err() == nil {
 		err := f.round(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		if err == nil {
-			wait = retryFirst
+			wait, forbidden = retryFirst, false
 			continue
 		}
 		if f.Failed != nil {
 			f.Failed(err)
 		}
-		pause := wait
+		pause, again := wait, forbidden
+		forbidden = apierrors.IsForbidden(err)
 		switch {
-		case apierrors.IsForbidden(err):
+		case forbidden && again:
 			pause = forbiddenFor
 		case errors.Is(err, ErrNotServed):
 			pause = notServedFor

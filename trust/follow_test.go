@@ -227,8 +227,11 @@ func TestFollowerRetries(t *testing.T) {
 		{"jittered up", 0.99, []error{boom, boom}, nil, seconds(1.49, 2.98)},
 		{"not served", 0.5, []error{notServed}, nil, []time.Duration{notServedFor}},
 		{"not served, jittered", 0, []error{notServed}, nil, []time.Duration{notServedFor / 2}},
-		{"forbidden", 0.5, []error{forbidden}, nil, []time.Duration{forbiddenFor}},
-		{"forbidden does not grow the back-off", 0.5, []error{forbidden, forbidden, boom}, nil, []time.Duration{forbiddenFor, forbiddenFor, time.Second}},
+		{"forbidden once: an API server starting up", 0.5, []error{forbidden}, nil, seconds(1)},
+		{"forbidden again", 0.5, []error{forbidden, forbidden}, nil, []time.Duration{time.Second, forbiddenFor}},
+		{"forbidden after other errors", 0.5, []error{boom, forbidden, forbidden}, nil, []time.Duration{time.Second, 2 * time.Second, forbiddenFor}},
+		{"forbidden does not grow the back-off", 0.5, []error{forbidden, forbidden, forbidden, boom}, nil,
+			[]time.Duration{time.Second, forbiddenFor, forbiddenFor, 2 * time.Second}},
 		{"an Apply error", 0.5, nil, []error{boom, boom}, seconds(1, 2)},
 	}
 	for _, tt := range tests {

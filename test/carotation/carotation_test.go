@@ -50,7 +50,9 @@ var phaseGap = 30 * time.Second
 // TestCARotation rotates the cluster CA in five phases under a node where
 // certagent (trust.follow) keeps the real kubelet's files: the kubelet stays
 // up (same PID, Lease renewed, logs/exec/node proxy through the API server
-// after every phase, no failed TLS dial to it), certagent never restarts,
+// after every phase, no failed TLS dial to it; before 1.36, which reads
+// its CA files only at start, restarted by certagent's postTrust hook only
+// in the phases that change them, see restarts_test.go), certagent never restarts,
 // and the node follows each phase: both CAs trusted after AddCA, both
 // certificates re-issued from the new CA within reissueSpread after
 // SwitchSigners, and after RemoveOldCA every certificate and trust file on
@@ -62,13 +64,18 @@ func TestCARotation(t *testing.T) {
 		phaseGap = d
 	}
 	h := kubelettest.NewHost(ctx, t)
+	t.Logf("control plane %s, kubelet %s", cp.Version(), h.KubeletBin)
 	n := newNode(ctx, t, "carotation-node")
 	go kubelettest.ApproveServing(ctx, cp, n.name)
 	ns := kubelettest.NewNotifySocket(t)
 	agent := n.startDaemon(t, ns)
 	ns.WaitFor(t, "READY=1", func(m string) bool { return m == "READY=1" }, time.Minute)
 	r := &rotation{t: t, n: n, agent: agent, strict: os.Getenv(nodeSideEnv) != "off"}
+	r.phase = "0 before the rotation"
 	r.waitForKubeletFiles(ctx)
+	if restartsKubelet() {
+		r.serveRestarts(ctx)
+	}
 
 	r.k = h.StartKubelet(t, cp, n.name, n.dir, n.kubeconf, n.certDir, n.clientCA, cp.CACertPEM)
 	r.pid = r.k.Cmd.Process.Pid
@@ -85,6 +92,7 @@ func TestCARotation(t *testing.T) {
 	r.watch(ctx, phaseGap, nil)
 	for _, p := range r.phases() {
 		start := time.Now()
+		r.phase = p.name
 		if err := p.do(ctx); err != nil {
 			r.fatal("phase %s: %v", p.name, err)
 		}
@@ -98,6 +106,12 @@ func TestCARotation(t *testing.T) {
 	r.report()
 }
 
+// The phases that change the node's trust files.
+const (
+	phaseAddCA       = "1 AddCA"
+	phaseRemoveOldCA = "5 RemoveOldCA"
+)
+
 // phase is one step of the rotation and what the node must do after it.
 type phase struct {
 	name   string
@@ -107,11 +121,11 @@ type phase struct {
 
 func (r *rotation) phases() []phase {
 	phases := []phase{
-		{"1 AddCA", r.addCA, r.followAddCA},
+		{phaseAddCA, r.addCA, r.followAddCA},
 		{"2 SwitchServing", cp.SwitchServing, nil},
 		{"3 SwitchSigners", cp.SwitchSigners, r.followSwitchSigners},
 		{"4 SwitchKubeletClient", cp.SwitchKubeletClient, nil},
-		{"5 RemoveOldCA", cp.RemoveOldCA, r.followRemoveOldCA},
+		{phaseRemoveOldCA, cp.RemoveOldCA, r.followRemoveOldCA},
 		{"API server restart", restartAPIServer, nil},
 	}
 	if os.Getenv(restartAfterServingEnv) == "1" {
@@ -143,6 +157,7 @@ func (r *rotation) addCA(ctx context.Context) error {
 func (r *rotation) report() {
 	w := r.k.Watch
 	r.checkAlive()
+	r.checkRestarts()
 	gap := w.MaxLeaseGap(time.Now())
 	if gap >= maxLeaseGap {
 		r.problem("the Lease went %s without renewal (its duration is 40 s): the node would be marked NotReady; gaps over 15 s: %v",
@@ -156,6 +171,7 @@ func (r *rotation) report() {
 	if len(w.DialErrs) > 0 {
 		r.problem("TLS dials to the kubelet failed: %v", w.DialErrs)
 	}
+	r.t.Logf("CA rotation on Kubernetes %s: %s", cp.Version(), r.restartsReport())
 	r.t.Logf("CA rotation: phases took %s; node on the new CA %s after SwitchSigners (client and serving certificates re-issued), "+
 		"the kubelet using its new client certificate %s after it was stored; kubelet PID %d for %s; longest Lease gap %s; through the API server (ok before/after the serving re-issue/failed): node proxy %s, "+
 		"kubectl logs %s, kubectl exec %s; TLS dial errors %d; client certificates %s; serving certificates on disk %s, served %s",

@@ -42,7 +42,11 @@ func newNode(ctx context.Context, t *testing.T, name string) *node {
 	n := &node{name: name, dir: dir, config: filepath.Join(dir, "config.yaml"),
 		bootstrap: filepath.Join(dir, "bootstrap-kubelet.conf"), kubeconf: filepath.Join(dir, "kubelet.conf"),
 		certDir: filepath.Join(dir, "pki"), clientCA: filepath.Join(dir, "kubelet-client-ca.crt")}
-	if err := os.WriteFile(n.config, fmt.Appendf(nil, agentConfig, n.clientCA, reissueSpread), 0o600); err != nil {
+	config := fmt.Appendf(nil, agentConfig, n.clientCA, reissueSpread)
+	if withPostTrust() {
+		config = fmt.Appendf(config, postTrustHook, n.restartRequests())
+	}
+	if err := os.WriteFile(n.config, config, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	token, err := cp.CreateBootstrapToken(ctx, controlplane.TokenOptions{AutoApprove: true})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +28,9 @@ type rotation struct {
 	// the kubelet's switching to it (client-go re-reads the file every 5
 	// minutes).
 	clientSwitched time.Duration
+	phase          string    // the phase under way, for postTrust restarts
+	restarts       []restart // postTrust restarts (before 1.36)
+	requestsSeen   int       // postTrust requests served
 	problems       []string
 	nodeSide       []string // the node side's failures when not strict
 }
@@ -37,6 +41,9 @@ type rotation struct {
 func (r *rotation) watch(ctx context.Context, d time.Duration, done func() bool) bool {
 	deadline := time.Now().Add(d)
 	for {
+		if restartsKubelet() {
+			r.serveRestarts(ctx)
+		}
 		r.k.Watch.Observe(ctx)
 		if time.Since(r.lastProxy) >= 10*time.Second {
 			r.k.Watch.ThroughAPIServer(ctx)
@@ -50,7 +57,7 @@ func (r *rotation) watch(ctx context.Context, d time.Duration, done func() bool)
 		}
 		select {
 		case err := <-r.k.Exited:
-			r.fatal("the kubelet (PID %d) exited: %v", r.pid, err)
+			r.fatal("the kubelet (PID %d) exited: %v", r.k.Cmd.Process.Pid, err)
 		case err := <-r.agent.done:
 			r.fatal("certagent exited: %v", err)
 		case <-time.After(2 * time.Second):
@@ -60,8 +67,8 @@ func (r *rotation) watch(ctx context.Context, d time.Duration, done func() bool)
 
 // checkAlive records a problem unless the kubelet and certagent both run.
 func (r *rotation) checkAlive() {
-	if err := syscall.Kill(r.pid, 0); err != nil {
-		r.problem("the kubelet's PID %d is gone: %v", r.pid, err)
+	if pid := r.k.Cmd.Process.Pid; syscall.Kill(pid, 0) != nil {
+		r.problem("the kubelet's PID %d is gone", pid)
 	}
 	select {
 	case err := <-r.agent.done:
@@ -95,10 +102,12 @@ func (r *rotation) fatal(format string, args ...any) {
 }
 
 // waitForKubeletFiles waits for what the kubelet starts on: certagent's
-// serving certificate and the client CA file it keeps.
+// serving certificate and the client CA file it keeps, and the postTrust
+// hooks of their first writing done.
 func (r *rotation) waitForKubeletFiles(ctx context.Context) {
 	for deadline := time.Now().Add(time.Minute); ; {
-		if kubelettest.CurrentLeaf(r.n.certDir, "kubelet-server") != nil && exists(r.n.clientCA) && exists(r.n.caFile()) {
+		if kubelettest.CurrentLeaf(r.n.certDir, "kubelet-server") != nil && exists(r.n.clientCA) && exists(r.n.caFile()) &&
+			!exists(filepath.Join(r.n.certDir, ".trust-hooks-due")) {
 			return
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {

@@ -24,11 +24,14 @@ const controllerManagerReadyTimeout = 120 * time.Second
 
 // controllerManagerArgs returns kube-controller-manager's flags: only the
 // CSR and bootstrap-token controllers (and, with PublishServingTrust, the
-// kube-apiserver-serving trust bundle publisher), signing with the cluster CA, no
+// kube-apiserver-serving trust bundle publisher, before 1.37 the
+// root-ca-cert-publisher), signing with the cluster CA, no
 // leader election and no serving port; the client rate limit if set.
 func (cp *ControlPlane) controllerManagerArgs() []string {
 	controllers := "csrsigning,csrapproving,csrcleaner,tokencleaner,bootstrapsigner"
-	if cp.publishTrust {
+	if cp.publishTrust && cp.TrustInConfigMaps() {
+		controllers += "," + rootCAPublisher
+	} else if cp.publishTrust {
 		controllers += "," + servingTrustPublisher
 	}
 	args := []string{

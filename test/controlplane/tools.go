@@ -20,11 +20,18 @@ func EnsureKubectl(ctx context.Context, logf func(format string, args ...any)) (
 	return ensureTool(ctx, "kubectl", ".", "about a minute", nil, logf)
 }
 
-// EnsureKubelet builds the kubelet (k8s.io/kubernetes/cmd/kubelet at the
-// version test/tools/kubelet pins, the control plane's) into the cache once
-// and returns its path.
+// EnsureKubelet builds the kubelet of the control plane's version into the
+// cache once and returns its path: k8s.io/kubernetes/cmd/kubelet at the
+// version test/tools/kubelet pins (Newest's), or with CERTAGENT_K8S naming
+// another minor the one test/tools/kubelet-<minor> pins (v1.30, the oldest;
+// a minor without such a module is an error, not the newest kubelet against
+// an older control plane).
 func EnsureKubelet(ctx context.Context, logf func(format string, args ...any)) (string, error) {
-	return ensureTool(ctx, "kubelet", "k8s.io/kubernetes/cmd/kubelet", "about 5 minutes", nil, logf)
+	name := "kubelet"
+	if minor := os.Getenv("CERTAGENT_K8S"); minor != "" && minor != Newest {
+		name += "-" + minor
+	}
+	return ensureTool(ctx, name, "k8s.io/kubernetes/cmd/kubelet", "about 5 minutes", nil, logf)
 }
 
 // EnsureKubeadm builds kubeadm (k8s.io/kubernetes/cmd/kubeadm at the version

@@ -42,8 +42,16 @@ func KubeletSignerBundleName(signer string) string {
 	return strings.ReplaceAll(signer, "/", ":") + ":" + KubeletSignerBundleSuffix
 }
 
-// PublishedCAs are the certificates of every ClusterTrustBundle of signer.
+// PublishedCAs are the certificates of every ClusterTrustBundle of signer
+// (before 1.37: of the kube-public ConfigMap that publishes its trust).
 func (cp *ControlPlane) PublishedCAs(ctx context.Context, signer string) ([]*x509.Certificate, error) {
+	if cp.TrustInConfigMaps() {
+		bundle, err := cp.publishedInConfigMaps(ctx, signer)
+		if err != nil {
+			return nil, err
+		}
+		return ParseCerts([]byte(bundle))
+	}
 	list, err := cp.Admin.CertificatesV1().ClusterTrustBundles().List(ctx, metav1.ListOptions{
 		FieldSelector: fields.OneTermEqualSelector("spec.signerName", signer).String(),
 	})
@@ -104,15 +112,19 @@ func (cp *ControlPlane) WaitPublished(ctx context.Context, signer string, bundle
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for the %s ClusterTrustBundle to hold the bundle (has %d CAs, %v): %w", signer, len(got), err, ctx.Err())
+			return fmt.Errorf("waiting for the published trust of %s to hold the bundle (has %d CAs, %v): %w", signer, len(got), err, ctx.Err())
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }
 
 // publishKubeletSignerTrust creates or updates, as cluster-admin, the
-// ClusterTrustBundle of each kubelet signer with bundlePEM.
+// ClusterTrustBundle of each kubelet signer with bundlePEM (before 1.37:
+// the certagent-trust ConfigMap).
 func (cp *ControlPlane) publishKubeletSignerTrust(ctx context.Context, bundlePEM []byte) error {
+	if cp.TrustInConfigMaps() {
+		return cp.publishTrustConfigMap(ctx, bundlePEM)
+	}
 	ctbs := cp.Admin.CertificatesV1().ClusterTrustBundles()
 	for _, signer := range KubeletSigners {
 		ctb := &certificatesv1.ClusterTrustBundle{

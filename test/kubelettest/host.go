@@ -66,6 +66,8 @@ type Kubelet struct {
 	Cmd    *exec.Cmd
 	Exited <-chan error
 	Watch  *Watch
+	bin    string
+	args   []string
 }
 
 // StartKubelet writes the kubelet's configuration (Config with certDir,
@@ -80,11 +82,12 @@ func (h *Host) StartKubelet(t *testing.T, cp *controlplane.ControlPlane, node, d
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, Config, certDir, clientCAFile, port, h.Endpoint, h.RootDir), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd, logPath, exited := Start(t, h.KubeletBin, "--hostname-override", node, "--kubeconfig", kubeconfig,
-		"--config", cfg, "--cert-dir", certDir, "--root-dir", filepath.Join(h.RootDir, "kubelet"), "-v=1")
+	args := []string{"--hostname-override", node, "--kubeconfig", kubeconfig,
+		"--config", cfg, "--cert-dir", certDir, "--root-dir", filepath.Join(h.RootDir, "kubelet"), "-v=1"}
+	cmd, logPath, exited := Start(t, h.KubeletBin, args...)
 	w := &Watch{CP: cp, Node: node, CertDir: certDir, Start: time.Now(),
 		Addr: net.JoinHostPort(h.NodeIP.String(), strconv.Itoa(port)), Log: logPath, Roots: x509Pool(roots)}
-	return &Kubelet{Cmd: cmd, Exited: exited, Watch: w}
+	return &Kubelet{Cmd: cmd, Exited: exited, Watch: w, bin: h.KubeletBin, args: args}
 }
 
 // WaitReady waits up to 3 minutes for the Node to register and turn Ready

@@ -62,7 +62,14 @@ const ClientRotationLogged = "Certificate rotation detected, shutting down clien
 func Start(t *testing.T, bin string, args ...string) (cmd *exec.Cmd, logPath string, exited <-chan error) {
 	t.Helper()
 	logPath = filepath.Join(t.TempDir(), "kubelet.log")
-	log, err := os.Create(logPath)
+	cmd, exited = startLogging(t, logPath, bin, args...)
+	return cmd, logPath, exited
+}
+
+// startLogging is Start with the log appended to logPath.
+func startLogging(t *testing.T, logPath, bin string, args ...string) (cmd *exec.Cmd, exited <-chan error) {
+	t.Helper()
+	log, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +85,7 @@ func Start(t *testing.T, bin string, args ...string) (cmd *exec.Cmd, logPath str
 		controlplane.Terminate(cmd.Process, done, 10*time.Second)
 		log.Close()
 	})
-	return cmd, logPath, result
+	return cmd, result
 }
 
 // NodeReady reports whether n's Ready condition is True.
