@@ -183,7 +183,7 @@ fleet-short: build fleet-deps ## make fleet at FLEET_SHORT_N (20) nodes without 
 	$(call fleet-run,$(FLEET_SHORT_N),0,$(CURDIR)/bin/fleet-short,1)
 	@cat bin/fleet-short/fleet.md
 
-fleet-approver: build ## Only the fleet's serving-approver comparison (make fleet runs it at FLEET_N): FLEET_APPROVER_N (100) certagent daemons, each in a network namespace with its Node made first, approved by the test's ad-hoc approver, then by certagent-cluster approve (shipped RBAC, its service account) with its client limit as shipped and raised to FLEET_QPS; bin/fleet-approver/fleet.md (as root)
+fleet-approver: build ## Only the fleet's serving-approver comparison (make fleet runs it at FLEET_N): FLEET_APPROVER_N (100) certagent daemons, each in a network namespace with its Node made first, approved by the test's ad-hoc approver, then by certagent-cluster approve (shipped RBAC, its service account) with its client limit as shipped and raised to FLEET_QPS, and the anchors whose binaries FLEET_KUBELET_CSR_APPROVER / FLEET_KUBELET_SERVING_CERT_APPROVER name (docs/approver.md); bin/fleet-approver/fleet.md (as root)
 	@rm -rf $(CURDIR)/bin/fleet-approver; mkdir -p $(CURDIR)/bin/fleet-approver
 	set -o pipefail; cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) CERTAGENT_CLUSTER_BIN=$(CURDIR)/$(CLUSTER_BIN) FLEET_N=$(FLEET_APPROVER_N) FLEET_APPROVER=1 FLEET_OUT=$(CURDIR)/bin/fleet-approver \
 		$(GO) test -count=1 -timeout 30m -v -run '^TestServingApprovers$$' ./fleet/ -args -fleet.qps=$(FLEET_QPS) 2>&1 | tee $(CURDIR)/bin/fleet-approver/test.log

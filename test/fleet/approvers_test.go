@@ -54,8 +54,9 @@ func nodeIP(i int) string { return fmt.Sprintf("10.232.%d.%d", i/250, i%250+2) }
 // provisioning would (docs/approver.md: a new node's first serving CSR comes
 // before the Node its kubelet would create). Both approvers run as processes
 // of their own (CPU, peak RSS); certagent's twice, with its client's rate
-// limit as shipped and raised. Every node must end with its serving
-// certificate, each CSR approved by the approver under test.
+// limit as shipped and raised; then the approvers operators run today, where
+// the environment names their binaries (anchors_test.go). Every node must end
+// with its serving certificate, each CSR approved by the approver under test.
 func TestServingApprovers(t *testing.T) {
 	if !*flagApprover {
 		t.Skip("the approver comparison: -fleet.approver or FLEET_APPROVER=1 (make fleet and make fleet-short set it)")
@@ -103,7 +104,11 @@ func TestServingApprovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range []approverUnderTest{
+	anchors, err := anchorApprovers(c, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range append([]approverUnderTest{
 		{name: "the test's ad-hoc approver", prefix: "aa", user: adhocUser, reason: "FleetApprove",
 			start: func() (approverProcess, error) { return startAdhocApprover(dir, adhocKubeconfig) }},
 		// Logs at info, as the Deployment runs it; its client limit as
@@ -117,7 +122,7 @@ func TestServingApprovers(t *testing.T) {
 				return clusterside.StartApprover(ctx, bin, saKubeconfig, dir, "fleet-raised", "--log-level", "info",
 					"--kube-api-qps", fmt.Sprint(*flagQPS), "--kube-api-burst", fmt.Sprint(2*int(*flagQPS)))
 			}},
-	} {
+	}, anchors...) {
 		t.Run(a.prefix, func(t *testing.T) { report.Approvers = append(report.Approvers, approverRun(t, c, a, n)) })
 	}
 }
