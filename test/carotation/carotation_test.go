@@ -2,6 +2,7 @@ package carotation
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -97,6 +98,9 @@ func TestCARotation(t *testing.T) {
 			r.fatal("phase %s: %v", p.name, err)
 		}
 		r.took = append(r.took, p.name+" "+time.Since(start).Round(time.Millisecond).String())
+		if p.name == phaseSwitchKubeletClient {
+			r.apiServerTakesUpItsClient(ctx)
+		}
 		w.ThroughAPIServer(ctx)
 		if p.follow != nil {
 			p.follow(ctx)
@@ -106,10 +110,15 @@ func TestCARotation(t *testing.T) {
 	r.report()
 }
 
-// The phases that change the node's trust files.
+// The phases that change the node's trust files, and the one that
+// re-issues its certificates.
 const (
-	phaseAddCA       = "1 AddCA"
-	phaseRemoveOldCA = "5 RemoveOldCA"
+	phaseAddCA         = "1 AddCA"
+	phaseSwitchSigners = "3 SwitchSigners"
+	// phaseSwitchKubeletClient changes nothing on the node: the API server
+	// calls kubelets with a client certificate of the new CA.
+	phaseSwitchKubeletClient = "4 SwitchKubeletClient"
+	phaseRemoveOldCA         = "5 RemoveOldCA"
 )
 
 // phase is one step of the rotation and what the node must do after it.
@@ -123,8 +132,8 @@ func (r *rotation) phases() []phase {
 	phases := []phase{
 		{phaseAddCA, r.addCA, r.followAddCA},
 		{"2 SwitchServing", cp.SwitchServing, nil},
-		{"3 SwitchSigners", cp.SwitchSigners, r.followSwitchSigners},
-		{"4 SwitchKubeletClient", cp.SwitchKubeletClient, nil},
+		{phaseSwitchSigners, cp.SwitchSigners, r.followSwitchSigners},
+		{phaseSwitchKubeletClient, cp.SwitchKubeletClient, nil},
 		{phaseRemoveOldCA, cp.RemoveOldCA, r.followRemoveOldCA},
 		{"API server restart", restartAPIServer, nil},
 	}
@@ -132,6 +141,33 @@ func (r *rotation) phases() []phase {
 		phases = slices.Insert(phases, 2, phase{"API server restart after SwitchServing", restartAPIServer, nil})
 	}
 	return phases
+}
+
+// apiServerTakesUpItsClient makes requests to the kubelet through the API
+// server, outside the tallies, until one answers (up to 10 s), and records
+// what the first met. The API server takes up its new kubelet client
+// certificate on the first connection it makes to a kubelet after the file
+// changed, and then closes every connection it had to kubelets (client-go's
+// cert_rotation.go, CloseAll), cutting any exec, attach, port-forward or
+// logs -f in flight: the API server's doing in phase 4 whatever the node
+// does, so the counted requests begin after it (docs/ca-rotation.md).
+func (r *rotation) apiServerTakesUpItsClient(ctx context.Context) {
+	start := time.Now()
+	var first error
+	for attempt := 1; ; attempt++ {
+		err := r.k.Watch.ExecUncounted(ctx)
+		if attempt == 1 {
+			first = err
+		}
+		if err == nil || time.Since(start) > 10*time.Second {
+			r.phase4 = fmt.Sprintf("first request after %s: %v; answered after %d attempts, %s", phaseSwitchKubeletClient, first, attempt, time.Since(start).Round(time.Millisecond))
+			if err != nil {
+				r.problem("no exec answered through the API server for 10 s after %s: %v", phaseSwitchKubeletClient, err)
+			}
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }
 
 // restartAPIServer restarts the API server, as an operator's next change to
@@ -171,7 +207,11 @@ func (r *rotation) report() {
 	if len(w.DialErrs) > 0 {
 		r.problem("TLS dials to the kubelet failed: %v", w.DialErrs)
 	}
-	r.t.Logf("CA rotation on Kubernetes %s: %s", cp.Version(), r.restartsReport())
+	if onDisk := kubelettest.CurrentLeaf(r.n.certDir, "kubelet-server"); onDisk == nil || len(w.Served) == 0 ||
+		w.Served[len(w.Served)-1].Serial != kubelettest.ShortSerial(onDisk.SerialNumber) {
+		r.problem("at the end the kubelet does not present the serving certificate on disk: served %s, on disk %s", w.Served, w.Serving)
+	}
+	r.t.Logf("CA rotation on Kubernetes %s: %s; %s", cp.Version(), r.restartsReport(), r.phase4)
 	r.t.Logf("CA rotation: phases took %s; node on the new CA %s after SwitchSigners (client and serving certificates re-issued), "+
 		"the kubelet using its new client certificate %s after it was stored; kubelet PID %d for %s; longest Lease gap %s; through the API server (ok before/after the serving re-issue/failed): node proxy %s, "+
 		"kubectl logs %s, kubectl exec %s; TLS dial errors %d; client certificates %s; serving certificates on disk %s, served %s",

@@ -44,7 +44,7 @@ func newNode(ctx context.Context, t *testing.T, name string) *node {
 		certDir: filepath.Join(dir, "pki"), clientCA: filepath.Join(dir, "kubelet-client-ca.crt")}
 	config := fmt.Appendf(nil, agentConfig, n.clientCA, reissueSpread)
 	if withPostTrust() {
-		config = fmt.Appendf(config, postTrustHook, n.restartRequests())
+		config = fmt.Appendf(config, restartHooks, n.restartRequests(), n.restartRequests())
 	}
 	if err := os.WriteFile(n.config, config, 0o600); err != nil {
 		t.Fatal(err)

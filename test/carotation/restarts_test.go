@@ -10,24 +10,28 @@ import (
 )
 
 // Before 1.36 the kubelet reads kubelet.conf's CA file and its
-// clientCAFile only at start, so the node restarts it from certagent's
-// hooks.postTrust (docs/ca-rotation.md). The hook here appends the files
-// certagent names to restartRequests and the test, standing in for systemd,
-// restarts the kubelet it runs (`systemctl try-restart kubelet`: nothing
-// before the kubelet runs).
+// clientCAFile only at start, and before 1.31 its tlsCertFile too, so the
+// node restarts it from certagent's hooks.postTrust and, for the serving
+// certificate, hooks.postRenew (docs/ca-rotation.md). The hooks here append
+// the files certagent names to restartRequests and the test, standing in
+// for systemd, restarts the kubelet it runs (`systemctl try-restart
+// kubelet`: nothing before the kubelet runs).
 
-// postTrustHook is the node's hooks.postTrust, %q the requests file.
-const postTrustHook = `hooks:
+// restartHooks is the node's hooks, %q the requests file (twice).
+const restartHooks = `hooks:
   postTrust:
   - command: ["/bin/sh", "-c", "echo \"$CERTAGENT_TRUST_FILES\" >> \"$0\"", %q]
+  postRenew:
+  - command: ["/bin/sh", "-c", "[ \"$CERTAGENT_CERT_KIND\" = server ] || exit 0; echo \"$CERTAGENT_CERT_FILE\" >> \"$0\"", %q]
 `
 
-// maxRestarts bounds the postTrust restarts of a rotation: one per phase
+// maxRestarts bounds the kubelet's restarts in a rotation: one per phase
 // that changes the trust files (AddCA, RemoveOldCA), two if certagent wrote
-// the two files in separate passes.
-const maxRestarts = 4
+// the two files in separate passes, and one for the serving certificate's
+// re-issue (SwitchSigners).
+const maxRestarts = 5
 
-// restart is one postTrust restart of the kubelet.
+// restart is one restart of the kubelet, asked for by a hook.
 type restart struct {
 	phase, files string
 	down         time.Duration // from the request to the new kubelet serving
@@ -36,15 +40,15 @@ type restart struct {
 
 func (n *node) restartRequests() string { return filepath.Join(n.dir, "restart-requests") }
 
-// noPostTrustEnv set to "1" leaves the hook out on a kubelet that needs
-// it: the test then shows what the kubelet does without the restart.
+// noPostTrustEnv set to "1" leaves the hooks out on a kubelet that needs
+// them: the test then shows what the kubelet does without the restarts.
 const noPostTrustEnv = "CERTAGENT_CAROT_NO_POSTTRUST"
 
-// restartsKubelet: the node's kubelet needs the postTrust restart (before
-// 1.36; the control planes tested are 1.37 and 1.30).
+// restartsKubelet: the node's kubelet needs the restarts (the control
+// planes tested are 1.37, which needs none, and 1.30, which needs both).
 func restartsKubelet() bool { return cp.TrustInConfigMaps() }
 
-// withPostTrust: the node restarts its kubelet from hooks.postTrust.
+// withPostTrust: the node restarts its kubelet from its hooks.
 func withPostTrust() bool { return restartsKubelet() && os.Getenv(noPostTrustEnv) != "1" }
 
 // serveRestarts restarts the kubelet once per request certagent's hook
@@ -64,23 +68,25 @@ func (r *rotation) serveRestarts(ctx context.Context) {
 		}
 		down, err := r.k.Restart(ctx, r.t)
 		if err != nil {
-			r.fatal("restarting the kubelet for postTrust (%s): %v", files, err)
+			r.fatal("restarting the kubelet for a hook (%s): %v", files, err)
 		}
 		r.restarts = append(r.restarts, restart{phase: r.phase, files: files, down: down, pid: r.k.Cmd.Process.Pid})
 	}
 }
 
-// checkRestarts records a problem unless the kubelet was restarted only in
-// the phases that change the trust files, for a trust file, at least once
-// in each and at most maxRestarts times; or, on a kubelet that reloads
-// them, never.
+// checkRestarts records a problem unless the kubelet was restarted only
+// for what needs it: a trust file in the phases that change them, the
+// serving certificate when SwitchSigners re-issued it; at least once for
+// each, at most maxRestarts times; or, on a kubelet that reloads them,
+// never.
 func (r *rotation) checkRestarts() {
 	if !restartsKubelet() {
 		if len(r.restarts) > 0 || r.k.Cmd.Process.Pid != r.pid {
-			r.problem("the kubelet was restarted (PID %d, now %d; postTrust requests %v)", r.pid, r.k.Cmd.Process.Pid, r.restarts)
+			r.problem("the kubelet was restarted (PID %d, now %d; hook requests %v)", r.pid, r.k.Cmd.Process.Pid, r.restarts)
 		}
 		return
 	}
+	serving := filepath.Join(r.n.certDir, "kubelet-server-current.pem")
 	per := map[string]int{}
 	n := 0
 	for _, rs := range r.restarts {
@@ -88,17 +94,24 @@ func (r *rotation) checkRestarts() {
 			continue
 		}
 		n++
-		per[rs.phase]++
-		if rs.phase != phaseAddCA && rs.phase != phaseRemoveOldCA {
-			r.problem("the kubelet was restarted in phase %s, which changes no trust file (files %q)", rs.phase, rs.files)
-		}
-		if !strings.Contains(rs.files, r.n.caFile()) && !strings.Contains(rs.files, r.n.clientCA) {
-			r.problem("a postTrust restart in phase %s names no trust file: %q", rs.phase, rs.files)
+		switch {
+		case rs.files == serving:
+			per[phaseSwitchSigners]++
+			if rs.phase != phaseSwitchSigners {
+				r.problem("the kubelet was restarted for its serving certificate in phase %s, which re-issues none", rs.phase)
+			}
+		case strings.Contains(rs.files, r.n.caFile()) || strings.Contains(rs.files, r.n.clientCA):
+			per[rs.phase]++
+			if rs.phase != phaseAddCA && rs.phase != phaseRemoveOldCA {
+				r.problem("the kubelet was restarted in phase %s, which changes no trust file (files %q)", rs.phase, rs.files)
+			}
+		default:
+			r.problem("a restart in phase %s names no trust file and not the serving certificate: %q", rs.phase, rs.files)
 		}
 	}
-	if per[phaseAddCA] == 0 || per[phaseRemoveOldCA] == 0 || n > maxRestarts {
-		r.problem("postTrust restarts per phase %v (%d in all): want at least one in %s and in %s, at most %d in all",
-			per, n, phaseAddCA, phaseRemoveOldCA, maxRestarts)
+	if per[phaseAddCA] == 0 || per[phaseSwitchSigners] == 0 || per[phaseRemoveOldCA] == 0 || n > maxRestarts {
+		r.problem("restarts per phase %v (%d in all): want at least one in %s, %s (the serving certificate) and %s, at most %d in all",
+			per, n, phaseAddCA, phaseSwitchSigners, phaseRemoveOldCA, maxRestarts)
 	}
 }
 
@@ -112,5 +125,5 @@ func (r *rotation) restartsReport() string {
 		}
 		parts = append(parts, fmt.Sprintf("%s: PID %d serving %s after the request [%s]", rs.phase, rs.pid, rs.down.Round(100*time.Millisecond), rs.files))
 	}
-	return fmt.Sprintf("%d postTrust requests: %s", len(parts), strings.Join(parts, "; "))
+	return fmt.Sprintf("%d restart requests (postTrust, postRenew): %s", len(parts), strings.Join(parts, "; "))
 }

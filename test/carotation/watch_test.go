@@ -29,6 +29,7 @@ type rotation struct {
 	// minutes).
 	clientSwitched time.Duration
 	phase          string    // the phase under way, for postTrust restarts
+	phase4         string    // what the first requests after SwitchKubeletClient met
 	restarts       []restart // postTrust restarts (before 1.36)
 	requestsSeen   int       // postTrust requests served
 	problems       []string

@@ -54,7 +54,8 @@ imageGCLowThresholdPercent: 99
 
 // ClientRotationLogged is what client-go's transport (cert_rotation.go)
 // logs at -v=1 when it re-read the client certificate file, found it
-// changed and closed its connections to use it.
+// changed and closed its connections to use it. client-go 0.30 (the v1.30
+// kubelet) logs it in lower case: KlogTimes matches either.
 const ClientRotationLogged = "Certificate rotation detected, shutting down client connections"
 
 // Start runs the kubelet with its log in a file; exited receives Wait's
@@ -119,13 +120,14 @@ func FreePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// KlogTimes are the times of the klog lines of path that contain marker
+// KlogTimes are the times of the klog lines of path that contain marker, in any case
 // (klog's header, "I1123 04:44:48.123456", in local time and this year).
 func KlogTimes(path, marker string) []time.Time {
 	data, _ := os.ReadFile(path)
 	var out []time.Time
+	marker = strings.ToLower(marker)
 	for _, l := range strings.Split(string(data), "\n") {
-		if !strings.Contains(l, marker) || len(l) < 21 {
+		if !strings.Contains(strings.ToLower(l), marker) || len(l) < 21 {
 			continue
 		}
 		at, err := time.ParseInLocation("0102 15:04:05.000000", l[1:21], time.Local)

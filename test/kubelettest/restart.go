@@ -13,8 +13,11 @@ import (
 
 // Restart stops the kubelet (SIGTERM, then SIGKILL after 10 s) and starts
 // it again with the same flags and log, as `systemctl try-restart kubelet`
-// does; it returns once the new process accepts TLS on its port (up to a
-// minute), and how long the kubelet did not serve.
+// does; it returns once the new process serves again (up to a minute), and
+// how long it did not. Serving again is accepting TLS on its port and, once
+// the Watch has a pod, running a command in it through the API server: a
+// kubelet that has just started accepts TLS seconds before it knows its
+// pods again, and until then `kubectl exec` meets "container not found".
 func (k *Kubelet) Restart(ctx context.Context, t *testing.T) (time.Duration, error) {
 	t.Helper()
 	start := time.Now()
@@ -23,12 +26,20 @@ func (k *Kubelet) Restart(ctx context.Context, t *testing.T) (time.Duration, err
 	controlplane.Terminate(k.Cmd.Process, done, 10*time.Second)
 	<-done
 	k.Cmd, k.Exited = startLogging(t, k.Watch.Log, k.bin, k.args...)
-	for {
+	serves := func() bool {
 		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: time.Second}, Config: &tls.Config{InsecureSkipVerify: true}}
-		if conn, err := d.DialContext(ctx, "tcp", k.Watch.Addr); err == nil {
-			conn.Close()
-			return time.Since(start), nil
+		conn, err := d.DialContext(ctx, "tcp", k.Watch.Addr)
+		if err != nil {
+			return false
 		}
+		conn.Close()
+		if k.Watch.Pod == "" || k.Watch.Kubectl == "" {
+			return true
+		}
+		out, err := k.Watch.exec(ctx)
+		return err == nil && execOK(out)
+	}
+	for !serves() {
 		select {
 		case err := <-k.Exited:
 			return 0, fmt.Errorf("the kubelet exited after its restart: %v", err)
@@ -37,7 +48,8 @@ func (k *Kubelet) Restart(ctx context.Context, t *testing.T) (time.Duration, err
 		case <-time.After(200 * time.Millisecond):
 		}
 		if time.Since(start) > time.Minute {
-			return 0, fmt.Errorf("the restarted kubelet does not serve on %s after a minute", k.Watch.Addr)
+			return 0, fmt.Errorf("the restarted kubelet does not serve on %s (and exec in %q) after a minute", k.Watch.Addr, k.Watch.Pod)
 		}
 	}
+	return time.Since(start), nil
 }

@@ -137,9 +137,34 @@ func (w *Watch) ThroughAPIServer(ctx context.Context) {
 	w.count(&w.Proxy, string(body), err, func(out string) bool { return out == "ok" })
 	out, err := exec.CommandContext(reqCtx, w.Kubectl, "--kubeconfig", w.CP.AdminKubeconfig, "logs", "-n", "default", w.Pod, "--tail=1").CombinedOutput()
 	w.count(&w.Logs, string(out), err, func(out string) bool { return strings.HasPrefix(out, "hello from "+w.Node+" ") })
-	out, err = exec.CommandContext(reqCtx, w.Kubectl, "--kubeconfig", w.CP.AdminKubeconfig, "exec", "-n", "default", w.Pod, "--", noderuntime.ImageBinary, "echo", "exec", "ok").CombinedOutput()
-	w.count(&w.Exec, string(out), err, func(out string) bool { return strings.TrimSpace(out) == "exec ok" })
+	execOut, err := w.exec(reqCtx)
+	w.count(&w.Exec, execOut, err, execOK)
 }
+
+// exec runs a command in the test pod through the API server (kubectl
+// exec), for up to 10 s.
+func (w *Watch) exec(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, w.Kubectl, "--kubeconfig", w.CP.AdminKubeconfig, "exec", "-n", "default", w.Pod, "--", noderuntime.ImageBinary, "echo", "exec", "ok").CombinedOutput()
+	return string(out), err
+}
+
+// ExecUncounted runs the command in the test pod through the API server
+// once, outside the tallies: nil if it answered.
+func (w *Watch) ExecUncounted(ctx context.Context) error {
+	out, err := w.exec(ctx)
+	if err == nil && !execOK(out) {
+		err = fmt.Errorf("exec answered %q", out)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s", err, strings.TrimSpace(out))
+	}
+	return nil
+}
+
+// execOK: the command exec ran answered.
+func execOK(out string) bool { return strings.TrimSpace(out) == "exec ok" }
 
 func (w *Watch) count(t *Tally, out string, err error, ok func(string) bool) {
 	if err != nil || !ok(out) {
