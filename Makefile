@@ -174,7 +174,7 @@ define fleet-run
 	gnuplot -e "dir='$(3)'; n=$(1); qps=$(FLEET_QPS); out='$(3)/fleet.png'" test/fleet/fleet.gp
 endef
 
-fleet: build fleet-deps ## FLEET_N (500) real certagent daemons on one control plane: scale-up vs the kubelet's bootstrap (FLEET_ROUNDS (3) alternating rounds), an API server outage, renewal waves, overload with and without packaging/flowcontrol, the serving CSR approvers compared (the test's, certagent-cluster approve); bin/fleet/fleet.md, docs/fleet.png (29 min at 500; as root)
+fleet: build fleet-deps ## FLEET_N (500) real certagent daemons on one control plane: scale-up vs the kubelet's bootstrap (FLEET_ROUNDS (3) alternating rounds), an API server outage, renewal waves, overload with and without packaging/flowcontrol, the serving CSR approvers compared (the test's, certagent-cluster approve); bin/fleet/fleet.md, docs/fleet.png (27 min at 500; as root)
 	$(call fleet-run,$(FLEET_N),1,$(CURDIR)/bin/fleet,$(FLEET_ROUNDS))
 	cp bin/fleet/fleet.png docs/fleet.png
 	@cat bin/fleet/fleet.md
