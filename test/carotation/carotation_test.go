@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -207,6 +208,14 @@ func (r *rotation) report() {
 	if len(w.DialErrs) > 0 {
 		r.problem("TLS dials to the kubelet failed: %v", w.DialErrs)
 	}
+	tlsFailures := map[string]int{}
+	for _, lg := range []struct{ name, path string }{{"the kubelet", w.Log}, {"kube-apiserver", filepath.Join(cp.LogDir, "kube-apiserver.log")}} {
+		lines := kubelettest.KlogLinesSince(lg.path, kubelettest.TLSFailureLogged, w.Start)
+		tlsFailures[lg.name] = len(lines)
+		if len(lines) > 0 {
+			r.problem("%s logged %d TLS failures during the rotation (%s), the first: %s", lg.name, len(lines), lg.path, strings.Join(lines[:min(3, len(lines))], "\n"))
+		}
+	}
 	if onDisk := kubelettest.CurrentLeaf(r.n.certDir, "kubelet-server"); onDisk == nil || len(w.Served) == 0 ||
 		w.Served[len(w.Served)-1].Serial != kubelettest.ShortSerial(onDisk.SerialNumber) {
 		r.problem("at the end the kubelet does not present the serving certificate on disk: served %s, on disk %s", w.Served, w.Serving)
@@ -214,9 +223,9 @@ func (r *rotation) report() {
 	r.t.Logf("CA rotation on Kubernetes %s: %s; %s", cp.Version(), r.restartsReport(), r.phase4)
 	r.t.Logf("CA rotation: phases took %s; node on the new CA %s after SwitchSigners (client and serving certificates re-issued), "+
 		"the kubelet using its new client certificate %s after it was stored; kubelet PID %d for %s; longest Lease gap %s; through the API server (ok before/after the serving re-issue/failed): node proxy %s, "+
-		"kubectl logs %s, kubectl exec %s; TLS dial errors %d; client certificates %s; serving certificates on disk %s, served %s",
+		"kubectl logs %s, kubectl exec %s; TLS dial errors %d; TLS failures logged %v; client certificates %s; serving certificates on disk %s, served %s",
 		strings.Join(r.took, ", "), r.reissued, r.clientSwitched, r.pid, time.Since(w.Start).Round(time.Second), gap.Round(time.Second),
-		w.Proxy, w.Logs, w.Exec, len(w.DialErrs), w.Client, w.Serving, w.Served)
+		w.Proxy, w.Logs, w.Exec, len(w.DialErrs), tlsFailures, w.Client, w.Serving, w.Served)
 	for _, p := range r.nodeSide {
 		r.t.Logf("node side (%s=off: not enforced): %s", nodeSideEnv, p)
 	}

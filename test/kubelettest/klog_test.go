@@ -3,6 +3,7 @@ package kubelettest
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -25,5 +26,23 @@ func TestKlogTimesMatchesEitherCase(t *testing.T) {
 		if s := got[i].Format("15:04:05.000"); s != want || got[i].Month() != time.December || got[i].Day() != 4 {
 			t.Errorf("switch %d at %s, want December 4 %s", i, got[i], want)
 		}
+	}
+}
+
+// KlogLinesSince keeps the matching lines from its time on, whatever the
+// case of the rest of the line.
+func TestKlogLinesSince(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "kube-apiserver.log")
+	lines := "E1204 09:59:59.000000   1 authentication.go:73] \"Unable to authenticate the request\" err=\"x509: certificate signed by unknown authority\"\n" +
+		"I1204 10:00:01.000000   1 server.go:3] http: TLS handshake error from 127.0.0.1:5: EOF\n" +
+		"E1204 10:00:02.000000   1 server.go:3] http: TLS handshake error from 127.0.0.1:6: remote error: tls: bad certificate\n" +
+		"I1204 10:00:03.000000   1 other.go:1] nothing\n"
+	if err := os.WriteFile(log, []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	since := time.Date(time.Now().Year(), time.December, 4, 10, 0, 0, 0, time.Local)
+	got := KlogLinesSince(log, TLSFailureLogged, since)
+	if len(got) != 1 || !strings.Contains(got[0], "bad certificate") {
+		t.Fatalf("KlogLinesSince = %q, want the one bad certificate line after 10:00", got)
 	}
 }

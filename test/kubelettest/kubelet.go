@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -57,6 +58,12 @@ imageGCLowThresholdPercent: 99
 // changed and closed its connections to use it. client-go 0.30 (the v1.30
 // kubelet) logs it in lower case: KlogTimes matches either.
 const ClientRotationLogged = "Certificate rotation detected, shutting down client connections"
+
+// TLSFailureLogged matches what the kubelet and the API server log when a
+// TLS peer's certificate is refused (a handshake ending in a certificate
+// alert, or a verification error), not handshakes a prober merely closed
+// ("EOF").
+var TLSFailureLogged = regexp.MustCompile(`x509: |tls: bad certificate|tls: unknown certificate authority|tls: certificate required|tls: expired certificate|certificate has expired`)
 
 // Start runs the kubelet with its log in a file; exited receives Wait's
 // result. It is stopped when the test ends, before the container runtime.
@@ -135,6 +142,24 @@ func KlogTimes(path, marker string) []time.Time {
 			continue
 		}
 		out = append(out, at.AddDate(time.Now().Year(), 0, 0))
+	}
+	return out
+}
+
+// KlogLinesSince are the klog lines of path (klog's header, in local time
+// and this year) at or after since that match re.
+func KlogLinesSince(path string, re *regexp.Regexp, since time.Time) []string {
+	data, _ := os.ReadFile(path)
+	var out []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if len(l) < 21 || !re.MatchString(l) {
+			continue
+		}
+		at, err := time.ParseInLocation("0102 15:04:05.000000", l[1:21], time.Local)
+		if err != nil || at.AddDate(time.Now().Year(), 0, 0).Before(since) {
+			continue
+		}
+		out = append(out, l)
 	}
 	return out
 }
