@@ -49,12 +49,13 @@ type CertSeen struct {
 // CertSeries are certificates in the order seen.
 type CertSeries []CertSeen
 
-// String is "[1a2b3c4d seen 12:30:01 until 12:40:00, …]" (UTC).
+// String is "[1a2b3c4d seen 12:30:01 until 2027-12-04 12:25:01, …]" (UTC;
+// a certificate's end is days or months after it is seen).
 func (s CertSeries) String() string {
 	var parts []string
 	for _, c := range s {
 		parts = append(parts, fmt.Sprintf("%s seen %s until %s", c.Serial,
-			c.Seen.UTC().Format("15:04:05"), c.NotAfter.UTC().Format("15:04:05")))
+			c.Seen.UTC().Format("15:04:05"), c.NotAfter.UTC().Format("2006-01-02 15:04:05")))
 	}
 	return "[" + strings.Join(parts, ", ") + "]"
 }
