@@ -127,43 +127,6 @@ func FreePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// KlogTimes are the times of the klog lines of path that contain marker, in any case
-// (klog's header, "I1123 04:44:48.123456", in local time and this year).
-func KlogTimes(path, marker string) []time.Time {
-	data, _ := os.ReadFile(path)
-	var out []time.Time
-	marker = strings.ToLower(marker)
-	for _, l := range strings.Split(string(data), "\n") {
-		if !strings.Contains(strings.ToLower(l), marker) || len(l) < 21 {
-			continue
-		}
-		at, err := time.ParseInLocation("0102 15:04:05.000000", l[1:21], time.Local)
-		if err != nil {
-			continue
-		}
-		out = append(out, at.AddDate(time.Now().Year(), 0, 0))
-	}
-	return out
-}
-
-// KlogLinesSince are the klog lines of path (klog's header, in local time
-// and this year) at or after since that match re.
-func KlogLinesSince(path string, re *regexp.Regexp, since time.Time) []string {
-	data, _ := os.ReadFile(path)
-	var out []string
-	for _, l := range strings.Split(string(data), "\n") {
-		if len(l) < 21 || !re.MatchString(l) {
-			continue
-		}
-		at, err := time.ParseInLocation("0102 15:04:05.000000", l[1:21], time.Local)
-		if err != nil || at.AddDate(time.Now().Year(), 0, 0).Before(since) {
-			continue
-		}
-		out = append(out, l)
-	}
-	return out
-}
-
 // TailFile is the last lines of path.
 func TailFile(path string, lines int) string {
 	data, _ := os.ReadFile(path)

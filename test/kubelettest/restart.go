@@ -36,8 +36,7 @@ func (k *Kubelet) Restart(ctx context.Context, t *testing.T) (time.Duration, err
 		if k.Watch.Pod == "" || k.Watch.Kubectl == "" {
 			return true
 		}
-		out, err := k.Watch.exec(ctx)
-		return err == nil && execOK(out)
+		return k.Watch.ExecUncounted(ctx) == nil
 	}
 	for !serves() {
 		select {
