@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,6 +34,26 @@ func tpmEnrollment(t *testing.T, node string, addrs ...string) *unstructured.Uns
 		t.Fatal(err)
 	}
 	return u
+}
+
+// scrapeUntil scrapes m until its text holds every line of want or within
+// has passed, and returns the lines still missing.
+func scrapeUntil(t *testing.T, m *Metrics, within time.Duration, want ...string) []string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		text := scrape(t, m)
+		var missing []string
+		for _, w := range want {
+			if !strings.Contains(text, w) {
+				missing = append(missing, w)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			return missing
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // scrape is the metrics' text exposition.
@@ -65,16 +86,15 @@ func TestControllerChecksTheEnrolment(t *testing.T) {
 	if c := h.condition("added"); c.Type != certificatesv1.CertificateApproved {
 		t.Errorf("once the enrolment lists the address: condition %+v", c)
 	}
-	text := scrape(t, metrics)
-	for _, want := range []string{
+	// The decision is counted after its condition is written, so the
+	// scrape waits for it rather than racing the worker.
+	for _, missing := range scrapeUntil(t, metrics, 10*time.Second,
 		`certagent_approver_decisions_total{reason="NotEnrolledAddress",result="refuse"} 1`,
 		`certagent_approver_decisions_total{reason="NodeOwnsEveryName",result="approve"} 1`,
 		`certagent_approver_decisions_total{reason="IPOfAnotherNode",result="refuse"} 0`,
 		`certagent_approver_decision_duration_seconds_count{result="approve"} 1`,
 		`certagent_approver_decision_duration_seconds_count{result="refuse"} 1`,
-	} {
-		if !strings.Contains(text, want) {
-			t.Errorf("the metrics lack %s", want)
-		}
+	) {
+		t.Errorf("the metrics lack %s", missing)
 	}
 }
