@@ -128,7 +128,7 @@ e2e-deps: rules-deps ## Install (apt-get, as root) what the end-to-end suite nee
 	@command -v containerd >/dev/null && command -v runc >/dev/null && test -x /usr/lib/cni/bridge || { echo "installing containerd, runc, containernetworking-plugins"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containerd runc containernetworking-plugins; }
 
 e2e: build e2e-deps tpm-deps ## End-to-end tests against a real kube-apiserver, controller-manager and etcd, the real kubelet on containerd, the attestation service with a software TPM per node, the serving CSR approver, and a cluster CA rotation under the real kubelet (built and cached on first use; as root)
-	cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) CERTAGENT_CLUSTER_BIN=$(CURDIR)/$(CLUSTER_BIN) $(GO) test $(E2E_FLAGS) ./controlplane/ ./noderuntime/ ./kubelettest/ ./e2e/ ./attestation/ ./approver/ ./carotation/
+	cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) CERTAGENT_CLUSTER_BIN=$(CURDIR)/$(CLUSTER_BIN) $(GO) test $(E2E_FLAGS) ./controlplane/ ./noderuntime/ ./kubelettest/ ./unitfile/ ./e2e/ ./attestation/ ./approver/ ./carotation/
 
 carotation: build e2e-deps ## Only the cluster CA rotation of make e2e: five phases on a control plane of its own under certagent and the real kubelet (CERTAGENT_CAROT_PHASE_GAP=30s between phases; CERTAGENT_CAROT_NODE=off logs the node side's failures instead of failing; as root)
 	cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) $(GO) test $(E2E_FLAGS) -v -run TestCARotation ./carotation/

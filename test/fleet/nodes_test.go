@@ -23,6 +23,7 @@ import (
 
 	"github.com/certagent/certagent/test/controlplane"
 	"github.com/certagent/certagent/test/nodenet"
+	"github.com/certagent/certagent/test/unitfile"
 )
 
 // Which program bootstraps a fleet's nodes.
@@ -134,6 +135,15 @@ func (f *fleet) spawn(m *member) (*exec.Cmd, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if f.kind != kubeletPath {
+		// certagent as the shipped unit starts it (GOMAXPROCS=1); the
+		// test's own environment wins, as a drop-in's would.
+		unitEnv, err := unitfile.Environment(unitfile.Shipped)
+		if err != nil {
+			return nil, err
+		}
+		cmd.Env = append(unitEnv, os.Environ()...)
+	}
 	if err := controlplane.Spawn(cmd); err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -215,6 +216,17 @@ func TestNodeWithCloudInit(t *testing.T) {
 		}
 		if pre := c.show("kubelet", "ExecStartPre"); !strings.Contains(pre, "/usr/bin/certagent ; argv[]=/usr/bin/certagent wait ") {
 			t.Errorf("kubelet.service ExecStartPre=%s", pre)
+		}
+	})
+
+	t.Run("the installed unit starts certagent on one processor", func(t *testing.T) {
+		pid := c.show("certagent", "MainPID")
+		environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/proc/%s/environ", c.pid, pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if vars := strings.Split(string(environ), "\x00"); !slices.Contains(vars, "GOMAXPROCS=1") {
+			t.Errorf("certagent (PID %s) runs with the environment %q, without GOMAXPROCS=1", pid, vars)
 		}
 	})
 
