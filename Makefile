@@ -54,7 +54,7 @@ K8S_MINORS    := $(shell ls test/k8s | grep '^v1\.' | sort -t. -k2,2nr)
 COMPAT_MINORS ?= $(K8S_MINORS)
 COMPAT_TESTS  := ^(TestBootstrapClientAndServing|TestDaemonRenewsBothCertificates|TestRestartWhilePendingReusesCSR|TestDeniedClientCSR|TestDeniedServingCSR)$$
 
-.PHONY: help build tpm-deps unit e2e e2e-deps carotation carotation-oldest node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short sim-rotation vuln compat compat-oldest rules rules-deps fleet fleet-short fleet-approver fleet-overload fleet-attest fleet-carotation fleet-deps
+.PHONY: help prebuild-oldest build tpm-deps unit e2e e2e-deps carotation carotation-oldest node node-deps test demo bench fuzz vet tidy-check deps clean packages package-check sim sim-short sim-rotation vuln compat compat-oldest rules rules-deps fleet fleet-short fleet-approver fleet-overload fleet-attest fleet-carotation fleet-deps
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -133,7 +133,7 @@ e2e: build e2e-deps tpm-deps ## End-to-end tests against a real kube-apiserver, 
 carotation: build e2e-deps ## Only the cluster CA rotation of make e2e: five phases on a control plane of its own under certagent and the real kubelet (CERTAGENT_CAROT_PHASE_GAP=30s between phases; CERTAGENT_CAROT_NODE=off logs the node side's failures instead of failing; as root)
 	cd test && CERTAGENT_BIN=$(CURDIR)/$(BIN) $(GO) test $(E2E_FLAGS) -v -run TestCARotation ./carotation/
 
-test: deps vet tidy-check vuln rules unit sim-short sim-rotation e2e compat-oldest carotation-oldest fleet-short package-check node ## Every test suite (what CI runs; as root: the package checks and the node suite need it)
+test: prebuild-oldest deps vet tidy-check vuln rules unit sim-short sim-rotation e2e compat-oldest carotation-oldest fleet-short package-check node ## Every test suite (what CI runs; as root: the package checks and the node suite need it)
 
 compat: build e2e-deps ## The e2e core against every Kubernetes minor under test/k8s (COMPAT_MINORS="v1.33 v1.30" for some); table in bin/compat.md
 	@mkdir -p bin; rm -f bin/compat.md; fail=0; for v in $(COMPAT_MINORS); do \
@@ -142,6 +142,10 @@ compat: build e2e-deps ## The e2e core against every Kubernetes minor under test
 		echo "| $$(grep -oE 'k8s.io/kubernetes v[0-9.]+' test/k8s/$$v/go.mod | head -1 | cut -d' ' -f2) | $$r | $$(grep -c '^--- PASS' bin/compat-$$v.log) passed, $$(grep -c '^--- FAIL' bin/compat-$$v.log) failed | $$(( $$(date +%s) - start )) s |" | tee -a bin/compat.md; \
 		[ $$r = pass ] || grep -B2 -A20 -- '--- FAIL\|^FAIL\|e2e: building' bin/compat-$$v.log | head -60; \
 	done; echo; echo "| Kubernetes | e2e core | tests | time (with a first build) |"; echo "|---|---|---|---|"; cat bin/compat.md; exit $$fail
+
+prebuild-oldest: ## make test's first step (it stops when make does): start building the oldest minor's control plane and kubelet in the background at the lowest CPU priority (test/cmd/prebuild; make test starts it first, compat-oldest and carotation-oldest wait for it on the cache's lock); log in bin/prebuild-oldest.log
+	@mkdir -p bin; echo "building the $(lastword $(K8S_MINORS)) control plane and kubelet in the background, niced (first run only; bin/prebuild-oldest.log)"; \
+	make_pid=$$PPID; (cd test && nice -n 19 $(GO) build -o ../bin/prebuild ./cmd/prebuild && exec ../bin/prebuild -minor $(lastword $(K8S_MINORS)) -kubelet -while-pid $$make_pid) > bin/prebuild-oldest.log 2>&1 < /dev/null &
 
 compat-oldest: ## make compat for the oldest minor only (make test runs it; make e2e covers the newest)
 	$(MAKE) --no-print-directory compat COMPAT_MINORS=$(lastword $(K8S_MINORS))
