@@ -45,12 +45,13 @@ func (r *rotation) followSwitchSigners(ctx context.Context) {
 // the old CA, which RemoveOldCA makes worthless for new connections. An
 // operator's "fleet done" for SwitchSigners must include this (client-go
 // re-reads the file every 5 minutes; a kubelet restarted since reads it at
-// start).
+// start, if it was restarted after the file was stored: a restart for the
+// serving certificate, re-issued a few seconds before the client one, is
+// not enough).
 func (r *rotation) waitKubeletClientSwitch(ctx context.Context) {
 	stored := r.k.Watch.Client[len(r.k.Watch.Client)-1].Seen
 	switched := func() bool {
-		restarted := slices.ContainsFunc(r.restarts, func(rs restart) bool { return rs.pid != 0 && rs.phase == r.phase })
-		return restarted || slices.ContainsFunc(kubelettest.KlogTimes(r.k.Watch.Log, kubelettest.ClientRotationLogged),
+		return restartedSince(r.restarts, r.phase, stored) || slices.ContainsFunc(kubelettest.KlogTimes(r.k.Watch.Log, kubelettest.ClientRotationLogged),
 			func(at time.Time) bool { return at.After(stored.Add(-2 * time.Second)) })
 	}
 	if !r.watch(ctx, kubeletClientReread, switched) {

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -34,8 +36,19 @@ const maxRestarts = 5
 // restart is one restart of the kubelet, asked for by a hook.
 type restart struct {
 	phase, files string
+	at           time.Time     // when the test began the restart: the new kubelet reads its files after it
 	down         time.Duration // from the request to the new kubelet serving
 	pid          int
+}
+
+// restartedSince: a kubelet restarted in phase after stored reads the
+// client certificate stored then. A restart in the same phase but before
+// it (for the serving certificate, re-issued first) left the kubelet on the
+// old one.
+func restartedSince(restarts []restart, phase string, stored time.Time) bool {
+	return slices.ContainsFunc(restarts, func(rs restart) bool {
+		return rs.pid != 0 && rs.phase == phase && rs.at.After(stored)
+	})
 }
 
 func (n *node) restartRequests() string { return filepath.Join(n.dir, "restart-requests") }
@@ -66,11 +79,12 @@ func (r *rotation) serveRestarts(ctx context.Context) {
 			r.restarts = append(r.restarts, restart{phase: "before the kubelet ran (nothing to restart)", files: files})
 			continue
 		}
+		at := time.Now()
 		down, err := r.k.Restart(ctx, r.t)
 		if err != nil {
 			r.fatal("restarting the kubelet for a hook (%s): %v", files, err)
 		}
-		r.restarts = append(r.restarts, restart{phase: r.phase, files: files, down: down, pid: r.k.Cmd.Process.Pid})
+		r.restarts = append(r.restarts, restart{phase: r.phase, files: files, at: at, down: down, pid: r.k.Cmd.Process.Pid})
 	}
 }
 
@@ -126,4 +140,24 @@ func (r *rotation) restartsReport() string {
 		parts = append(parts, fmt.Sprintf("%s: PID %d serving %s after the request [%s]", rs.phase, rs.pid, rs.down.Round(100*time.Millisecond), rs.files))
 	}
 	return fmt.Sprintf("%d restart requests (postTrust, postRenew): %s", len(parts), strings.Join(parts, "; "))
+}
+
+func TestRestartedSince(t *testing.T) {
+	stored := time.Date(2026, 12, 5, 1, 43, 1, 0, time.UTC)
+	for _, tc := range []struct {
+		name     string
+		restarts []restart
+		want     bool
+	}{
+		{"no restart", nil, false},
+		{"restarted after the store", []restart{{phase: "3 SwitchSigners", pid: 7, at: stored.Add(time.Second)}}, true},
+		// CI of c0cf2ca: the serving certificate's restart 6 s before the client certificate was stored.
+		{"restarted before the store", []restart{{phase: "3 SwitchSigners", pid: 7, at: stored.Add(-6 * time.Second)}}, false},
+		{"restarted after, in another phase", []restart{{phase: "1 AddCA", pid: 7, at: stored.Add(time.Second)}}, false},
+		{"nothing restarted (no kubelet yet)", []restart{{phase: "3 SwitchSigners", at: stored.Add(time.Second)}}, false},
+	} {
+		if got := restartedSince(tc.restarts, "3 SwitchSigners", stored); got != tc.want {
+			t.Errorf("%s: restartedSince = %t, want %t", tc.name, got, tc.want)
+		}
+	}
 }
