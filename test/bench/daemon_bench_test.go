@@ -149,17 +149,18 @@ func BenchmarkIdle(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	// As the shipped unit starts it (GOMAXPROCS=1); a variable set for the
+	// benchmark wins, as a drop-in's would.
+	unitEnv, err := unitfile.Environment(unitfile.Shipped)
+	if err != nil {
+		b.Fatal(err)
+	}
+	env := append(unitEnv, os.Environ()...)
 	for i := 0; i < b.N; i++ {
 		addr := freeAddr(b)
 		n := newBenchNodeWithMetrics(b, "idle", i, addr)
 		cmd := exec.Command(bins["certagent"], append([]string{"run"}, n.args...)...)
-		// As the shipped unit starts it (GOMAXPROCS=1); a variable set for
-		// the benchmark wins, as a drop-in's would.
-		unitEnv, err := unitfile.Environment(unitfile.Shipped)
-		if err != nil {
-			b.Fatal(err)
-		}
-		cmd.Env = append(unitEnv, os.Environ()...)
+		cmd.Env = env
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}

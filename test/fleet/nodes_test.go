@@ -48,8 +48,9 @@ type member struct {
 // fleet is N nodes of one kind started together against one cluster.
 type fleet struct {
 	kind    string
-	prefix  string // node names are <prefix>-0001…
-	niced   bool   // processes run at nice 19 (the overload comparison)
+	prefix  string   // node names are <prefix>-0001…
+	niced   bool     // processes run at nice 19 (the overload comparison)
+	env     []string // certagent's environment: the shipped unit's, then the test's (which wins, as a drop-in's would)
 	c       *cluster
 	members []*member
 	start   time.Time // just before the first process was started
@@ -64,6 +65,13 @@ type fleet struct {
 func newFleet(t *testing.T, c *cluster, kind, prefix string, n int, extra string) *fleet {
 	t.Helper()
 	f := &fleet{kind: kind, prefix: prefix, c: c}
+	if kind != kubeletPath {
+		unitEnv, err := unitfile.Environment(unitfile.Shipped)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.env = append(unitEnv, os.Environ()...)
+	}
 	base := filepath.Join(work, prefix)
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("%s-%04d", prefix, i)
@@ -135,15 +143,7 @@ func (f *fleet) spawn(m *member) (*exec.Cmd, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if f.kind != kubeletPath {
-		// certagent as the shipped unit starts it (GOMAXPROCS=1); the
-		// test's own environment wins, as a drop-in's would.
-		unitEnv, err := unitfile.Environment(unitfile.Shipped)
-		if err != nil {
-			return nil, err
-		}
-		cmd.Env = append(unitEnv, os.Environ()...)
-	}
+	cmd.Env = f.env // nil for the kubelet: the test's environment
 	if err := controlplane.Spawn(cmd); err != nil {
 		return nil, err
 	}

@@ -230,7 +230,7 @@ func checkKubeletOnCertagentFiles(t *testing.T, c *container, node string) {
 		}
 	}
 	pid := c.show("kubelet", "MainPID")
-	argv, _ := os.ReadFile(fmt.Sprintf("/proc/%d/root/proc/%s/cmdline", c.pid, pid))
+	argv, _ := os.ReadFile(c.file("/proc/" + pid + "/cmdline"))
 	args := strings.ReplaceAll(string(argv), "\x00", " ")
 	if !strings.Contains(args, "--kubeconfig=/etc/kubernetes/kubelet.conf") || strings.Contains(args, "--bootstrap-kubeconfig") {
 		t.Errorf("the kubelet runs as %q: want --kubeconfig=/etc/kubernetes/kubelet.conf and no --bootstrap-kubeconfig", args)

@@ -221,7 +221,7 @@ func TestNodeWithCloudInit(t *testing.T) {
 
 	t.Run("the installed unit starts certagent on one processor", func(t *testing.T) {
 		pid := c.show("certagent", "MainPID")
-		environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/proc/%s/environ", c.pid, pid))
+		environ, err := os.ReadFile(c.file("/proc/" + pid + "/environ"))
 		if err != nil {
 			t.Fatal(err)
 		}
