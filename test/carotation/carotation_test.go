@@ -222,7 +222,7 @@ func (r *rotation) report() {
 	}
 	r.t.Logf("CA rotation on Kubernetes %s: %s; %s", cp.Version(), r.restartsReport(), r.phase4)
 	r.t.Logf("CA rotation: phases took %s; node on the new CA %s after SwitchSigners (client and serving certificates re-issued), "+
-		"the kubelet using its new client certificate %s after it was stored; kubelet PID %d for %s; longest Lease gap %s; through the API server (ok before/after the serving re-issue/failed): node proxy %s, "+
+		"the kubelet using its new client certificate %s; kubelet PID %d for %s; longest Lease gap %s; through the API server (ok before/after the serving re-issue/failed): node proxy %s, "+
 		"kubectl logs %s, kubectl exec %s; TLS dial errors %d; TLS failures logged %v; client certificates %s; serving certificates on disk %s, served %s",
 		strings.Join(r.took, ", "), r.reissued, r.clientSwitched, r.pid, time.Since(w.Start).Round(time.Second), gap.Round(time.Second),
 		w.Proxy, w.Logs, w.Exec, len(w.DialErrs), tlsFailures, w.Client, w.Serving, w.Served)

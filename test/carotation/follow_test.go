@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -40,25 +41,63 @@ func (r *rotation) followSwitchSigners(ctx context.Context) {
 	r.waitKubeletClientSwitch(ctx)
 }
 
-// waitKubeletClientSwitch waits until the kubelet logs that it switched to
-// the re-issued client certificate: until then it authenticates with one of
-// the old CA, which RemoveOldCA makes worthless for new connections. An
-// operator's "fleet done" for SwitchSigners must include this (client-go
-// re-reads the file every 5 minutes; a kubelet restarted since reads it at
-// start, if it was restarted after the file was stored: a restart for the
-// serving certificate, re-issued a few seconds before the client one, is
-// not enough).
+// waitKubeletClientSwitch waits until the kubelet uses the re-issued
+// client certificate: until then it authenticates with one of the old CA,
+// which RemoveOldCA makes worthless for new connections. An operator's
+// "fleet done" for SwitchSigners must include this. client-go reads the
+// file as the kubelet starts and again every 5 minutes from then, logging
+// a change; so the kubelet took it up when it was restarted after the file
+// was stored, or when it logs the switch. A restart under way as the file
+// was stored (the serving certificate's, re-issued a moment before the
+// client one) read the old file or the new: the kubelet logs the switch
+// within kubeletClientReread of that restart, or it read the new file as
+// it started (clientTakenUp). RemoveOldCA and the API server's restart then
+// prove it: a kubelet still on the old certificate loses its Lease.
 func (r *rotation) waitKubeletClientSwitch(ctx context.Context) {
-	stored := r.k.Watch.Client[len(r.k.Watch.Client)-1].Seen
+	stored := r.clientStored()
+	var how string
 	switched := func() bool {
-		return restartedSince(r.restarts, r.phase, stored) || slices.ContainsFunc(kubelettest.KlogTimes(r.k.Watch.Log, kubelettest.ClientRotationLogged),
+		logged := slices.ContainsFunc(kubelettest.KlogTimes(r.k.Watch.Log, kubelettest.ClientRotationLogged),
 			func(at time.Time) bool { return at.After(stored.Add(-2 * time.Second)) })
+		how = clientTakenUp(r.restarts, r.phase, stored, logged, time.Now())
+		return how != ""
 	}
 	if !r.watch(ctx, kubeletClientReread, switched) {
-		r.problem("the kubelet did not switch to its re-issued client certificate within %s", kubeletClientReread)
+		r.problem("the kubelet did not switch to its re-issued client certificate within %s (stored %s; restarts %s)",
+			kubeletClientReread, stored.UTC().Format("15:04:05.000"), r.restartsReport())
 		return
 	}
-	r.clientSwitched = time.Since(stored).Round(time.Second)
+	r.clientSwitched = fmt.Sprintf("%s after it was stored (%s)", time.Since(stored).Round(time.Second), how)
+}
+
+// clientStored is when certagent stored the current client certificate:
+// its file's modification time (certagent writes a new file and links it),
+// else when the test first saw it.
+func (r *rotation) clientStored() time.Time {
+	if fi, err := os.Stat(filepath.Join(r.n.certDir, "kubelet-client-current.pem")); err == nil {
+		return fi.ModTime()
+	}
+	return r.k.Watch.Client[len(r.k.Watch.Client)-1].Seen
+}
+
+// clientTakenUp says how the kubelet took up a client certificate stored
+// at stored, given its restarts in phase, whether it logged a switch since,
+// and the time now; "" while that is not known yet.
+func clientTakenUp(restarts []restart, phase string, stored time.Time, logged bool, now time.Time) string {
+	if restartedSince(restarts, phase, stored) {
+		return "restarted since"
+	}
+	if logged {
+		return "switch logged"
+	}
+	for _, rs := range restarts {
+		if rs.pid != 0 && rs.phase == phase && !rs.at.After(stored) && !rs.at.Add(rs.down).Before(stored) &&
+			now.Sub(rs.at) >= kubeletClientReread {
+			return fmt.Sprintf("read as it started: its restart began %s before the store, was serving %s after it, and no switch was logged within %s",
+				stored.Sub(rs.at).Round(time.Millisecond), rs.at.Add(rs.down).Sub(stored).Round(time.Millisecond), kubeletClientReread)
+		}
+	}
+	return ""
 }
 
 // followRemoveOldCA: every certificate and trust file on the new CA alone,

@@ -161,3 +161,33 @@ func TestRestartedSince(t *testing.T) {
 		}
 	}
 }
+
+func TestClientTakenUp(t *testing.T) {
+	stored := time.Date(2026, 12, 5, 2, 54, 30, 401e6, time.UTC)
+	// What CI of efd4078 most likely met: the serving certificate's hook
+	// ran 0.44 s before the client certificate was stored; a restart takes
+	// 1.4 s to serve.
+	straddling := []restart{{phase: "3 SwitchSigners", pid: 7, at: stored.Add(-400 * time.Millisecond), down: 1400 * time.Millisecond}}
+	before := []restart{{phase: "3 SwitchSigners", pid: 7, at: stored.Add(-3 * time.Second), down: 1400 * time.Millisecond}}
+	for _, tc := range []struct {
+		name     string
+		restarts []restart
+		logged   bool
+		now      time.Time
+		want     string // a prefix
+	}{
+		{"nothing yet", nil, false, stored.Add(time.Minute), ""},
+		{"switch logged", nil, true, stored.Add(5 * time.Minute), "switch logged"},
+		{"restarted after the store", []restart{{phase: "3 SwitchSigners", pid: 7, at: stored.Add(time.Second)}}, false, stored.Add(2 * time.Second), "restarted since"},
+		{"a restart under way at the store: not known within a re-read", straddling, false, stored.Add(5 * time.Minute), ""},
+		{"a restart under way at the store: no switch logged in a re-read", straddling, false, stored.Add(kubeletClientReread), "read as it started"},
+		{"a restart under way at the store, then the switch logged", straddling, true, stored.Add(5 * time.Minute), "switch logged"},
+		{"restarted and serving before the store: it must log the switch", before, false, stored.Add(10 * time.Minute), ""},
+		{"under way at the store, in another phase", []restart{{phase: "1 AddCA", pid: 7, at: stored.Add(-400 * time.Millisecond), down: time.Second}}, false, stored.Add(10 * time.Minute), ""},
+	} {
+		got := clientTakenUp(tc.restarts, "3 SwitchSigners", stored, tc.logged, tc.now)
+		if (tc.want == "") != (got == "") || !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%s: clientTakenUp = %q, want %q…", tc.name, got, tc.want)
+		}
+	}
+}

@@ -24,10 +24,10 @@ type rotation struct {
 	lastProxy   time.Time
 	took        []string      // each phase and how long it took
 	reissued    time.Duration // from SwitchSigners to both certificates on the new CA
-	// clientSwitched is from the re-issued client certificate's storing to
-	// the kubelet's switching to it (client-go re-reads the file every 5
-	// minutes).
-	clientSwitched time.Duration
+	// clientSwitched is how long after the re-issued client certificate
+	// was stored the kubelet was known to use it, and how it is known
+	// (client-go re-reads the file every 5 minutes).
+	clientSwitched string
 	phase          string    // the phase under way, for postTrust restarts
 	phase4         string    // what the first requests after SwitchKubeletClient met
 	restarts       []restart // postTrust restarts (before 1.36)
