@@ -58,7 +58,7 @@ func (a *Agent) runDueHooks(ctx context.Context, kind bootstrap.Kind, leaf *x509
 		"CERTAGENT_NODE_NAME=" + cfg.NodeName,
 		"CERTAGENT_NOT_AFTER=" + notAfter.UTC().Format(time.RFC3339),
 	}
-	failed := a.runHooks(ctx, "post-renew", cfg.Hooks.PostRenew, env, zap.String("certificate", string(kind)))
+	failed := a.runHooks(ctx, "post-renew", cfg.Hooks.PostRenew, string(kind), env, zap.String("certificate", string(kind)))
 	a.certs.Update(kind, func(s *observe.Cert) { s.HookErrors += uint64(failed) })
 	if ctx.Err() != nil {
 		return
@@ -69,11 +69,15 @@ func (a *Agent) runDueHooks(ctx context.Context, kind bootstrap.Kind, leaf *x509
 }
 
 // runHooks runs hooks (what they are, for the log) one after the other with
-// env, until ctx ends, and returns how many failed. A failing hook is logged,
-// never fatal.
-func (a *Agent) runHooks(ctx context.Context, what string, hooks []config.Hook, env []string, fields ...zap.Field) int {
+// env, until ctx ends, and returns how many failed; a hook whose kinds leave
+// out the certificate kind ("" for none) does not run. A failing hook is
+// logged, never fatal.
+func (a *Agent) runHooks(ctx context.Context, what string, hooks []config.Hook, kind string, env []string, fields ...zap.Field) int {
 	failed := 0
 	for i, h := range hooks {
+		if !h.RunsFor(kind) {
+			continue
+		}
 		if ctx.Err() != nil {
 			return failed // stopping: the marker stays, the hooks run after the restart
 		}

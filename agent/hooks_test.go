@@ -104,6 +104,40 @@ func TestHooksRunOnceTheStepIsOnDisk(t *testing.T) {
 	})
 }
 
+// TestHooksRunOnlyForTheirKinds: a postRenew hook with kinds runs only for
+// those certificates, one without for both; at bootstrap and at renewal.
+func TestHooksRunOnlyForTheirKinds(t *testing.T) {
+	hooks := []config.Hook{{Command: []string{"both"}}, {Command: []string{"server-only"}, Kinds: []string{"server"}}, {Command: []string{"client-only"}, Kinds: []string{"client"}}}
+	daemonTest(t, func(c *config.Config) { c.Hooks.PostRenew = hooks }, func(t *testing.T, f *daemonFixture) {
+		var mu sync.Mutex
+		var calls []string
+		f.opts.RunHook = func(_ context.Context, h config.Hook, env []string) ([]byte, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			i := slices.IndexFunc(env, func(e string) bool { return strings.HasPrefix(e, "CERTAGENT_CERT_KIND=") })
+			calls = append(calls, h.Command[0]+" for "+strings.TrimPrefix(env[i], "CERTAGENT_CERT_KIND="))
+			return nil, nil
+		}
+		got := func() string {
+			mu.Lock()
+			defer mu.Unlock()
+			c := slices.Clone(calls)
+			slices.Sort(c)
+			calls = nil
+			return strings.Join(c, ", ")
+		}
+		want := "both for client, both for server, client-only for client, server-only for server"
+		f.start()
+		if g := got(); g != want {
+			t.Fatalf("hooks after the bootstrap: %s, want %s", g, want)
+		}
+		f.advance(23*time.Hour + 10*time.Minute) // both renewed
+		if g := got(); g != want {
+			t.Fatalf("hooks after the renewals: %s, want %s", g, want)
+		}
+	})
+}
+
 // TestHooksRunAfterAnInterruptedBootstrap: a crash left the client
 // certificate stored (and its hooks due) but kubelet.conf unwritten; the
 // next start finishes the bootstrap without a new CSR and runs the hooks.

@@ -56,7 +56,7 @@ func (a *Agent) runDueTrustHooks(ctx context.Context) {
 		return
 	}
 	env := []string{"CERTAGENT_TRUST_FILES=" + strings.Join(due, " "), "CERTAGENT_NODE_NAME=" + cfg.NodeName}
-	a.runHooks(ctx, "post-trust", cfg.Hooks.PostTrust, env, zap.Strings("trust_files", due))
+	a.runHooks(ctx, "post-trust", cfg.Hooks.PostTrust, "", env, zap.Strings("trust_files", due))
 	if ctx.Err() != nil {
 		return
 	}

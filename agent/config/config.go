@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -67,6 +68,41 @@ type Hook struct {
 	Command []string `json:"command"`
 	// Timeout kills the hook after this long (default 30s).
 	Timeout Duration `json:"timeout,omitempty"`
+	// Kinds limits a postRenew hook to these certificates ("client",
+	// "server"); empty runs it for both.
+	Kinds []string `json:"kinds,omitempty"`
+}
+
+// HookKinds are the certificates a postRenew hook's kinds may name.
+var HookKinds = []string{"client", "server"}
+
+// RunsFor reports whether a postRenew hook runs for the certificate kind.
+func (h Hook) RunsFor(kind string) bool {
+	return len(h.Kinds) == 0 || slices.Contains(h.Kinds, kind)
+}
+
+// validateHooks checks the hooks of one list (its key, for the messages);
+// kinds apply to certificates, so only postRenew takes them.
+func validateHooks(key string, hooks []Hook, kindsAllowed bool) []error {
+	var errs []error
+	for i, h := range hooks {
+		if len(h.Command) == 0 || h.Command[0] == "" {
+			errs = append(errs, fmt.Errorf("%s[%d].command is empty", key, i))
+		}
+		if h.Timeout.Duration < 0 {
+			errs = append(errs, fmt.Errorf("%s[%d].timeout must not be negative", key, i))
+		}
+		if len(h.Kinds) > 0 && !kindsAllowed {
+			errs = append(errs, fmt.Errorf("%s[%d].kinds: only hooks.postRenew runs per certificate; a trust file is not one", key, i))
+			continue
+		}
+		for _, k := range h.Kinds {
+			if !slices.Contains(HookKinds, k) {
+				errs = append(errs, fmt.Errorf("%s[%d].kinds: %q is not one of %s", key, i, k, strings.Join(HookKinds, ", ")))
+			}
+		}
+	}
+	return errs
 }
 
 // MetricsConfig controls the HTTP listener for /metrics, /healthz and /readyz.
@@ -160,14 +196,8 @@ func (c Config) Validate() error {
 	if rb, life := c.Rotation.RenewBefore.Duration, c.Rotation.RequestedDuration.Duration; life > 0 && rb >= life {
 		errs = append(errs, fmt.Errorf("rotation.renewBefore %s is not shorter than the certificate lifetime rotation.requestedDuration %s: every certificate would be due the moment it is issued; set renewBefore below %s (%s renews at two thirds of the lifetime), or leave it unset for the default 70-90 %%", rb, life, life, (life/3).Round(time.Second)))
 	}
-	for i, h := range c.Hooks.PostRenew {
-		if len(h.Command) == 0 || h.Command[0] == "" {
-			errs = append(errs, fmt.Errorf("hooks.postRenew[%d].command is empty", i))
-		}
-		if h.Timeout.Duration < 0 {
-			errs = append(errs, fmt.Errorf("hooks.postRenew[%d].timeout must not be negative", i))
-		}
-	}
+	errs = append(errs, validateHooks("hooks.postRenew", c.Hooks.PostRenew, true)...)
+	errs = append(errs, validateHooks("hooks.postTrust", c.Hooks.PostTrust, false)...)
 	if c.Timeout.Duration <= 0 {
 		errs = append(errs, errors.New("timeout must be positive"))
 	}

@@ -42,6 +42,12 @@ rotation:
 		{"bad duration", "apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\ntimeout: 10 minutes\n", `timeout: invalid duration "10 minutes"`, nil},
 		{"bad nested duration", "apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\nrotation: {renewBefore: 10}\n", `rotation.renewBefore: a duration must be a string`, nil},
 		{"bad hook timeout", "apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\nhooks: {postRenew: [{command: [x]}, {command: [y], timeout: soon}]}\n", `hooks.postRenew[1].timeout: invalid duration "soon"`, nil},
+		{"bad postTrust hook timeout", "apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\nhooks: {postTrust: [{command: [y], timeout: soon}]}\n", `hooks.postTrust[0].timeout: invalid duration "soon"`, nil},
+		{"hook kinds", "apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\nhooks: {postRenew: [{command: [x], kinds: [server]}, {command: [z]}]}\n", "", func(t *testing.T, c Config) {
+			if h := c.Hooks.PostRenew; !h[0].RunsFor("server") || h[0].RunsFor("client") || !h[1].RunsFor("client") || !h[1].RunsFor("server") {
+				t.Fatalf("hooks = %+v", h)
+			}
+		}},
 		{"empty duration means unset", "apiVersion: certagent.io/v1alpha1\nkind: AgentConfig\nrotation: {renewBefore: \"\"}\n", "", func(t *testing.T, c Config) {
 			if c.Rotation.RenewBefore.Duration != 0 {
 				t.Fatalf("renewBefore = %s", c.Rotation.RenewBefore)
@@ -98,6 +104,15 @@ func TestValidate(t *testing.T) {
 		{"renewBefore equal to requestedDuration", func(c *Config) {
 			c.Rotation.RequestedDuration, c.Rotation.RenewBefore = Duration{time.Hour}, Duration{time.Hour}
 		}, "set renewBefore below 1h0m0s (20m0s renews at two thirds of the lifetime)"},
+		// Before: postTrust was not checked, and execHook indexed an empty command when a trust file changed.
+		{"empty postTrust command", func(c *Config) { c.Hooks.PostTrust = []Hook{{Command: []string{}}} }, "hooks.postTrust[0].command is empty"},
+		{"negative postTrust timeout", func(c *Config) { c.Hooks.PostTrust = []Hook{{Command: []string{"x"}, Timeout: Duration{-time.Second}}} }, "hooks.postTrust[0].timeout must not be negative"},
+		{"empty postRenew command", func(c *Config) { c.Hooks.PostRenew = []Hook{{Command: []string{"x"}}, {Command: []string{""}}} }, "hooks.postRenew[1].command is empty"},
+		{"unknown hook kind", func(c *Config) { c.Hooks.PostRenew = []Hook{{Command: []string{"x"}, Kinds: []string{"serving"}}} }, `hooks.postRenew[0].kinds: "serving" is not one of client, server`},
+		{"kinds on a postTrust hook", func(c *Config) { c.Hooks.PostTrust = []Hook{{Command: []string{"x"}, Kinds: []string{"server"}}} }, "hooks.postTrust[0].kinds: only hooks.postRenew runs per certificate"},
+		{"hook kinds: fine", func(c *Config) {
+			c.Hooks.PostRenew = []Hook{{Command: []string{"x"}, Kinds: []string{"server", "client"}}}
+		}, ""},
 		{"renewBefore shorter: fine", func(c *Config) {
 			c.Rotation.RequestedDuration, c.Rotation.RenewBefore = Duration{10 * time.Minute}, Duration{9 * time.Minute}
 		}, ""},

@@ -98,6 +98,9 @@ func badDurationKey(js []byte) string {
 			PostRenew []struct {
 				Timeout any `json:"timeout"`
 			} `json:"postRenew"`
+			PostTrust []struct {
+				Timeout any `json:"timeout"`
+			} `json:"postTrust"`
 		} `json:"hooks"`
 	}
 	if json.Unmarshal(js, &doc) != nil {
@@ -122,6 +125,11 @@ func badDurationKey(js []byte) string {
 	for i, h := range doc.Hooks.PostRenew {
 		if bad(h.Timeout) {
 			return fmt.Sprintf("hooks.postRenew[%d].timeout", i)
+		}
+	}
+	for i, h := range doc.Hooks.PostTrust {
+		if bad(h.Timeout) {
+			return fmt.Sprintf("hooks.postTrust[%d].timeout", i)
 		}
 	}
 	return ""

@@ -19,12 +19,15 @@ import (
 // for systemd, restarts the kubelet it runs (`systemctl try-restart
 // kubelet`: nothing before the kubelet runs).
 
-// restartHooks is the node's hooks, %q the requests file (twice).
+// restartHooks is the node's hooks, %q the requests file (twice). The
+// postRenew hook runs for the serving certificate alone (kinds): a request
+// naming the client certificate fails checkRestarts.
 const restartHooks = `hooks:
   postTrust:
   - command: ["/bin/sh", "-c", "echo \"$CERTAGENT_TRUST_FILES\" >> \"$0\"", %q]
   postRenew:
-  - command: ["/bin/sh", "-c", "[ \"$CERTAGENT_CERT_KIND\" = server ] || exit 0; echo \"$CERTAGENT_CERT_FILE\" >> \"$0\"", %q]
+  - command: ["/bin/sh", "-c", "echo \"$CERTAGENT_CERT_FILE\" >> \"$0\"", %q]
+    kinds: [server]
 `
 
 // maxRestarts bounds the kubelet's restarts in a rotation: one per phase
