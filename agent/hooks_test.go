@@ -274,3 +274,11 @@ func TestStatusIsNeverStale(t *testing.T) {
 		}
 	}
 }
+
+// TestHookKindsAreTheCertificateKinds: the kinds a hook may name
+// (agent/config, which does not import bootstrap) are the certificates'.
+func TestHookKindsAreTheCertificateKinds(t *testing.T) {
+	if want := []string{string(bootstrap.Client), string(bootstrap.Serving)}; !slices.Equal(config.HookKinds, want) {
+		t.Fatalf("config.HookKinds = %v, want %v", config.HookKinds, want)
+	}
+}

@@ -85,6 +85,11 @@ func decodeInto(path string, cfg *Config) ([]string, error) {
 	return keysSet(js), nil
 }
 
+// hookTimeouts is a hook list as badDurationKey reads it.
+type hookTimeouts []struct {
+	Timeout any `json:"timeout"`
+}
+
 // badDurationKey names the first duration setting in js that does not parse,
 // so that a bad value is reported with its key (the decoder does not say).
 func badDurationKey(js []byte) string {
@@ -95,12 +100,8 @@ func badDurationKey(js []byte) string {
 			RenewBefore       any `json:"renewBefore"`
 		} `json:"rotation"`
 		Hooks struct {
-			PostRenew []struct {
-				Timeout any `json:"timeout"`
-			} `json:"postRenew"`
-			PostTrust []struct {
-				Timeout any `json:"timeout"`
-			} `json:"postTrust"`
+			PostRenew hookTimeouts `json:"postRenew"`
+			PostTrust hookTimeouts `json:"postTrust"`
 		} `json:"hooks"`
 	}
 	if json.Unmarshal(js, &doc) != nil {
@@ -122,14 +123,14 @@ func badDurationKey(js []byte) string {
 	case bad(doc.Rotation.RenewBefore):
 		return "rotation.renewBefore"
 	}
-	for i, h := range doc.Hooks.PostRenew {
-		if bad(h.Timeout) {
-			return fmt.Sprintf("hooks.postRenew[%d].timeout", i)
-		}
-	}
-	for i, h := range doc.Hooks.PostTrust {
-		if bad(h.Timeout) {
-			return fmt.Sprintf("hooks.postTrust[%d].timeout", i)
+	for _, list := range []struct {
+		key   string
+		hooks hookTimeouts
+	}{{"hooks.postRenew", doc.Hooks.PostRenew}, {"hooks.postTrust", doc.Hooks.PostTrust}} {
+		for i, h := range list.hooks {
+			if bad(h.Timeout) {
+				return fmt.Sprintf("%s[%d].timeout", list.key, i)
+			}
 		}
 	}
 	return ""
